@@ -1,0 +1,88 @@
+"""qimage_nb: Qwen Image 2.0 from Jupyter.
+
+Nothing happens at import time: each public name below is imported on first use (PEP 562), so
+``import qimage_nb`` and ``%load_ext qimage_nb`` stay light.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> private module that defines it
+_EXPORTS = {
+    "APIError": "_exceptions",
+    "AsyncClient": "_client",
+    "AuthenticationError": "_exceptions",
+    "Balance": "_contract",
+    "Client": "_sync",
+    "Generation": "_client",
+    "GenerationRequest": "_contract",
+    "GenerationTimeout": "_exceptions",
+    "ImageError": "_exceptions",
+    "InsufficientBalanceError": "_exceptions",
+    "NotFoundError": "_exceptions",
+    "Panel": "_panel",
+    "PermissionDeniedError": "_exceptions",
+    "ProtocolError": "_exceptions",
+    "QImageError": "_exceptions",
+    "RateLimitError": "_exceptions",
+    "ServerError": "_exceptions",
+    "TaskCancelledError": "_exceptions",
+    "TaskFailedError": "_exceptions",
+    "TaskStatus": "_contract",
+    "TransportError": "_exceptions",
+    "Update": "_client",
+    "ValidationError": "_exceptions",
+}
+
+__all__ = sorted([*_EXPORTS, "load_ipython_extension"])
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from ._client import AsyncClient, Generation, Update
+    from ._contract import Balance, GenerationRequest, TaskStatus
+    from ._exceptions import (
+        APIError,
+        AuthenticationError,
+        GenerationTimeout,
+        ImageError,
+        InsufficientBalanceError,
+        NotFoundError,
+        PermissionDeniedError,
+        ProtocolError,
+        QImageError,
+        RateLimitError,
+        ServerError,
+        TaskCancelledError,
+        TaskFailedError,
+        TransportError,
+        ValidationError,
+    )
+    from ._panel import Panel
+    from ._sync import Client
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qimage_nb' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # resolve once
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext qimage_nb``: register ``%%qimage`` and ``%qimage``. No network, no output."""
+    from ._magics import QImageMagics
+
+    ipython.register_magics(QImageMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext qimage_nb``: nothing to undo beyond IPython's own bookkeeping."""
