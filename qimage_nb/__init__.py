@@ -38,7 +38,32 @@ _EXPORTS = {
     "ValidationError": "_exceptions",
 }
 
-__all__ = sorted([*_EXPORTS, "load_ipython_extension"])
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "AuthenticationError",
+    "Balance",
+    "Client",
+    "Generation",
+    "GenerationRequest",
+    "GenerationTimeout",
+    "ImageError",
+    "InsufficientBalanceError",
+    "NotFoundError",
+    "Panel",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "QImageError",
+    "RateLimitError",
+    "ServerError",
+    "TaskCancelledError",
+    "TaskFailedError",
+    "TaskStatus",
+    "TransportError",
+    "Update",
+    "ValidationError",
+    "load_ipython_extension",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._client import AsyncClient, Generation, Update

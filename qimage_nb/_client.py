@@ -1,0 +1,1040 @@
+"""The async client: one implementation under the magic, the panel and the sync facade.
+
+A generation is submit -> poll -> download. Each step is journaled (``_store.Store``) before and
+after it happens, so that a kernel that dies at any moment loses nothing it paid for: the
+Idempotency-Key is written before the POST (a lost answer is replayed with the same key), the task
+id as soon as it is known, and every image as soon as its bytes are on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ipaddress
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from . import __version__
+from ._contract import (
+    BALANCE_PATH,
+    PRODUCTION_BASE_URL,
+    SUBMIT_PATH,
+    TASK_PATH,
+    UPLOAD_PATH,
+    Balance,
+    GenerationRequest,
+    TaskStatus,
+    parse_balance,
+    parse_error,
+    parse_submit,
+    parse_task,
+    parse_upload,
+)
+from ._exceptions import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    GenerationTimeout,
+    ImageError,
+    InsufficientBalanceError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    ProtocolError,
+    QImageError,
+    RateLimitError,
+    ServerError,
+    TaskCancelledError,
+    TaskFailedError,
+    TransportError,
+    ValidationError,
+)
+from ._polling import PollPolicy
+from ._retry import RetryPolicy, is_retryable, parse_retry_after
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ._store import JobRecord, Store
+
+__all__ = ["AsyncClient", "Generation", "Update"]
+
+logger = logging.getLogger("qimage_nb")
+
+UpdateCallback = Callable[["Update"], "Awaitable[None] | None"]
+
+# How many consecutive contract breaches (unknown status, odd envelope) a wait tolerates before it
+# gives up loudly: one garbled answer from a proxy should not cost the user a paid task.
+_MAX_PROTOCOL_ERRORS = 3
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Update:
+    """One step of a generation, for progress displays (``on_update``).
+
+    ``stage`` is one of ``"submitting"``, ``"pending"``, ``"processing"``, ``"downloading"`` (an
+    image arrived), ``"done"``, ``"failed"``, ``"cancelled"`` or ``"error"``. ``images`` has one slot
+    per expected image, in the API's order: ``None`` until that image has downloaded.
+    """
+
+    request: GenerationRequest
+    stage: str
+    task_id: str | None = None
+    progress: int = 0
+    elapsed: float = 0.0
+    estimated_time: float | None = None
+    images: tuple[Image.Image | None, ...] = ()
+    new_image: int | None = None
+    error: QImageError | None = None
+    cached: bool = False
+    cached_at: float | None = None
+    label: str | None = None
+    batch_index: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.stage in ("done", "failed", "cancelled", "error")
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left by the server's (usually pessimistic) estimate, or None."""
+        if self.estimated_time is None or self.done:
+            return None
+        return max(0.0, self.estimated_time - self.elapsed)
+
+
+@dataclass
+class Generation:
+    """The result of one generation request.
+
+    ``images`` are PIL images in the order the API returned them, opened lazily from the files on
+    disk (``paths``); each carries its provenance in ``.info`` (prompt, model, size, resolution,
+    task_id, source_url, ...). In a batch, a failed request has ``error`` set and no images.
+    """
+
+    task_id: str | None
+    request: GenerationRequest
+    urls: list[str] = field(default_factory=list)
+    images: list[Image.Image] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    status: str = "completed"
+    cached: bool = False
+    created_at: float | None = None
+    completed_at: float | None = None
+    idempotency_key: str | None = None
+    label: str | None = None
+    error: QImageError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status == "completed"
+
+    def __repr__(self) -> str:
+        prompt = self.request.prompt
+        short = prompt if len(prompt) <= 40 else prompt[:37] + "..."
+        w, h = self.request.pixel_size
+        state = f"error={type(self.error).__name__}" if self.error else f"{len(self.images)} images {w}x{h}"
+        cached = " cached" if self.cached else ""
+        return f"<Generation {self.task_id} {state}{cached} {self.request.model} prompt={short!r}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from ._display import gallery_bundle
+
+        return gallery_bundle([self])
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+class _Secret:
+    """Holds the API key so that no repr, log line or traceback local shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+    __str__ = __repr__
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1, ``localhost`` and ``*.localhost`` (RFC 6761)."""
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(value: Any, *, allow_insecure_http: bool = False) -> str:
+    """Validate and normalise a base URL; plain http only to loopback unless explicitly allowed."""
+    example = f"use an https URL such as {PRODUCTION_BASE_URL}"
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("base_url", f"base_url must be an http(s) URL; {example}")
+    text = value.strip()
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValidationError("base_url", f"base_url {text!r} is not an http(s) URL with a host; {example}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValidationError(
+            "base_url", f"base_url {text!r} must not carry a query, fragment or credentials; {example}"
+        )
+    if parts.scheme.lower() == "http" and not is_loopback_host(parts.hostname) and not allow_insecure_http:
+        raise ValidationError(
+            "base_url",
+            f"base_url {text!r} is plain http to a non-loopback host, which would send your API key "
+            "unencrypted; use https, or pass allow_insecure_http=True if you must",
+        )
+    return text.rstrip("/")
+
+
+def _check_key(value: Any) -> _Secret | None:
+    if value is None:
+        return None
+    if isinstance(value, _Secret):
+        return value
+    if not isinstance(value, str):
+        raise ValidationError("api_key", f"api_key must be a string, got {type(value).__name__}")
+    key = value.strip()
+    if not key:
+        return None
+    if any(c.isspace() or ord(c) < 32 for c in key):
+        # A header value with a newline could smuggle another header; refuse without echoing it.
+        raise ValidationError("api_key", "api_key contains spaces or control characters: paste the key alone")
+    return _Secret(key)
+
+
+def _check_seconds(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValidationError(name, f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(name, f"{name} must be a whole number >= 1, got {value!r}")
+    return value
+
+
+_ERRORS_BY_STATUS: dict[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: InsufficientBalanceError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    413: PayloadTooLargeError,
+    429: RateLimitError,
+}
+
+_HINTS: dict[type[APIError], str] = {
+    AuthenticationError: "the API key was refused: check QIMAGE_API_KEY or run %qimage login",
+    InsufficientBalanceError: "insufficient balance: top up the account; nothing was generated",
+    PermissionDeniedError: "permission denied for this key",
+    NotFoundError: "unknown or expired task",
+    PayloadTooLargeError: "the file is too large for the API",
+    BadRequestError: "the API refused the request",
+    RateLimitError: "rate limited by the API",
+    ServerError: "the API failed",
+}
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+class AsyncClient:
+    """Async client for the Qwen Image 2.0 task API.
+
+    Parameters
+    ----------
+    api_key:
+        Bearer key; defaults to ``$QIMAGE_API_KEY``. Never shown in any repr, message or log.
+    base_url:
+        API origin; defaults to ``$QIMAGE_BASE_URL``, then the provider's production host. Plain
+        http is refused for non-loopback hosts unless ``allow_insecure_http=True``.
+    timeout:
+        Per-request timeout in seconds (or an ``httpx.Timeout``).
+    wait_timeout:
+        Default deadline for a whole generation to finish on the server, in seconds.
+    transport:
+        An ``httpx.AsyncBaseTransport`` (tests, the in-process emulator).
+    store:
+        The journal and image files; defaults to ``Store.default()`` (``$QIMAGE_HOME``).
+    retry, poll:
+        Retry and polling policies (``RetryPolicy``, ``PollPolicy``).
+    download_concurrency:
+        Images downloaded at once across all generations of this client.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        timeout: float | httpx.Timeout = 30.0,
+        wait_timeout: float = 900.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        store: Store | None = None,
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
+        download_concurrency: int = 6,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        self._key = _check_key(api_key if api_key is not None else os.environ.get("QIMAGE_API_KEY"))
+        raw_url = base_url if base_url is not None else (os.environ.get("QIMAGE_BASE_URL") or PRODUCTION_BASE_URL)
+        self.base_url = check_base_url(raw_url, allow_insecure_http=allow_insecure_http)
+        if isinstance(timeout, httpx.Timeout):
+            self._timeout = timeout
+        else:
+            seconds = _check_seconds("timeout", timeout)
+            self._timeout = httpx.Timeout(seconds, connect=min(seconds, 10.0))
+        self.wait_timeout = _check_seconds("wait_timeout", wait_timeout)
+        self._transport = transport
+        self._store = store
+        self.retry = retry or RetryPolicy()
+        self.poll = poll or PollPolicy()
+        self._download_concurrency = _check_count("download_concurrency", download_concurrency)
+        self._http: httpx.AsyncClient | None = None
+        self._download_slots: asyncio.Semaphore | None = None
+
+    # -- plumbing --
+
+    def __repr__(self) -> str:
+        return f"<AsyncClient base_url={self.base_url!r} key={'set' if self._key else 'unset'}>"
+
+    @property
+    def has_key(self) -> bool:
+        return self._key is not None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from ._store import Store
+
+            self._store = Store.default()
+        return self._store
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            # No default auth header on the shared client: only API requests add it, so the CDN
+            # (another origin) never sees the key, even through a redirect.
+            self._http = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=self._timeout,
+                follow_redirects=False,
+                headers={"User-Agent": f"qimage_nb/{__version__}"},
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _auth(self) -> dict[str, str]:
+        if self._key is None:
+            raise ValidationError(
+                "api_key",
+                "no API key: set QIMAGE_API_KEY, pass api_key=..., or run %qimage login "
+                "(%qimage emulator tries everything offline)",
+            )
+        return {"Authorization": f"Bearer {self._key.reveal()}"}
+
+    def _redact(self, text: str) -> str:
+        if self._key is not None and self._key.reveal() in text:
+            return text.replace(self._key.reveal(), "***")
+        return text
+
+    def _api_error(self, response: httpx.Response, what: str, task_id: str | None) -> APIError:
+        info = parse_error(response.status_code, response.headers.get("content-type", ""), response.content)
+        status = response.status_code
+        cls = _ERRORS_BY_STATUS.get(status, ServerError if status >= 500 else BadRequestError)
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        detail = self._redact(info.message)
+        hint = _HINTS[cls]
+        if cls is RateLimitError and retry_after is not None:
+            hint += f" (retry after {retry_after:.0f} s)"
+        return cls(
+            f"{what}: {hint} (HTTP {status}): {detail}",
+            status_code=status,
+            error_type=info.type,
+            param=info.param,
+            task_id=task_id,
+            retry_after=retry_after,
+        )
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        json: Any = None,
+        files: Any = None,
+        headers: Mapping[str, str] | None = None,
+        task_id: str | None = None,
+    ) -> Any:
+        """One API request with retries on transient failures; returns the decoded JSON body.
+
+        Callers decide whether a method may be retried at all: GETs always, the submit POST only
+        because its Idempotency-Key header is the same on every attempt.
+        """
+        request_headers = {**self._auth(), "Accept": "application/json", **(headers or {})}
+        url = self.base_url + path
+        http = self._client()
+        failure: QImageError | None = None
+        for attempt in range(self.retry.max_attempts):
+            retry_after = None
+            try:
+                response = await http.request(method, url, json=json, files=files, headers=request_headers)
+            except httpx.TimeoutException as exc:
+                failure = TransportError(f"{what}: the API did not answer in time ({type(exc).__name__})", task_id=task_id)
+            except httpx.TransportError as exc:
+                failure = TransportError(f"{what}: network error ({type(exc).__name__}: {self._redact(str(exc))[:120]})", task_id=task_id)
+            else:
+                if response.is_success:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        failure = ProtocolError(
+                            f"{what}: HTTP {response.status_code} answer is not valid JSON", task_id=task_id
+                        )
+                else:
+                    error = self._api_error(response, what, task_id)
+                    if not is_retryable(response.status_code, error.error_type) or not self.retry.honours(
+                        error.retry_after
+                    ):
+                        raise error
+                    failure, retry_after = error, error.retry_after
+            if attempt + 1 < self.retry.max_attempts:
+                delay = self.retry.backoff(attempt, retry_after)
+                logger.info("qimage_nb: %s failed (%s); retry %d in %.2fs", what, failure, attempt + 1, delay)
+                await asyncio.sleep(delay)
+        assert failure is not None
+        raise failure
+
+    # -- single operations --
+
+    async def balance(self) -> Balance:
+        """The key's remaining balance (API.md section 6)."""
+        return parse_balance(await self._call("GET", BALANCE_PATH, what="balance"))
+
+    async def upload(self, image: Any) -> str:
+        """Upload a local image (path, bytes or PIL image) and return its public URL for ``image_urls``."""
+        from ._images import prepare_upload
+
+        upload = prepare_upload(image)
+        payload = await self._call(
+            "POST",
+            UPLOAD_PATH,
+            what=f"upload of {upload.filename}",
+            files={"file": (upload.filename, upload.data, upload.content_type)},
+        )
+        return parse_upload(payload).url
+
+    async def submit(
+        self,
+        request: GenerationRequest | str,
+        *,
+        idempotency_key: str | None = None,
+        label: str | None = None,
+        **fields: Any,
+    ) -> str:
+        """Validate, journal and submit one request; return the task id. Billed once per call."""
+        if isinstance(request, str):
+            request = GenerationRequest.create(request, **fields)
+        elif fields:
+            raise ValidationError("request", "pass either a GenerationRequest or a prompt with fields, not both")
+        self._auth()  # refuse before journaling when no key is set
+        key = idempotency_key or new_idempotency_key()
+        if self.store.get(key) is None:
+            self.store.begin(request, key, label=label)
+        return await self._submit_journaled(request, key)
+
+    async def _submit_journaled(self, request: GenerationRequest, key: str) -> str:
+        try:
+            payload = await self._call(
+                "POST", SUBMIT_PATH, what="submit", json=request.to_json(), headers={"Idempotency-Key": key}
+            )
+            task_id = parse_submit(payload)
+        except (APIError, ValidationError) as exc:
+            if isinstance(exc, APIError) and is_retryable(exc.status_code, exc.error_type):
+                raise  # the task may exist: leave the row pending so resume replays the same key
+            self.store.record_status(key, "failed", 0, error=str(exc))
+            raise
+        self.store.set_task_id(key, task_id)
+        self.store.record_status(key, "pending", 0)
+        return task_id
+
+    async def get_task(self, task_id: str) -> TaskStatus:
+        """One status poll of ``GET /v1/tasks/{task_id}``."""
+        if not isinstance(task_id, str) or not task_id.strip():
+            raise ValidationError("task_id", f"task_id must be a non-empty string, got {task_id!r}")
+        task_id = task_id.strip()
+        payload = await self._call(
+            "GET", TASK_PATH.format(task_id=quote(task_id, safe="")), what=f"status of {task_id}", task_id=task_id
+        )
+        try:
+            return parse_task(payload, task_id)
+        except ProtocolError as exc:
+            exc.task_id = exc.task_id or task_id
+            raise
+
+    async def iter_updates(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None = None,
+        immediate: bool = False,
+        started: float | None = None,
+    ) -> AsyncIterator[TaskStatus]:
+        """Poll on the adaptive schedule; yield each status change until a terminal status.
+
+        Transient failures (network, 5xx, 429, a garbled answer) do not end the wait: the task is
+        already billed, so only the deadline (``GenerationTimeout``) or a definite answer does.
+        """
+        deadline_s = _check_seconds("timeout", timeout, allow_none=True) or self.wait_timeout
+        start = time.monotonic() if started is None else started
+        deadline = start + deadline_s
+        schedule = self.poll.schedule()
+        status: TaskStatus | None = None
+        last_seen: tuple[str, int] | None = None
+        protocol_errors = 0
+        first = True
+        while True:
+            delay = 0.0 if (first and immediate) else schedule.next_delay(status, time.monotonic() - start)
+            first = False
+            now = time.monotonic()
+            if now + delay > deadline:
+                await asyncio.sleep(max(0.0, deadline - now))
+                raise GenerationTimeout(
+                    f"task {task_id} still {status.status if status else 'unconfirmed'} after {deadline_s:.0f} s; "
+                    f"fetch it later with resume({task_id!r})",
+                    task_id=task_id,
+                    last_status=status.status if status else None,
+                )
+            await asyncio.sleep(delay)
+            try:
+                fresh = await self.get_task(task_id)
+            except ProtocolError as exc:
+                protocol_errors += 1
+                if protocol_errors >= _MAX_PROTOCOL_ERRORS:
+                    raise
+                logger.warning("qimage_nb: %s; polling on", exc)
+                continue
+            except (TransportError, ServerError, RateLimitError) as exc:
+                logger.warning("qimage_nb: %s; polling on until the deadline", exc)
+                continue
+            protocol_errors = 0
+            status = fresh
+            if (status.status, status.progress) != last_seen:
+                last_seen = (status.status, status.progress)
+                yield status
+            if status.terminal:
+                return
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskStatus:
+        """Wait for a task to complete; raise ``TaskFailedError``/``TaskCancelledError``/``GenerationTimeout``."""
+        last: TaskStatus | None = None
+        async for status in self.iter_updates(task_id, timeout=timeout, immediate=True):
+            last = status
+        assert last is not None
+        _raise_for_terminal(last)
+        return last
+
+    async def download(self, task: TaskStatus | str) -> list[Image.Image]:
+        """Download a completed task's images (from disk when this journal already has them)."""
+        status = task if isinstance(task, TaskStatus) else await self.get_task(task)
+        _raise_for_terminal(status)
+        job = self.store.get(status.task_id)
+        if job is None:
+            job = self._adopt(status.task_id)
+        progress = _Progress(job.request, None, job.label, None, time.monotonic())
+        images, _ = await self._download_all(job, status, progress)
+        return images
+
+    # -- whole generations --
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        model: str = "qwen-image-2.0",
+        size: str = "1:1",
+        resolution: str = "1K",
+        n: int = 1,
+        negative_prompt: str | None = None,
+        image_urls: Iterable[str] | None = None,
+        on_update: UpdateCallback | None = None,
+        timeout: float | None = None,
+        cache: bool = False,
+        label: str | None = None,
+    ) -> Generation:
+        """Submit, wait and download one request; return its images.
+
+        Parameters
+        ----------
+        on_update:
+            Called (sync or async) with an :class:`Update` at each status change and each image.
+        timeout:
+            Deadline for the task on the server, seconds (default ``wait_timeout``).
+        cache:
+            Reuse the images of an identical completed request from the journal: no request is
+            sent and nothing is billed. The faces' "re-run without paying".
+        """
+        request = GenerationRequest.create(
+            prompt,
+            model=model,
+            size=size,
+            resolution=resolution,
+            n=n,
+            negative_prompt=negative_prompt,
+            image_urls=image_urls,
+        )
+        _check_seconds("timeout", timeout, allow_none=True)
+        return await self._run(request, on_update=on_update, timeout=timeout, cache=cache, label=label)
+
+    async def generate_many(
+        self,
+        requests: Iterable[GenerationRequest | Mapping[str, Any] | str],
+        *,
+        concurrency: int = 4,
+        on_update: UpdateCallback | None = None,
+        timeout: float | None = None,
+        cache: bool = False,
+    ) -> list[Generation]:
+        """Run many requests with at most ``concurrency`` in flight; results in input order.
+
+        Every request is validated before anything is sent. A request that fails does not stop the
+        others: its :class:`Generation` has ``error`` set (with the task id when one exists).
+        """
+        limit = _check_count("concurrency", concurrency)
+        _check_seconds("timeout", timeout, allow_none=True)
+        batch = [_coerce_request(item, i) for i, item in enumerate(requests)]
+        self._auth()
+        gate = asyncio.Semaphore(limit)
+
+        async def one(index: int, request: GenerationRequest) -> Generation:
+            async with gate:
+                key = new_idempotency_key()
+                try:
+                    return await self._run(
+                        request, on_update=on_update, timeout=timeout, cache=cache, batch_index=index, key=key
+                    )
+                except QImageError as exc:
+                    job = self.store.get(key)
+                    return Generation(
+                        task_id=exc.task_id or (job.task_id if job else None),
+                        request=request,
+                        status="failed",
+                        idempotency_key=key,
+                        error=exc,
+                    )
+
+        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(batch))))
+
+    async def resume(
+        self, task_id: str, *, on_update: UpdateCallback | None = None, timeout: float | None = None
+    ) -> Generation:
+        """Re-attach to a task without submitting it again (a task id or a journal key).
+
+        Works whether the task is still running, finished while the kernel was dead, or was already
+        downloaded (then it is served from disk with no request at all). A submit whose answer was
+        lost is replayed with its original Idempotency-Key, so the server returns the same task.
+        """
+        if not isinstance(task_id, str) or not task_id.strip():
+            raise ValidationError("task_id", f"resume needs a task id, got {task_id!r}")
+        job = self.store.get(task_id.strip()) or self._adopt(task_id.strip())
+        progress = _Progress(job.request, on_update, job.label, None, time.monotonic())
+        if job.downloaded:
+            return await self._from_disk(job, progress, cached=False)
+        if job.status in ("failed", "cancelled"):
+            raise (TaskCancelledError if job.status == "cancelled" else TaskFailedError)(
+                f"task {job.task_id or job.key} {job.status}: {job.error or 'no reason given'}",
+                task_id=job.task_id,
+            )
+        return await self._track(job, progress, timeout=timeout, immediate=True)
+
+    def pending(self) -> list[JobRecord]:
+        """Journal entries submitted but never downloaded (resume each with ``resume(entry.task_id or entry.key)``)."""
+        return self.store.pending()
+
+    def history(self, limit: int = 50) -> list[JobRecord]:
+        """The newest journal entries, newest first."""
+        return self.store.history(limit)
+
+    # -- internals --
+
+    async def _run(
+        self,
+        request: GenerationRequest,
+        *,
+        on_update: UpdateCallback | None,
+        timeout: float | None,
+        cache: bool,
+        label: str | None = None,
+        batch_index: int | None = None,
+        key: str | None = None,
+    ) -> Generation:
+        progress = _Progress(request, on_update, label, batch_index, time.monotonic())
+        if cache:
+            hit = self.store.find_cached(request.fingerprint())
+            if hit is not None:
+                return await self._from_disk(hit, progress, cached=True)
+        self._auth()
+        key = key or new_idempotency_key()
+        job = self.store.begin(request, key, label=label)
+        await progress.emit("submitting")
+        try:
+            await self._submit_journaled(request, key)
+        except QImageError as exc:
+            await progress.emit("error", error=exc)
+            raise
+        job = self.store.get(key)
+        assert job is not None
+        return await self._track(job, progress, timeout=timeout, immediate=False)
+
+    async def _track(
+        self, job: JobRecord, progress: _Progress, *, timeout: float | None, immediate: bool
+    ) -> Generation:
+        """From a journaled job to its images: (re)submit if the id was lost, poll, download."""
+        try:
+            task_id = job.task_id
+            if task_id is None:
+                task_id = await self._submit_journaled(job.request, job.key)
+            last: TaskStatus | None = None
+            async for last in self.iter_updates(task_id, timeout=timeout, immediate=immediate, started=progress.started):
+                self.store.record_status(
+                    job.key, last.status, last.progress, urls=last.urls,
+                    error=last.error.message if last.error else None,
+                )
+                await progress.emit(last.status, task_id=task_id, status=last)
+            assert last is not None
+            _raise_for_terminal(last)
+            images, paths = await self._download_all(job, last, progress)
+        except QImageError as exc:
+            stage = {TaskFailedError: "failed", TaskCancelledError: "cancelled"}.get(type(exc), "error")
+            await progress.emit(stage, task_id=exc.task_id or job.task_id, error=exc)
+            raise
+        generation = Generation(
+            task_id=task_id,
+            request=job.request,
+            urls=list(last.urls),
+            images=images,
+            paths=paths,
+            created_at=job.created_at,
+            completed_at=time.time(),
+            idempotency_key=job.key,
+            label=job.label,
+        )
+        await progress.emit("done", task_id=task_id, status=last)
+        return generation
+
+    def _adopt(self, task_id: str) -> JobRecord:
+        """Journal a task this store never saw (submitted elsewhere) so it can be polled and kept."""
+        # The prompt is unknown: an unvalidated request with an empty prompt keeps provenance honest
+        # and can never match a real request's fingerprint in the cache.
+        placeholder = GenerationRequest(prompt="")
+        key = f"adopted:{task_id}"
+        self.store.begin(placeholder, key, label="resumed by task id")
+        self.store.set_task_id(key, task_id)
+        job = self.store.get(key)
+        assert job is not None
+        return job
+
+    def _provenance(self, request: GenerationRequest, task_id: str, url: str, index: int) -> dict[str, str]:
+        return {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt or "",
+            "model": request.model,
+            "size": request.size,
+            "resolution": request.resolution,
+            "n": str(request.n),
+            "index": str(index),
+            "task_id": task_id,
+            "source_url": url,
+            "created": _now_iso(),
+        }
+
+    async def _from_disk(self, job: JobRecord, progress: _Progress, *, cached: bool) -> Generation:
+        from ._images import open_lazy
+
+        images = []
+        for index, path in enumerate(job.image_paths):
+            assert path is not None
+            info = self._provenance(job.request, job.task_id or "", job.urls[index] if index < len(job.urls) else "", index)
+            info["path"] = str(path)
+            images.append(open_lazy(path, info))
+        progress.reset(len(images))
+        for index, image in enumerate(images):
+            progress.images[index] = image
+        await progress.emit("done", task_id=job.task_id, cached=cached, cached_at=job.completed_at)
+        return Generation(
+            task_id=job.task_id,
+            request=job.request,
+            urls=list(job.urls),
+            images=images,
+            paths=[p for p in job.image_paths if p is not None],
+            cached=cached,
+            created_at=job.created_at,
+            completed_at=job.completed_at,
+            idempotency_key=job.key,
+            label=job.label,
+        )
+
+    async def _download_all(
+        self, job: JobRecord, status: TaskStatus, progress: _Progress
+    ) -> tuple[list[Image.Image], list[Path]]:
+        """Fetch every image of a completed task concurrently, each journaled as soon as it lands."""
+        from ._images import open_lazy
+
+        urls = list(status.urls)
+        progress.reset(len(urls))
+        on_disk = list(job.image_paths) + [None] * max(0, len(urls) - len(job.image_paths))
+        if self._download_slots is None:
+            self._download_slots = asyncio.Semaphore(self._download_concurrency)
+        slots = self._download_slots
+
+        async def fetch(index: int, url: str) -> tuple[Image.Image, Path]:
+            info = self._provenance(job.request, status.task_id, url, index)
+            path = on_disk[index]
+            if path is None or not Path(path).exists():
+                async with slots:
+                    temp, facts = await self._fetch_image(url, task_id=status.task_id)
+                    path = self.store.save_image(
+                        job.key, index, url, temp, info, width=facts.width, height=facts.height
+                    )
+            info["path"] = str(path)
+            image = open_lazy(Path(path), info)
+            progress.images[index] = image
+            await progress.emit("downloading", task_id=status.task_id, status=status, new_image=index)
+            return image, Path(path)
+
+        results = await asyncio.gather(*(fetch(i, u) for i, u in enumerate(urls)), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            for failure in failures:
+                if not isinstance(failure, Exception):
+                    raise failure  # cancellation / interrupt: the journal keeps what landed
+            first = failures[0]
+            if isinstance(first, QImageError):
+                first.task_id = first.task_id or status.task_id
+                raise first
+            raise first
+        self.store.record_status(job.key, "completed", 100, urls=urls)
+        pairs = [r for r in results if not isinstance(r, BaseException)]
+        return [image for image, _ in pairs], [path for _, path in pairs]
+
+    async def _fetch_image(self, url: str, *, task_id: str) -> tuple[Path, Any]:
+        """Stream one image to a temp file under a byte cap and check it; retried like any GET."""
+        from ._images import MAX_DOWNLOAD_BYTES, inspect_image
+
+        scheme = urlsplit(url).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ImageError(
+                f"refusing to fetch image URL with scheme {scheme or 'none'!r}: only http(s) images are downloaded",
+                task_id=task_id,
+                url=url,
+            )
+        http = self._client()
+        failure: QImageError | None = None
+        for attempt in range(self.retry.max_attempts):
+            retry_after = None
+            temp = self.store.temp_path()
+            keep = False
+            try:
+                # No Authorization header here: the CDN is another origin and must never see the key.
+                async with http.stream("GET", url, headers={"Accept": "image/*"}, follow_redirects=True) as response:
+                    if not response.is_success:
+                        retry_after = parse_retry_after(response.headers.get("retry-after"))
+                        await response.aread()
+                        message = f"image download failed (HTTP {response.status_code}) for task {task_id}"
+                        if not is_retryable(response.status_code):
+                            raise ImageError(
+                                f"{message}: the URL is gone or expired; the task's images cannot be fetched from it",
+                                task_id=task_id,
+                                url=url,
+                            )
+                        failure = ImageError(message, task_id=task_id, url=url)
+                    else:
+                        declared = response.headers.get("content-length")
+                        if declared and declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
+                            raise ImageError(
+                                f"refusing an image of {int(declared)} bytes (cap {MAX_DOWNLOAD_BYTES}) for task {task_id}",
+                                task_id=task_id,
+                                url=url,
+                            )
+                        received = 0
+                        with open(temp, "wb") as sink:
+                            async for chunk in response.aiter_bytes(1 << 16):
+                                received += len(chunk)
+                                if received > MAX_DOWNLOAD_BYTES:
+                                    raise ImageError(
+                                        f"refusing an image over {MAX_DOWNLOAD_BYTES} bytes for task {task_id}",
+                                        task_id=task_id,
+                                        url=url,
+                                    )
+                                sink.write(chunk)
+                        if declared and declared.isdigit() and received != int(declared):
+                            failure = ImageError(
+                                f"image download for task {task_id} was cut short ({received} of {declared} bytes)",
+                                task_id=task_id,
+                                url=url,
+                            )
+                        else:
+                            try:
+                                facts = inspect_image(temp, url=url, task_id=task_id)
+                            except ImageError as exc:
+                                if not getattr(exc, "truncated", False):
+                                    raise
+                                failure = exc
+                            else:
+                                keep = True
+                                return temp, facts
+            except httpx.TimeoutException as exc:
+                failure = TransportError(f"image download for task {task_id} timed out ({type(exc).__name__})", task_id=task_id)
+            except httpx.TransportError as exc:
+                failure = TransportError(
+                    f"image download for task {task_id} failed ({type(exc).__name__})", task_id=task_id
+                )
+            finally:
+                if not keep:
+                    temp.unlink(missing_ok=True)
+            if attempt + 1 < self.retry.max_attempts:
+                await asyncio.sleep(self.retry.backoff(attempt, retry_after))
+        assert failure is not None
+        raise failure
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def new_idempotency_key() -> str:
+    """One key per logical submit; every retry of that submit reuses it."""
+    return str(uuid.uuid4())
+
+
+def _raise_for_terminal(status: TaskStatus) -> None:
+    if status.status == "failed":
+        failure = status.error
+        reason = failure.message if failure else "no reason given"
+        raise TaskFailedError(
+            f"task {status.task_id} failed: {reason} (failed tasks are not billed)",
+            task_id=status.task_id,
+            code=failure.code if failure else None,
+            error_type=failure.type if failure else None,
+        )
+    if status.status == "cancelled":
+        raise TaskCancelledError(f"task {status.task_id} was cancelled", task_id=status.task_id)
+    if status.status != "completed":
+        raise ProtocolError(f"task {status.task_id} is {status.status}, not completed", task_id=status.task_id)
+
+
+def _coerce_request(item: Any, index: int) -> GenerationRequest:
+    try:
+        if isinstance(item, GenerationRequest):
+            return item
+        if isinstance(item, str):
+            return GenerationRequest.create(item)
+        if isinstance(item, Mapping):
+            fields = dict(item)
+            return GenerationRequest.create(fields.pop("prompt", None), **fields)
+    except ValidationError as exc:
+        raise ValidationError(exc.field, f"request {index}: {exc.message}") from None
+    except TypeError as exc:
+        raise ValidationError("requests", f"request {index}: {exc}") from None
+    raise ValidationError(
+        "requests", f"request {index} is a {type(item).__name__}; pass prompts, dicts or GenerationRequest objects"
+    )
+
+
+class _Progress:
+    """Builds the ``Update`` stream of one generation and shields it from callback failures."""
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        callback: UpdateCallback | None,
+        label: str | None,
+        batch_index: int | None,
+        started: float,
+    ) -> None:
+        self.request = request
+        self.callback = callback
+        self.label = label
+        self.batch_index = batch_index
+        self.started = started
+        self.images: list[Image.Image | None] = [None] * request.n
+        self._last: Update | None = None
+
+    def reset(self, count: int) -> None:
+        if count != len(self.images):
+            self.images = [None] * count
+
+    async def emit(
+        self,
+        stage: str,
+        *,
+        task_id: str | None = None,
+        status: TaskStatus | None = None,
+        new_image: int | None = None,
+        error: QImageError | None = None,
+        cached: bool = False,
+        cached_at: float | None = None,
+    ) -> None:
+        base = self._last or Update(request=self.request, stage=stage, label=self.label, batch_index=self.batch_index)
+        update = replace(
+            base,
+            stage=stage,
+            task_id=task_id or base.task_id,
+            progress=status.progress if status else (100 if stage == "done" else base.progress),
+            elapsed=time.monotonic() - self.started,
+            estimated_time=status.estimated_time if status and status.estimated_time else base.estimated_time,
+            images=tuple(self.images),
+            new_image=new_image,
+            error=error,
+            cached=cached,
+            cached_at=cached_at,
+        )
+        self._last = update
+        if self.callback is None:
+            return
+        try:
+            result = self.callback(update)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # a broken progress display must never cost the user a paid image
+            logger.exception("qimage_nb: on_update callback failed")

@@ -1,0 +1,78 @@
+"""When to retry, and how long to wait first.
+
+Status polls and downloads are idempotent GETs: they retry on connection errors, 408, 429 and 5xx.
+The submit POST is retried on the same failures *only* because every attempt carries the same
+Idempotency-Key, so the server answers a retry with the task it already created instead of billing a
+second one. ``Retry-After`` wins over our own backoff, in both of its forms (seconds, HTTP date).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from dataclasses import dataclass
+
+from ._contract import RETRYABLE_STATUS
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date. None if absent."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def is_retryable(status_code: int, error_type: str | None = None) -> bool:
+    """Whether an HTTP error status is worth another attempt (API.md section 3)."""
+    if error_type == "model_not_found":
+        return False  # a 503 that will never heal: the model name is wrong
+    return status_code in RETRYABLE_STATUS
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Capped exponential backoff with jitter.
+
+    Parameters
+    ----------
+    max_attempts:
+        Attempts per request, the first included.
+    backoff_base, backoff_cap:
+        Attempt ``k`` (0-based) waits a random time in ``[d/2, d]`` with ``d = min(cap, base * 2**k)``:
+        jitter spreads many clients' retries apart, the lower half keeps a retry from firing at once.
+    max_retry_after:
+        A server asking us to wait longer than this is not waited for: the error is raised with the
+        hint, so a notebook never hangs for an hour on one 429.
+    """
+
+    max_attempts: int = 6
+    backoff_base: float = 0.5
+    backoff_cap: float = 8.0
+    max_retry_after: float = 120.0
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        ceiling = min(self.backoff_cap, self.backoff_base * (2**attempt))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def honours(self, retry_after: float | None) -> bool:
+        """False when the server's hint is too long to wait for here."""
+        return retry_after is None or retry_after <= self.max_retry_after
