@@ -1,0 +1,47 @@
+# Shared by scripts/test.sh and scripts/demo.sh (sourced, not run). Needs ROOT set to the repo root.
+
+VENV="${ROOT}/.venv"
+VPY="${VENV}/bin/python"
+
+say() { printf '[%s] %s\n' "$(basename "$0")" "$*"; }
+die() { say "error: $*" >&2; exit 1; }
+
+# phase NAME: start timing a phase; phase_done: print how long it took (bash 5's EPOCHREALTIME).
+_now_ms() { local t="${EPOCHREALTIME/./}"; echo $((t / 1000)); }
+phase() { _PHASE="$1"; _PHASE_T0=$(_now_ms); say "== ${_PHASE} =="; }
+phase_done() {
+    local ms=$(($(_now_ms) - _PHASE_T0))
+    say "$(printf '%s took %d.%01ds' "${_PHASE}" $((ms / 1000)) $((ms % 1000 / 100)))"
+}
+
+# A python3 of at least 3.10: $PYTHON if given, else the first that fits on PATH.
+find_python() {
+    local c
+    for c in "${PYTHON:-}" python3 python3.13 python3.12 python3.11 python3.10; do
+        [[ -n "$c" ]] || continue
+        command -v "$c" >/dev/null 2>&1 || continue
+        if "$c" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+            command -v "$c"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Create .venv unless a working one (python >= 3.10) is already there.
+ensure_venv() {
+    if [[ -x "${VPY}" ]] && "${VPY}" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+        say "using existing .venv ($("${VPY}" --version))"
+        return 0
+    fi
+    local py
+    py="$(find_python)" || die "no python3 >= 3.10 found (set PYTHON=/path/to/python3.x)"
+    say "creating .venv with ${py} ($("${py}" --version))"
+    rm -rf "${VENV}"
+    "${py}" -m venv "${VENV}" || die "'${py} -m venv' failed (on Debian: apt-get install python3-venv)"
+}
+
+# pip install into .venv: quiet, but errors and warnings still show.
+venv_pip_install() {
+    "${VPY}" -m pip install --quiet --disable-pip-version-check "$@"
+}
