@@ -1,0 +1,29 @@
+"""The bundled emulator of the Qwen Image 2.0 task API: ``Emulator`` and its ``Faults`` switches.
+
+Names resolve on first use (PEP 562): importing the package starts nothing and loads no Pillow.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {"Emulator": "._emulator", "Faults": "._faults"}
+
+__all__ = ["Emulator", "Faults"]
+
+if TYPE_CHECKING:
+    from ._emulator import Emulator
+    from ._faults import Faults
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,83 @@
+"""``python -m qimage_nb.emulator``: serve the emulator until Ctrl-C or SIGTERM.
+
+The first line printed is the API base URL (scripts read it to find a ``--port 0`` server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m qimage_nb.emulator",
+        description="Serve the offline emulator of the Qwen Image 2.0 task API (API and CDN origins).",
+        epilog="Prints the API base URL on the first line, then the CDN URL, the key and how to "
+        "point qimage_nb at it.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="API port (default 0: any free port)")
+    parser.add_argument("--cdn-port", type=int, default=0, help="CDN port (default 0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--public", action="store_true",
+                        help="allow a non-loopback --host (the emulator has a well-known key and "
+                        "unauthenticated control endpoints)")
+    parser.add_argument("--latency", type=float, default=3.0, help="seconds per task (default 3)")
+    parser.add_argument("--jitter", type=float, default=1.0, help="+/- seconds of random variation (default 1)")
+    parser.add_argument("--key", default="sk-emulator-local", help="the API key to accept")
+    parser.add_argument("--max-concurrent", type=int, default=None,
+                        help="tasks processed at once; the rest wait pending (default: unlimited)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for durations and random faults")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not _is_loopback(args.host) and not args.public:
+        _parser().error(
+            f"--host {args.host} is not a loopback address: anyone on the network could use the "
+            "emulator's well-known key and its unauthenticated /_emulator/ control endpoints. "
+            "Pass --public if that is really what you want."
+        )
+    from ._emulator import Emulator
+
+    try:
+        emulator = Emulator(
+            api_key=args.key, latency=args.latency, jitter=args.jitter, seed=args.seed,
+            max_concurrent=args.max_concurrent, host=args.host, port=args.port, cdn_port=args.cdn_port,
+        ).start()
+    except (OSError, ValueError) as exc:
+        print(f"error: cannot start the emulator: {exc}", file=sys.stderr)
+        return 1
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    print(emulator.base_url)
+    print(f"CDN:  {emulator.cdn_url}")
+    print(f"key:  {emulator.api_key}")
+    print(f"use:  QIMAGE_BASE_URL={emulator.base_url} QIMAGE_API_KEY={emulator.api_key}")
+    print("Ctrl-C to stop.", flush=True)
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    emulator.stop()
+    print("emulator stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""``Emulator``: the public face that ties state, handler, servers and transports together."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ._faults import Faults
+from ._handler import Handler
+from ._server import OriginServer
+from ._state import Settings, State
+from ._transport import (
+    IN_PROCESS_API_URL,
+    IN_PROCESS_CDN_URL,
+    AsyncEmulatorTransport,
+    SyncEmulatorTransport,
+)
+
+DEFAULT_KEY = "sk-emulator-local"
+
+
+def _origin(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class Emulator:
+    """A contract-exact stand-in for the Qwen Image 2.0 task API (``shared/API.md``).
+
+    ``start()`` serves the API and its CDN on two loopback ports in daemon threads; ``transport()``
+    serves the same state in-process without sockets. Nothing runs until you ask.
+
+    Parameters
+    ----------
+    api_key:
+        The only Bearer key accepted.
+    latency, jitter:
+        Each task takes ``latency + uniform(-jitter, +jitter)`` seconds (seeded by ``seed``).
+    max_concurrent:
+        At most this many tasks run at once; the rest wait ``pending`` in FIFO order.
+    overstate:
+        ``estimated_time`` is the real duration times this, as real providers overstate.
+    balance, price_per_image:
+        Starting balance and the price billed per image of each completed task.
+    host, port, cdn_port:
+        Where ``start()`` binds (port 0: a free port).
+    faults:
+        Initial :class:`Faults`; change them later with :meth:`set_faults`.
+    """
+
+    in_process_base_url = IN_PROCESS_API_URL
+    in_process_cdn_url = IN_PROCESS_CDN_URL
+
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_KEY,
+        latency: float = 3.0,
+        jitter: float = 1.0,
+        seed: int = 0,
+        max_concurrent: int | None = None,
+        overstate: float = 1.5,
+        balance: float = 100.0,
+        price_per_image: float = 0.006,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cdn_port: int = 0,
+        faults: Faults | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key must not be empty")
+        if latency < 0 or jitter < 0:
+            raise ValueError("latency and jitter must be >= 0 seconds")
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ValueError("max_concurrent must be None or >= 1")
+        settings = Settings(api_key, float(latency), float(jitter), seed, max_concurrent,
+                            float(overstate), float(balance), float(price_per_image))
+        self._state = State(settings, faults=faults if faults is not None else Faults())
+        self._handler = Handler(self._state)
+        self._handler.cdn_origins.add(IN_PROCESS_CDN_URL)
+        self.host, self.port, self.cdn_port = host, port, cdn_port
+        self._servers: list[OriginServer] = []
+        self._threads: list[threading.Thread] = []
+        self._base_url: str | None = None
+        self._cdn_url: str | None = None
+
+    # -- lifecycle --
+
+    def start(self) -> Emulator:
+        """Bind both origins and serve in background daemon threads (idempotent)."""
+        if self._servers:
+            return self
+        api = OriginServer((self.host, self.port), self._handler, "api")
+        try:
+            cdn = OriginServer((self.host, self.cdn_port), self._handler, "cdn")
+        except OSError:
+            api.server_close()
+            raise
+        base_url, cdn_url = _origin(self.host, api.server_address[1]), _origin(self.host, cdn.server_address[1])
+        for server in (api, cdn):
+            server.api_url, server.cdn_url = base_url, cdn_url
+        self._handler.cdn_origins.add(cdn_url)
+        self._base_url, self._cdn_url = base_url, cdn_url
+        self._servers = [api, cdn]
+        self._threads = [
+            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                             name=f"qimage-emulator-{server.origin}", daemon=True)
+            for server in self._servers
+        ]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and drop open connections; state survives (the transports still work)."""
+        for server in self._servers:
+            server.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._servers, self._threads = [], []
+        self._base_url = self._cdn_url = None
+
+    @property
+    def running(self) -> bool:
+        return bool(self._servers)
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self._base_url or "not started"
+        return f"<Emulator {where} latency={self._state.settings.latency}s>"
+
+    # -- where and who --
+
+    @property
+    def base_url(self) -> str:
+        """The API origin over loopback, e.g. ``http://127.0.0.1:PORT``."""
+        if self._base_url is None:
+            raise RuntimeError("the emulator is not started: call start() (or use in_process_base_url)")
+        return self._base_url
+
+    @property
+    def cdn_url(self) -> str:
+        """The CDN origin (another port: a different origin from the API)."""
+        if self._cdn_url is None:
+            raise RuntimeError("the emulator is not started: call start() (or use in_process_cdn_url)")
+        return self._cdn_url
+
+    @property
+    def api_key(self) -> str:
+        return self._state.settings.api_key
+
+    # -- observing and steering --
+
+    def counters(self) -> dict[str, Any]:
+        """A JSON-able snapshot of what clients did (see the README of the emulator tests)."""
+        with self._state.lock:
+            return self._state.snapshot()
+
+    @property
+    def faults(self) -> Faults:
+        """The live fault switches (counted switches count down as they fire)."""
+        return self._state.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        with self._state.lock:
+            self._state.faults = faults
+
+    def set_faults(self, **switches: Any) -> Faults:
+        """Change some fault switches, e.g. ``set_faults(rate_limit_polls=2, retry_after=0.1)``."""
+        with self._state.lock:
+            self._state.faults = self._state.faults.replace(**switches)
+            return self._state.faults
+
+    def reset(self) -> None:
+        """Forget tasks, uploads, idempotency keys, counters and billing; restore default faults."""
+        self._handler.reset()
+
+    # -- in-process --
+
+    def transport(self) -> AsyncEmulatorTransport:
+        """An ``httpx.AsyncBaseTransport`` serving this emulator without sockets (start() not needed)."""
+        return AsyncEmulatorTransport(self._handler)
+
+    def sync_transport(self) -> SyncEmulatorTransport:
+        """The same as :meth:`transport` for ``httpx.Client``."""
+        return SyncEmulatorTransport(self._handler)

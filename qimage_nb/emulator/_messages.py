@@ -1,0 +1,71 @@
+"""Framework-free request and response descriptions shared by the socket server and the in-process
+transport, so both speak through exactly the same handler code.
+
+A response may carry a raw action that only a transport can perform: hold the answer (``delay``),
+close without answering (``reset``), send the full Content-Length but only part of the body
+(``truncate_at``), or drip the body slowly (``bytes_per_second``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str  # path + query, as on the request line
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    origin: str  # "api" | "cdn"
+    api_url: str  # the API origin as this client sees it (socket or in-process)
+    cdn_url: str  # the CDN origin as this client sees it
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+    delay: float = 0.0
+    reset: bool = False
+    truncate_at: int | None = None
+    bytes_per_second: float | None = None
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+
+def json_response(status: int, payload: Any, headers: list[tuple[str, str]] | None = None) -> Response:
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return Response(status, [("Content-Type", "application/json"), *(headers or [])], body)
+
+
+def error_response(
+    status: int,
+    message: str,
+    type_: str | None,
+    param: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+) -> Response:
+    """The error shape of API.md section 3."""
+    error: dict[str, Any] = {"code": status, "message": message}
+    if type_ is not None:
+        error["type"] = type_
+    if param is not None:
+        error["param"] = param
+    return json_response(status, {"error": error}, headers)
+
+
+def html_response(status: int, title: str, text: str) -> Response:
+    """What a proxy (nginx, Cloudflare) sends instead of JSON when the upstream misbehaves."""
+    body = (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>{text}</center>\r\n</body>\r\n</html>\r\n"
+    ).encode()
+    return Response(status, [("Content-Type", "text/html; charset=utf-8")], body)
