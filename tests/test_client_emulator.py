@@ -53,7 +53,7 @@ async def test_all_fourteen_sizes_are_exact(client, emu):
     requests = [{"prompt": f"size check {r} {t}", "size": r, "resolution": t} for r, t in combos]
     results = await client.generate_many(requests, concurrency=7)
     assert [g.error for g in results] == [None] * 14
-    for (ratio, tier), generation in zip(combos, results):
+    for (ratio, tier), generation in zip(combos, results, strict=True):
         assert generation.request.size == ratio and generation.request.resolution == tier
         assert generation.images[0].size == PIXEL_SIZES[(ratio, tier)]
         with Image.open(generation.paths[0]) as on_disk:
