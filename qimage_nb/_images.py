@@ -112,11 +112,11 @@ def _open_header(fp: IO[bytes], formats: tuple[str, ...] | None = None) -> Image
                 continue
             tried.add(fmt)
             factory, accept = Image.OPEN[fmt]
-            verdict = accept(prefix) if accept else True
-            if isinstance(verdict, str) or not verdict:
-                continue
-            fp.seek(0)
             try:
+                verdict = accept(prefix) if accept else True
+                if isinstance(verdict, str) or not verdict:
+                    continue
+                fp.seek(0)
                 return factory(fp, "")
             except (SyntaxError, IndexError, TypeError, struct.error, ValueError, EOFError, OSError):
                 continue  # not this format (Image.open's own list, plus what odd plugins raise)
@@ -541,6 +541,7 @@ def thumbnail_data_uri(source: Path | str | Image.Image, **options: Any) -> str:
 
 # --- uploads ---------------------------------------------------------------------------------
 
+_MB = 1024 * 1024  # the API's "20 MB" is 20 MiB (UPLOAD_MAX_BYTES)
 _REF_HINT = "pass an existing image file, a public http(s) URL, or a PIL image"
 
 
@@ -548,8 +549,8 @@ def _too_big(name: str, size: int, *, converted: bool) -> ValidationError:
     how = "the PNG it converts to is" if converted else "it is"
     return ValidationError(
         "image",
-        f"reference {name!r}: {how} {size / 1e6:.1f} MB, over the upload limit of "
-        f"{UPLOAD_MAX_BYTES / 1e6:.0f} MB: resize it or save it as JPEG first",
+        f"reference {name!r}: {how} {size / _MB:.1f} MB, over the upload limit of "
+        f"{UPLOAD_MAX_BYTES / _MB:.0f} MB: resize it or save it as JPEG first",
     )
 
 
