@@ -109,8 +109,14 @@ def gallery_html(
     title: str | None = None,
     notes: Iterable[str] = (),
     banner: str | None = None,
+    columns: int | None = None,
+    errors: Iterable[str] = (),
 ) -> str:
-    """Static HTML for a gallery: no scripts, no widgets, only data: URIs (renders everywhere)."""
+    """Static HTML for a gallery: no scripts, no widgets, only data: URIs (renders everywhere).
+
+    ``columns`` lays the tiles out as a fixed grid (a comparison grid keeps its rows aligned);
+    ``errors`` are shown as red lines under the notes.
+    """
     parts = ['<div class="qimage-gallery">']
     if banner:
         parts.append(
@@ -121,7 +127,15 @@ def gallery_html(
         parts.append(f'<div class="qimage-title" style="font-weight:600">{html.escape(title)}</div>')
     for note in notes:
         parts.append(f'<div class="qimage-note" style="color:#555">{html.escape(note)}</div>')
-    parts.append('<div style="display:flex;flex-wrap:wrap">')
+    for error in errors:
+        parts.append(f'<div class="qimage-error" style="color:#b00020">{html.escape(error)}</div>')
+    if columns:
+        parts.append(
+            f'<div class="qimage-grid" style="display:grid;grid-template-columns:repeat({int(columns)},max-content);'
+            'overflow-x:auto">'
+        )
+    else:
+        parts.append('<div style="display:flex;flex-wrap:wrap">')
     parts.extend(_cell(tile, thumb_px) for tile in tiles)
     parts.append("</div></div>")
     return "".join(parts)

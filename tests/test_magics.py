@@ -1,0 +1,582 @@
+"""%%qimage and %qimage through a real InteractiveShell, against the emulator over loopback.
+
+Each test asserts what a user would see (the output area's final HTML and text, printed lines,
+the one-line error) and what the emulator received (its counters, and the requests it recorded).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+from IPython.core.displaypub import CapturingDisplayPublisher
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from PIL import Image
+
+from qimage_nb import _session
+from qimage_nb._magics import QImageCellError, QImageMagics
+from qimage_nb._session import EMULATOR_BANNER, get_session
+
+DATA_URI = re.compile(r'src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"')
+NAMES = ("qimages", "cats", "pics", "bg", "grid", "again", "mine", "refs", "x", "y", "back")
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+class Publisher(CapturingDisplayPublisher):
+    """Records every display and update; ``hook`` sees each one as it is published."""
+
+    hook = None
+
+    def publish(self, data, metadata=None, source=None, *, transient=None, update=False):
+        super().publish(data, metadata, source, transient=transient, update=update)
+        if self.hook is not None:
+            self.hook(data)
+
+
+@pytest.fixture
+def shell():
+    sh = InteractiveShell.instance()
+    saved = sh.display_pub
+    sh.display_pub = Publisher()
+    # %config also merges into the shell's config; forget it so each test starts from defaults.
+    sh.config.pop("QImageMagics", None)
+    sh.register_magics(QImageMagics)  # a fresh instance per test
+    yield sh
+    sh.config.pop("QImageMagics", None)
+    sh.display_pub = saved
+    for name in NAMES:
+        sh.user_ns.pop(name, None)
+
+
+@pytest.fixture
+def emu(shell):
+    session = get_session()
+    emulator = session.start_emulator(latency=0.1, jitter=0.05)
+    yield emulator
+    _close_session()
+
+
+@pytest.fixture
+def no_session():
+    yield
+    _close_session()
+
+
+def _close_session():
+    from qimage_nb._sync import run_sync
+
+    session = get_session()
+    if session._client is not None:
+        run_sync(session._client.aclose())
+    _session.reset_session()
+
+
+def magics(sh) -> QImageMagics:
+    return sh.magics_manager.registry["QImageMagics"]
+
+
+def outputs(sh) -> list[dict]:
+    """The final state of every output area (display_id updates applied), in display order."""
+    areas: dict[str, dict] = {}
+    order: list[str] = []
+    for i, out in enumerate(sh.display_pub.outputs):
+        key = (out.get("transient") or {}).get("display_id") or f"plain-{i}"
+        if key not in areas:
+            order.append(key)
+        areas[key] = out["data"]
+    return [areas[k] for k in order]
+
+
+def last_html(sh) -> str:
+    return outputs(sh)[-1]["text/html"]
+
+
+def thumbs(html_text: str) -> list[tuple[str, bytes]]:
+    return [(mime, base64.b64decode(b64)) for mime, b64 in DATA_URI.findall(html_text)]
+
+
+def received(emulator, task_id: str) -> dict:
+    """The request body the emulator recorded for a task: what actually arrived on the wire."""
+    with emulator._state.lock:
+        return dict(emulator._state.tasks[task_id].request)
+
+
+def png_file(path, size=(96, 64), color=(10, 120, 200)):
+    Image.new("RGB", size, color).save(path, "PNG")
+    return path
+
+
+# --- loading and help ------------------------------------------------------------------------
+
+
+def test_load_ext_is_silent_light_and_offline():
+    code = textwrap.dedent(
+        """
+        import io, sys, contextlib
+        from IPython.core.interactiveshell import InteractiveShell
+        sh = InteractiveShell.instance()
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            sh.run_line_magic("load_ext", "qimage_nb")
+        heavy = [m for m in ("PIL", "httpx", "ipywidgets", "nest_asyncio", "qimage_nb._client",
+                             "qimage_nb._session", "qimage_nb.emulator", "socket_opened") if m in sys.modules]
+        print(repr(out.getvalue()), heavy, sh.find_cell_magic("qimage") is not None,
+              sh.find_line_magic("qimage") is not None)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QIMAGE_")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "'' [] True True", done.stdout + done.stderr
+
+
+def test_help_is_generated_from_the_arguments(shell, capsys):
+    doc = shell.find_cell_magic("qimage").__doc__
+    assert "%%qimage [-o NAME]" in doc
+    for option in ("--model", "--pro", "--size", "--resolution", "-n N", "--negative", "--ref", "--new",
+                   "--background", "--timeout"):
+        assert option in doc
+    assert "default: qimages" in doc
+    shell.run_cell("%%qimage?")
+    assert "%%qimage [-o NAME]" in capsys.readouterr().out
+    shell.run_line_magic("qimage", "help")
+    printed = capsys.readouterr().out
+    for sub in ("login", "logout", "config", "emulator", "resume", "history", "pending", "panel"):
+        assert f"%qimage {sub}" in printed
+
+
+# --- generating ------------------------------------------------------------------------------
+
+
+def test_cell_binds_pil_images_in_api_order_and_leaves_static_thumbnails(shell, emu, capsys):
+    shell.run_cell_magic("qimage", "-o cats --size 16:9 -n 3", "\n  a cat in a teacup  \n\n")
+
+    cats = shell.user_ns["cats"]
+    assert isinstance(cats, list) and len(cats) == 3
+    assert all(isinstance(im, Image.Image) and im.size == (1280, 720) for im in cats)
+    assert [im.info["index"] for im in cats] == ["0", "1", "2"]
+    task_id = cats[0].info["task_id"]
+    assert received(emu, task_id)["prompt"] == "a cat in a teacup"  # whitespace trimmed
+
+    areas = outputs(shell)
+    assert len(areas) == 1, "one output area, updated in place"
+    final = areas[0]
+    shown = thumbs(final["text/html"])
+    assert len(shown) == 3
+    for mime, data in shown:
+        assert mime == "image/jpeg"
+        assert len(data) < 40_000
+        assert max(Image.open(io.BytesIO(data)).size) <= 256
+    for needle in ("a cat in a teacup", "qwen-image-2.0", "16:9", task_id):
+        assert needle in final["text/html"]
+        assert needle in final["text/plain"]
+    assert html.escape(EMULATOR_BANNER) in final["text/html"] and EMULATOR_BANNER in final["text/plain"]
+    assert "<script" not in final["text/html"]
+    counters = emu.counters()
+    assert counters["submits_accepted"] == 1
+    assert counters["cdn_authorization_headers"] == 0
+    assert emu.api_key not in str(shell.display_pub.outputs) + capsys.readouterr().out
+
+
+def test_progress_is_shown_while_polling_then_thumbnails_fill_in(shell, no_session):
+    get_session().start_emulator(latency=3.0, jitter=0.0)  # long enough to be seen processing
+    shell.run_cell_magic("qimage", "-n 2", "two lanterns")
+    updates = [o for o in shell.display_pub.outputs if o["update"]]
+    texts = [u["data"]["text/plain"] for u in updates]
+    assert any("submitting" in t for t in texts)
+    assert any(re.search(r"(queued|processing \d+%)", t) for t in texts)
+    counts = [len(thumbs(u["data"]["text/html"])) for u in updates]
+    assert counts[-1] == 2
+    assert 1 in counts or counts.count(2) >= 1  # thumbnails appear as each image lands
+    assert counts == sorted(counts), "thumbnails only ever get added"
+
+
+def test_every_option_reaches_the_api(shell, emu):
+    shell.run_cell_magic(
+        "qimage", '--pro --resolution 2K --size 3:4 -n 2 --negative "blurry, text" --timeout 120', "a lighthouse"
+    )
+    images = shell.user_ns["qimages"]  # the documented default name
+    assert [im.size for im in images] == [(1536, 2048)] * 2
+    body = received(emu, images[0].info["task_id"])
+    assert body["model"] == "qwen-image-2.0-pro"
+    assert (body["size"], body["resolution"], body["n"]) == ("3:4", "2K", 2)
+    assert body["negative_prompt"] == "blurry, text"
+    assert not body.get("image_urls")
+
+    shell.run_cell_magic("qimage", "-o pics --model pro --size 9:16", "a lighthouse")
+    assert received(emu, shell.user_ns["pics"][0].info["task_id"])["model"] == "qwen-image-2.0-pro"
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        'a sign that says "{x}" and costs $y (or ${x}) \\n',
+        "一只戴着帽子的猫，写着“你好”",
+        "it's {name!r} {{braces}} %s %(x)s `ticks`",
+    ],
+)
+def test_prompt_arrives_intact(shell, emu, prompt):
+    shell.user_ns.update(x="EXPANDED", y="EXPANDED")
+    shell.run_cell(f'%%qimage --negative "{{x}} $y"\n{prompt}\n')
+    image = shell.user_ns["qimages"][0]
+    body = received(emu, image.info["task_id"])
+    assert body["prompt"] == prompt
+    assert body["negative_prompt"] == "{x} $y"
+    from qimage_nb._images import read_provenance
+
+    assert read_provenance(image.info["path"])["prompt"] == prompt
+
+
+# --- bad input sends nothing -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "body", "says"),
+    [
+        ("--size 5:4", "a cat", "5:4"),
+        ("-n 9", "a cat", "1 to 6"),
+        ("-n 0", "a cat", "1 to 6"),
+        ("-n two", "a cat", "invalid int"),
+        ("--resolution 4K", "a cat", "4K"),
+        ("--model dall-e-3", "a cat", "dall-e-3"),
+        ("--bogus", "a cat", "--bogus"),
+        ("-o 1abc", "a cat", "1abc"),
+        ("-o class", "a cat", "class"),
+        ("--timeout -3", "a cat", "timeout"),
+        ("--pro --model qwen-image-2.0", "a cat", "--pro"),
+        ("--negative", "a cat", "--negative"),
+        ("", "   \n  ", "prompt"),
+        ("", "x" * 801, "800"),
+        ("--ref https://a.example/1.png https://a.example/2.png https://a.example/3.png --ref https://a.example/4.png",
+         "a cat", "1 to 3"),
+        ("--ref ftp://a.example/1.png", "a cat", "ftp"),
+        ("--ref no_such_file.png", "a cat", "no_such_file.png"),
+        ("--ref undefined_name", "a cat", "undefined_name"),
+        ("--ref 42", "a cat", "int"),
+    ],
+)
+def test_bad_arguments_are_one_usage_error_and_send_nothing(shell, emu, line, body, says):
+    with pytest.raises(UsageError) as caught:
+        shell.run_cell_magic("qimage", line, body)
+    message = str(caught.value)
+    assert says in message
+    assert "\n" not in message
+    assert emu.counters()["api_requests"] == 0
+    assert "qimages" not in shell.user_ns
+
+
+def test_a_file_that_is_not_an_image_is_refused_before_anything_is_sent(shell, emu, tmp_path):
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    with pytest.raises(UsageError, match=r"notes\.png"):
+        shell.run_cell_magic("qimage", f"--ref {notes}", "a cat")
+    with pytest.raises(UsageError, match="folder"):
+        shell.run_cell_magic("qimage", f"--ref {tmp_path}", "a cat")
+    counters = emu.counters()
+    assert counters["api_requests"] == 0 and counters["uploads"] == 0
+
+
+def test_without_a_key_the_message_says_how_to_set_one(shell, no_session):
+    with pytest.raises(UsageError) as caught:
+        shell.run_cell_magic("qimage", "", "a cat")
+    message = str(caught.value)
+    for needle in ("QIMAGE_API_KEY", "%qimage login", "%qimage emulator"):
+        assert needle in message
+
+
+# --- references ------------------------------------------------------------------------------
+
+
+def test_ref_to_a_generated_image_reuses_its_source_url(shell, emu):
+    shell.run_cell_magic("qimage", "", "a red fox")
+    first = shell.user_ns["qimages"][0]
+    shell.run_cell_magic("qimage", "-o again --ref qimages[0]", "the same fox in snow")
+    body = received(emu, shell.user_ns["again"][0].info["task_id"])
+    assert body["image_urls"] == [first.info["source_url"]]
+    shell.run_cell_magic("qimage", "-o refs --ref qimages", "the fox, sketched")
+    assert received(emu, shell.user_ns["refs"][0].info["task_id"])["image_urls"] == [first.info["source_url"]]
+    assert emu.counters()["uploads"] == 0
+
+
+def test_ref_to_a_local_file_is_uploaded_once_and_reruns_hit_the_cache(shell, emu, tmp_path, capsys):
+    cat = png_file(tmp_path / "cat.png")
+    shell.run_cell_magic("qimage", f"--ref {cat}", "this cat as a painting")
+    assert "uploading cat.png as a reference..." in capsys.readouterr().out
+    counters = emu.counters()
+    assert counters["uploads"] == 1 and counters["submits_accepted"] == 1
+    body = received(emu, shell.user_ns["qimages"][0].info["task_id"])
+    assert len(body["image_urls"]) == 1 and body["image_urls"][0].startswith("http")
+
+    shell.run_cell_magic("qimage", f"--ref {cat}", "this cat as a painting")
+    counters = emu.counters()
+    assert counters["uploads"] == 1 and counters["submits_accepted"] == 1
+    assert "from cache" in last_html(shell)
+
+
+def test_ref_to_another_pil_image_and_a_url_mix(shell, emu, capsys):
+    shell.user_ns["mine"] = Image.new("RGB", (64, 48), (200, 10, 10))
+    shell.run_cell_magic("qimage", "--ref mine https://example.com/a.png", "combine these")
+    assert "uploading mine (a 64x48 image) as a reference..." in capsys.readouterr().out
+    body = received(emu, shell.user_ns["qimages"][0].info["task_id"])
+    assert body["image_urls"][1] == "https://example.com/a.png"
+    assert emu.counters()["uploads"] == 1
+
+
+# --- failures, interrupts, background --------------------------------------------------------
+
+
+def test_a_refusal_is_one_readable_line(shell, emu, capsys):
+    emu.set_faults(moderation_words=("FAIL_MODERATION",))
+    result = shell.run_cell("%%qimage\nFAIL_MODERATION a cat\n")
+    assert isinstance(result.error_in_exec, QImageCellError)
+    printed = capsys.readouterr().out
+    assert "Input data may contain inappropriate content" in printed
+    assert "Traceback" not in printed and "File " not in printed
+    assert "qimages" not in shell.user_ns
+    assert "Input data may contain inappropriate content" in last_html(shell)
+
+
+def test_interrupt_stops_the_wait_and_says_how_to_resume(shell, capsys):
+    session = get_session()
+    emulator = session.start_emulator(latency=3.0, jitter=0.0)
+    try:
+        seen = threading.Event()
+
+        def hook(data):
+            if re.search(r"processing \d+% .*task task_", data.get("text/plain", "")):
+                seen.set()
+
+        shell.display_pub.hook = hook
+
+        def interrupter():
+            if seen.wait(30):
+                os.kill(os.getpid(), signal.SIGINT)  # what "Interrupt the kernel" sends
+
+        threading.Thread(target=interrupter, daemon=True).start()
+        shell.run_cell_magic("qimage", "", "a slow cathedral")
+        printed = capsys.readouterr().out
+        match = re.search(r"%qimage resume (\S+)", printed)
+        assert match, printed
+        assert "Traceback" not in printed and "qimages" not in shell.user_ns
+        task_id = match.group(1)
+        assert "%qimage resume " + task_id in last_html(shell)
+
+        shell.display_pub.hook = None
+        shell.run_line_magic("qimage", "pending")
+        assert task_id in outputs(shell)[-1]["text/plain"]
+
+        shell.run_line_magic("qimage", f"resume {task_id}")
+        images = shell.user_ns["qimages"]
+        assert len(images) == 1 and images[0].info["task_id"] == task_id
+        assert len(thumbs(last_html(shell))) == 1
+        assert emulator.counters()["submits_accepted"] == 1
+    finally:
+        shell.display_pub.hook = None
+        _close_session()
+
+
+def test_background_returns_at_once_and_binds_when_the_images_arrive(shell, capsys):
+    session = get_session()
+    emulator = session.start_emulator(latency=1.0, jitter=0.0)
+    try:
+        shell.run_cell_magic("qimage", "--background -o bg -n 2", "a paper boat")
+        assert "bg will be bound" in capsys.readouterr().out.replace("is bound", "will be bound")
+        assert "bg" not in shell.user_ns  # the task takes a second; the cell returned already
+        magics(shell)._join_background(60)
+        assert len(shell.user_ns["bg"]) == 2
+        areas = outputs(shell)
+        assert len(areas) == 1 and len(thumbs(areas[0]["text/html"])) == 2
+
+        emulator.set_faults(moderation_words=("FAIL_MODERATION",))
+        shell.run_cell_magic("qimage", "--background -o back", "FAIL_MODERATION boat")
+        magics(shell)._join_background(60)
+        assert "back" not in shell.user_ns
+        assert "inappropriate content" in last_html(shell)
+        assert "inappropriate content" in outputs(shell)[-1]["text/plain"]
+    finally:
+        _close_session()
+
+
+# --- re-running without paying ---------------------------------------------------------------
+
+
+def test_an_identical_rerun_comes_from_the_cache_and_new_pays_again(shell, emu):
+    shell.run_cell_magic("qimage", "-n 2 --size 4:3", "a quiet harbour")
+    first = [im.info["task_id"] for im in shell.user_ns["qimages"]]
+    before = emu.counters()
+    assert before["submits_accepted"] == 1
+
+    shell.run_cell_magic("qimage", "--size 4:3 -n 2", "  a quiet harbour\n")
+    after = emu.counters()
+    assert after["submits_accepted"] == 1
+    assert after["api_requests"] == before["api_requests"]  # not even a poll
+    assert after["cdn_hits"] == before["cdn_hits"]
+    assert [im.info["task_id"] for im in shell.user_ns["qimages"]] == first
+    final = outputs(shell)[-1]
+    assert "from cache" in final["text/html"] and "--new for fresh images" in final["text/plain"]
+    assert len(thumbs(final["text/html"])) == 2
+
+    shell.run_cell_magic("qimage", "--size 4:3 -n 2 --new", "a quiet harbour")
+    assert emu.counters()["submits_accepted"] == 2
+    assert shell.user_ns["qimages"][0].info["task_id"] != first[0]
+
+
+# --- comparison grid -------------------------------------------------------------------------
+
+
+def test_comma_values_run_a_labelled_comparison_grid_in_order(shell, emu):
+    shell.run_line_magic("config", "QImageMagics.concurrency = 2")
+    shell.run_cell_magic("qimage", "-o grid --model standard,pro --size 1:1,16:9", "a bicycle")
+    grid = shell.user_ns["grid"]
+    assert [(im.info["model"], im.info["size"]) for im in grid] == [
+        ("qwen-image-2.0", "1:1"),
+        ("qwen-image-2.0", "16:9"),
+        ("qwen-image-2.0-pro", "1:1"),
+        ("qwen-image-2.0-pro", "16:9"),
+    ]
+    assert [im.size for im in grid] == [(1024, 1024), (1280, 720), (1024, 1024), (1280, 720)]
+    final = last_html(shell)
+    labels = re.findall(r'class="qimage-label"[^>]*>([^<]+)<', final)
+    assert labels == ["standard · 1:1 · 1K", "standard · 16:9 · 1K", "pro · 1:1 · 1K", "pro · 16:9 · 1K"]
+    assert "grid-template-columns:repeat(2," in final
+    assert len(thumbs(final)) == 4
+    assert emu.counters()["submits_accepted"] == 4
+
+    shell.run_cell_magic("qimage", "-o grid --resolution 1K,2K -n 2", "a bicycle")
+    assert [im.size for im in shell.user_ns["grid"]] == [(1024, 1024)] * 2 + [(2048, 2048)] * 2
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_config_traitlets_set_the_defaults(shell, emu):
+    for line in (
+        'QImageMagics.model = "qwen-image-2.0-pro"',
+        'QImageMagics.size = "16:9"',
+        "QImageMagics.n = 2",
+        'QImageMagics.output = "pics"',
+        "QImageMagics.thumb_px = 96",
+        'QImageMagics.thumb_format = "WEBP"',
+    ):
+        shell.run_line_magic("config", line)
+    shell.run_cell_magic("qimage", "", "a kite")
+    pics = shell.user_ns["pics"]
+    assert len(pics) == 2 and pics[0].size == (1280, 720) and pics[0].info["model"] == "qwen-image-2.0-pro"
+    shown = thumbs(last_html(shell))
+    assert [mime for mime, _ in shown] == ["image/webp"] * 2
+    assert all(max(Image.open(io.BytesIO(data)).size) <= 96 for _, data in shown)
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ('QImageMagics.size = "5:4"', "QImageMagics.size"),
+        ("QImageMagics.n = 9", "QImageMagics.n"),
+        ('QImageMagics.model = "gpt"', "QImageMagics.model"),
+        ('QImageMagics.resolution = "8K"', "QImageMagics.resolution"),
+        ('QImageMagics.thumb_format = "GIF"', "QImageMagics.thumb_format"),
+        ("QImageMagics.thumb_px = 5", "QImageMagics.thumb_px"),
+        ('QImageMagics.output = "not a name"', "QImageMagics.output"),
+        ("QImageMagics.timeout = -1.0", "QImageMagics.timeout"),
+        ("QImageMagics.concurrency = 0", "QImageMagics.concurrency"),
+    ],
+)
+def test_a_broken_config_value_is_one_clear_line_and_sends_nothing(shell, emu, setting, says):
+    shell.run_line_magic("config", setting)
+    with pytest.raises(UsageError) as caught:
+        shell.run_cell_magic("qimage", "", "a kite")
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+    assert emu.counters()["api_requests"] == 0
+
+
+def test_ipython_config_file_values_reach_the_magics(shell):
+    shell.config.QImageMagics.model = "qwen-image-2.0-pro"
+    shell.config.QImageMagics.thumb_px = 128
+    try:
+        shell.register_magics(QImageMagics)
+        assert magics(shell).model == "qwen-image-2.0-pro" and magics(shell).thumb_px == 128
+    finally:
+        del shell.config["QImageMagics"]
+
+
+# --- the key ---------------------------------------------------------------------------------
+
+
+def test_login_config_logout_never_show_the_key(shell, no_session, monkeypatch, capsys):
+    from qimage_nb.emulator import Emulator
+
+    secret = "sk-live-Zq8vN3kP0wX5-secret"
+    with Emulator(api_key=secret, latency=0.1, jitter=0.0) as server:
+        monkeypatch.setenv("QIMAGE_BASE_URL", server.base_url)
+        monkeypatch.setattr("getpass.getpass", lambda prompt="": secret)
+        shell.run_line_magic("qimage", "login")
+        shell.run_line_magic("qimage", "config")
+        shell.run_cell_magic("qimage", "", "a small boat")
+        shell.run_line_magic("qimage", "history")
+        printed = capsys.readouterr().out
+        assert "key set for this kernel" in printed
+        assert "set (from %qimage login" in printed
+        assert "balance:" in printed and "unavailable" not in printed
+        assert len(shell.user_ns["qimages"]) == 1
+
+        with pytest.raises(UsageError) as caught:
+            shell.run_line_magic("qimage", f"login {secret}")
+        assert secret not in str(caught.value)
+
+        shell.run_line_magic("qimage", "logout")
+        shell.run_line_magic("qimage", "config")
+        printed += capsys.readouterr().out
+        assert "key:       not set" in printed
+        everything = printed + repr(shell.display_pub.outputs)
+        assert secret not in everything
+        assert server.counters()["submits_accepted"] == 1
+
+
+def test_emulator_subcommand_auto_stop_and_banner(shell, no_session, monkeypatch, capsys):
+    shell.run_line_magic("qimage", "emulator --auto --latency 0.1")
+    session = get_session()
+    assert session.using_emulator
+    assert EMULATOR_BANNER in outputs(shell)[-1]["text/plain"]
+    shell.run_line_magic("qimage", "emulator --stop")
+    assert not session.using_emulator
+    assert "emulator stopped" in capsys.readouterr().out
+
+    monkeypatch.setenv("QIMAGE_API_KEY", "sk-from-env-1234")
+    shell.run_line_magic("qimage", "emulator --auto")
+    assert not session.using_emulator
+    printed = capsys.readouterr().out
+    assert "using the real API at" in printed and "sk-from-env-1234" not in printed
+
+
+# --- the journal -----------------------------------------------------------------------------
+
+
+def test_history_lists_the_journal_and_resume_all(shell, emu, capsys):
+    shell.run_cell_magic("qimage", "-n 2", "a lantern festival")
+    task_id = shell.user_ns["qimages"][0].info["task_id"]
+    shell.run_line_magic("qimage", "history")
+    table = outputs(shell)[-1]
+    for needle in (task_id, "a lantern festival", "completed", "standard · 1:1 1K"):
+        assert needle in table["text/plain"]
+        assert needle in table["text/html"]
+    shell.run_line_magic("qimage", "resume --all")
+    assert "nothing to resume" in capsys.readouterr().out
+    shell.run_line_magic("qimage", f"resume {task_id} -o again")
+    assert [im.info["task_id"] for im in shell.user_ns["again"]] == [task_id, task_id]
+    assert emu.counters()["submits_accepted"] == 1
+
+
+def test_unknown_subcommand_is_a_usage_error(shell):
+    with pytest.raises(UsageError, match="%%qimage cell"):
+        shell.run_line_magic("qimage", "a cat on a mat")
