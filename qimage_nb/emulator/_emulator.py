@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -74,7 +75,8 @@ class Emulator:
             raise ValueError("max_concurrent must be None or >= 1")
         settings = Settings(api_key, float(latency), float(jitter), seed, max_concurrent,
                             float(overstate), float(balance), float(price_per_image))
-        self._state = State(settings, faults=faults if faults is not None else Faults())
+        # A copy: counted switches count down, and the caller's Faults must not change under it.
+        self._state = State(settings, faults=dataclasses.replace(faults) if faults is not None else Faults())
         self._handler = Handler(self._state)
         self._handler.cdn_origins.add(IN_PROCESS_CDN_URL)
         self.host, self.port, self.cdn_port = host, port, cdn_port
@@ -112,8 +114,12 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop serving and drop open connections; state survives (the transports still work)."""
-        for server in self._servers:
-            server.stop()
+        # Each server's shutdown waits for its poll loop to notice: stop both at once.
+        stoppers = [threading.Thread(target=server.stop) for server in self._servers]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         for thread in self._threads:
             thread.join(timeout=5)
         self._servers, self._threads = [], []
@@ -168,7 +174,7 @@ class Emulator:
     @faults.setter
     def faults(self, faults: Faults) -> None:
         with self._state.lock:
-            self._state.faults = faults
+            self._state.faults = dataclasses.replace(faults)
 
     def set_faults(self, **switches: Any) -> Faults:
         """Change some fault switches, e.g. ``set_faults(rate_limit_polls=2, retry_after=0.1)``."""

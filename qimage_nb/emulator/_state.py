@@ -115,6 +115,7 @@ class State:
     def clear(self) -> None:
         with self.lock:
             self.tasks: dict[str, Task] = {}
+            self.in_flight: list[Task] = []  # not yet terminal: to bill or to reserve balance for
             self.idempotency: dict[str, str] = {}
             self.uploads: dict[str, Upload] = {}
             self.counters = _new_counters()
@@ -188,6 +189,7 @@ class State:
             idempotency_key=idempotency_key,
         )
         self.tasks[task.id] = task
+        self.in_flight.append(task)
         if idempotency_key is not None:
             self.idempotency[idempotency_key] = task.id
         return task
@@ -216,17 +218,21 @@ class State:
     def settle(self) -> None:
         """Bill every task that has completed by now (lazily, at each request)."""
         now = self.clock()
-        for task in self.tasks.values():
-            if not task.billed and task.outcome == "completed" and now >= task.end:
+        waiting = []
+        for task in self.in_flight:
+            if now < task.end:
+                waiting.append(task)
+            elif task.outcome == "completed":
                 task.billed = True
                 self.used_balance += self.cost(task)
                 self.counters["images_billed"] += task.n
+        self.in_flight = waiting
 
     def available_balance(self) -> float:
         """What a new submit may spend: the balance minus what in-flight tasks may still cost
         (the server cannot know which of them will fail)."""
-        now = self.clock()
-        reserved = sum(self.cost(t) for t in self.tasks.values() if now < t.end)
+        self.settle()
+        reserved = sum(self.cost(t) for t in self.in_flight)
         return self.settings.balance - self.used_balance - reserved
 
     def remaining_balance(self) -> float:
