@@ -178,7 +178,7 @@ class _Slot:
     def status(self) -> str:
         task = f" · task {self.task_id}" if self.task_id else ""
         if self.stage == "waiting":
-            return "waiting for a free slot"
+            return "waiting to start"
         if self.stage == "uploading":
             return "uploading references..."
         if self.stage == "submitting":

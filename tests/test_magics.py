@@ -580,3 +580,13 @@ def test_history_lists_the_journal_and_resume_all(shell, emu, capsys):
 def test_unknown_subcommand_is_a_usage_error(shell):
     with pytest.raises(UsageError, match="%%qimage cell"):
         shell.run_line_magic("qimage", "a cat on a mat")
+
+
+def test_panel_subcommand_shows_the_panel(shell, emu):
+    before = len(shell.display_pub.outputs)
+    shell.run_line_magic("qimage", "panel")
+    shown = shell.display_pub.outputs[before:]
+    assert shown, "the panel was displayed"
+    assert any("application/vnd.jupyter.widget-view+json" in o["data"] or "Panel" in o["data"].get("text/plain", "")
+               for o in shown)
+    assert emu.counters()["api_requests"] == 0
