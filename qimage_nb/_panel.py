@@ -24,7 +24,6 @@ import functools
 import html
 import logging
 import math
-import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -105,15 +104,29 @@ def _describe(exc: BaseException) -> str:
 
 
 def _quote(value: str) -> str:
-    # %%qimage arguments go through IPython's magic_arguments; POSIX shell quoting is what both
-    # shlex and IPython's arg_split understand, and plain tokens stay readable without quotes.
-    return shlex.quote(value)
+    """Quote one %%qimage argument the way the magic reads it back.
+
+    IPython's argument splitter (non-POSIX shlex) keeps quotes on the token and has no escapes;
+    the magic then drops one surrounding pair. So a value is wrapped in a quote character it does
+    not contain whenever it has whitespace or quotes. A value holding both kinds of quote cannot
+    be written at all; ``reproduce_cell`` refuses it rather than print a cell that means something else.
+    """
+    if value and not any(c.isspace() or c in "'\"" for c in value):
+        return value
+    for mark in ("'", '"'):
+        if mark not in value:
+            return f"{mark}{value}{mark}"
+    raise ValueError("a value with both ' and \" cannot be passed as a %%qimage argument")
 
 
-def reproduce_cell(request: GenerationRequest, *, name: str = "images") -> str:
-    """The exact ``%%qimage`` cell that makes this request again (or serves it from the journal)."""
+def reproduce_cell(request: GenerationRequest, *, name: str = "qimages") -> str:
+    """The exact ``%%qimage`` cell that makes this request again (served from the journal when unchanged).
+
+    Raises ``ValueError`` when an argument (negative prompt or reference URL) holds both kinds of
+    quote, which the magic's argument syntax cannot express.
+    """
     args = [
-        "%%qimage", "-o", name,
+        "-o", name,
         "--model", request.model,
         "--size", request.size,
         "--resolution", request.resolution,
@@ -123,8 +136,7 @@ def reproduce_cell(request: GenerationRequest, *, name: str = "images") -> str:
         args += ["--negative", request.negative_prompt]
     for url in request.image_urls:
         args += ["--ref", url]
-    line = " ".join(args[:1] + [_quote(a) for a in args[1:]])
-    return f"{line}\n{request.prompt}"
+    return "%%qimage " + " ".join(_quote(a) for a in args) + "\n" + request.prompt
 
 
 def _loop() -> asyncio.AbstractEventLoop:
@@ -394,7 +406,9 @@ class _Run:
 
     @property
     def in_flight(self) -> bool:
-        return self.task is not None and not self.task.done()
+        # By state, not task.done(): the run's own epilogue (which refreshes the buttons) runs
+        # inside the task, after the outcome is known.
+        return self.task is not None and not self.task.done() and self.state in ("starting", "submitting", "running")
 
     def start(self) -> None:
         self.task = _loop().create_task(self.main())
@@ -794,14 +808,19 @@ class Panel:
         return [r for r in self.runs if r.in_flight]
 
     async def wait(self) -> list[Generation]:
-        """Wait until no run is in flight (runs started meanwhile included); return their Generations."""
+        """Wait until no run is in flight and the panel is idle (uploads, preview, balance).
+
+        Runs started meanwhile are waited for too. Returns the Generations of the runs waited on.
+        """
         waited: list[_Run] = []
         while True:
             flying = [r for r in self.runs if r.in_flight]
-            if not flying:
+            background = [t for t in self._tasks if not t.done()]
+            if not flying and not background:
                 break
             waited += [r for r in flying if r not in waited]
-            await asyncio.gather(*(r.task for r in flying if r.task is not None), return_exceptions=True)
+            pending = [r.task for r in flying if r.task is not None] + background
+            await asyncio.gather(*pending, return_exceptions=True)
         return [r.generation for r in waited if r.generation is not None]
 
     def close(self) -> None:
@@ -1126,11 +1145,16 @@ class Panel:
             f"<br><span style='color:{_MUTED}'>task {html.escape(str(info.get('task_id') or run.task_id or ''))}</span>"
         )
         self.preview_caption.value = caption
-        self.cell.value = reproduce_cell(run.request)
-        self.cell_label.value = (
-            f'<span style="color:{_MUTED}">The %%qimage cell that reproduces it (this image is '
-            f"<code>images[{index}]</code>; unchanged, it is served from the journal for free):</span>"
-        )
+        try:
+            self.cell.value = reproduce_cell(run.request)
+            self.cell_label.value = (
+                f'<span style="color:{_MUTED}">The %%qimage cell that reproduces it (this image is '
+                f"<code>qimages[{index}]</code>; unchanged, it is served from the journal for free):</span>"
+            )
+        except ValueError as exc:
+            self.cell.value = ""
+            self.cell_label.value = f'<span style="color:{_MUTED}">No %%qimage cell: {html.escape(str(exc))}.</span>'
+
         self.action_note.value = ""
         self.preview_empty.layout.display = "none"
         self.preview_actions.layout.display = None
