@@ -719,10 +719,13 @@ class AsyncClient:
         job = self.store.begin(request, key, label=label)
         await progress.emit("submitting")
         try:
-            await self._submit_journaled(request, key)
+            task_id = await self._submit_journaled(request, key)
         except QImageError as exc:
             await progress.emit("error", error=exc)
             raise
+        # Tell the display the task id now, not at the first poll: a user who stops waiting in
+        # between must be told which task to resume.
+        await progress.emit("pending", task_id=task_id)
         job = self.store.get(key)
         assert job is not None
         return await self._track(job, progress, timeout=timeout, immediate=False)
