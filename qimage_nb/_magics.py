@@ -186,7 +186,8 @@ class _Slot:
         if self.stage == "pending":
             return f"queued{task}"
         if self.stage == "processing":
-            eta = f" · about {self.eta:.0f} s left" if self.eta else ""
+            # The server's estimate is pessimistic: near the end, progress says more than it does.
+            eta = " · almost done" if self.progress >= 90 else f" · about {self.eta:.0f} s left" if self.eta else ""
             return f"processing {self.progress}%{eta}{task}"
         if self.stage in ("downloading", "completed"):
             have = sum(t is not None for t in self.tiles)
@@ -322,13 +323,16 @@ class _Live:
     def fail(self, exc: BaseException) -> None:
         kind, message = _error_line(exc)
         task_id = getattr(exc, "task_id", None)
+        absorbed = False
         for slot in self.slots:
             if slot.stage not in ("done", "failed", "error", "cancelled") and (
                 task_id is None or slot.task_id in (None, task_id)
             ):
                 slot.stage = "failed" if kind == "TaskFailedError" else "error"
                 slot.error = message
-        self.errors.append(f"{kind}: {message}")
+                absorbed = True
+        if not absorbed:
+            self.errors.append(f"{kind}: {message}")
         self.refresh()
 
     # -- rendering --
@@ -343,32 +347,35 @@ class _Live:
                 out.append(tile or placeholder(slot.placeholder_text(), label=slot.label, width=w, height=h))
         return out
 
-    def status_lines(self) -> list[str]:
-        lines = []
+    def status_lines(self) -> tuple[list[str], list[str]]:
+        """(progress lines, failure lines): one line per generation, failures drawn in red."""
+        lines, failures = [], []
         for slot in self.slots:
             prefix = f"{slot.label}: " if slot.label else ""
-            lines.append(prefix + slot.status())
-        return lines
+            failed = slot.stage in ("failed", "error", "cancelled")
+            (failures if failed else lines).append(prefix + slot.status())
+        return lines, failures
 
     def bundle(self) -> dict[str, Any]:
         from ._display import gallery_html
 
-        notes = [*self.notes, *self.status_lines()]
+        lines, failures = self.status_lines()
+        notes = [*self.notes, *lines]
         if self.footer:
             notes.append(self.footer)
-        title = self.title
+        errors = [*failures, *self.errors]
         body = gallery_html(
             self.tiles(),
             thumb_px=self.thumb_px,
-            title=title,
+            title=self.title,
             notes=([self.subtitle] if self.subtitle else []) + notes,
             banner=self.banner,
             columns=self.columns,
-            errors=self.errors,
+            errors=errors,
         )
-        return {"text/html": body, "text/plain": self.text(notes)}
+        return {"text/html": body, "text/plain": self.text(notes, errors)}
 
-    def text(self, notes: list[str]) -> str:
+    def text(self, notes: list[str], errors: list[str]) -> str:
         lines = []
         if self.banner:
             lines.append(f"[{self.banner}]")
@@ -377,7 +384,7 @@ class _Live:
         if self.subtitle:
             lines.append(self.subtitle)
         lines.extend(notes)
-        lines.extend(self.errors)
+        lines.extend(errors)
         for slot in self.slots:
             for k, tile in enumerate(slot.tiles):
                 if tile is not None:
@@ -877,8 +884,6 @@ class QImageMagics(Magics):
             kind, message = _error_line(gen.error)
             label = f"{gen.request.model} · {gen.request.size} {gen.request.resolution}: " if len(generations) > 1 else ""
             lines.append(f"{label}{kind}: {message}")
-        live.errors.extend(lines)
-        live.refresh()
         if len(failures) == len(generations):
             first = failures[0].error
             assert first is not None
