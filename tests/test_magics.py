@@ -28,7 +28,7 @@ from qimage_nb._magics import QImageCellError, QImageMagics
 from qimage_nb._session import EMULATOR_BANNER, get_session
 
 DATA_URI = re.compile(r'src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"')
-NAMES = ("qimages", "cats", "pics", "bg", "grid", "again", "mine", "refs", "x", "y", "back")
+NAMES = ("qimages", "cats", "pics", "bg", "grid", "again", "mine", "refs", "x", "y", "back", "slow")
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -590,3 +590,16 @@ def test_panel_subcommand_shows_the_panel(shell, emu):
     assert any("application/vnd.jupyter.widget-view+json" in o["data"] or "Panel" in o["data"].get("text/plain", "")
                for o in shown)
     assert emu.counters()["api_requests"] == 0
+
+
+def test_a_timeout_stops_waiting_and_says_how_to_resume(shell, no_session, capsys):
+    emulator = get_session().start_emulator(latency=3.0, jitter=0.0)
+    result = shell.run_cell("%%qimage --timeout 0.5 -o slow\na slow sunrise\n")
+    assert isinstance(result.error_in_exec, QImageCellError)
+    printed = capsys.readouterr().out
+    match = re.search(r"%qimage resume (task_\w+)", printed)
+    assert match and "Traceback" not in printed, printed
+    assert "slow" not in shell.user_ns
+    shell.run_line_magic("qimage", f"resume {match.group(1)} -o slow")
+    assert len(shell.user_ns["slow"]) == 1
+    assert emulator.counters()["submits_accepted"] == 1
