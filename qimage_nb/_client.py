@@ -481,7 +481,7 @@ class AsyncClient:
         self._auth()  # refuse before journaling when no key is set
         key = idempotency_key or new_idempotency_key()
         if self.store.get(key) is None:
-            self.store.begin(request, key, label=label)
+            self.store.begin(request, key, label=label, origin=self.base_url)
         return await self._submit_journaled(request, key)
 
     async def _submit_journaled(self, request: GenerationRequest, key: str) -> str:
@@ -689,8 +689,11 @@ class AsyncClient:
         return await self._track(job, progress, timeout=timeout, immediate=True)
 
     def pending(self) -> list[JobRecord]:
-        """Journal entries submitted but never downloaded (resume each with ``resume(entry.task_id or entry.key)``)."""
-        return self.store.pending()
+        """This origin's journal entries submitted but never downloaded.
+
+        Resume each with ``resume(entry.task_id or entry.key)``.
+        """
+        return self.store.pending(origin=self.base_url)
 
     def history(self, limit: int = 50) -> list[JobRecord]:
         """The newest journal entries, newest first."""
@@ -711,12 +714,12 @@ class AsyncClient:
     ) -> Generation:
         progress = _Progress(request, on_update, label, batch_index, time.monotonic())
         if cache:
-            hit = self.store.find_cached(request.fingerprint())
+            hit = self.store.find_cached(request.fingerprint(), origin=self.base_url)
             if hit is not None:
                 return await self._from_disk(hit, progress, cached=True)
         self._auth()
         key = key or new_idempotency_key()
-        job = self.store.begin(request, key, label=label)
+        job = self.store.begin(request, key, label=label, origin=self.base_url)
         await progress.emit("submitting")
         try:
             task_id = await self._submit_journaled(request, key)
@@ -772,7 +775,7 @@ class AsyncClient:
         # and can never match a real request's fingerprint in the cache.
         placeholder = GenerationRequest(prompt="")
         key = f"adopted:{task_id}"
-        self.store.begin(placeholder, key, label="resumed by task id")
+        self.store.begin(placeholder, key, label="resumed by task id", origin=self.base_url)
         self.store.set_task_id(key, task_id)
         job = self.store.get(key)
         assert job is not None

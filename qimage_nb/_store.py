@@ -48,7 +48,7 @@ __all__ = ["JOB_STATUSES", "JobRecord", "Store"]
 
 # "submitting" is ours: the row exists, the POST may or may not have reached the server.
 JOB_STATUSES = ("submitting", *STATUSES)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: jobs.origin
 BUSY_TIMEOUT_MS = 15_000
 STALE_TEMP_SECONDS = 24 * 3600
 
@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at   REAL NOT NULL,
     updated_at   REAL NOT NULL,
     completed_at REAL,
-    label        TEXT
+    label        TEXT,
+    origin       TEXT                       -- the API base URL it was sent to: caches never cross origins
 );
 CREATE INDEX IF NOT EXISTS jobs_by_fingerprint ON jobs (fingerprint, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
@@ -110,6 +111,7 @@ class JobRecord:
     updated_at: float
     completed_at: float | None
     label: str | None
+    origin: str | None = None
 
     @property
     def downloaded(self) -> bool:
@@ -233,6 +235,9 @@ class Store:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+                if "origin" not in columns:  # a version-1 journal: keep its rows, add the column
+                    conn.execute("ALTER TABLE jobs ADD COLUMN origin TEXT")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -310,6 +315,7 @@ class Store:
                     updated_at=row["updated_at"],
                     completed_at=row["completed_at"],
                     label=row["label"],
+                    origin=row["origin"],
                 )
             )
         return records
@@ -323,7 +329,9 @@ class Store:
 
     # -- the journal --
 
-    def begin(self, request: GenerationRequest, key: str, *, label: str | None = None) -> JobRecord:
+    def begin(
+        self, request: GenerationRequest, key: str, *, label: str | None = None, origin: str | None = None
+    ) -> JobRecord:
         """Journal a submit before its POST. Calling it again with the same key and request returns
         the existing record; the same key with a different request is refused (the server would
         answer it with the first request's task)."""
@@ -337,8 +345,8 @@ class Store:
             if existing is None:
                 conn.execute(
                     "INSERT INTO jobs (key, fingerprint, request_json, status, progress, created_at,"
-                    " updated_at, label) VALUES (?, ?, ?, 'submitting', 0, ?, ?, ?)",
-                    (key, fingerprint, body, now, now, label),
+                    " updated_at, label, origin) VALUES (?, ?, ?, 'submitting', 0, ?, ?, ?, ?)",
+                    (key, fingerprint, body, now, now, label, origin),
                 )
                 conn.execute(
                     "INSERT INTO events (key, status, progress, at) VALUES (?, 'submitting', 0, ?)",
@@ -501,25 +509,29 @@ class Store:
         with self._read() as conn:
             return self._get(conn, task_id_or_key)
 
-    def pending(self) -> list[JobRecord]:
+    def pending(self, origin: str | None = None) -> list[JobRecord]:
         """Submitted but not downloaded, newest first: running tasks, completed ones whose images are
         not all on disk, and submits whose answer was lost (no task id yet). Failed and cancelled
-        entries are left out."""
+        entries are left out. With ``origin``, only entries sent to that API base URL (a task id
+        means nothing to another server)."""
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT * FROM jobs WHERE status NOT IN ('failed', 'cancelled')"
-                " ORDER BY created_at DESC, rowid DESC"
+                " AND (? IS NULL OR origin = ?) ORDER BY created_at DESC, rowid DESC",
+                (origin, origin),
             ).fetchall()
             records = self._records(conn, rows)
         return [record for record in records if not record.downloaded]
 
-    def find_cached(self, fingerprint: str) -> JobRecord | None:
-        """The newest completed entry for this request fingerprint whose images are all on disk."""
+    def find_cached(self, fingerprint: str, origin: str | None = None) -> JobRecord | None:
+        """The newest completed entry for this request fingerprint whose images are all on disk.
+        With ``origin``, only entries from that API base URL: emulator pictures must never be served
+        as a real API's images."""
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT * FROM jobs WHERE fingerprint = ? AND status = 'completed'"
-                " ORDER BY created_at DESC, rowid DESC",
-                (fingerprint,),
+                " AND (? IS NULL OR origin = ?) ORDER BY created_at DESC, rowid DESC",
+                (fingerprint, origin, origin),
             ).fetchall()
             for record in self._records(conn, rows):
                 if record.downloaded:

@@ -479,3 +479,35 @@ def test_close_then_use_again(store):
     store.close()
     store.close()
     assert store.get("k") is not None
+
+
+def test_version_one_journal_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    from qimage_nb._contract import GenerationRequest
+    from qimage_nb._store import Store
+
+    root = tmp_path / "old"
+    root.mkdir()
+    conn = sqlite3.connect(root / "journal.sqlite3")
+    conn.execute(
+        "CREATE TABLE jobs (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, request_json TEXT NOT NULL,"
+        " task_id TEXT UNIQUE, status TEXT NOT NULL, progress INTEGER NOT NULL DEFAULT 0,"
+        " urls_json TEXT NOT NULL DEFAULT '[]', error TEXT, created_at REAL NOT NULL,"
+        " updated_at REAL NOT NULL, completed_at REAL, label TEXT)"
+    )
+    request = GenerationRequest.create("old row")
+    conn.execute(
+        "INSERT INTO jobs VALUES ('k-old', ?, ?, 'task_old', 'processing', 10, '[]', NULL, 1, 1, NULL, NULL)",
+        (request.fingerprint(), '{"prompt": "old row", "n": 1}'),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+    store = Store(root)
+    record = store.get("task_old")
+    assert record is not None and record.request.prompt == "old row" and record.origin is None
+    store.begin(GenerationRequest.create("new row"), "k-new", origin="https://api.example")
+    assert [job.key for job in store.pending(origin="https://api.example")] == ["k-new"]
+    assert {job.key for job in store.pending()} == {"k-new", "k-old"}
