@@ -167,7 +167,8 @@ def test_n6_gives_six_distinct_images_in_a_stable_order(api, plain):
 
 
 def test_lifecycle_pending_processing_completed_with_honest_progress():
-    with Emulator(api_key=KEY, latency=0.4, jitter=0, overstate=1.5) as emu, \
+    # 0.8 s: the pending pickup (10 %) lasts long enough to be seen even on a loaded machine
+    with Emulator(api_key=KEY, latency=0.8, jitter=0, overstate=1.5) as emu, \
             httpx.Client(verify=SSL, base_url=emu.base_url, headers=AUTH) as api:
         before = time.time()
         tid = task_id(submit(api, n=2))
@@ -186,12 +187,12 @@ def test_lifecycle_pending_processing_completed_with_honest_progress():
     assert [order[s] for s in statuses] == sorted(order[s] for s in statuses)
     progress = [d["progress"] for d in seen]
     assert progress == sorted(progress) and progress[-1] == 100
-    assert all(0 < d["progress"] < 100 for d in seen if d["status"] == "processing")
+    assert all(0 <= d["progress"] < 100 for d in seen if d["status"] == "processing")
     assert len({d["progress"] for d in seen if d["status"] == "processing"}) >= 3  # it really rises
     done = seen[-1]
     assert isinstance(done["created"], int) and abs(done["created"] - before) <= 1
     assert done["completed"] >= done["created"]
-    assert done["estimated_time"] == 1  # ceil(0.4 s * 1.5)
+    assert done["estimated_time"] == 2  # ceil(0.8 s * 1.5)
     assert done["actual_time"] >= 1 and done["estimated_time"] >= done["actual_time"]
     assert done["cost"] == pytest.approx(0.012)
     assert all(item["expires_at"] > done["completed"] for item in done["result"]["images"])
@@ -345,11 +346,11 @@ def test_balance_decreases_by_billed_images_only(emu, api):
 
 
 def test_billing_happens_at_completion_even_when_nobody_polls():
-    with Emulator(api_key=KEY, latency=0.1, jitter=0) as emu, \
+    with Emulator(api_key=KEY, latency=0.3, jitter=0) as emu, \
             httpx.Client(verify=SSL, base_url=emu.base_url, headers=AUTH) as api:
         task_id(submit(api, n=2))
         assert api.get("/v1/balance").json()["used_balance"] == 0.0
-        time.sleep(0.2)
+        time.sleep(0.4)
         assert api.get("/v1/balance").json()["used_balance"] == pytest.approx(0.012)
 
 
@@ -624,7 +625,7 @@ def test_initial_faults_are_copied_not_consumed():
                       headers=AUTH) as api:
         tid = task_id(submit(api))
         assert poll(api, tid)["status"] == "paused"
-        assert poll(api, tid)["status"] == "pending"
+        assert poll(api, tid)["status"] in ("pending", "processing")
     assert mine.unknown_status == 1 and emu.faults.unknown_status == 0
 
 
@@ -669,12 +670,15 @@ def test_cdn_is_another_origin_needs_no_key_and_counts_leaked_keys(emu, api, pla
     assert plain.get(emu.cdn_url + "/v1/balance", headers=AUTH).status_code == 404
 
 
-def test_images_are_not_served_before_completion(api, plain):
-    tid = task_id(submit(api))
-    cdn = poll(api, tid)
-    assert cdn["status"] != "completed"
-    url = urls(wait(api, tid))[0]
-    assert plain.get(url).status_code == 200
+def test_images_are_not_served_before_completion(plain):
+    with Emulator(api_key=KEY, latency=0.5, jitter=0) as emu, \
+            httpx.Client(verify=SSL, base_url=emu.base_url, headers=AUTH) as api:
+        tid = task_id(submit(api))
+        early = f"{emu.cdn_url}/images/{tid}/0.png"
+        assert plain.get(early).status_code == 404
+        assert poll(api, tid)["status"] != "completed"
+        assert urls(wait(api, tid)) == [early]
+        assert plain.get(early).status_code == 200
 
 
 def _png_bytes(colour=(255, 0, 0), size=(64, 64)) -> bytes:
@@ -796,8 +800,8 @@ async def test_async_transport_maps_raw_faults_to_httpx_errors():
             await api.get(f"/v1/tasks/{tid}", timeout=0.2)
         assert time.monotonic() - start < 1  # it waits the read timeout, not slow_seconds
         emu.set_faults(poll_fault_rate=0.0)
-        await _sleep(0.1)
-        data = (await api.get(f"/v1/tasks/{tid}")).json()["data"]
+        while (data := (await api.get(f"/v1/tasks/{tid}")).json()["data"])["status"] != "completed":
+            await _sleep(0.02)
         emu.set_faults(cdn_truncate=1)
         async with api.stream("GET", urls(data)[0]) as response:
             assert int(response.headers["content-length"]) > 0
