@@ -139,21 +139,11 @@ def reproduce_cell(request: GenerationRequest, *, name: str = "qimages") -> str:
     return "%%qimage " + " ".join(_quote(a) for a in args) + "\n" + request.prompt
 
 
-def _loop() -> asyncio.AbstractEventLoop:
-    """The kernel's own running loop (widget callbacks and cells run inside it)."""
+def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
-        pass
-    try:
-        loop = asyncio.get_event_loop_policy().get_event_loop()
-    except RuntimeError:
-        loop = None
-    if loop is None or loop.is_closed():
-        raise QImageError(
-            "the panel needs a running event loop: use it in a Jupyter kernel (or an async test)"
-        )
-    return loop
+        return None
 
 
 def _thumb_bytes(source: Any, max_side: int) -> bytes:
@@ -411,7 +401,7 @@ class _Run:
         return self.task is not None and not self.task.done() and self.state in ("starting", "submitting", "running")
 
     def start(self) -> None:
-        self.task = _loop().create_task(self.main())
+        self.task = self.panel._loop().create_task(self.main())
 
     def cancel(self) -> None:
         if self.in_flight:
@@ -557,6 +547,11 @@ class Panel:
 
     def __init__(self, client: AsyncClient | None = None, *, folder: str | Path = "qimage_images") -> None:
         self._client_override = client
+        # The loop of the cell that made the panel: the kernel's own. Widget callbacks may arrive
+        # on another thread with another loop (JupyterLab sends comm messages on a kernel subshell
+        # when ipykernel supports it), so _guard brings every callback back to this loop: all panel
+        # state, widgets and the client's connection pool live on one loop in one thread.
+        self._home = _running_loop()
         self.runs: list[_Run] = []
         self.references: list[_Ref] = []
         self._uploading: list[str] = []
@@ -862,11 +857,20 @@ class Panel:
         host = urlsplit(base).netloc
         return f'<span style="color:{_MUTED};margin-right:12px">server {html.escape(host)}</span>'
 
-    def _guard(self, action: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Wrap a widget callback so that any failure is shown in the panel, never swallowed."""
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        """The loop runs live on: the panel's home loop, else (no loop at construction) the caller's."""
+        loop = self._home if self._home is not None and not self._home.is_closed() else _running_loop()
+        if loop is None or loop.is_closed():
+            raise QImageError(
+                "the panel needs a running event loop: use it in a Jupyter kernel (or an async test)"
+            )
+        self._home = loop
+        return loop
 
-        @functools.wraps(fn)
-        def guarded(*args: Any) -> Any:
+    def _guard(self, action: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a widget callback: run it on the home loop, and show any failure in the panel."""
+
+        def invoke(*args: Any) -> Any:
             try:
                 return fn(*args)
             except Exception as exc:
@@ -875,12 +879,23 @@ class Panel:
                 self._show_error(f"{action.capitalize()}: {_describe(exc)}")
                 return None
 
+        @functools.wraps(fn)
+        def guarded(*args: Any) -> Any:
+            home = self._home
+            if home is not None and not home.is_closed() and _running_loop() is not home:
+                try:
+                    home.call_soon_threadsafe(functools.partial(invoke, *args))
+                    return None
+                except RuntimeError:  # the home loop closed meanwhile: run here rather than drop it
+                    pass
+            return invoke(*args)
+
         return guarded
 
     def _start_background(self, coro: Any, action: str) -> asyncio.Future[Any] | None:
         """Run a coroutine on the kernel's loop; its failure lands in the error line."""
         try:
-            loop = _loop()
+            loop = self._loop()
         except QImageError:
             coro.close()
             return None
@@ -1093,7 +1108,7 @@ class Panel:
                 "or %qimage emulator to try everything offline"
             )
             return None
-        _loop()  # fail here, visibly, if there is no loop to run on
+        self._loop()  # fail here, visibly, if there is no loop to run on
         self.clear_error()
         return self._start_run(request, client)
 

@@ -295,6 +295,25 @@ async def test_cancel_stops_waiting_and_keeps_the_task_resumable(tmp_path):
             await c.aclose()
 
 
+async def test_callbacks_from_a_subshell_thread_run_on_the_panel_loop(panel, emu):
+    """JupyterLab may deliver widget messages on a kernel subshell: another thread, another loop."""
+    home = asyncio.get_running_loop()
+
+    def subshell() -> None:
+        async def deliver() -> None:  # what ipykernel's subshell thread does with a comm message
+            panel.prompt.value = "a tram in the rain"
+            panel.generate_button.click()
+
+        asyncio.run(deliver())
+
+    await asyncio.to_thread(subshell)
+    await until(lambda: panel.runs, "the click reached the panel")
+    assert panel.runs[0].task.get_loop() is home
+    await panel.wait()
+    assert panel.runs[0].state == "done" and len(thumbs(panel)) == 1
+    assert not visible(panel.error)
+
+
 async def test_save_writes_the_full_png_with_provenance(panel, tmp_path):
     await generate(panel, "a bicycle leaning on a blue wall", ratio="3:2", negative="people")
     await panel.wait()
