@@ -50,7 +50,7 @@ def _read_timeout(request: httpx.Request) -> float | None:
     return float(value) if value is not None else None
 
 
-def _plan(response: Response, request: httpx.Request) -> list[tuple[float, bytes]]:
+def _plan(response: Response) -> list[tuple[float, bytes]]:
     """The body as (pause before, bytes) steps; raises mid-way the way a socket would."""
     body = response.body[: response.truncate_at] if response.truncate_at is not None else response.body
     if response.bytes_per_second:
@@ -78,7 +78,7 @@ class _Body(httpx.AsyncByteStream, httpx.SyncByteStream):
             raise httpx.ReadTimeout("timed out waiting for the next body chunk", request=self._request)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for pause, chunk in _plan(self._response, self._request):
+        for pause, chunk in _plan(self._response):
             if pause:
                 await asyncio.sleep(min(pause, self._read_timeout or pause))
                 self._check(pause)
@@ -87,7 +87,7 @@ class _Body(httpx.AsyncByteStream, httpx.SyncByteStream):
             raise _truncation_error(self._response, self._request)
 
     def __iter__(self) -> Iterator[bytes]:
-        for pause, chunk in _plan(self._response, self._request):
+        for pause, chunk in _plan(self._response):
             if pause:
                 time.sleep(min(pause, self._read_timeout or pause))
                 self._check(pause)
