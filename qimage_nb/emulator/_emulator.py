@@ -162,7 +162,11 @@ class Emulator:
     # -- observing and steering --
 
     def counters(self) -> dict[str, Any]:
-        """A JSON-able snapshot of what clients did (see the README of the emulator tests)."""
+        """A JSON-able snapshot of what clients did: submit_attempts, submits_accepted, submit_replays,
+        submits_rejected, submits_without_idempotency_key, polls, polls_per_task, uploads,
+        balance_reads, images_billed, cdn_hits, cdn_hits_per_path, cdn_authorization_headers,
+        api_requests, api_requests_without_valid_auth, faults_injected, tasks, tasks_by_status,
+        remain_balance, used_balance."""
         with self._state.lock:
             return self._state.snapshot()
 
