@@ -169,6 +169,7 @@ class _Slot:
     error: str | None = None
     cached: bool = False
     cached_at: float | None = None
+    unconfirmed: bool = False  # task_id is a journal key: the submit's answer never arrived
 
     def __post_init__(self) -> None:
         if self.request is not None and not self.tiles:
@@ -794,7 +795,15 @@ class QImageMagics(Magics):
             generations = run_sync(self._execute(client, plan, refs, live, concurrency, say=print))
         except KeyboardInterrupt:
             _adopt_journal_ids(client, live, started)
-            print(_resume_hint(live.interrupted()))
+            ids = live.interrupted()
+            if any(slot.unconfirmed for slot in live.slots):
+                print(
+                    "interrupted while submitting: the API may or may not have the task. "
+                    f"%qimage resume {ids[0] if len(ids) == 1 else '--all'} finishes it, re-sending the "
+                    "same Idempotency-Key so it is never billed twice"
+                )
+            else:
+                print(_resume_hint(ids))
             return
         except BaseException as exc:
             raise self._surface(exc, live) from None
@@ -1253,6 +1262,7 @@ def _adopt_journal_ids(client: AsyncClient, live: _Live, since: float) -> None:
                 r = entry.request
                 if (r.prompt, r.model, r.size, r.resolution, r.n) == wanted:
                     slot.task_id = entry.task_id or entry.key  # resume takes either
+                    slot.unconfirmed = entry.task_id is None
                     entries.remove(entry)
                     break
 

@@ -603,3 +603,21 @@ def test_a_timeout_stops_waiting_and_says_how_to_resume(shell, no_session, capsy
     shell.run_line_magic("qimage", f"resume {match.group(1)} -o slow")
     assert len(shell.user_ns["slow"]) == 1
     assert emulator.counters()["submits_accepted"] == 1
+
+
+def test_an_interrupt_before_the_task_id_is_known_names_the_journal_entry(shell, no_session, capsys):
+    emulator = get_session().start_emulator(latency=0.5, jitter=0.0)
+
+    def hook(data):
+        if "submitting..." in data.get("text/plain", ""):
+            shell.display_pub.hook = None
+            raise KeyboardInterrupt  # lands while the submit is about to go out
+
+    shell.display_pub.hook = hook
+    shell.run_cell_magic("qimage", "", "an early interrupt")
+    printed = capsys.readouterr().out
+    match = re.search(r"%qimage resume (\S+)", printed)
+    assert match and match.group(1) != "--all", printed  # names this cell's entry, not everything
+    shell.run_line_magic("qimage", f"resume {match.group(1)}")
+    assert shell.user_ns["qimages"][0].info["prompt"] == "an early interrupt"
+    assert emulator.counters()["submits_accepted"] == 1
