@@ -1,0 +1,442 @@
+"""Hostile conditions, combined: the emulator's fault switches against the client over loopback.
+
+Every test ends with the same audit, from both sides of the wire: the emulator says how many tasks
+it created and billed, the journal says what the client kept. The promises checked are the ones a
+paying user relies on: one billed task per logical generation (replays allowed, duplicates never),
+every completed task's images on disk and in the caller's hands, and every failure a typed error
+on one line that says what happened and names the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from qimage_nb import AsyncClient
+from qimage_nb._contract import PIXEL_SIZES
+from qimage_nb._exceptions import (
+    GenerationTimeout,
+    ImageError,
+    ProtocolError,
+    QImageError,
+    RateLimitError,
+    TaskCancelledError,
+    TaskError,
+    TaskFailedError,
+    TransportError,
+)
+from qimage_nb._polling import PollPolicy
+from qimage_nb._retry import RetryPolicy
+from qimage_nb._store import Store
+from qimage_nb.emulator import Emulator
+
+KEY = "sk-hostile-faults-0123456789"
+FAST_POLL = PollPolicy(floor=0.02, ceiling=0.2, first=0.05)
+ALL_POLL_FAULTS = ("500", "503", "html502", "429", "timeout", "reset")
+
+
+@dataclass(frozen=True)
+class SpyRetry(RetryPolicy):
+    """A fast retry policy that writes down every wait it was asked for (and the server's hint)."""
+
+    waits: list = None  # type: ignore[assignment]
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        delay = super().backoff(attempt, retry_after)
+        if self.waits is not None:
+            self.waits.append((attempt, retry_after, delay))
+        return delay
+
+
+def fast_retry(attempts: int = 8, waits: list | None = None) -> SpyRetry:
+    return SpyRetry(max_attempts=attempts, backoff_base=0.02, backoff_cap=0.1, max_retry_after=5.0, waits=waits)
+
+
+@pytest.fixture(scope="module")
+def emu():
+    with Emulator(api_key=KEY, latency=0.12, jitter=0.05, seed=7) as emulator:
+        yield emulator
+
+
+@pytest.fixture(autouse=True)
+def _clean(emu):
+    emu.reset()
+    yield
+    emu.reset()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "home")
+    yield s
+    s.close()
+
+
+def make_client(emu, store, *, timeout: float = 2.0, retry: RetryPolicy | None = None) -> AsyncClient:
+    return AsyncClient(KEY, emu.base_url, store=store, retry=retry or fast_retry(), poll=FAST_POLL, timeout=timeout)
+
+
+# --- the audit -------------------------------------------------------------------------------
+
+
+def server_tasks(emu) -> dict:
+    """task id -> (final status, n, idempotency key), as the emulator knows them."""
+    state = emu._state
+    with state.lock:
+        now = state.clock()
+        return {
+            tid: (state.status_of(task, now)[0], task.n, task.idempotency_key)
+            for tid, task in state.tasks.items()
+        }
+
+
+def one_line_error(error: QImageError, *, task_id: str | None) -> str:
+    text = str(error)
+    assert "\n" not in text and "Traceback" not in text, text
+    if task_id is not None:
+        assert error.task_id == task_id
+        assert task_id in text, text
+    return text
+
+
+def audit(emu, client: AsyncClient, generations: list, *, logical: int) -> dict:
+    """Nothing billed twice, nothing lost; returns the emulator's counters for further checks."""
+    counters = emu.counters()
+    tasks = server_tasks(emu)
+    # zero duplicate billed tasks: one task per logical generation, whatever was replayed
+    assert counters["submits_accepted"] == logical, counters
+    assert len(tasks) == logical
+    keys = [key for _, _, key in tasks.values()]
+    assert None not in keys and len(set(keys)) == logical  # every task came from its own Idempotency-Key
+    # the billing matches the completed tasks exactly
+    completed = {tid: n for tid, (status, n, _) in tasks.items() if status == "completed"}
+    assert counters["images_billed"] == sum(completed.values())
+    # zero images lost: every completed task's images are on disk, journaled, and in the caller's hands
+    by_task = {g.task_id: g for g in generations if g.task_id}
+    for tid, n in completed.items():
+        job = client.store.get(tid)
+        assert job is not None, f"completed task {tid} is not in the journal"
+        assert job.downloaded and len(job.image_paths) == n
+        assert all(p is not None and Path(p).is_file() for p in job.image_paths)
+        generation = by_task.get(tid)
+        assert generation is not None and generation.ok, f"completed task {tid} never reached the caller"
+        assert len(generation.images) == len(generation.paths) == n
+        assert all(Path(p).is_file() for p in generation.paths)
+    # and the other way round: the caller holds no images of a task the server did not complete
+    for generation in generations:
+        if generation.ok:
+            assert generation.task_id in completed
+        else:
+            assert generation.task_id in tasks and tasks[generation.task_id][0] in ("failed", "cancelled")
+            assert isinstance(generation.error, TaskError)
+            one_line_error(generation.error, task_id=generation.task_id)
+    # nothing left dangling in the journal: what is not downloaded failed or was cancelled
+    assert client.pending() == []
+    return counters
+
+
+def pixels_ok(generation) -> None:
+    for path in generation.paths:
+        with Image.open(path) as image:
+            image.load()  # decodes to the end: a cut-short download would fail here
+            assert image.size == PIXEL_SIZES[(generation.request.size, generation.request.resolution)]
+
+
+# --- 429 storms ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+async def test_429_storm_on_submits_and_polls_honours_retry_after(emu, store, form):
+    waits: list = []
+    hint = 0.05 if form == "seconds" else 1.0  # an HTTP date has whole-second resolution
+    emu.set_faults(rate_limit_submits=5, rate_limit_polls=6, retry_after=hint, retry_after_format=form)
+    async with make_client(emu, store, retry=fast_retry(waits=waits)) as client:
+        generations = await client.generate_many([f"storm {form} {i}" for i in range(4)], concurrency=4)
+        assert all(g.ok for g in generations), [g.error for g in generations]
+        counters = audit(emu, client, generations, logical=4)
+    injected = counters["faults_injected"]
+    assert injected["rate_limit_submit"] == 5 and injected["rate_limit_poll"] == 6
+    # every 429 was answered by waiting what the server asked, not our own (shorter) backoff
+    hinted = [(after, delay) for _, after, delay in waits if after is not None]
+    assert len(hinted) >= 5
+    for after, delay in hinted:
+        assert 0 <= after <= hint + 1e-6 and delay == after
+
+
+async def test_a_429_storm_longer_than_we_wait_is_a_typed_error_then_resumable(emu, store):
+    emu.set_faults(rate_limit_submits=1, retry_after=600)
+    async with make_client(emu, store) as client:
+        with pytest.raises(RateLimitError) as info:
+            await client.generate("patience")
+        text = one_line_error(info.value, task_id=None)
+        assert "rate limited" in text and "retry after 600 s" in text
+        assert emu.counters()["submits_accepted"] == 0
+        # the submit may be retried later with the same key: it is pending, never lost
+        (entry,) = client.pending()
+        generation = await client.resume(entry.key)
+        assert generation.ok and generation.idempotency_key == entry.key
+        audit(emu, client, [generation], logical=1)
+
+
+# --- failing polls ---------------------------------------------------------------------------
+
+
+async def test_thirty_percent_of_polls_fail_in_every_way(emu, store):
+    emu.set_faults(poll_fault_rate=0.3, poll_fault_kinds=ALL_POLL_FAULTS, retry_after=0.02, slow_seconds=1.0)
+    async with make_client(emu, store, timeout=0.3) as client:
+        generations = await client.generate_many([f"flaky polls {i}" for i in range(30)], concurrency=10)
+        assert all(g.ok for g in generations), [g.error for g in generations]
+        counters = audit(emu, client, generations, logical=30)
+    injected = counters["faults_injected"]
+    failed_polls = sum(injected.get(f"poll_{kind}", 0) for kind in ALL_POLL_FAULTS)
+    assert failed_polls >= 3 and len([k for k in ALL_POLL_FAULTS if injected.get(f"poll_{k}")]) >= 3, (
+        counters["polls"], dict(injected))
+    for generation in generations:
+        pixels_ok(generation)
+
+
+# --- lost answers of accepted submits -------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["reset", "html502", "timeout"])
+async def test_lost_submit_answers_under_rate_limits_and_poll_faults(emu, store, mode):
+    emu.set_faults(
+        lose_submit_answers=3, lose_mode=mode, slow_seconds=1.0,
+        rate_limit_submits=2, retry_after=0.02,
+        poll_fault_rate=0.3, poll_fault_kinds=("500", "reset", "html502"),
+    )
+    async with make_client(emu, store, timeout=0.4) as client:
+        generations = await client.generate_many([f"lost {mode} {i}" for i in range(5)], concurrency=5)
+        assert all(g.ok for g in generations), [g.error for g in generations]
+        counters = audit(emu, client, generations, logical=5)
+    assert counters["faults_injected"][f"lose_submit_answer_{mode}"] == 3
+    assert counters["submit_replays"] >= 3  # each lost answer was asked again with the same key
+
+
+async def test_every_answer_of_an_accepted_submit_lost_then_resume_bills_once(emu, store):
+    emu.set_faults(lose_submit_answers=100, lose_mode="reset")
+    async with make_client(emu, store, retry=fast_retry(attempts=3)) as client:
+        with pytest.raises(TransportError) as info:
+            await client.generate("answers lost")
+        text = one_line_error(info.value, task_id=None)
+        assert "submit" in text and "network" in text
+        assert emu.counters()["submits_accepted"] == 1  # the server made (and will bill) the task
+        (entry,) = client.pending()
+        assert entry.task_id is None and entry.status == "submitting"
+        emu.set_faults(lose_submit_answers=0)
+        generation = await client.resume(entry.key)
+        assert generation.ok
+        counters = audit(emu, client, [generation], logical=1)
+    assert counters["submit_replays"] >= 3
+
+
+# --- downloads -------------------------------------------------------------------------------
+
+
+async def test_truncated_slow_and_dripping_downloads_complete_whole(emu, store):
+    emu.set_faults(cdn_truncate=4, cdn_delay=0.05, cdn_bytes_per_second=4_000_000)
+    async with make_client(emu, store) as client:
+        generations = await client.generate_many(
+            [{"prompt": "cut short", "n": 3}, {"prompt": "slow", "n": 2, "size": "16:9"}], concurrency=2
+        )
+        assert all(g.ok for g in generations), [g.error for g in generations]
+        counters = audit(emu, client, generations, logical=2)
+    assert counters["faults_injected"]["cdn_truncate"] == 4
+    assert counters["cdn_authorization_headers"] == 0
+    for generation in generations:
+        pixels_ok(generation)
+
+
+async def test_a_download_that_never_arrives_is_typed_and_resumable_without_paying_again(emu, store):
+    emu.set_faults(cdn_delay=1.0)  # longer than the read timeout, on every attempt
+    async with make_client(emu, store, timeout=0.3, retry=fast_retry(attempts=2)) as client:
+        with pytest.raises(TransportError) as info:
+            await client.generate("cdn down", n=2)
+        task_id = info.value.task_id
+        text = one_line_error(info.value, task_id=task_id)
+        assert "image download" in text and "timed out" in text
+        (entry,) = client.pending()
+        assert entry.task_id == task_id and entry.status == "completed" and not entry.downloaded
+        emu.set_faults(cdn_delay=0.0)
+        generation = await client.resume(task_id)
+        assert generation.ok and generation.task_id == task_id
+        audit(emu, client, [generation], logical=1)
+        pixels_ok(generation)
+
+
+# --- task outcomes ---------------------------------------------------------------------------
+
+
+async def test_failed_and_cancelled_tasks_are_typed_named_and_not_billed(emu, store):
+    emu.set_faults(fail_rate=0.3, cancel_rate=0.2, poll_fault_rate=0.2, retry_after=0.02)
+    prompts = [f"fate {i}" for i in range(14)] + ["FAIL_MODERATION here"]
+    async with make_client(emu, store) as client:
+        generations = await client.generate_many(prompts, concurrency=5)
+        audit(emu, client, generations, logical=len(prompts))
+    kinds = {type(g.error) for g in generations if g.error is not None}
+    assert TaskFailedError in kinds and TaskCancelledError in kinds  # the seed gives both
+    for generation in generations:
+        if isinstance(generation.error, TaskFailedError):
+            assert "failed" in str(generation.error) and "not billed" in str(generation.error)
+        elif isinstance(generation.error, TaskCancelledError):
+            assert "cancelled" in str(generation.error)
+    refused = generations[-1]
+    assert isinstance(refused.error, TaskFailedError) and "inappropriate content" in str(refused.error)
+    assert refused.error.error_type == "content_policy_violation"
+
+
+# --- protocol oddities -----------------------------------------------------------------------
+
+
+async def test_an_unknown_status_now_and_then_is_survived(emu, store):
+    emu.set_faults(unknown_status=2, malformed_json=2, poll_fault_rate=0.2, retry_after=0.02)
+    async with make_client(emu, store) as client:
+        generations = await client.generate_many([f"odd {i}" for i in range(4)], concurrency=2)
+        assert all(g.ok for g in generations), [g.error for g in generations]
+        counters = audit(emu, client, generations, logical=4)
+    assert counters["faults_injected"]["unknown_status"] == 2
+    assert counters["faults_injected"]["malformed_json"] == 2
+
+
+async def test_a_status_that_stays_unknown_is_a_typed_error_then_resumable(emu, store):
+    emu.set_faults(unknown_status=1000)
+    async with make_client(emu, store) as client:
+        with pytest.raises(ProtocolError) as info:
+            await client.generate("paused forever")
+        task_id = info.value.task_id
+        assert task_id
+        text = one_line_error(info.value, task_id=task_id)
+        assert "'paused'" in text and "not one the contract knows" in text
+        (entry,) = client.pending()
+        assert entry.task_id == task_id
+        emu.set_faults(unknown_status=0)
+        generation = await client.resume(task_id)
+        assert generation.ok
+        audit(emu, client, [generation], logical=1)
+
+
+async def test_a_garbled_answer_to_every_submit_attempt_is_typed_and_replayed_once(emu, store):
+    emu.set_faults(malformed_json=3)  # the task is made; its answer arrives cut mid-object, three times
+    async with make_client(emu, store, retry=fast_retry(attempts=3)) as client:
+        with pytest.raises(ProtocolError) as info:
+            await client.generate("garbled")
+        text = one_line_error(info.value, task_id=None)
+        assert "submit" in text and "not valid JSON" in text
+        (entry,) = client.pending()
+        generation = await client.resume(entry.key)
+        assert generation.ok
+        counters = audit(emu, client, [generation], logical=1)
+    assert counters["submit_replays"] >= 2
+
+
+async def test_the_wait_deadline_is_typed_and_the_task_is_resumable(store):
+    with Emulator(api_key=KEY, latency=1.5, jitter=0.0) as slow:
+        async with make_client(slow, store) as client:
+            with pytest.raises(GenerationTimeout) as info:
+                await client.generate("slow one", timeout=0.3)
+            task_id = info.value.task_id
+            text = one_line_error(info.value, task_id=task_id)
+            assert "resume(" in text
+            generation = await client.resume(task_id)
+            assert generation.ok
+            audit(slow, client, [generation], logical=1)
+
+
+# --- the soak --------------------------------------------------------------------------------
+
+SOAK_GENERATIONS = 200
+SOAK_CONCURRENCY = 16
+
+
+async def test_soak_200_generations_under_mixed_faults(store, capsys):
+    faults = {
+        "rate_limit_submits": 6,
+        "rate_limit_polls": 8,
+        "retry_after": 0.02,
+        "poll_fault_rate": 0.3,
+        "poll_fault_kinds": ALL_POLL_FAULTS,
+        "slow_seconds": 0.6,
+        "lose_submit_answers": 6,
+        "lose_mode": "reset",
+        "cdn_truncate": 6,
+        "cdn_delay": 0.01,
+        "fail_rate": 0.05,
+        "cancel_rate": 0.05,
+        "unknown_status": 3,
+        "malformed_json": 4,
+    }
+    in_flight: set[int] = set()
+    peak = 0
+
+    def on_update(update):
+        nonlocal peak
+        if update.done:
+            in_flight.discard(update.batch_index)
+        else:
+            in_flight.add(update.batch_index)
+            peak = max(peak, len(in_flight))
+
+    requests = [
+        {"prompt": f"soak {i}", "size": ("1:1", "16:9", "2:3")[i % 3], "n": 1 + (i % 7 == 0)}
+        for i in range(SOAK_GENERATIONS)
+    ]
+    with Emulator(api_key=KEY, latency=0.1, jitter=0.05, seed=11) as emu:
+        emu.set_faults(**faults)
+        started = time.monotonic()
+        async with make_client(emu, store, timeout=0.25, retry=fast_retry(attempts=12)) as client:
+            generations = await asyncio.wait_for(
+                client.generate_many(requests, concurrency=SOAK_CONCURRENCY, on_update=on_update), timeout=240
+            )
+            wall = time.monotonic() - started
+            counters = audit(emu, client, generations, logical=SOAK_GENERATIONS)
+    assert peak <= SOAK_CONCURRENCY
+    assert [g.request.prompt for g in generations] == [r["prompt"] for r in requests]  # input order
+    unexpected = [g.error for g in generations if g.error is not None and not isinstance(g.error, TaskError)]
+    assert unexpected == []
+    injected = counters["faults_injected"]
+    for switch in ("rate_limit_submit", "rate_limit_poll", "lose_submit_answer_reset", "cdn_truncate",
+                   "unknown_status", "malformed_json"):
+        assert injected.get(switch, 0) > 0, switch
+    lost = sum(1 for g in generations if g.ok and len(g.paths) != g.request.n)
+    with capsys.disabled():
+        print(
+            f"\nsoak: {SOAK_GENERATIONS} generations, {counters['submits_accepted']} billed tasks "
+            f"({sum(g.ok for g in generations)} completed, {counters['images_billed']} images billed), "
+            f"{counters['submit_replays']} replays, {sum(injected.values())} faults injected {dict(injected)}, "
+            f"{lost} images lost, peak in flight {peak}, wall {wall:.1f} s"
+        )
+    assert lost == 0
+
+
+def test_a_broken_callback_never_costs_an_image(emu, store):
+    """A progress display that raises on every update must not lose the paid images."""
+    from qimage_nb._sync import run_sync
+
+    def explode(update):
+        raise RuntimeError("display broke")
+
+    async def main():
+        async with make_client(emu, store) as client:
+            generation = await client.generate("callback boom", n=2, on_update=explode)
+            audit(emu, client, [generation], logical=1)
+            return generation
+
+    generation = run_sync(main())
+    assert generation.ok and len(generation.images) == 2
+
+
+async def test_hostile_image_body_fails_typed_with_task_id_and_nothing_half_saved(emu, store):
+    emu.set_faults(cdn_body="not-image")
+    async with make_client(emu, store) as client:
+        with pytest.raises(ImageError) as info:
+            await client.generate("not an image")
+        one_line_error(info.value, task_id=info.value.task_id)
+        assert "not an image" in str(info.value)
+    files = [p for p in (store.root / "images").rglob("*") if p.is_file()] if (store.root / "images").exists() else []
+    assert files == []
+    assert [p for p in (store.root / "tmp").rglob("*") if p.is_file()] == []
