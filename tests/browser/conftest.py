@@ -220,10 +220,10 @@ def _start_server(app: str, base: Path, extra_env: dict[str, str] | None) -> Jup
     root.mkdir(parents=True, exist_ok=True)
     env = _server_env(base, extra_env)
     ARTIFACTS.mkdir(exist_ok=True)
-    log_path = ARTIFACTS / f"jupyter-{app}-{base.name}.log"
     last_error = ""
     for _attempt in range(3):  # a free port can be taken between probing and binding
         port = _free_port()
+        log_path = ARTIFACTS / f"jupyter-{app}-{port}.log"
         cmd = [
             sys.executable, "-m", module,
             "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
