@@ -1,0 +1,228 @@
+"""Every demo notebook, executed headless by nbclient the way CI and ``demo.sh --headless`` run it.
+
+No key is set, so each notebook starts the emulator inside its own kernel (``%qimage emulator
+--auto``), exactly what a newcomer gets. The kernel is this interpreter's (the venv's), its
+environment holds no ``QIMAGE_*`` variable except a private ``QIMAGE_HOME``, and its working
+directory is a temporary folder, so a notebook that writes next to itself would be caught by the
+clean-tree check. The five notebooks run concurrently (each in its own kernel) to keep this fast.
+
+Then the saved outputs are what is asserted on: no errors, the emulator said so, the expected number
+of thumbnails (static ``<img class="qimage-thumb">`` data URIs, small), the bound PIL images have the
+right sizes (each notebook's last cell asserts them), and the saved file stays small.
+
+One more run uses a key: the quickstart and the batches notebook against an emulator in this test
+process standing in for the real API, to show a key makes the notebooks use that API unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+from PIL import Image  # noqa: E402
+
+from qimage_nb.emulator import Emulator  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+THUMB = re.compile(r'<img class="qimage-thumb" src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"')
+ANY_DATA_URI = re.compile(r"data:image/[a-z]+;base64,")
+ORDER = ["quickstart", "panel", "image_to_image", "batches", "resume_and_cache"]
+
+# name -> (static thumbnails in the HTML outputs, images the notebook binds in total)
+EXPECTED = {
+    "quickstart": (4, 4),
+    "panel": (0, 2),  # the panel's thumbnails are widgets, counted in the kernel (PROBE below)
+    "image_to_image": (4, 4),
+    "batches": (10, 10),
+    "resume_and_cache": (4, 3),  # teapots three times (one from cache, one --new), then boats
+}
+
+# Appended for the run and removed before saving: facts only the live kernel knows.
+PROBE = """
+import json as _json, sys as _sys
+_facts = {"executable": _sys.executable}
+if "panel" in globals():
+    from qimage_nb._panel import walk_widgets as _walk
+    _facts["panel_thumbs"] = sum("qimage-thumb" in getattr(w, "_dom_classes", ()) for w in _walk(panel.root))
+print("PROBE" + _json.dumps(_facts))
+"""
+
+
+@dataclass
+class Executed:
+    name: str
+    nb: nbformat.NotebookNode
+    seconds: float
+    saved: bytes
+    facts: dict
+    workdir: Path
+
+    def outputs(self) -> list:
+        return [out for cell in self.nb.cells for out in cell.get("outputs", [])]
+
+    def texts(self) -> str:
+        parts = []
+        for out in self.outputs():
+            parts.append(out.get("text", ""))
+            parts.append(out.get("data", {}).get("text/plain", ""))
+        return "\n".join(parts)
+
+
+def _kernel_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QIMAGE_")}
+    env["QIMAGE_HOME"] = str(home)
+    # The kernel and anything it starts resolve to this interpreter's environment.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.update(extra)
+    return env
+
+
+async def _execute(name: str, root: Path, **extra_env: str) -> Executed:
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(PROBE.strip()))
+    workdir = root / name / "cwd"
+    workdir.mkdir(parents=True)
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workdir)}},
+        store_widget_state=True,
+    )
+    started = time.perf_counter()
+    await client.async_execute(env=_kernel_env(root / name / "home", **extra_env))
+    seconds = time.perf_counter() - started
+    probe = nb.cells.pop()
+    printed = "".join(out.get("text", "") for out in probe.outputs)
+    facts = json.loads(printed.split("PROBE", 1)[1])
+    path = root / name / f"{name}.ipynb"
+    nbformat.write(nb, path)
+    return Executed(name, nb, seconds, path.read_bytes(), facts, workdir)
+
+
+async def _execute_all(root: Path, names: list[str], **extra_env: str) -> dict[str, Executed]:
+    results = await asyncio.gather(*(_execute(name, root, **extra_env) for name in names))
+    return {r.name: r for r in results}
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory) -> dict[str, Executed]:
+    return asyncio.run(_execute_all(tmp_path_factory.mktemp("notebooks"), ORDER))
+
+
+# --- the committed files ---------------------------------------------------------------------
+
+
+def test_the_notebooks_are_there_and_committed_clean():
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(ORDER)
+    for name in ORDER:
+        path = NOTEBOOKS / f"{name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        assert nb.metadata.kernelspec.name == "python3"
+        assert "widgets" not in nb.metadata, f"{name}: saved widget state"
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, f"{name}: outputs committed"
+        sources = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+        # Offline by default, and the real API unchanged when a key is set.
+        assert any("%qimage emulator --auto" in s for s in sources), name
+        assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+        assert path.stat().st_size < 20_000
+
+
+# --- executed without a key ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_notebook_runs_offline_and_shows_what_it_promises(executed, name):
+    run = executed[name]
+    outputs = run.outputs()
+
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert not errors, "\n".join(f"{o.ename}: {o.evalue}" for o in errors)
+    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    assert "Traceback" not in stderr, stderr
+    assert run.seconds < 60, f"{name} took {run.seconds:.0f} s"
+
+    # The kernel was this environment's, and the emulator announced itself.
+    assert Path(run.facts["executable"]).parent == Path(sys.executable).parent, run.facts
+    assert "EMULATOR: images come from qimage_nb's bundled offline emulator" in run.texts()
+    # The last cell asserts the bound images' sizes and says so.
+    last = [c for c in run.nb.cells if c.cell_type == "code"][-1]
+    assert any(f"{name} OK" in o.get("text", "") for o in last.outputs), last.outputs
+
+    thumbs_expected, images = EXPECTED[name]
+    thumbs = [t for o in outputs for t in THUMB.findall(o.get("data", {}).get("text/html", ""))]
+    assert len(thumbs) == thumbs_expected
+    for mime, b64 in thumbs:
+        data = base64.b64decode(b64)
+        assert mime in ("image/jpeg", "image/webp") and len(data) < 40_000
+        assert max(Image.open(io.BytesIO(data)).size) <= 256
+    if name == "panel":
+        assert run.facts["panel_thumbs"] == images
+
+    # Every rich output has a plain-text fallback, and no full-size picture is embedded.
+    for out in outputs:
+        data = out.get("data", {})
+        if data:
+            assert "text/plain" in data, out
+        for mime in ("image/png", "image/jpeg"):
+            if mime in data:
+                assert len(base64.b64decode(data[mime])) < 50_000, f"{name}: a large {mime} output"
+
+    # Small on disk: tens of kilobytes per image. Widget state (the panel's controls) is apart.
+    saved = json.loads(run.saved)
+    widgets = json.dumps(saved["metadata"].pop("widgets", {}))
+    body = len(json.dumps(saved, indent=1))
+    assert body / images < 100_000, f"{name}: {body} bytes for {images} images"
+    assert len(widgets) < 300_000, f"{name}: {len(widgets)} bytes of widget state"
+    assert not ANY_DATA_URI.search(widgets) or name == "panel"
+
+    # Nothing written next to the notebook.
+    assert list(run.workdir.iterdir()) == []
+
+
+def test_the_interrupted_wait_is_resumed_without_paying_twice(executed):
+    texts = executed["resume_and_cache"].texts()
+    interrupted = re.search(r"Task (task_\w+) keeps running on the server", texts)
+    assert interrupted, texts
+    assert f"resuming {interrupted.group(1)}" in texts
+    assert "from cache" in texts
+    assert "uploading sketch.png as a reference" in executed["image_to_image"].texts()
+
+
+# --- executed with a key ---------------------------------------------------------------------
+
+
+def test_with_a_key_the_notebooks_use_that_api_unchanged(tmp_path):
+    with Emulator(api_key="sk-notebooks-KEY-5d1e", latency=1.0, jitter=0.3) as api:
+        runs = asyncio.run(
+            _execute_all(tmp_path, ["quickstart", "batches"],
+                         QIMAGE_API_KEY=api.api_key, QIMAGE_BASE_URL=api.base_url)
+        )  # fmt: skip
+        counters = api.counters()
+    for run in runs.values():
+        outputs = run.outputs()
+        assert not [o for o in outputs if o.output_type == "error"]
+        texts = run.texts()
+        assert "using the real API at" in texts and "emulator running at" not in texts
+        assert "bundled offline emulator" not in texts
+        assert api.api_key.encode() not in run.saved
+    # quickstart 3 cells; batches 3 + 4 grid cells and 3 prompts through Client.generate_many
+    assert counters["submits_accepted"] == 3 + 10
