@@ -175,6 +175,14 @@ def walk_widgets(root: W.Widget) -> Any:
             stack.extend(v for v in items if isinstance(v, W.Widget))
 
 
+def _inline(widget: W.Widget) -> W.Widget:
+    # ToggleButtons lack ipywidgets' own "inline row" class, so their description sits above the
+    # buttons, left-aligned; with it, the label lines up right-aligned like every other control's.
+    widget.add_class("jupyter-widget-inline-hbox")
+    widget.add_class("widget-inline-hbox")  # the label's right alignment still keys on the old name
+    return widget
+
+
 @dataclass
 class _Ref:
     url: str
@@ -266,17 +274,17 @@ class _Run:
         self.header.add_class("qimage-run-header")
         self.status = W.HTML(self._status_html("starting…"), layout=W.Layout(flex="1 1 auto"))
         self.status.add_class("qimage-status")
-        self.progress = W.IntProgress(value=0, min=0, max=100, layout=W.Layout(width="180px"))
+        self.progress = W.IntProgress(value=0, min=0, max=100, layout=W.Layout(width="160px", flex="0 0 160px"))
         self.progress.add_class("qimage-progress")
         self.stop_button = W.Button(
             description="Stop", icon="stop", tooltip="Stop waiting on this run (the task id stays in the journal)",
-            layout=W.Layout(width="80px"),
+            layout=W.Layout(width="80px", flex="0 0 auto"),
         )
         self.stop_button.add_class("qimage-run-cancel")
         self.stop_button.on_click(panel._guard("stop", lambda _b: self.cancel()))
         self.reuse_button = W.Button(
             description="Reuse settings", icon="undo", tooltip="Put this run's prompt and settings back in the controls",
-            layout=W.Layout(width="140px"),
+            layout=W.Layout(width="140px", flex="0 0 auto"),
         )
         self.reuse_button.add_class("qimage-reuse")
         self.reuse_button.on_click(panel._guard("reuse settings", lambda _b: panel.load_request(self.request)))
@@ -362,6 +370,8 @@ class _Run:
             if self.update is not None:
                 self.progress.value = self.update.progress
             return
+        # Placeholders of images that will not come are dropped; any image that did land stays.
+        self.gallery.children = tuple(s.box for s in self.slots if s.image is not None or self.state == "done")
         if self.state == "done":
             gen = self.generation
             assert gen is not None
@@ -612,17 +622,20 @@ class Panel:
             value=MODELS[0],
             description="Model",
             tooltips=["standard", "better text rendering, finer realistic texture"],
-            style={**_DESC, "button_width": "150px"},
+            style={**_DESC, "button_width": "168px"},
         )
+        _inline(self.model)
         self.model.add_class("qimage-model")
         self.ratio = W.ToggleButtons(
-            options=list(RATIOS), value=RATIOS[0], description="Ratio", style={**_DESC, "button_width": "50px"}
+            options=list(RATIOS), value=RATIOS[0], description="Ratio", style={**_DESC, "button_width": "50px"},
         )
+        _inline(self.ratio)
         self.ratio.add_class("qimage-size")
         self.resolution = W.ToggleButtons(
             options=list(RESOLUTIONS), value=RESOLUTIONS[0], description="Resolution",
             style={**_DESC, "button_width": "50px"},
         )
+        _inline(self.resolution)
         self.resolution.add_class("qimage-resolution")
         self.pixels = W.HTML()
         self.pixels.add_class("qimage-pixels")
@@ -630,6 +643,7 @@ class Panel:
             options=list(range(N_MIN, N_MAX + 1)), value=1, description="Images",
             style={**_DESC, "button_width": "34px"},
         )
+        _inline(self.count)
         self.count.add_class("qimage-count")
 
         # references: URL + Add, or local files through the provider's upload endpoint
@@ -642,7 +656,7 @@ class Panel:
         self.ref_add_button.add_class("qimage-ref-add")
         self.uploader = W.FileUpload(
             accept="image/png,image/jpeg,image/webp,image/gif", multiple=True, description="Upload",
-            layout=W.Layout(width="100px"),
+            layout=W.Layout(width="124px", flex="0 0 auto"),
         )
         self.uploader.add_class("qimage-upload")
         self.refs_box = W.HBox([], layout=W.Layout(margin=f"2px 0 0 {_LABEL_W}", flex_flow="row wrap"))
@@ -654,7 +668,7 @@ class Panel:
         self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True, layout=W.Layout(width="110px"),
                                       tooltip="Stop waiting on the runs in flight (their task ids stay in the journal)")
         self.cancel_button.add_class("qimage-cancel")
-        self.hint = W.HTML(layout=W.Layout(flex="1 1 auto"))
+        self.hint = W.HTML(layout=W.Layout(flex="1 1 auto", margin="0"))
         self.hint.add_class("qimage-hint")
 
         self.error = W.HTML(layout=W.Layout(width="100%", display="none"))
@@ -679,9 +693,10 @@ class Panel:
                 row(self.ref_url, self.ref_add_button, self.uploader),
                 self.refs_box,
                 row(W.HTML(layout=W.Layout(width=_LABEL_W, min_width=_LABEL_W)), self.generate_button,
-                    self.cancel_button, self.hint, margin="6px 0 0 0"),
+                    self.cancel_button, margin="6px 0 0 0"),
+                row(W.HTML(layout=W.Layout(width=_LABEL_W, min_width=_LABEL_W)), self.hint),
             ],
-            layout=W.Layout(width="640px", min_width="480px", flex="0 1 640px"),
+            layout=W.Layout(flex="1 1 480px", min_width="440px"),
         )
         self.controls.add_class("qimage-controls")
 
@@ -708,7 +723,7 @@ class Panel:
         self.action_note = W.HTML()
         self.action_note.add_class("qimage-note")
         self.cell_label = W.HTML(f'<span style="color:{_MUTED}">The %%qimage cell that reproduces it:</span>')
-        self.cell = W.Textarea(layout=W.Layout(width="100%", height="72px"))
+        self.cell = W.Textarea(layout=W.Layout(width="100%", height="96px"))
         self.cell.add_class("qimage-cell")
         self.preview_actions = W.VBox(
             [
@@ -723,7 +738,7 @@ class Panel:
         )
         self.preview_pane = W.VBox(
             [self.preview_empty, self.preview, self.preview_actions],
-            layout=W.Layout(flex="1 1 360px", min_width="320px", margin="0 0 0 16px"),
+            layout=W.Layout(flex="1 1 340px", min_width="300px", margin="0 0 0 16px"),
         )
         self.preview_pane.add_class("qimage-preview-pane")
 
@@ -979,9 +994,9 @@ class Panel:
         self.generate_button.description = "Submitting…" if self._submitting else "Generate"
         self.generate_button.tooltip = reason or "Start a run; the kernel stays free while it works"
         self.hint.value = (
-            f'<span style="color:{_RED if is_error else _MUTED};margin-left:8px">{html.escape(_one_line(reason))}</span>'
+            f'<span style="color:{_RED if is_error else _MUTED}">{html.escape(_one_line(reason))}</span>'
             if reason else
-            f'<span style="color:{_MUTED};margin-left:8px">Runs in the background: keep working in other cells.</span>'
+            f'<span style="color:{_MUTED}">Runs in the background: the kernel stays free for other cells.</span>'
         )
         if is_error and reason:
             self._show_error(reason, validation=True)
@@ -1088,7 +1103,7 @@ class Panel:
         """What the Generate button does: validate, then start a run in the background."""
         if self._submitting:
             self.hint.value = (
-                f'<span style="color:{_MUTED};margin-left:8px">Still submitting the previous run: '
+                f'<span style="color:{_MUTED}">Still submitting the previous run: '
                 "click again once it is confirmed.</span>"
             )
             return None

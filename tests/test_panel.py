@@ -207,7 +207,7 @@ async def test_moderation_refusal_is_one_readable_line(panel, emu):
     assert "inappropriate content" in message and "not billed" in message
     assert "Traceback" not in message and "\n" not in message
     assert "failed" in text_of(by_class(panel, "qimage-status")[0])
-    assert thumbs(panel) == []
+    assert thumbs(panel) == [] and by_class(panel, "qimage-placeholder") == []
     (gen,) = panel.generations
     assert not gen.ok and gen.task_id and gen.error is not None
     assert panel.images == []
