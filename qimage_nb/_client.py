@@ -196,11 +196,16 @@ def check_base_url(value: Any, *, allow_insecure_http: bool = False) -> str:
     text = value.strip()
     parts = urlsplit(text)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValidationError("base_url", f"base_url {text!r} is not an http(s) URL with a host; {example}")
-    if parts.query or parts.fragment or parts.username or parts.password:
+        # Echo only what looks like a URL: a key passed in the wrong place must not be printed.
+        shown = f" {text[:80]!r}" if "://" in text else ""
+        raise ValidationError("base_url", f"base_url{shown} is not an http(s) URL with a host; {example}")
+    if parts.username or parts.password:
+        # Never echo it: the part before "@" may be the key itself.
         raise ValidationError(
-            "base_url", f"base_url {text!r} must not carry a query, fragment or credentials; {example}"
+            "base_url", f"base_url must not carry credentials (user:password@); pass the key as api_key; {example}"
         )
+    if parts.query or parts.fragment:
+        raise ValidationError("base_url", f"base_url {text!r} must not carry a query or fragment; {example}")
     if parts.scheme.lower() == "http" and not is_loopback_host(parts.hostname) and not allow_insecure_http:
         raise ValidationError(
             "base_url",
@@ -238,6 +243,22 @@ def _check_count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValidationError(name, f"{name} must be a whole number >= 1, got {value!r}")
     return value
+
+
+def _check_task_id(value: Any, what: str) -> str:
+    """A task id (or journal key) as the API and the journal write them: refused before any request
+    or journal row when it cannot be one (a pasted sentence, a path, a URL, control characters)."""
+    hint = "copy the task id (like task_01...) from the generation's output, or see %qimage history"
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("task_id", f"{what} needs a task id, got {type(value).__name__} {value!r:.40}; {hint}")
+    text = value.strip()
+    if (
+        len(text) > 200
+        or text in (".", "..")
+        or any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in "/\\?#%" for c in text)
+    ):
+        raise ValidationError("task_id", f"{what}: {text[:40]!r} is not a task id; {hint}")
+    return text
 
 
 _ERRORS_BY_STATUS: dict[int, type[APIError]] = {
@@ -378,6 +399,18 @@ class AsyncClient:
             return text.replace(self._key.reveal(), "***")
         return text
 
+    def _scrub(self, payload: Any) -> Any:
+        """The decoded JSON with the key redacted from every string, keys included: a server that
+        echoes the key (in a 200 with an error code, a failed task's reason, an unknown field) must
+        not plant it in our messages, logs or journal."""
+        if isinstance(payload, str):
+            return self._redact(payload)
+        if isinstance(payload, list):
+            return [self._scrub(item) for item in payload]
+        if isinstance(payload, dict):
+            return {self._scrub(k): self._scrub(v) for k, v in payload.items()}
+        return payload
+
     def _api_error(self, response: httpx.Response, what: str, task_id: str | None) -> APIError:
         info = parse_error(response.status_code, response.headers.get("content-type", ""), response.content)
         status = response.status_code
@@ -427,7 +460,7 @@ class AsyncClient:
             else:
                 if response.is_success:
                     try:
-                        return response.json()
+                        return self._scrub(response.json())
                     except ValueError:
                         failure = ProtocolError(
                             f"{what}: HTTP {response.status_code} answer is not valid JSON", task_id=task_id
@@ -501,9 +534,7 @@ class AsyncClient:
 
     async def get_task(self, task_id: str) -> TaskStatus:
         """One status poll of ``GET /v1/tasks/{task_id}``."""
-        if not isinstance(task_id, str) or not task_id.strip():
-            raise ValidationError("task_id", f"task_id must be a non-empty string, got {task_id!r}")
-        task_id = task_id.strip()
+        task_id = _check_task_id(task_id, "get_task")
         payload = await self._call(
             "GET", TASK_PATH.format(task_id=quote(task_id, safe="")), what=f"status of {task_id}", task_id=task_id
         )
@@ -643,6 +674,13 @@ class AsyncClient:
         """
         limit = _check_count("concurrency", concurrency)
         _check_seconds("timeout", timeout, allow_none=True)
+        if isinstance(requests, (str, bytes, Mapping, GenerationRequest)) or not isinstance(requests, Iterable):
+            # A bare prompt is iterable too: one image per character would be billed.
+            raise ValidationError(
+                "requests",
+                f"generate_many takes a list of requests, got a {type(requests).__name__}; "
+                "wrap one prompt in a list, or call generate()",
+            )
         batch = [_coerce_request(item, i) for i, item in enumerate(requests)]
         self._auth()
         gate = asyncio.Semaphore(limit)
@@ -675,9 +713,9 @@ class AsyncClient:
         downloaded (then it is served from disk with no request at all). A submit whose answer was
         lost is replayed with its original Idempotency-Key, so the server returns the same task.
         """
-        if not isinstance(task_id, str) or not task_id.strip():
-            raise ValidationError("task_id", f"resume needs a task id, got {task_id!r}")
-        job = self.store.get(task_id.strip()) or self._adopt(task_id.strip())
+        task_id = _check_task_id(task_id, "resume")
+        known = self.store.get(task_id)
+        job = known or self._adopt(task_id)
         progress = _Progress(job.request, on_update, job.label, None, time.monotonic())
         if job.downloaded:
             return await self._from_disk(job, progress, cached=False)
@@ -686,7 +724,14 @@ class AsyncClient:
                 f"task {job.task_id or job.key} {job.status}: {job.error or 'no reason given'}",
                 task_id=job.task_id,
             )
-        return await self._track(job, progress, timeout=timeout, immediate=True)
+        try:
+            return await self._track(job, progress, timeout=timeout, immediate=True)
+        except (NotFoundError, BadRequestError) as exc:
+            if known is None:
+                # A task id the server does not know: close the row adopted for it, or pending()
+                # and `%qimage resume --all` would keep asking about it forever.
+                self.store.record_status(job.key, "failed", 0, error=str(exc))
+            raise
 
     def pending(self) -> list[JobRecord]:
         """This origin's journal entries submitted but never downloaded.

@@ -15,6 +15,7 @@ import contextlib
 import html
 import keyword
 import os
+import re
 import sys
 import threading
 import time
@@ -43,6 +44,8 @@ MODEL_ALIASES = {
 }
 SHORT_MODEL = {"qwen-image-2.0": "standard", "qwen-image-2.0-pro": "pro"}
 THUMB_FORMATS = ("JPEG", "WEBP")
+# A URI scheme of two letters or more (one letter is a Windows drive, C:\\...).
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 # Provider upload URLs live 72 h; reuse ours for less than that so a re-run sends the same URL
 # (and so hits the cache) without ever handing the API a URL about to expire.
 UPLOAD_REUSE_SECONDS = 48 * 3600
@@ -546,9 +549,9 @@ class QImageMagics(Magics):
         timeout = args.timeout
         if timeout is None:
             timeout = self.timeout
-            if not timeout > 0:
+            if not 0 < timeout < float("inf"):
                 raise self._config_error("timeout", f"timeout is {timeout}; use a positive number of seconds")
-        elif not timeout > 0:
+        elif not 0 < timeout < float("inf"):
             raise UsageError(f"--timeout {timeout} must be a positive number of seconds")
 
         refs_count = sum(1 for _ in _split_refs(args.ref))
@@ -624,6 +627,9 @@ class QImageMagics(Magics):
                     f"--ref {token} is a {type(value).__name__}; pass an image, a list of images, "
                     "a file path or an http(s) URL"
                 )
+        if _URI.match(token) and not Path(os.path.expanduser(token)).exists():
+            # data:, file:, ftp:, javascript: ... are URLs the API refuses: say so, not "no such file".
+            return [self._url_ref(token, token)]
         return [self._path_ref(token, token)]
 
     def _evaluate(self, token: str) -> tuple[bool, Any]:
