@@ -560,24 +560,33 @@ class AsyncClient:
         deadline_s = _check_seconds("timeout", timeout, allow_none=True) or self.wait_timeout
         start = time.monotonic() if started is None else started
         deadline = start + deadline_s
-        schedule = self.poll.schedule()
+        # The schedule's clock starts now: for a fresh submit that is when the server created the
+        # task (give or take a round trip), which is what estimated_time and progress count from.
+        origin = time.monotonic()
+        schedule = self.poll.schedule(fresh=not immediate)
         status: TaskStatus | None = None
         last_seen: tuple[str, int] | None = None
         protocol_errors = 0
         first = True
         while True:
-            delay = 0.0 if (first and immediate) else schedule.next_delay(status, time.monotonic() - start)
+            delay = 0.0 if (first and immediate) else schedule.next_delay(status, time.monotonic() - origin)
             first = False
-            now = time.monotonic()
-            if now + delay > deadline:
-                await asyncio.sleep(max(0.0, deadline - now))
-                raise GenerationTimeout(
-                    f"task {task_id} still {status.status if status else 'unconfirmed'} after {deadline_s:.0f} s; "
-                    f"fetch it later with resume({task_id!r})",
-                    task_id=task_id,
-                    last_status=status.status if status else None,
-                )
-            await asyncio.sleep(delay)
+            wake = time.monotonic() + delay
+            while (now := time.monotonic()) < wake:
+                if wake > deadline:
+                    await asyncio.sleep(max(0.0, deadline - now))
+                    raise GenerationTimeout(
+                        f"task {task_id} still {status.status if status else 'unconfirmed'} after {deadline_s:.0f} s; "
+                        f"fetch it later with resume({task_id!r})",
+                        task_id=task_id,
+                        last_status=status.status if status else None,
+                    )
+                # A probe may move when another task of this policy teaches it something meanwhile.
+                revisable = schedule.revisable
+                await asyncio.sleep(min(wake - now, self.poll.recheck) if revisable else wake - now)
+                revised = schedule.revise(time.monotonic() - origin) if revisable else None
+                if revised is not None:
+                    wake = time.monotonic() + revised
             try:
                 fresh = await self.get_task(task_id)
             except ProtocolError as exc:
@@ -591,6 +600,8 @@ class AsyncClient:
                 continue
             protocol_errors = 0
             status = fresh
+            if status.terminal:  # before the yield: a caller may stop iterating at the last status
+                schedule.finish(status, time.monotonic() - origin)
             if (status.status, status.progress) != last_seen:
                 last_seen = (status.status, status.progress)
                 yield status

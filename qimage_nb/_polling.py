@@ -1,17 +1,172 @@
 """When to ask about a task next.
 
 A fixed poller either wastes requests (poll often) or notices late (poll rarely). This schedule uses
-what the server tells us: ``progress`` (fitted against our own clock to predict the finish),
-``estimated_time`` (known to be overstated, so only an upper bound) and elapsed time. It polls
-sparsely early, lands one poll just after the predicted finish, polls densely if that was a little
-early, and backs off when the task is overdue. Every delay stays within ``[floor, ceiling]``.
+what the server says and keeps, per task, an interval ``[lo, hi]`` (seconds since submit) that must
+contain the moment the task finishes:
+
+- ``estimated_time`` (``E``) is overstated by providers, so on its own it only caps the finish.
+- ``progress`` is a whole number (floored) that grows linearly while processing. One reading caps
+  the finish (processing cannot have started before the submit); two readings give the rate, and
+  with it the finish to within a few hundredths of a second.
+- What the policy learned from this provider's finished tasks (:class:`Calibration`): how much it
+  overstates ``E``, and when progress starts relative to the finish. With both, the first reading of
+  a task already pins its finish down.
+
+When the interval is narrow the next poll lands just after ``hi``, so that one poll sees the task
+done. When it is wide the next poll is a probe inside it: sometimes it already sees the task done,
+otherwise its progress reading pins the finish down for the poll after. Early polls are therefore
+sparse, the ones near the finish are precise, and a task that runs past ``hi`` (the server's numbers
+were wrong) is polled densely at first, then with a geometric back-off. Every gap between two polls
+of a task stays within ``[floor, ceiling]``.
+
+While a task waits between polls, :meth:`PollSchedule.revise` lets the client move the next poll when
+another task of the same policy has just taught the calibration something: the first wave of a
+batch learns from its own shortest tasks.
 """
 
 from __future__ import annotations
 
+import math
+import threading
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ._contract import TaskStatus
+
+__all__ = ["Calibration", "PollPolicy", "PollSchedule"]
+
+_INF = math.inf
+
+
+def _feasible_lines(
+    boxes: Sequence[tuple[float, float, float]], lo: float, hi: float, steps: int = 24
+) -> list[tuple[float, float, float]] | None:
+    """Every line ``y = a x + b`` that passes through all samples ``(x, y_lo, y_hi)``.
+
+    Returns a grid over the feasible slopes ``a`` in ``[lo, hi]`` as ``(a, b_min, b_max)``, or None
+    when no line fits. For a slope ``a`` the intercept must lie in ``[max(y_lo - a x), min(y_hi - a x)]``;
+    the gap ``g(a) = max(...) - min(...)`` is convex, so the feasible slopes form one interval, found
+    by a golden-section search for the minimum of ``g`` and a bisection on each side of it.
+    """
+
+    def bounds(a: float) -> tuple[float, float]:
+        return max(y0 - a * x for x, y0, _ in boxes), min(y1 - a * x for x, _, y1 in boxes)
+
+    def gap(a: float) -> float:
+        low, high = bounds(a)
+        return low - high
+
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    for _ in range(40):
+        if gap(c) < gap(d):
+            b, d = d, c
+            c = b - ratio * (b - a)
+        else:
+            a, c = c, d
+            d = a + ratio * (b - a)
+    best = (a + b) / 2
+    if gap(best) > 0:
+        return None
+
+    def edge(inside: float, outside: float) -> float:
+        if gap(outside) <= 0:
+            return outside
+        for _ in range(30):
+            middle = (inside + outside) / 2
+            inside, outside = (middle, outside) if gap(middle) <= 0 else (inside, middle)
+        return inside
+
+    left, right = edge(best, lo), edge(best, hi)
+    grid = [left + (right - left) * k / (steps - 1) for k in range(steps)] if right > left else [best]
+    return [(slope, *bounds(slope)) for slope in grid]
+
+
+class Calibration:
+    """What a policy has learned about a provider from finished tasks. Thread-safe.
+
+    Two straight lines, each known only as the set of lines consistent with every sample (so a
+    prediction is exactly as narrow as the samples allow, and samples from short tasks alone do not
+    pretend to know about long ones):
+
+    - ``estimated_time``: ``E = r * finish + c``, rounded up or down to whole seconds;
+    - when progress leaves 0 (pickup, queueing): ``start = share * finish + shift``.
+
+    A sample counts only if the task's finish was pinned down to within ``precision`` seconds. A
+    provider whose numbers follow no line gets no help from here (no line is consistent), and the
+    schedule falls back on each task's own readings.
+    """
+
+    def __init__(self, *, max_samples: int = 64, min_samples: int = 3, precision: float = 0.3) -> None:
+        self.precision = precision
+        self._min = min_samples
+        self._finish: deque[tuple[float, float, float]] = deque(maxlen=max_samples)  # (E, finish, ±)
+        self._start: deque[tuple[float, float, float]] = deque(maxlen=max_samples)  # (finish, lo, hi)
+        self._lock = threading.Lock()
+        self._estimate_lines: list[tuple[float, float, float]] | None = None
+        self._start_lines: list[tuple[float, float, float]] | None = None
+        self.version = 0
+
+    def __repr__(self) -> str:
+        parts = [f"{len(self._finish)} samples"]
+        for name, lines in (("estimate/finish", self._estimate_lines), ("start/finish", self._start_lines)):
+            if lines:
+                parts.append(f"{name} in [{lines[0][0]:.3f}, {lines[-1][0]:.3f}]")
+        return f"<Calibration {', '.join(parts)}>"
+
+    def add(
+        self, estimated: float, finish_lo: float, finish_hi: float, start: tuple[float, float] | None = None
+    ) -> None:
+        """Record a finished task: its ``estimated_time``, the interval its finish lies in, and the
+        interval its progress started in (None when unknown)."""
+        if not (estimated > 0 and 0 < finish_lo <= finish_hi < _INF) or finish_hi - finish_lo > self.precision:
+            return  # a vague sample would only widen every later prediction
+        finish, half = (finish_lo + finish_hi) / 2, (finish_hi - finish_lo) / 2
+        with self._lock:
+            self._finish.append((float(estimated), finish, half))
+            if start is not None and 0 <= start[0] <= start[1] < finish and start[1] - start[0] <= self.precision:
+                self._start.append((finish, start[0] - half, start[1] + half))
+            self._refit()
+            self.version += 1
+
+    def finish_from_estimate(self, estimated: float | None) -> tuple[float, float] | None:
+        """Where a task with this ``estimated_time`` should finish, or None."""
+        lines = self._estimate_lines
+        if not lines or not estimated or estimated <= 0:
+            return None
+        # E - 1 < r f + c <= E for some c in [c_min, c_max] (whole seconds, any rounding).
+        lows = [(estimated - 1 - c_max) / r for r, _, c_max in lines]
+        highs = [(estimated - c_min) / r for r, c_min, _ in lines]
+        return max(0.0, min(lows)), max(highs)
+
+    def finish_from_progress(self, t: float, progress: int) -> tuple[float, float] | None:
+        """Where a task that read ``progress`` at ``t`` (its only reading) should finish."""
+        lines = self._start_lines
+        if not lines or progress <= 0:
+            return None
+        finishes = []
+        for share, low, high in lines:
+            for value in (progress, progress + 1):  # the true progress lies in [p, p + 1)
+                # 100 (t - s) = value (f - s) with s = share f + shift, solved for f.
+                denominator = value + (100 - value) * share
+                if denominator <= 0:
+                    return None
+                finishes += [(100 * t - (100 - value) * shift) / denominator for shift in (low, high)]
+        return min(finishes), max(finishes)
+
+    def _refit(self) -> None:
+        finish = list(self._finish)
+        if len(finish) < self._min:
+            return
+        ratio = sorted(e / f for e, f, _ in finish)[len(finish) // 2]
+        # Each sample: E - 1 < r f + c <= E, widened by what the finish's uncertainty moves.
+        boxes = [(f, e - 1 - ratio * half, e + ratio * half) for e, f, half in finish]
+        self._estimate_lines = _feasible_lines(boxes, 0.2, 10.0)
+        starts = list(self._start)
+        if len(starts) >= self._min:
+            self._start_lines = _feasible_lines(starts, -0.5, 0.95)
 
 
 @dataclass(frozen=True)
@@ -23,20 +178,44 @@ class PollPolicy:
     floor:
         The shortest gap between two polls of one task.
     ceiling:
-        The longest gap (the provider suggests polling every 2 to 5 seconds).
+        The longest gap: a running task is never left unobserved for longer.
     first:
         The first poll after the submit answer, before the server has said anything about timing.
     margin:
-        How far past the predicted finish to aim, to absorb clock and rounding error.
+        How far past a certain finish to aim, to absorb clock and rounding error.
+    tight:
+        When the finish is known to within this many seconds, aim past the end of the interval
+        (one poll sees the task done); otherwise probe inside it.
+    probe:
+        Where inside a wide interval ``[lo, hi]`` to probe, ``lo + probe * (hi - lo)``, when ``lo`` is
+        only the last time the task was seen running (the finish is then usually nearer ``lo``).
+    probe_informed:
+        The same when ``lo`` itself comes from the readings or the calibration.
+    trust:
+        A learned interval for the finish is used only when narrower than this share of it.
+    recheck:
+        While waiting on a wide interval, how often to look whether the calibration changed.
+    learn:
+        Learn from finished tasks how this provider's numbers relate to the real finish.
     """
 
     floor: float = 0.2
-    ceiling: float = 5.0
+    ceiling: float = 10.0
     first: float = 1.5
-    margin: float = 0.05
+    margin: float = 0.03
+    tight: float = 0.35
+    probe: float = 0.35
+    probe_informed: float = 0.6
+    trust: float = 0.2
+    recheck: float = 0.5
+    learn: bool = True
+    calibration: Calibration = field(default_factory=Calibration, compare=False, repr=False)
 
-    def schedule(self) -> PollSchedule:
-        return PollSchedule(self)
+    def schedule(self, *, fresh: bool = True) -> PollSchedule:
+        """A schedule for one task. ``fresh``: the task was just submitted, so the elapsed times fed
+        to it count from (about) its creation on the server; False for a task of unknown age (a
+        resume), which then neither uses nor teaches the calibration."""
+        return PollSchedule(self, fresh=fresh)
 
 
 @dataclass
@@ -44,52 +223,144 @@ class PollSchedule:
     """The per-task state of the adaptive schedule: feed it each status, ask for the next delay."""
 
     policy: PollPolicy
-    _points: list[tuple[float, int]] = field(default_factory=list)
+    fresh: bool = True
+    _points: list[tuple[float, int]] = field(default_factory=list)  # (elapsed, progress), processing
+    _pending_until: float = 0.0  # the last time the task was seen pending: progress began later
+    _estimated: float | None = None
+    _last_poll: float | None = None
     _overdue_polls: int = 0
+    _planned_with: int = -1  # the calibration version the current plan used
+    _interval: tuple[float, float] = (0.0, _INF)
+
+    # -- the client's calls --
 
     def next_delay(self, status: TaskStatus | None, elapsed: float) -> float:
         """Seconds to sleep before the next poll, given the latest status and the time since submit."""
-        p = self.policy
         if status is None:
-            return self._clamp(p.first)
-        predicted = self._predict_finish(status, elapsed)
-        if predicted is None:
-            # No usable progress yet (queued, or a provider that does not report it): use the
-            # overstated estimate as an upper bound and close in on it geometrically.
-            if status.estimated_time:
-                remaining = status.estimated_time - elapsed
-                return self._clamp(remaining / 2 if remaining > 0 else self._overdue())
-            return self._clamp(max(p.first, elapsed / 2))
-        remaining = predicted - elapsed
-        if remaining > 0:
-            self._overdue_polls = 0
-            return self._clamp(remaining + p.margin)
-        return self._clamp(self._overdue())
+            return self._clamp(self.policy.first)
+        self._observe(status, elapsed)
+        if status.terminal:
+            return 0.0
+        return self._plan(elapsed) - elapsed
 
-    def _predict_finish(self, status: TaskStatus, elapsed: float) -> float | None:
-        """Elapsed time at which progress reaches 100, from the points seen so far."""
-        if status.status != "processing" or status.progress <= 0:
+    def finish(self, status: TaskStatus, elapsed: float) -> None:
+        """The terminal status: a completed task whose finish is pinned down teaches the calibration."""
+        self._observe(status, elapsed)
+
+    def revise(self, elapsed: float) -> float | None:
+        """While waiting: a new delay if the calibration changed since the plan was made, else None."""
+        if not self.revisable or self._planned_with == self.policy.calibration.version:
             return None
-        if not self._points or self._points[-1][1] != status.progress:
-            self._points.append((elapsed, status.progress))
-        pts = self._points
-        if len(pts) >= 2:
-            (t0, p0), (t1, p1) = pts[-2], pts[-1]
-            if p1 > p0 and t1 > t0:
-                # Progress is reported as a whole number (floored), so p1 + 1 bounds the true value
-                # from above at t1: the faster rate would finish earlier; aim between the two.
-                rate = (p1 - p0) / (t1 - t0)
-                return t1 + (100 - p1) / rate
-        t1, p1 = pts[-1]
-        # One point: assume processing started at the submit. Floored progress means the true
-        # progress was in [p1, p1 + 1): the finish lies in (100 t1/(p1+1), 100 t1/p1]; aim at the
-        # far end so that one poll sees the task done.
-        return 100.0 * t1 / p1
+        return max(0.0, self._plan(elapsed, replan=True) - elapsed)
 
-    def _overdue(self) -> float:
-        # Dense first (the prediction was a little early), then back off geometrically.
-        self._overdue_polls += 1
-        return self.policy.floor * (1.6 ** (self._overdue_polls - 1))
+    @property
+    def revisable(self) -> bool:
+        """Whether a wait is worth re-checking: only a probe in a wide interval can improve."""
+        lo, hi = self._interval
+        return (
+            self._learns and self._last_poll is not None and not self._overdue_polls
+            and hi - lo > self.policy.tight
+        )
+
+    @property
+    def _learns(self) -> bool:
+        return self.policy.learn and self.fresh
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The current ``[lo, hi]`` for the finish, in seconds since the submit."""
+        return self._interval
+
+    # -- internals --
+
+    def _observe(self, status: TaskStatus, elapsed: float) -> None:
+        previous = self._last_poll
+        self._last_poll = elapsed
+        if status.estimated_time and status.estimated_time > 0:
+            self._estimated = float(status.estimated_time)
+        if status.status == "pending":
+            self._pending_until = elapsed
+        elif status.status == "processing":
+            if not self._points or self._points[-1][1] != status.progress:
+                self._points.append((elapsed, status.progress))
+        elif status.status == "completed" and self._learns and self._estimated and previous is not None:
+            # The finish lies after the previous poll (which saw the task running) and by this one.
+            lo, hi = self._bounds(previous, learned=False)
+            lo, hi = max(lo, previous), min(hi, elapsed)
+            if lo <= hi:
+                self.policy.calibration.add(self._estimated, lo, hi, self._start(lo, hi))
+
+    def _start(self, finish_lo: float, finish_hi: float) -> tuple[float, float] | None:
+        """The interval in which progress left 0, from the readings and the finish."""
+        pts = self._points
+        if len(pts) < 2 or pts[-1][1] - pts[0][1] < 10:
+            return None
+        (t0, p0), (t1, p1) = pts[0], pts[-1]
+        dt, dp = t1 - t0, p1 - p0
+        # Floored readings: the rate lies in ((dp-1)/dt, (dp+1)/dt); the whole run takes 100 / rate.
+        lo = max(self._pending_until, finish_lo - 100 * dt / (dp - 1))
+        hi = min(t0, finish_hi - 100 * dt / (dp + 1))
+        return (lo, hi) if lo <= hi else None
+
+    def _bounds(self, seen: float, *, learned: bool = True) -> tuple[float, float]:
+        """The interval the finish must lie in, from everything seen (and learned); ``seen`` is the
+        last time the task was seen running."""
+        lo, hi = seen, _INF
+        if self._estimated:
+            # Overstated, so an upper bound on its own once its rounding to whole seconds is undone.
+            hi = self._estimated + 1
+        pts = self._points
+        if pts:
+            t1, p1 = pts[-1]
+            start = self._pending_until
+            if p1 > 0 and self.fresh:
+                # Progress began at or after `start`, and at t1 it was at least p1 (floored), so
+                # the finish is at most start + 100 (t1 - start) / p1.
+                hi = min(hi, start + 100.0 * (t1 - start) / p1)
+            if len(pts) >= 2:
+                t0, p0 = pts[0]
+                dt, dp = t1 - t0, p1 - p0
+                if dt > 0:
+                    # Both readings are floored: the rate lies in ((dp-1)/dt, (dp+1)/dt) and the
+                    # progress still to come in (99 - p1, 100 - p1].
+                    if dp > 1:
+                        hi = min(hi, t1 + (100 - p1) * dt / (dp - 1))
+                    lo = max(lo, t1 + max(0, 99 - p1) * dt / (dp + 1))
+        if learned and self._learns and len(pts) < 2:
+            calibration = self.policy.calibration
+            hints = [calibration.finish_from_estimate(self._estimated)]
+            if pts:
+                hints.append(calibration.finish_from_progress(*pts[-1]))
+            for hint in hints:
+                # Trust what was learned only once it is sharp (a fit on the shortest tasks alone
+                # bounds the others from one side only), and only where it agrees with this task.
+                if hint is None or hint[1] - hint[0] > max(1.0, self.policy.trust * hint[1]):
+                    continue
+                if hint[1] > lo and hint[0] < hi:
+                    lo, hi = max(lo, hint[0]), min(hi, hint[1])
+        return lo, hi
+
+    def _plan(self, elapsed: float, *, replan: bool = False) -> float:
+        """The elapsed time of the next poll."""
+        p = self.policy
+        self._planned_with = p.calibration.version
+        last = self._last_poll if self._last_poll is not None else elapsed
+        lo, hi = self._bounds(last)
+        self._interval = (lo, hi)
+        if hi == _INF:
+            # Nothing bounds the finish (no estimate, no progress): widen geometrically.
+            target = elapsed + max(p.first, elapsed / 2)
+        elif elapsed >= hi + p.margin and not replan:
+            # Past the end of the interval: dense first (it was a little early), then back off.
+            self._overdue_polls += 1
+            target = elapsed + p.floor * (1.6 ** (self._overdue_polls - 1))
+        elif hi - lo <= p.tight:
+            self._overdue_polls = 0
+            target = hi + p.margin
+        else:
+            self._overdue_polls = 0
+            target = lo + (p.probe_informed if lo > last else p.probe) * (hi - lo)
+        return min(max(target, last + p.floor), last + p.ceiling)
 
     def _clamp(self, delay: float) -> float:
         return max(self.policy.floor, min(self.policy.ceiling, delay))
