@@ -33,8 +33,8 @@ PROMPT = "A lighthouse on a cliff at dusk, warm windows, long exposure sea, the 
 
 @pytest.fixture(scope="module")
 def emu():
-    # ~3 s per task, so a run is visibly in flight while another cell runs.
-    with Emulator(latency=3.0, jitter=0.3) as emulator:
+    # ~5 s per task: a run is still in flight when the next cell runs, even on a slow machine.
+    with Emulator(latency=5.0, jitter=0.2) as emulator:
         yield emulator
 
 
