@@ -35,6 +35,7 @@ fi
 if [[ -z "${QIMAGE_API_KEY:-}" ]]; then
     say "QIMAGE_API_KEY is not set: the notebook runs against the bundled offline emulator"
 fi
+say "JupyterLab opens notebooks/quickstart.ipynb (from another machine: the printed URL, then that file)"
 extra=()
 [[ "$(id -u)" == 0 ]] && extra+=(--allow-root)
 exec "${VENV}/bin/jupyter" lab "${extra[@]}" "$@" notebooks/quickstart.ipynb
