@@ -10,6 +10,7 @@ on one line that says what happened and names the task.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,17 +371,6 @@ async def test_soak_200_generations_under_mixed_faults(store, capsys):
         "unknown_status": 3,
         "malformed_json": 4,
     }
-    in_flight: set[int] = set()
-    peak = 0
-
-    def on_update(update):
-        nonlocal peak
-        if update.done:
-            in_flight.discard(update.batch_index)
-        else:
-            in_flight.add(update.batch_index)
-            peak = max(peak, len(in_flight))
-
     requests = [
         {"prompt": f"soak {i}", "size": ("1:1", "16:9", "2:3")[i % 3], "n": 1 + (i % 7 == 0)}
         for i in range(SOAK_GENERATIONS)
@@ -390,11 +380,12 @@ async def test_soak_200_generations_under_mixed_faults(store, capsys):
         started = time.monotonic()
         async with make_client(emu, store, timeout=0.25, retry=fast_retry(attempts=12)) as client:
             generations = await asyncio.wait_for(
-                client.generate_many(requests, concurrency=SOAK_CONCURRENCY, on_update=on_update), timeout=240
+                client.generate_many(requests, concurrency=SOAK_CONCURRENCY), timeout=240
             )
             wall = time.monotonic() - started
             counters = audit(emu, client, generations, logical=SOAK_GENERATIONS)
-    assert peak <= SOAK_CONCURRENCY
+            peak = tasks_running_at_once(emu)
+    assert 1 < peak <= SOAK_CONCURRENCY
     assert [g.request.prompt for g in generations] == [r["prompt"] for r in requests]  # input order
     unexpected = [g.error for g in generations if g.error is not None and not isinstance(g.error, TaskError)]
     assert unexpected == []
@@ -411,6 +402,18 @@ async def test_soak_200_generations_under_mixed_faults(store, capsys):
             f"{lost} images lost, peak in flight {peak}, wall {wall:.1f} s"
         )
     assert lost == 0
+
+
+def tasks_running_at_once(emu) -> int:
+    """The most tasks the server ever had running at the same moment (its own clock)."""
+    with emu._state.lock:
+        events = [(t.created_mono, 1) for t in emu._state.tasks.values()]
+        events += [(t.end, -1) for t in emu._state.tasks.values()]
+    running = peak = 0
+    for _, step in sorted(events):  # at equal times an end (-1) sorts before a start (+1)
+        running += step
+        peak = max(peak, running)
+    return peak
 
 
 def test_a_broken_callback_never_costs_an_image(emu, store):
@@ -440,3 +443,155 @@ async def test_hostile_image_body_fails_typed_with_task_id_and_nothing_half_save
     files = [p for p in (store.root / "images").rglob("*") if p.is_file()] if (store.root / "images").exists() else []
     assert files == []
     assert [p for p in (store.root / "tmp").rglob("*") if p.is_file()] == []
+
+
+# --- hostile responses (shapes the emulator cannot produce: httpx.MockTransport) -------------
+
+import io  # noqa: E402
+import struct  # noqa: E402
+import zlib  # noqa: E402
+
+import httpx  # noqa: E402
+
+from qimage_nb._images import MAX_DOWNLOAD_BYTES  # noqa: E402
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _png(width: int, height: int, extra: bytes = b"") -> bytes:
+    """A small, well-formed PNG file that *declares* width x height (its pixels are not all there)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + extra
+            + _chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _chunk(b"IEND", b""))
+
+
+def _encoded(fmt: str, size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", size, 128).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def _gif_claiming(width: int, height: int) -> bytes:
+    data = bytearray(_encoded("GIF", (8, 8)))
+    data[6:10] = struct.pack("<HH", width, height)  # the logical screen size in the header
+    return bytes(data)
+
+
+class HostileCDN:
+    """The API answers honestly; the image URL is whatever the test says, served by a handler."""
+
+    def __init__(self, image_url: str, serve) -> None:
+        self.image_url = image_url
+        self.serve = serve
+        self.requests: list[httpx.Request] = []
+        self.body_chunks_read = 0
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.host == "api.example.com":
+            if request.url.path.endswith("/generations"):
+                return httpx.Response(200, json={"code": 200, "data": [{"status": "submitted", "task_id": "task_01H"}]})
+            return httpx.Response(200, json={"code": 200, "data": {
+                "id": "task_01H", "status": "completed", "progress": 100,
+                "result": {"images": [{"url": [self.image_url]}]}}})
+        return self.serve(self, request)
+
+    async def counted(self, chunks):
+        for chunk in chunks:
+            self.body_chunks_read += 1
+            yield chunk
+
+
+async def _generate_against(cdn: HostileCDN, store: Store):
+    client = AsyncClient("sk-hostile", "https://api.example.com", transport=httpx.MockTransport(cdn.handler),
+                         store=store, retry=fast_retry(attempts=2), poll=FAST_POLL)
+    async with client:
+        with pytest.raises(QImageError) as info:
+            await client.generate("hostile body")
+        pending = client.pending()
+    return info.value, pending
+
+
+def _nothing_kept(store: Store) -> None:
+    for folder in ("images", "tmp"):
+        where = store.root / folder
+        assert not where.exists() or [p for p in where.rglob("*") if p.is_file()] == []
+
+
+HOSTILE_BODIES = [
+    ("png-bomb-header", _png(100_000, 100_000), r"100000x100000 pixels.*refused before decoding"),
+    ("png-far-over-the-contract", _encoded("PNG", (6000, 6000)), r"6000x6000 pixels.*cap"),
+    ("gif-huge-screen", _gif_claiming(65535, 65535), r"65535x65535 pixels"),
+    ("png-ztxt-bomb", _png(64, 64, _chunk(b"zTXt", b"c\0\0" + zlib.compress(b"A" * (64 << 20), 9))), r"not an image"),
+    ("svg-with-script", b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', r"SVG"),
+    ("html-page", b"<!doctype html><html><body>Access denied</body></html>", r"HTML page"),
+    ("empty", b"", r"empty"),
+    ("png-cut-short", _encoded("PNG", (256, 256))[:-40], r"cut short"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "says"), HOSTILE_BODIES, ids=[c[0] for c in HOSTILE_BODIES])
+async def test_hostile_image_bodies_are_refused_with_a_clear_typed_error(store, case, body, says):
+    def serve(cdn, request):
+        return httpx.Response(200, content=body, headers={"content-type": "image/png"})
+
+    error, pending = await _generate_against(HostileCDN("https://cdn.example.net/a/0.png", serve), store)
+    assert isinstance(error, ImageError)
+    text = one_line_error(error, task_id="task_01H")
+    assert re.search(says, text), text
+    assert "cdn.example.net" in text  # where it came from
+    _nothing_kept(store)
+    # the task is paid for and still listed, so the images can be fetched if the CDN recovers
+    assert [entry.task_id for entry in pending] == ["task_01H"]
+
+
+async def test_a_content_length_over_the_cap_is_refused_before_reading(store):
+    def serve(cdn, request):
+        body = cdn.counted(b"\0" * (1 << 16) for _ in range(10))
+        return httpx.Response(200, headers={"content-type": "image/png",
+                                            "content-length": str(MAX_DOWNLOAD_BYTES + 1)}, content=body)
+
+    cdn = HostileCDN("https://cdn.example.net/a/0.png", serve)
+    error, _ = await _generate_against(cdn, store)
+    assert isinstance(error, ImageError)
+    text = one_line_error(error, task_id="task_01H")
+    assert f"{MAX_DOWNLOAD_BYTES + 1} bytes" in text and "cap" in text
+    assert cdn.body_chunks_read == 0  # not one byte of the body was read
+    _nothing_kept(store)
+
+
+async def test_an_endless_body_without_length_is_cut_at_the_byte_cap(store):
+    chunk = 1 << 20
+
+    def serve(cdn, request):
+        endless = cdn.counted(b"\x89PNG\r\n\x1a\n" + b"\0" * (chunk - 8) if i == 0 else b"\0" * chunk
+                              for i in range(10_000))  # 10 GB, if anyone kept reading
+        return httpx.Response(200, headers={"content-type": "image/png"}, content=endless)
+
+    cdn = HostileCDN("https://cdn.example.net/a/0.png", serve)
+    error, _ = await _generate_against(cdn, store)
+    assert isinstance(error, ImageError) and "over" in str(error) and str(MAX_DOWNLOAD_BYTES) in str(error)
+    one_line_error(error, task_id="task_01H")
+    assert cdn.body_chunks_read <= MAX_DOWNLOAD_BYTES // chunk + 2  # stopped at the cap, not at 10 GB
+    _nothing_kept(store)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["file:///etc/passwd", "data:image/png;base64,iVBORw0KGgo=", "ftp://cdn.example.net/0.png",
+     "javascript:alert(1)", "gopher://cdn.example.net/0"],
+)
+async def test_only_http_image_urls_are_fetched(store, url, tmp_path):
+    def serve(cdn, request):  # pragma: no cover - must never be called
+        raise AssertionError(f"fetched {request.url}")
+
+    cdn = HostileCDN(url, serve)
+    error, _ = await _generate_against(cdn, store)
+    assert isinstance(error, ImageError)
+    text = one_line_error(error, task_id="task_01H")
+    scheme = url.split(":", 1)[0]
+    assert f"scheme '{scheme}'" in text and "only http(s)" in text
+    assert all(r.url.host == "api.example.com" for r in cdn.requests)  # nothing else was asked
+    _nothing_kept(store)
