@@ -697,21 +697,34 @@ class AsyncClient:
         gate = asyncio.Semaphore(limit)
 
         async def one(index: int, request: GenerationRequest) -> Generation:
-            async with gate:
-                key = new_idempotency_key()
-                try:
-                    return await self._run(
-                        request, on_update=on_update, timeout=timeout, cache=cache, batch_index=index, key=key
-                    )
-                except QImageError as exc:
-                    job = self.store.get(key)
-                    return Generation(
-                        task_id=exc.task_id or (job.task_id if job else None),
-                        request=request,
-                        status="failed",
-                        idempotency_key=key,
-                        error=exc,
-                    )
+            # A slot is a task on the server: it is handed on as soon as the task is over there, so
+            # the next submit overlaps this one's downloads (bounded on their own, per client).
+            await gate.acquire()
+            held = True
+
+            def settled() -> None:
+                nonlocal held
+                if held:
+                    held = False
+                    gate.release()
+
+            key = new_idempotency_key()
+            try:
+                return await self._run(
+                    request, on_update=on_update, timeout=timeout, cache=cache, batch_index=index, key=key,
+                    settled=settled,
+                )
+            except QImageError as exc:
+                job = self.store.get(key)
+                return Generation(
+                    task_id=exc.task_id or (job.task_id if job else None),
+                    request=request,
+                    status="failed",
+                    idempotency_key=key,
+                    error=exc,
+                )
+            finally:
+                settled()
 
         return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(batch))))
 
@@ -767,6 +780,7 @@ class AsyncClient:
         label: str | None = None,
         batch_index: int | None = None,
         key: str | None = None,
+        settled: Callable[[], None] | None = None,
     ) -> Generation:
         progress = _Progress(request, on_update, label, batch_index, time.monotonic())
         if cache:
@@ -787,10 +801,16 @@ class AsyncClient:
         await progress.emit("pending", task_id=task_id)
         job = self.store.get(key)
         assert job is not None
-        return await self._track(job, progress, timeout=timeout, immediate=False)
+        return await self._track(job, progress, timeout=timeout, immediate=False, settled=settled)
 
     async def _track(
-        self, job: JobRecord, progress: _Progress, *, timeout: float | None, immediate: bool
+        self,
+        job: JobRecord,
+        progress: _Progress,
+        *,
+        timeout: float | None,
+        immediate: bool,
+        settled: Callable[[], None] | None = None,
     ) -> Generation:
         """From a journaled job to its images: (re)submit if the id was lost, poll, download."""
         try:
@@ -805,6 +825,8 @@ class AsyncClient:
                 )
                 await progress.emit(last.status, task_id=task_id, status=last)
             assert last is not None
+            if settled is not None:
+                settled()  # the task is over on the server: its batch slot can take the next one
             _raise_for_terminal(last)
             images, paths = await self._download_all(job, last, progress)
         except QImageError as exc:
