@@ -1,0 +1,202 @@
+"""The adaptive poll schedule: its bounds, what it does with each kind of reading, what it learns.
+
+Pure tests drive :class:`PollSchedule` with a fake clock against the emulator's own status model
+(pending for the first 10 %, then honest floored progress, ``estimated_time`` overstated 1.5x);
+one test watches real polls through the in-process emulator. No timing is asserted, only order,
+bounds and counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import time
+
+import httpx
+import pytest
+
+from qimage_nb._client import AsyncClient
+from qimage_nb._contract import TaskStatus
+from qimage_nb._polling import Calibration, PollPolicy
+from qimage_nb._store import Store
+from qimage_nb.emulator import Emulator
+
+
+def server(duration: float, *, share: float = 0.1, overstate: float = 1.5):
+    start = share * duration
+
+    def status(t: float) -> TaskStatus:
+        estimate = math.ceil(duration * overstate)
+        if t >= duration:
+            return TaskStatus("task_x", "completed", 100, estimated_time=estimate)
+        if t < start:
+            return TaskStatus("task_x", "pending", 0, estimated_time=estimate)
+        progress = min(99, int(100 * (t - start) / (duration - start)))
+        return TaskStatus("task_x", "processing", progress, estimated_time=estimate)
+
+    return status
+
+
+def follow(policy: PollPolicy, duration: float, **model) -> list[float]:
+    """Poll one simulated task to the end; return the poll times."""
+    status_at = server(duration, **model)
+    schedule = policy.schedule()
+    t = schedule.next_delay(None, 0.0)
+    times = [t]
+    while True:
+        status = status_at(t)
+        if status.terminal:
+            schedule.finish(status, t)
+            return times
+        t += schedule.next_delay(status, t)
+        times.append(t)
+        assert len(times) < 200, "the schedule never reached the finish"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_gap_is_within_floor_and_ceiling(seed):
+    rng = random.Random(seed)
+    policy = PollPolicy(floor=0.25, ceiling=3.0)
+    for _ in range(40):
+        times = follow(policy, rng.uniform(0.5, 20.0), share=rng.choice([0.0, 0.1, 0.3]),
+                       overstate=rng.choice([1.0, 1.5, 2.5]))
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert all(policy.floor - 1e-9 <= gap <= policy.ceiling + 1e-9 for gap in gaps), gaps
+        assert times[0] == policy.first
+
+
+def test_two_readings_put_the_next_poll_just_past_the_finish():
+    policy = PollPolicy(learn=False)
+    times = follow(policy, 5.0)
+    # learn (E, progress), probe (the rate), then done: the last poll lands within a few tens of ms.
+    assert len(times) == 3
+    assert 5.0 <= times[-1] <= 5.0 + 0.15
+
+
+def test_the_fixed_poller_sends_about_twice_as_many_polls():
+    rng = random.Random(3)
+    durations = [rng.uniform(2, 8) for _ in range(40)]
+    ours = sum(len(follow(PollPolicy(learn=False), d)) for d in durations)
+    fixed = sum(math.ceil(d) for d in durations)  # sleep 1 s, poll, until done
+    assert ours <= 0.65 * fixed
+
+
+def test_a_task_that_overruns_is_polled_densely_then_with_backoff():
+    policy = PollPolicy(floor=0.2, ceiling=5.0, learn=False)
+    schedule = policy.schedule()
+    schedule.next_delay(None, 0.0)
+    # The server claims 3 s, then progress stalls at 99: the interval's end passes.
+    schedule.next_delay(TaskStatus("t", "processing", 50, estimated_time=3), 1.0)
+    schedule.next_delay(TaskStatus("t", "processing", 90, estimated_time=3), 1.8)
+    t, gaps = 3.0, []
+    for _ in range(8):
+        gap = schedule.next_delay(TaskStatus("t", "processing", 99, estimated_time=3), t)
+        gaps.append(gap)
+        t += gap
+    assert gaps[0] == pytest.approx(policy.floor)
+    assert gaps == sorted(gaps)  # geometric back-off, never denser than the floor
+    assert gaps[-1] <= policy.ceiling
+
+
+def test_without_any_timing_information_it_still_polls_within_bounds():
+    policy = PollPolicy(floor=0.1, ceiling=2.0)
+    schedule = policy.schedule()
+    t = schedule.next_delay(None, 0.0)
+    for _ in range(20):
+        gap = schedule.next_delay(TaskStatus("t", "pending"), t)
+        assert 0.1 <= gap <= 2.0
+        t += gap
+
+
+def test_calibration_predicts_an_interval_that_holds_the_finish():
+    calibration = Calibration()
+    assert calibration.finish_from_estimate(9) is None  # nothing learned yet
+    for k in range(16):
+        finish = 2.0 + 6.0 * k / 15
+        calibration.add(math.ceil(1.5 * finish), finish - 0.02, finish + 0.02)
+    for finish in (2.5, 5.9, 7.4):
+        lo, hi = calibration.finish_from_estimate(math.ceil(1.5 * finish))
+        assert lo <= finish <= hi
+        assert hi - lo < 1.0
+
+
+def test_calibration_from_short_tasks_alone_does_not_pretend_to_know_long_ones():
+    calibration = Calibration()
+    for finish in (2.0, 2.1, 2.2, 2.4):
+        calibration.add(math.ceil(1.5 * finish), finish - 0.02, finish + 0.02)
+    interval = calibration.finish_from_estimate(12)
+    assert interval is None or interval[1] - interval[0] > 1.0
+
+
+def test_calibration_ignores_vague_samples_and_providers_with_no_pattern():
+    calibration = Calibration(precision=0.3)
+    calibration.add(9, 4.0, 5.0)  # finish known only to a second
+    assert calibration.version == 0
+    rng = random.Random(1)
+    for _ in range(10):
+        finish = rng.uniform(2, 8)
+        calibration.add(rng.randint(1, 60), finish - 0.01, finish + 0.01)  # estimates unrelated
+    assert calibration.finish_from_estimate(20) is None
+
+
+def test_a_warm_policy_needs_fewer_polls_and_stays_close():
+    policy = PollPolicy()
+    rng = random.Random(5)
+    for _ in range(30):
+        follow(policy, rng.uniform(2, 8))
+    polls, late = [], []
+    for _ in range(30):
+        duration = rng.uniform(2, 8)
+        times = follow(policy, duration)
+        polls.append(len(times))
+        late.append(times[-1] - duration)
+    assert sum(polls) / len(polls) < 2.7
+    assert sorted(late)[len(late) // 2] < 0.35
+
+
+def test_a_resumed_task_neither_teaches_nor_uses_the_calibration():
+    policy = PollPolicy()
+    for finish in (2.0, 3.1, 4.4, 5.2, 6.9, 7.7):
+        policy.calibration.add(math.ceil(1.5 * finish), finish - 0.02, finish + 0.02)
+    version = policy.calibration.version
+    schedule = policy.schedule(fresh=False)
+    schedule.next_delay(TaskStatus("t", "processing", 40, estimated_time=9), 0.0)
+    assert not schedule.revisable
+    schedule.finish(TaskStatus("t", "completed", 100, estimated_time=9), 3.0)
+    assert policy.calibration.version == version
+
+
+def test_revise_moves_a_probe_only_when_the_calibration_changed():
+    policy = PollPolicy()
+    schedule = policy.schedule()
+    schedule.next_delay(None, 0.0)
+    schedule.next_delay(TaskStatus("t", "processing", 10, estimated_time=12), 1.5)
+    assert schedule.revisable
+    assert schedule.revise(2.0) is None
+    for finish in (2.0, 3.1, 4.4, 5.2, 6.9, 7.7):
+        policy.calibration.add(math.ceil(1.5 * finish), finish - 0.02, finish + 0.02)
+    revised = schedule.revise(2.5)
+    assert revised is not None and revised >= 0
+
+
+async def test_real_polls_are_never_closer_than_the_floor(tmp_path):
+    emu = Emulator(latency=0.6, jitter=0.2, seed=4)
+    seen: dict[str, list[float]] = {}
+    inner = emu.transport()
+
+    class Recording(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request):
+            if request.method == "GET" and "/v1/tasks/" in request.url.path:
+                seen.setdefault(request.url.path, []).append(time.monotonic())
+            return await inner.handle_async_request(request)
+
+    policy = PollPolicy(floor=0.1, ceiling=1.0, first=0.2)
+    async with AsyncClient(emu.api_key, emu.in_process_base_url, transport=Recording(), poll=policy,
+                           store=Store(tmp_path)) as client:
+        results = await client.generate_many([f"floor {i}" for i in range(6)], concurrency=6)
+    assert all(r.ok for r in results)
+    assert sum(len(v) for v in seen.values()) == emu.counters()["polls"]
+    for times in seen.values():
+        assert len(times) >= 1
+        assert all(b - a >= policy.floor - 0.01 for a, b in itertools.pairwise(times))
