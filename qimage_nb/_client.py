@@ -16,6 +16,7 @@ import math
 import os
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -342,8 +343,11 @@ class AsyncClient:
         self.retry = retry or RetryPolicy()
         self.poll = poll or PollPolicy()
         self._download_concurrency = _check_count("download_concurrency", download_concurrency)
-        self._http: httpx.AsyncClient | None = None
-        self._download_slots: asyncio.Semaphore | None = None
+        # One connection pool and one download gate per event loop: both belong to the loop that
+        # first used them, and a kernel runs two (its own, for the panel; run_sync's private one,
+        # for the magic and Client).
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]]
+        self._pools = weakref.WeakKeyDictionary()
 
     # -- plumbing --
 
@@ -362,22 +366,30 @@ class AsyncClient:
             self._store = Store.default()
         return self._store
 
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
+    def _pool(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
             # No default auth header on the shared client: only API requests add it, so the CDN
             # (another origin) never sees the key, even through a redirect.
-            self._http = httpx.AsyncClient(
+            http = httpx.AsyncClient(
                 transport=self._transport,
                 timeout=self._timeout,
                 follow_redirects=False,
                 headers={"User-Agent": f"qimage_nb/{__version__}"},
             )
-        return self._http
+            pool = self._pools[loop] = (http, asyncio.Semaphore(self._download_concurrency))
+        return pool
+
+    def _client(self) -> httpx.AsyncClient:
+        return self._pool()[0]
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        """Close this loop's connections (another loop's pool is dropped; it cannot be awaited here)."""
+        pools, self._pools = self._pools, weakref.WeakKeyDictionary()
+        pool = pools.get(asyncio.get_running_loop())
+        if pool is not None:
+            await pool[0].aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -908,9 +920,7 @@ class AsyncClient:
         urls = list(status.urls)
         progress.reset(len(urls))
         on_disk = list(job.image_paths) + [None] * max(0, len(urls) - len(job.image_paths))
-        if self._download_slots is None:
-            self._download_slots = asyncio.Semaphore(self._download_concurrency)
-        slots = self._download_slots
+        slots = self._pool()[1]
 
         async def fetch(index: int, url: str) -> tuple[Image.Image, Path]:
             info = self._provenance(job.request, status.task_id, url, index)

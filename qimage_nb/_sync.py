@@ -3,9 +3,13 @@
 There is one implementation (async); every blocking method here is generated from its async
 counterpart by :func:`_blocking`, so the two can never drift apart.
 
-``run_sync`` is also the one place that applies ``nest_asyncio``, lazily and only to a loop that is
-already running (a Jupyter kernel's), because blocking on a coroutine from inside a running loop is
-otherwise impossible. nest_asyncio is archived upstream; keeping it here keeps it swappable.
+``run_sync`` blocks on a coroutine from plain code, also inside a Jupyter kernel whose event loop is
+already running. There it never re-enters the kernel's loop (nest_asyncio did): ipykernel 7 runs
+every shell message in one shared ``contextvars.Context``, so a nested run of its loop that picks up
+the next queued cell (Run All) or a widget message fails with "cannot enter context ... already
+entered" and leaves the kernel hung. Instead the coroutine runs on this thread's private loop, with
+the kernel's loop set aside meanwhile, the way any blocking call behaves: the kernel's messages wait
+their turn, outputs still flow (IOPub has its own thread), and an interrupt lands here.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ __all__ = ["Client", "run_sync"]
 
 T = TypeVar("T")
 
-_patched: set[int] = set()
 _private = threading.local()
 
 
@@ -33,14 +36,6 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _allow_nesting(loop: asyncio.AbstractEventLoop) -> None:
-    if id(loop) not in _patched:
-        import nest_asyncio
-
-        nest_asyncio.apply(loop)
-        _patched.add(id(loop))
 
 
 def _private_loop() -> asyncio.AbstractEventLoop:
@@ -58,21 +53,26 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     On an interrupt (Ctrl-C, a kernel interrupt) the work is cancelled and the interrupt re-raised;
     whatever was journaled stays journaled.
     """
-    loop = _running_loop()
-    if loop is not None:
-        _allow_nesting(loop)
-    else:
-        loop = _private_loop()
-    task = loop.create_task(coro)
+    outer = _running_loop()
+    loop = _private_loop()
+    if outer is loop:
+        raise RuntimeError("run_sync() called from a coroutine on its own loop: await the coroutine instead")
+    if outer is not None:
+        asyncio.events._set_running_loop(None)  # set aside (not stopped); restored below
     try:
-        return loop.run_until_complete(task)
-    except BaseException:
-        if not task.done():
-            task.cancel()
-            # Let the task run its cleanup; the original exception is the one to report.
-            with contextlib.suppress(BaseException):
-                loop.run_until_complete(task)
-        raise
+        task = loop.create_task(coro)
+        try:
+            return loop.run_until_complete(task)
+        except BaseException:
+            if not task.done():
+                task.cancel()
+                # Let the task run its cleanup; the original exception is the one to report.
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(task)
+            raise
+    finally:
+        if outer is not None:
+            asyncio.events._set_running_loop(outer)
 
 
 def _blocking(method: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:

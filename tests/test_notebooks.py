@@ -207,6 +207,45 @@ def test_the_interrupted_wait_is_resumed_without_paying_twice(executed):
     assert "uploading sketch.png as a reference" in executed["image_to_image"].texts()
 
 
+def test_cells_queued_behind_a_waiting_magic_run_in_order(tmp_path):
+    """JupyterLab's Run All sends every cell at once: the kernel must take them one by one.
+
+    nbclient waits for each reply before sending the next cell, so the notebooks above cannot
+    show this. A magic that blocked by re-entering the kernel's loop (nest_asyncio) picked up the
+    queued cell mid-wait, and ipykernel 7 then failed with "cannot enter context" and hung.
+    """
+    from jupyter_client.manager import start_new_kernel
+
+    cells = [
+        "%load_ext qimage_nb\n%qimage emulator --auto --latency 0.5",
+        "%%qimage -o first\na queued lighthouse",
+        "from qimage_nb import Client\nprint('between', [im.size for im in first])",
+        "%%qimage -o second --size 16:9\na queued harbour",
+        "print('after', [im.size for im in second])",
+    ]
+    km, kc = start_new_kernel(kernel_name="python3", env=_kernel_env(tmp_path / "home"), cwd=str(tmp_path))
+    try:
+        ids = [kc.execute(code) for code in cells]  # all at once, as Run All does
+        replies = {}
+        while len(replies) < len(ids):
+            reply = kc.get_shell_msg(timeout=60)
+            replies[reply["parent_header"]["msg_id"]] = reply["content"]["status"]
+        assert [replies[i] for i in ids] == ["ok"] * len(ids)
+        printed = []
+        while True:
+            msg = kc.get_iopub_msg(timeout=5)
+            if msg["msg_type"] == "stream":
+                printed.append(msg["content"]["text"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle" and (
+                msg["parent_header"].get("msg_id") == ids[-1]
+            ):
+                break
+        assert "".join(printed) == "between [(1024, 1024)]\nafter [(1280, 720)]\n"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 # --- executed with a key ---------------------------------------------------------------------
 
 
