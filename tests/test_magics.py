@@ -130,7 +130,7 @@ def test_load_ext_is_silent_light_and_offline():
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             sh.run_line_magic("load_ext", "qimage_nb")
-        heavy = [m for m in ("PIL", "httpx", "ipywidgets", "nest_asyncio", "qimage_nb._client",
+        heavy = [m for m in ("PIL", "httpx", "ipywidgets", "qimage_nb._client",
                              "qimage_nb._session", "qimage_nb.emulator", "socket_opened") if m in sys.modules]
         print(repr(out.getvalue()), heavy, sh.find_cell_magic("qimage") is not None,
               sh.find_line_magic("qimage") is not None)
