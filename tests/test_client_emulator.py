@@ -96,11 +96,16 @@ async def test_balance_decreases_with_billed_images(client):
 
 @pytest.mark.parametrize(
     ("envelope", "url_format", "multi_url"),
-    list(itertools.product(["list", "object", "object-id", "code-success"], ["list", "string"], ["per-item", "one-item"])),
+    [
+        combo
+        for combo in itertools.product(
+            ["list", "object", "object-id", "code-success"], ["list", "string"], ["per-item", "one-item"]
+        )
+        # several URLs cannot share one plain-string item: API.md describes no such shape
+        if combo[1:] != ("string", "one-item")
+    ],
 )
 async def test_every_envelope_variant(client, emu, envelope, url_format, multi_url):
-    if url_format == "string" and multi_url == "one-item":
-        pytest.skip("several URLs in one plain string item is not a shape API.md describes")
     emu.set_faults(submit_envelope=envelope, url_format=url_format, multi_url=multi_url)
     generation = await client.generate("variants", n=3)
     assert len(generation.images) == 3
