@@ -9,6 +9,7 @@
     │   ├── PermissionDeniedError    403: the key may not use this model or task
     │   ├── NotFoundError            404: unknown or expired task
     │   ├── PayloadTooLargeError     413: an upload over the provider's size limit
+    │   ├── RequestTimeoutError      408: the server timed out reading the request (transient)
     │   ├── RateLimitError           429: too many requests, even after waiting as told
     │   └── ServerError              5xx or an HTML error page from a proxy
     ├── TransportError               the network failed (reset, timeout) even after retries
@@ -40,6 +41,7 @@ __all__ = [
     "QImageError",
     "QImageWarning",
     "RateLimitError",
+    "RequestTimeoutError",
     "ServerError",
     "TaskCancelledError",
     "TaskError",
@@ -117,6 +119,10 @@ class NotFoundError(APIError):
 
 class PayloadTooLargeError(APIError):
     """413: an upload exceeds the provider's size limit."""
+
+
+class RequestTimeoutError(APIError):
+    """408: the server gave up waiting for the request; transient, retried like a 5xx."""
 
 
 class RateLimitError(APIError):

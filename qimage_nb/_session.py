@@ -8,6 +8,7 @@ one cell switches the panel too. It is created on first use, never at import.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -16,9 +17,10 @@ from ._client import AsyncClient, _check_key, _Secret, check_base_url
 from ._contract import PRODUCTION_BASE_URL
 
 if TYPE_CHECKING:
+    from ._sync import Client
     from .emulator import Emulator
 
-__all__ = ["Session", "get_session"]
+__all__ = ["Session", "current_client", "get_session"]
 
 EMULATOR_BANNER = (
     "EMULATOR: images come from qimage_nb's bundled offline emulator, not from Qwen Image. "
@@ -34,6 +36,7 @@ class Session:
         self._base_url: str | None = None
         self._emulator: Emulator | None = None
         self._client: AsyncClient | None = None
+        self._client_settings: tuple[str | None, str] | None = None
         self._client_options: dict[str, Any] = {}
 
     # -- settings --
@@ -82,9 +85,13 @@ class Session:
 
     @property
     def base_url(self) -> str:
+        """The effective API origin, validated: a bad $QIMAGE_BASE_URL raises a one-line ValidationError
+        (and one carrying credentials is refused without echoing them into a cell's output)."""
         if self._emulator is not None:
             return self._emulator.base_url
-        return self._base_url or os.environ.get("QIMAGE_BASE_URL") or PRODUCTION_BASE_URL
+        if self._base_url is not None:
+            return self._base_url
+        return check_base_url(os.environ.get("QIMAGE_BASE_URL") or PRODUCTION_BASE_URL)
 
     def _key(self) -> _Secret | None:
         if self._emulator is not None:
@@ -127,14 +134,26 @@ class Session:
     # -- the client --
 
     def client(self) -> AsyncClient:
-        """The client for the current settings; rebuilt when they change."""
-        if self._client is None:
-            self._client = AsyncClient(
-                api_key=self._key(),  # type: ignore[arg-type]  # _check_key passes a _Secret through
-                base_url=self.base_url,
-                **self._client_options,
-            )
+        """The client for the current settings, rebuilt whenever they change.
+
+        The settings include the environment, read afresh each time: a key exported in a later cell
+        (or a new $QIMAGE_BASE_URL) takes effect at once instead of leaving a stale client behind.
+        """
+        key, base_url = self._key(), self.base_url
+        # A digest, not the key: the session's attributes must never hold a readable key.
+        settings = (hashlib.sha256(key.reveal().encode()).hexdigest() if key else None, base_url)
+        if self._client is None or settings != self._client_settings:
+            self._client = self.new_client()
+            self._client_settings = settings
         return self._client
+
+    def new_client(self) -> AsyncClient:
+        """A fresh client for the current settings (for another thread or event loop)."""
+        return AsyncClient(
+            api_key=self._key(),  # type: ignore[arg-type]  # _check_key passes a _Secret through
+            base_url=self.base_url,
+            **self._client_options,
+        )
 
     def _reset_client(self) -> None:
         # The old client may still be finishing a background run; it keeps its own connection pool
@@ -153,6 +172,18 @@ def get_session() -> Session:
         if _session is None:
             _session = Session()
         return _session
+
+
+def current_client() -> Client:
+    """A blocking :class:`Client` for this kernel's current settings.
+
+    It follows ``%qimage login``, ``%qimage emulator`` and the environment, so code in a notebook
+    talks to the same API (or the same in-kernel emulator) as the magic and the panel.
+    """
+    from ._sync import Client
+
+    session = get_session()
+    return Client(session._key(), session.base_url, **session._client_options)
 
 
 def reset_session() -> None:
