@@ -17,7 +17,7 @@ import os
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +55,7 @@ from ._exceptions import (
     ProtocolError,
     QImageError,
     RateLimitError,
+    RequestTimeoutError,
     ServerError,
     TaskCancelledError,
     TaskFailedError,
@@ -105,6 +106,7 @@ class Update:
     cached_at: float | None = None
     label: str | None = None
     batch_index: int | None = None
+    reattached: bool = False  # waiting on an earlier, unfinished run of the same request
 
     @property
     def done(self) -> bool:
@@ -176,6 +178,20 @@ class _Secret:
         return "<hidden>"
 
     __str__ = __repr__
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the key at send time, so no dict of headers in our frames ever holds it."""
+
+    def __init__(self, secret: _Secret) -> None:
+        self._secret = secret
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["Authorization"] = f"Bearer {self._secret.reveal()}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "<BearerAuth hidden>"
 
 
 def is_loopback_host(host: str) -> bool:
@@ -268,6 +284,7 @@ _ERRORS_BY_STATUS: dict[int, type[APIError]] = {
     402: InsufficientBalanceError,
     403: PermissionDeniedError,
     404: NotFoundError,
+    408: RequestTimeoutError,
     413: PayloadTooLargeError,
     429: RateLimitError,
 }
@@ -280,6 +297,7 @@ _HINTS: dict[type[APIError], str] = {
     PayloadTooLargeError: "the file is too large for the API",
     BadRequestError: "the API refused the request",
     RateLimitError: "rate limited by the API",
+    RequestTimeoutError: "the API timed out reading the request",
     ServerError: "the API failed",
 }
 
@@ -397,22 +415,24 @@ class AsyncClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _auth(self) -> dict[str, str]:
+    def _auth(self) -> _BearerAuth:
         if self._key is None:
             raise ValidationError(
                 "api_key",
                 "no API key: set QIMAGE_API_KEY, pass api_key=..., or run %qimage login "
                 "(%qimage emulator tries everything offline)",
             )
-        return {"Authorization": f"Bearer {self._key.reveal()}"}
+        return _BearerAuth(self._key)
 
     def _redact(self, text: str) -> str:
-        if self._key is not None and self._key.reveal() in text:
+        # Keys shorter than 8 characters are toys (tests, local mirrors): replacing such a short
+        # string everywhere would corrupt ordinary text and data, so only real keys are redacted.
+        if self._key is not None and len(self._key.reveal()) >= 8 and self._key.reveal() in text:
             return text.replace(self._key.reveal(), "***")
         return text
 
     def _scrub(self, payload: Any) -> Any:
-        """The decoded JSON with the key redacted from every string, keys included: a server that
+        """The decoded JSON with the key redacted from every string value: a server that
         echoes the key (in a 200 with an error code, a failed task's reason, an unknown field) must
         not plant it in our messages, logs or journal."""
         if isinstance(payload, str):
@@ -420,7 +440,7 @@ class AsyncClient:
         if isinstance(payload, list):
             return [self._scrub(item) for item in payload]
         if isinstance(payload, dict):
-            return {self._scrub(k): self._scrub(v) for k, v in payload.items()}
+            return {k: self._scrub(v) for k, v in payload.items()}  # field names are ours to read
         return payload
 
     def _api_error(self, response: httpx.Response, what: str, task_id: str | None) -> APIError:
@@ -457,32 +477,43 @@ class AsyncClient:
         Callers decide whether a method may be retried at all: GETs always, the submit POST only
         because its Idempotency-Key header is the same on every attempt.
         """
-        request_headers = {**self._auth(), "Accept": "application/json", **(headers or {})}
+        auth = self._auth()
+        request_headers = {"Accept": "application/json", **(headers or {})}
         url = self.base_url + path
         http = self._client()
         failure: QImageError | None = None
+        # Whether some attempt may have reached the server and been acted on (no definite answer):
+        # a later definite refusal then does not prove that a submit created nothing.
+        ambiguous = False
         for attempt in range(self.retry.max_attempts):
             retry_after = None
             try:
-                response = await http.request(method, url, json=json, files=files, headers=request_headers)
+                response = await http.request(
+                    method, url, json=json, files=files, headers=request_headers, auth=auth
+                )
             except httpx.TimeoutException as exc:
+                ambiguous = True
                 failure = TransportError(f"{what}: the API did not answer in time ({type(exc).__name__})", task_id=task_id)
             except httpx.TransportError as exc:
+                ambiguous = ambiguous or not isinstance(exc, httpx.ConnectError)
                 failure = TransportError(f"{what}: network error ({type(exc).__name__}: {self._redact(str(exc))[:120]})", task_id=task_id)
             else:
                 if response.is_success:
                     try:
                         return self._scrub(response.json())
                     except ValueError:
+                        ambiguous = True
                         failure = ProtocolError(
                             f"{what}: HTTP {response.status_code} answer is not valid JSON", task_id=task_id
                         )
                 else:
                     error = self._api_error(response, what, task_id)
+                    error.after_ambiguous_attempt = ambiguous
                     if not is_retryable(response.status_code, error.error_type) or not self.retry.honours(
                         error.retry_after
                     ):
                         raise error
+                    ambiguous = ambiguous or response.status_code >= 500
                     failure, retry_after = error, error.retry_after
             if attempt + 1 < self.retry.max_attempts:
                 delay = self.retry.backoff(attempt, retry_after)
@@ -536,7 +567,9 @@ class AsyncClient:
             )
             task_id = parse_submit(payload)
         except (APIError, ValidationError) as exc:
-            if isinstance(exc, APIError) and is_retryable(exc.status_code, exc.error_type):
+            if isinstance(exc, APIError) and (
+                is_retryable(exc.status_code, exc.error_type) or exc.after_ambiguous_attempt
+            ):
                 raise  # the task may exist: leave the row pending so resume replays the same key
             self.store.record_status(key, "failed", 0, error=str(exc))
             raise
@@ -579,11 +612,15 @@ class AsyncClient:
         status: TaskStatus | None = None
         last_seen: tuple[str, int] | None = None
         protocol_errors = 0
+        hold = 0.0  # a server's Retry-After outranks our schedule
+        polled = False
         first = True
         while True:
             delay = 0.0 if (first and immediate) else schedule.next_delay(status, time.monotonic() - origin)
-            first = False
+            delay, hold, first = max(delay, hold), 0.0, False
             wake = time.monotonic() + delay
+            if not polled and wake > deadline:
+                wake = deadline  # ask once before giving up, so a timeout never reports an unseen task
             while (now := time.monotonic()) < wake:
                 if wake > deadline:
                     await asyncio.sleep(max(0.0, deadline - now))
@@ -599,6 +636,14 @@ class AsyncClient:
                 revised = schedule.revise(time.monotonic() - origin) if revisable else None
                 if revised is not None:
                     wake = time.monotonic() + revised
+            if polled and time.monotonic() >= deadline:
+                raise GenerationTimeout(
+                    f"task {task_id} still {status.status if status else 'unconfirmed'} after {deadline_s:.0f} s; "
+                    f"fetch it later with resume({task_id!r})",
+                    task_id=task_id,
+                    last_status=status.status if status else None,
+                )
+            polled = True
             try:
                 fresh = await self.get_task(task_id)
             except ProtocolError as exc:
@@ -607,7 +652,8 @@ class AsyncClient:
                     raise
                 logger.warning("qimage_nb: %s; polling on", exc)
                 continue
-            except (TransportError, ServerError, RateLimitError) as exc:
+            except (TransportError, ServerError, RateLimitError, RequestTimeoutError) as exc:
+                hold = getattr(exc, "retry_after", None) or 0.0
                 logger.warning("qimage_nb: %s; polling on until the deadline", exc)
                 continue
             protocol_errors = 0
@@ -760,6 +806,14 @@ class AsyncClient:
                 f"task {job.task_id or job.key} {job.status}: {job.error or 'no reason given'}",
                 task_id=job.task_id,
             )
+        if job.origin is not None and job.origin != self.base_url:
+            # Another server does not know this task; with no task id yet, resuming here would even
+            # submit the request again and bill it twice.
+            raise ValidationError(
+                "base_url",
+                f"{job.task_id or job.key} was sent to {job.origin}, not {self.base_url}: resume it with "
+                f"a client for that API (base_url={job.origin!r})",
+            )
         try:
             return await self._track(job, progress, timeout=timeout, immediate=True)
         except (NotFoundError, BadRequestError) as exc:
@@ -799,6 +853,18 @@ class AsyncClient:
             hit = self.store.find_cached(request.fingerprint(), origin=self.base_url)
             if hit is not None:
                 return await self._from_disk(hit, progress, cached=True)
+            unfinished = self.store.find_unfinished(request.fingerprint(), origin=self.base_url)
+            if unfinished is not None:
+                # The same request was already paid for (an interrupt, a timeout, a dead kernel):
+                # a re-run waits for that task instead of buying another.
+                self._auth()
+                progress.reattached = True
+                try:
+                    return await self._track(unfinished, progress, timeout=timeout, immediate=True, settled=settled)
+                except (NotFoundError, BadRequestError) as exc:
+                    self.store.record_status(unfinished.key, "failed", 0, error=str(exc))
+                    logger.warning("qimage_nb: %s; submitting afresh", exc)
+                    progress = _Progress(request, on_update, label, batch_index, time.monotonic())
         self._auth()
         key = key or new_idempotency_key()
         job = self.store.begin(request, key, label=label, origin=self.base_url)
@@ -1092,6 +1158,7 @@ class _Progress:
         self.batch_index = batch_index
         self.started = started
         self.images: list[Image.Image | None] = [None] * request.n
+        self.reattached = False
         self._last: Update | None = None
 
     def reset(self, count: int) -> None:
@@ -1122,6 +1189,7 @@ class _Progress:
             error=error,
             cached=cached,
             cached_at=cached_at,
+            reattached=self.reattached,
         )
         self._last = update
         if self.callback is None:

@@ -95,6 +95,9 @@ class APIError(QImageError):
         self.error_type = error_type
         self.param = param
         self.retry_after = retry_after
+        # Set by the client: an earlier attempt of the same request got no definite answer, so
+        # this refusal does not prove the server created nothing.
+        self.after_ambiguous_attempt = False
 
 
 class BadRequestError(APIError):

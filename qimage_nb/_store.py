@@ -452,8 +452,10 @@ class Store:
     ) -> Path:
         """Move a checked download into the image store, add provenance, journal it; return its path.
 
-        The file is named by the SHA-256 of the bytes as received, so identical bytes are stored
-        once (the first copy, with its provenance, is kept). Idempotent per ``(key, index)``.
+        The file is named by the SHA-256 of the bytes as received plus a short digest of the
+        provenance (less its timestamp): the same image of the same task is stored once, while two
+        tasks that happen to return identical bytes each keep a file whose PNG chunks name *their*
+        task and prompt. Idempotent per ``(key, index)``.
         """
         from ._images import add_png_text, sidecar_path
 
@@ -462,7 +464,11 @@ class Store:
             raise KeyError(f"no journal entry for key {key!r}")
         data = temp.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
-        final = self.root / "images" / digest[:2] / f"{digest}{_suffix(data)}"
+        identity = json.dumps(
+            {k: v for k, v in sorted(provenance.items()) if k != "created"}, ensure_ascii=False
+        )
+        tag = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:12]
+        final = self.root / "images" / digest[:2] / f"{digest}-{tag}{_suffix(data)}"
         if final.exists():
             temp.unlink(missing_ok=True)
         else:
@@ -522,6 +528,21 @@ class Store:
             ).fetchall()
             records = self._records(conn, rows)
         return [record for record in records if not record.downloaded]
+
+    def find_unfinished(self, fingerprint: str, origin: str | None = None) -> JobRecord | None:
+        """The newest entry for this request that was submitted (or is being submitted) but whose
+        images are not all on disk, and that did not fail: re-running the same request should
+        re-attach to it, not pay for a second task."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT * FROM jobs WHERE fingerprint = ? AND status NOT IN ('failed', 'cancelled')"
+                " AND (? IS NULL OR origin = ?) ORDER BY created_at DESC, rowid DESC",
+                (fingerprint, origin, origin),
+            ).fetchall()
+            for record in self._records(conn, rows):
+                if not record.downloaded:
+                    return record
+        return None
 
     def find_cached(self, fingerprint: str, origin: str | None = None) -> JobRecord | None:
         """The newest completed entry for this request fingerprint whose images are all on disk.

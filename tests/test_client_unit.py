@@ -17,6 +17,7 @@ from qimage_nb._exceptions import (
     BadRequestError,
     GenerationTimeout,
     ImageError,
+    InsufficientBalanceError,
     ProtocolError,
     RateLimitError,
     ServerError,
@@ -64,6 +65,7 @@ class FakeAPI:
         }
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        request.extensions["sent_at"] = time.monotonic()
         self.requests.append(request)
         url = str(request.url)
         if request.method == "POST" and url == f"{API}/v1/images/generations":
@@ -345,3 +347,72 @@ def test_balance_parses():
 
     client = Client(KEY, API, transport=httpx.MockTransport(handler))
     assert client.balance().remain_balance == 4.5
+
+
+async def test_a_long_retry_after_while_polling_is_honoured():
+    fake = FakeAPI()
+    fake.poll_answers = [
+        httpx.Response(429, headers={"Retry-After": "0.4"}, json={"error": {"code": 429, "message": "slow", "type": "rate_limit_error"}})
+    ]
+    policy = RetryPolicy(max_attempts=4, backoff_base=0.001, backoff_cap=0.002, max_retry_after=0.01)
+    async with make(fake, retry=policy) as client:
+        await client.generate("x")
+    polls = [r for r in fake.requests if "/v1/tasks/" in str(r.url)]
+    times = [r.extensions.get("sent_at") for r in polls]
+    assert len(polls) == 2  # the 429 did not make us hammer the server on our own schedule
+    assert None not in times and times[1] - times[0] >= 0.4
+
+
+async def test_408_while_polling_is_transient():
+    fake = FakeAPI()
+    fake.poll_answers = [httpx.Response(408, json={"error": {"code": 408, "message": "request timeout"}})] * 5
+    async with make(fake) as client:
+        generation = await client.generate("x")
+    assert generation.images
+
+
+async def test_a_refusal_after_an_ambiguous_attempt_keeps_the_submit_resumable():
+    fake = FakeAPI()
+    fake.submit_answers = [
+        httpx.Response(500, json={"error": {"code": 500, "message": "maybe created", "type": "server_error"}}),
+        httpx.Response(402, json={"error": {"code": 402, "message": "balance spent", "type": "payment_required"}}),
+    ]
+    async with make(fake) as client:
+        with pytest.raises(InsufficientBalanceError):
+            await client.generate("x")
+        pending = client.pending()
+    assert len(pending) == 1 and pending[0].task_id is None  # resume will replay the same key
+
+
+async def test_a_definite_refusal_closes_the_journal_entry():
+    fake = FakeAPI()
+    fake.submit_answers = [httpx.Response(402, json={"error": {"code": 402, "message": "no money", "type": "payment_required"}})]
+    async with make(fake) as client:
+        with pytest.raises(InsufficientBalanceError):
+            await client.generate("x")
+        assert client.pending() == []
+
+
+async def test_a_short_key_never_corrupts_answers():
+    fake = FakeAPI()
+    async with AsyncClient("k", API, transport=httpx.MockTransport(fake), retry=FAST_RETRY, poll=FAST_POLL) as client:
+        generation = await client.generate("x")
+    assert generation.task_id == "task_T1"
+
+
+async def test_a_deadline_shorter_than_the_first_poll_still_asks_once():
+    fake = FakeAPI(polls_before_done=10**6)
+    slow_first = PollPolicy(floor=0.001, ceiling=5, first=3.0)
+    async with make(fake, poll=slow_first) as client:
+        with pytest.raises(GenerationTimeout, match="still processing"):
+            await client.generate("x", timeout=0.1)
+    assert len([r for r in fake.requests if "/v1/tasks/" in str(r.url)]) == 1
+
+
+async def test_the_key_is_in_no_header_dict_of_ours():
+    fake = FakeAPI()
+    async with make(fake) as client:
+        auth = client._auth()
+        assert KEY not in repr(auth) and KEY not in repr(vars(auth))
+        await client.generate("x")
+    assert fake.api_requests()[0].headers["authorization"] == f"Bearer {KEY}"

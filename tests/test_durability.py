@@ -160,3 +160,36 @@ def test_expired_cdn_url_uses_the_disk_copy(home):
     again = Client("k", "http://127.0.0.1:9").resume(generation.task_id)
     assert again.paths == generation.paths
     assert again.images[0].tobytes() == generation.images[0].tobytes()
+
+
+def test_rerun_after_a_timeout_reattaches_instead_of_paying_again(home):
+    from qimage_nb._exceptions import GenerationTimeout
+
+    with Emulator(latency=1.0, jitter=0.0) as emu:
+        client = Client(emu.api_key, emu.base_url, retry=FAST_RETRY, poll=PollPolicy(floor=0.05, first=0.1))
+        with pytest.raises(GenerationTimeout) as info:
+            client.generate("slow and paid for", cache=True, timeout=0.3)
+        updates = []
+        again = client.generate("slow and paid for", cache=True, on_update=updates.append)
+        assert again.task_id == info.value.task_id
+        assert updates and all(u.reattached for u in updates)
+        assert emu.counters()["submits_accepted"] == 1
+        # --new (cache off) is the way to pay for fresh images
+        fresh = client.generate("slow and paid for")
+        assert fresh.task_id != again.task_id and emu.counters()["submits_accepted"] == 2
+
+
+def test_resume_refuses_another_origin(home):
+    from qimage_nb._exceptions import ValidationError
+
+    with Emulator(latency=0.3, jitter=0.0) as one, Emulator(latency=0.3, jitter=0.0) as two:
+        one.set_faults(lose_submit_answers=50, lose_mode="reset")
+        lossy = Client(one.api_key, one.base_url, retry=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_cap=0.02))
+        with pytest.raises(Exception):  # noqa: B017 - whichever transport error; the journal is what matters
+            lossy.generate("sent to one")
+        [entry] = lossy.pending()
+        other = Client(two.api_key, two.base_url, retry=FAST_RETRY)
+        with pytest.raises(ValidationError, match="was sent to") as refused:
+            other.resume(entry.key)
+        assert one.base_url in str(refused.value)
+        assert two.counters()["submit_attempts"] == 0

@@ -292,7 +292,8 @@ def test_images_are_named_by_the_hash_of_the_bytes_as_received(store):
     path = store.save_image("k", 0, "https://cdn.example/0.png", download(store, body),
                             {"prompt": "p"}, width=48, height=32)  # fmt: skip
     digest = hashlib.sha256(body).hexdigest()
-    assert path == store.root / "images" / digest[:2] / f"{digest}.png"
+    assert path.parent == store.root / "images" / digest[:2]
+    assert path.name.startswith(f"{digest}-") and path.suffix == ".png"
     assert path.read_bytes() != body  # provenance chunks were added after hashing
     with Image.open(path) as saved, Image.open(io.BytesIO(body)) as received:
         assert saved.tobytes() == received.tobytes()
@@ -310,6 +311,20 @@ def test_identical_bytes_are_stored_once(store):
     assert first == second != other
     assert len(list((store.root / "images").rglob("*.png"))) == 2
     assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_identical_bytes_from_two_tasks_keep_their_own_provenance(store):
+    body = png((9, 9, 9))
+    store.begin(request("a"), "a")
+    store.begin(request("b"), "b")
+    first = store.save_image("a", 0, "https://cdn.example/a.png", download(store, body),
+                             {"task_id": "task_A", "prompt": "first"}, width=48, height=32)  # fmt: skip
+    second = store.save_image("b", 0, "https://cdn.example/b.png", download(store, body),
+                              {"task_id": "task_B", "prompt": "second"}, width=48, height=32)  # fmt: skip
+    assert first != second
+    with Image.open(first) as one, Image.open(second) as two:
+        assert (one.text["task_id"], two.text["task_id"]) == ("task_A", "task_B")
+        assert one.tobytes() == two.tobytes()
 
 
 def test_save_image_is_idempotent_per_key_and_index(store):
