@@ -937,7 +937,11 @@ class AsyncClient:
         assert job is not None
         return job
 
-    def _provenance(self, request: GenerationRequest, task_id: str, url: str, index: int) -> dict[str, str]:
+    def _provenance(
+        self, request: GenerationRequest, task_id: str, url: str, index: int, expires_at: float | None = None
+    ) -> dict[str, str]:
+        # expires_at and origin let a face decide whether source_url can still serve as a reference
+        # (an expired CDN URL, or one from another API, must be re-uploaded from the disk copy).
         return {
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt or "",
@@ -948,16 +952,20 @@ class AsyncClient:
             "index": str(index),
             "task_id": task_id,
             "source_url": url,
+            "expires_at": "" if expires_at is None else str(int(expires_at)),
+            "origin": self.base_url,
             "created": _now_iso(),
         }
 
     async def _from_disk(self, job: JobRecord, progress: _Progress, *, cached: bool) -> Generation:
-        from ._images import open_lazy
+        from ._images import open_lazy, read_provenance
 
         images = []
         for index, path in enumerate(job.image_paths):
             assert path is not None
             info = self._provenance(job.request, job.task_id or "", job.urls[index] if index < len(job.urls) else "", index)
+            # What the file itself records wins: when it was made, when its URL expires, where from.
+            info.update(read_provenance(path))
             info["path"] = str(path)
             images.append(open_lazy(path, info))
         progress.reset(len(images))
@@ -989,7 +997,7 @@ class AsyncClient:
         slots = self._pool()[1]
 
         async def fetch(index: int, url: str) -> tuple[Image.Image, Path]:
-            info = self._provenance(job.request, status.task_id, url, index)
+            info = self._provenance(job.request, status.task_id, url, index, status.expires_at)
             path = on_disk[index]
             if path is None or not Path(path).exists():
                 async with slots:

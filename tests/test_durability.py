@@ -137,6 +137,10 @@ def test_identical_rerun_is_served_from_cache_without_requests(home):
         after = emu.counters()
         assert second.cached and not first.cached
         assert second.paths == first.paths
+        # a cached image says when it was really made and when its CDN URL expires (from the file)
+        assert second.images[0].info["created"] == first.images[0].info["created"]
+        assert int(second.images[0].info["expires_at"]) > 0
+        assert second.images[0].info["origin"] == emu.base_url
         assert after["submit_attempts"] == before["submit_attempts"]
         assert after["polls"] == before["polls"] and after["cdn_hits"] == before["cdn_hits"]
         third = client.generate("cache me", size="16:9")  # cache off: a fresh, billed generation
