@@ -9,24 +9,28 @@ id as soon as it is known, and every image as soon as its bytes are on disk.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import ipaddress
 import logging
-import math
 import os
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
 from . import __version__
+from ._config import (
+    _BearerAuth,
+    _check_count,
+    _check_key,
+    _check_seconds,
+    _check_task_id,
+    check_base_url,
+)
 from ._contract import (
     BALANCE_PATH,
     PRODUCTION_BASE_URL,
@@ -42,12 +46,12 @@ from ._contract import (
     parse_task,
     parse_upload,
 )
+from ._download import fetch_image
 from ._exceptions import (
     APIError,
     AuthenticationError,
     BadRequestError,
     GenerationTimeout,
-    ImageError,
     InsufficientBalanceError,
     NotFoundError,
     PayloadTooLargeError,
@@ -63,6 +67,7 @@ from ._exceptions import (
     ValidationError,
 )
 from ._polling import PollPolicy
+from ._results import Generation, Update, UpdateCallback, _Progress
 from ._retry import RetryPolicy, is_retryable, parse_retry_after
 
 if TYPE_CHECKING:
@@ -74,208 +79,9 @@ __all__ = ["AsyncClient", "Generation", "Update"]
 
 logger = logging.getLogger("qimage_nb")
 
-UpdateCallback = Callable[["Update"], "Awaitable[None] | None"]
-
 # How many consecutive contract breaches (unknown status, odd envelope) a wait tolerates before it
 # gives up loudly: one garbled answer from a proxy should not cost the user a paid task.
 _MAX_PROTOCOL_ERRORS = 3
-
-
-# --- results ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Update:
-    """One step of a generation, for progress displays (``on_update``).
-
-    ``stage`` is one of ``"submitting"``, ``"pending"``, ``"processing"``, ``"downloading"`` (an
-    image arrived), ``"done"``, ``"failed"``, ``"cancelled"`` or ``"error"``. ``images`` has one slot
-    per expected image, in the API's order: ``None`` until that image has downloaded.
-    """
-
-    request: GenerationRequest
-    stage: str
-    task_id: str | None = None
-    progress: int = 0
-    elapsed: float = 0.0
-    estimated_time: float | None = None
-    images: tuple[Image.Image | None, ...] = ()
-    new_image: int | None = None
-    error: QImageError | None = None
-    cached: bool = False
-    cached_at: float | None = None
-    label: str | None = None
-    batch_index: int | None = None
-    reattached: bool = False  # waiting on an earlier, unfinished run of the same request
-
-    @property
-    def done(self) -> bool:
-        return self.stage in ("done", "failed", "cancelled", "error")
-
-    @property
-    def eta(self) -> float | None:
-        """Seconds left by the server's (usually pessimistic) estimate, or None."""
-        if self.estimated_time is None or self.done:
-            return None
-        return max(0.0, self.estimated_time - self.elapsed)
-
-
-@dataclass
-class Generation:
-    """The result of one generation request.
-
-    ``images`` are PIL images in the order the API returned them, opened lazily from the files on
-    disk (``paths``); each carries its provenance in ``.info`` (prompt, model, size, resolution,
-    task_id, source_url, ...). In a batch, a failed request has ``error`` set and no images.
-    """
-
-    task_id: str | None
-    request: GenerationRequest
-    urls: list[str] = field(default_factory=list)
-    images: list[Image.Image] = field(default_factory=list)
-    paths: list[Path] = field(default_factory=list)
-    status: str = "completed"
-    cached: bool = False
-    created_at: float | None = None
-    completed_at: float | None = None
-    idempotency_key: str | None = None
-    label: str | None = None
-    error: QImageError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and self.status == "completed"
-
-    def __repr__(self) -> str:
-        prompt = self.request.prompt
-        short = prompt if len(prompt) <= 40 else prompt[:37] + "..."
-        w, h = self.request.pixel_size
-        state = f"error={type(self.error).__name__}" if self.error else f"{len(self.images)} images {w}x{h}"
-        cached = " cached" if self.cached else ""
-        return f"<Generation {self.task_id} {state}{cached} {self.request.model} prompt={short!r}>"
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from ._display import gallery_bundle
-
-        return gallery_bundle([self])
-
-
-# --- configuration ---------------------------------------------------------------------------
-
-
-class _Secret:
-    """Holds the API key so that no repr, log line or traceback local shows it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<hidden>"
-
-    __str__ = __repr__
-
-
-class _BearerAuth(httpx.Auth):
-    """Adds the key at send time, so no dict of headers in our frames ever holds it."""
-
-    def __init__(self, secret: _Secret) -> None:
-        self._secret = secret
-
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
-        request.headers["Authorization"] = f"Bearer {self._secret.reveal()}"
-        yield request
-
-    def __repr__(self) -> str:
-        return "<BearerAuth hidden>"
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1, ``localhost`` and ``*.localhost`` (RFC 6761)."""
-    name = host.strip("[]").lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
-def check_base_url(value: Any, *, allow_insecure_http: bool = False) -> str:
-    """Validate and normalise a base URL; plain http only to loopback unless explicitly allowed."""
-    example = f"use an https URL such as {PRODUCTION_BASE_URL}"
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError("base_url", f"base_url must be an http(s) URL; {example}")
-    text = value.strip()
-    parts = urlsplit(text)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        # Echo only what looks like a URL: a key passed in the wrong place must not be printed.
-        shown = f" {text[:80]!r}" if "://" in text else ""
-        raise ValidationError("base_url", f"base_url{shown} is not an http(s) URL with a host; {example}")
-    if parts.username or parts.password:
-        # Never echo it: the part before "@" may be the key itself.
-        raise ValidationError(
-            "base_url", f"base_url must not carry credentials (user:password@); pass the key as api_key; {example}"
-        )
-    if parts.query or parts.fragment:
-        raise ValidationError("base_url", f"base_url {text!r} must not carry a query or fragment; {example}")
-    if parts.scheme.lower() == "http" and not is_loopback_host(parts.hostname) and not allow_insecure_http:
-        raise ValidationError(
-            "base_url",
-            f"base_url {text!r} is plain http to a non-loopback host, which would send your API key "
-            "unencrypted; use https, or pass allow_insecure_http=True if you must",
-        )
-    return text.rstrip("/")
-
-
-def _check_key(value: Any) -> _Secret | None:
-    if value is None:
-        return None
-    if isinstance(value, _Secret):
-        return value
-    if not isinstance(value, str):
-        raise ValidationError("api_key", f"api_key must be a string, got {type(value).__name__}")
-    key = value.strip()
-    if not key:
-        return None
-    if any(c.isspace() or ord(c) < 32 for c in key):
-        # A header value with a newline could smuggle another header; refuse without echoing it.
-        raise ValidationError("api_key", "api_key contains spaces or control characters: paste the key alone")
-    return _Secret(key)
-
-
-def _check_seconds(name: str, value: Any, *, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValidationError(name, f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(name, f"{name} must be a whole number >= 1, got {value!r}")
-    return value
-
-
-def _check_task_id(value: Any, what: str) -> str:
-    """A task id (or journal key) as the API and the journal write them: refused before any request
-    or journal row when it cannot be one (a pasted sentence, a path, a URL, control characters)."""
-    hint = "copy the task id (like task_01...) from the generation's output, or see %qimage history"
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError("task_id", f"{what} needs a task id, got {type(value).__name__} {value!r:.40}; {hint}")
-    text = value.strip()
-    if (
-        len(text) > 200
-        or text in (".", "..")
-        or any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in "/\\?#%" for c in text)
-    ):
-        raise ValidationError("task_id", f"{what}: {text[:40]!r} is not a task id; {hint}")
-    return text
 
 
 _ERRORS_BY_STATUS: dict[int, type[APIError]] = {
@@ -1027,84 +833,9 @@ class AsyncClient:
         return [image for image, _ in pairs], [path for _, path in pairs]
 
     async def _fetch_image(self, url: str, *, task_id: str) -> tuple[Path, Any]:
-        """Stream one image to a temp file under a byte cap and check it; retried like any GET."""
-        from ._images import MAX_DOWNLOAD_BYTES, inspect_image
-
-        scheme = urlsplit(url).scheme.lower()
-        if scheme not in ("http", "https"):
-            raise ImageError(
-                f"refusing to fetch image URL with scheme {scheme or 'none'!r}: only http(s) images are downloaded",
-                task_id=task_id,
-                url=url,
-            )
-        http = self._client()
-        failure: QImageError | None = None
-        for attempt in range(self.retry.max_attempts):
-            retry_after = None
-            temp = self.store.temp_path()
-            keep = False
-            try:
-                # No Authorization header here: the CDN is another origin and must never see the key.
-                async with http.stream("GET", url, headers={"Accept": "image/*"}, follow_redirects=True) as response:
-                    if not response.is_success:
-                        retry_after = parse_retry_after(response.headers.get("retry-after"))
-                        await response.aread()
-                        message = f"image download failed (HTTP {response.status_code}) for task {task_id}"
-                        if not is_retryable(response.status_code):
-                            raise ImageError(
-                                f"{message}: the URL is gone or expired; the task's images cannot be fetched from it",
-                                task_id=task_id,
-                                url=url,
-                            )
-                        failure = ImageError(message, task_id=task_id, url=url)
-                    else:
-                        declared = response.headers.get("content-length")
-                        if declared and declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
-                            raise ImageError(
-                                f"refusing an image of {int(declared)} bytes (cap {MAX_DOWNLOAD_BYTES}) for task {task_id}",
-                                task_id=task_id,
-                                url=url,
-                            )
-                        received = 0
-                        with open(temp, "wb") as sink:
-                            async for chunk in response.aiter_bytes(1 << 16):
-                                received += len(chunk)
-                                if received > MAX_DOWNLOAD_BYTES:
-                                    raise ImageError(
-                                        f"refusing an image over {MAX_DOWNLOAD_BYTES} bytes for task {task_id}",
-                                        task_id=task_id,
-                                        url=url,
-                                    )
-                                sink.write(chunk)
-                        if declared and declared.isdigit() and received != int(declared):
-                            failure = ImageError(
-                                f"image download for task {task_id} was cut short ({received} of {declared} bytes)",
-                                task_id=task_id,
-                                url=url,
-                            )
-                        else:
-                            try:
-                                facts = inspect_image(temp, url=url, task_id=task_id)
-                            except ImageError as exc:
-                                if not getattr(exc, "truncated", False):
-                                    raise
-                                failure = exc
-                            else:
-                                keep = True
-                                return temp, facts
-            except httpx.TimeoutException as exc:
-                failure = TransportError(f"image download for task {task_id} timed out ({type(exc).__name__})", task_id=task_id)
-            except httpx.TransportError as exc:
-                failure = TransportError(
-                    f"image download for task {task_id} failed ({type(exc).__name__})", task_id=task_id
-                )
-            finally:
-                if not keep:
-                    temp.unlink(missing_ok=True)
-            if attempt + 1 < self.retry.max_attempts:
-                await asyncio.sleep(self.retry.backoff(attempt, retry_after))
-        assert failure is not None
-        raise failure
+        return await fetch_image(
+            self._client(), url, temp_path=self.store.temp_path, retry=self.retry, task_id=task_id
+        )
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -1147,64 +878,3 @@ def _coerce_request(item: Any, index: int) -> GenerationRequest:
     raise ValidationError(
         "requests", f"request {index} is a {type(item).__name__}; pass prompts, dicts or GenerationRequest objects"
     )
-
-
-class _Progress:
-    """Builds the ``Update`` stream of one generation and shields it from callback failures."""
-
-    def __init__(
-        self,
-        request: GenerationRequest,
-        callback: UpdateCallback | None,
-        label: str | None,
-        batch_index: int | None,
-        started: float,
-    ) -> None:
-        self.request = request
-        self.callback = callback
-        self.label = label
-        self.batch_index = batch_index
-        self.started = started
-        self.images: list[Image.Image | None] = [None] * request.n
-        self.reattached = False
-        self._last: Update | None = None
-
-    def reset(self, count: int) -> None:
-        if count != len(self.images):
-            self.images = [None] * count
-
-    async def emit(
-        self,
-        stage: str,
-        *,
-        task_id: str | None = None,
-        status: TaskStatus | None = None,
-        new_image: int | None = None,
-        error: QImageError | None = None,
-        cached: bool = False,
-        cached_at: float | None = None,
-    ) -> None:
-        base = self._last or Update(request=self.request, stage=stage, label=self.label, batch_index=self.batch_index)
-        update = replace(
-            base,
-            stage=stage,
-            task_id=task_id or base.task_id,
-            progress=status.progress if status else (100 if stage == "done" else base.progress),
-            elapsed=time.monotonic() - self.started,
-            estimated_time=status.estimated_time if status and status.estimated_time else base.estimated_time,
-            images=tuple(self.images),
-            new_image=new_image,
-            error=error,
-            cached=cached,
-            cached_at=cached_at,
-            reattached=self.reattached,
-        )
-        self._last = update
-        if self.callback is None:
-            return
-        try:
-            result = self.callback(update)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:  # a broken progress display must never cost the user a paid image
-            logger.exception("qimage_nb: on_update callback failed")

@@ -13,7 +13,8 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._client import AsyncClient, _check_key, _Secret, check_base_url
+from ._client import AsyncClient
+from ._config import _check_key, _Secret, check_base_url
 from ._contract import PRODUCTION_BASE_URL
 
 if TYPE_CHECKING:

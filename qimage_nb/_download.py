@@ -1,0 +1,109 @@
+"""Downloading one result image from the CDN: streamed to disk, capped, checked, retried.
+
+The CDN is another origin: these requests never carry the Authorization header (the shared httpx
+client has none by default; only API requests add it through ``_BearerAuth``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from ._exceptions import ImageError, QImageError, TransportError
+from ._images import MAX_DOWNLOAD_BYTES, ImageFacts, inspect_image
+from ._retry import RetryPolicy, is_retryable, parse_retry_after
+
+__all__ = ["fetch_image"]
+
+
+async def fetch_image(
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    temp_path: Callable[[], Path],
+    retry: RetryPolicy,
+    task_id: str,
+) -> tuple[Path, ImageFacts]:
+    """Stream one image to a temp file under a byte cap and check it; retried like any GET.
+
+    Returns the temp file (the caller moves it into the store) and what its header says.
+    """
+
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ImageError(
+            f"refusing to fetch image URL with scheme {scheme or 'none'!r}: only http(s) images are downloaded",
+            task_id=task_id,
+            url=url,
+        )
+    failure: QImageError | None = None
+    for attempt in range(retry.max_attempts):
+        retry_after = None
+        temp = temp_path()
+        keep = False
+        try:
+            # No Authorization header here: the CDN is another origin and must never see the key.
+            async with http.stream("GET", url, headers={"Accept": "image/*"}, follow_redirects=True) as response:
+                if not response.is_success:
+                    retry_after = parse_retry_after(response.headers.get("retry-after"))
+                    await response.aread()
+                    message = f"image download failed (HTTP {response.status_code}) for task {task_id}"
+                    if not is_retryable(response.status_code):
+                        raise ImageError(
+                            f"{message}: the URL is gone or expired; the task's images cannot be fetched from it",
+                            task_id=task_id,
+                            url=url,
+                        )
+                    failure = ImageError(message, task_id=task_id, url=url)
+                else:
+                    declared = response.headers.get("content-length")
+                    if declared and declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
+                        raise ImageError(
+                            f"refusing an image of {int(declared)} bytes (cap {MAX_DOWNLOAD_BYTES}) for task {task_id}",
+                            task_id=task_id,
+                            url=url,
+                        )
+                    received = 0
+                    with open(temp, "wb") as sink:
+                        async for chunk in response.aiter_bytes(1 << 16):
+                            received += len(chunk)
+                            if received > MAX_DOWNLOAD_BYTES:
+                                raise ImageError(
+                                    f"refusing an image over {MAX_DOWNLOAD_BYTES} bytes for task {task_id}",
+                                    task_id=task_id,
+                                    url=url,
+                                )
+                            sink.write(chunk)
+                    if declared and declared.isdigit() and received != int(declared):
+                        failure = ImageError(
+                            f"image download for task {task_id} was cut short ({received} of {declared} bytes)",
+                            task_id=task_id,
+                            url=url,
+                        )
+                    else:
+                        try:
+                            facts = inspect_image(temp, url=url, task_id=task_id)
+                        except ImageError as exc:
+                            if not getattr(exc, "truncated", False):
+                                raise
+                            failure = exc
+                        else:
+                            keep = True
+                            return temp, facts
+        except httpx.TimeoutException as exc:
+            failure = TransportError(f"image download for task {task_id} timed out ({type(exc).__name__})", task_id=task_id)
+        except httpx.TransportError as exc:
+            failure = TransportError(
+                f"image download for task {task_id} failed ({type(exc).__name__})", task_id=task_id
+            )
+        finally:
+            if not keep:
+                temp.unlink(missing_ok=True)
+        if attempt + 1 < retry.max_attempts:
+            await asyncio.sleep(retry.backoff(attempt, retry_after))
+    assert failure is not None
+    raise failure

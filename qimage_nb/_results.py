@@ -1,0 +1,162 @@
+"""What a generation hands back: ``Update`` (each step, for progress displays) and ``Generation``
+(the result), plus ``_Progress``, which builds one generation's stream of updates.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._contract import GenerationRequest, TaskStatus
+from ._exceptions import QImageError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = ["Generation", "Update", "UpdateCallback"]
+
+logger = logging.getLogger("qimage_nb")
+
+UpdateCallback = Callable[["Update"], "Awaitable[None] | None"]
+
+
+@dataclass(frozen=True)
+class Update:
+    """One step of a generation, for progress displays (``on_update``).
+
+    ``stage`` is one of ``"submitting"``, ``"pending"``, ``"processing"``, ``"downloading"`` (an
+    image arrived), ``"done"``, ``"failed"``, ``"cancelled"`` or ``"error"``. ``images`` has one slot
+    per expected image, in the API's order: ``None`` until that image has downloaded.
+    """
+
+    request: GenerationRequest
+    stage: str
+    task_id: str | None = None
+    progress: int = 0
+    elapsed: float = 0.0
+    estimated_time: float | None = None
+    images: tuple[Image.Image | None, ...] = ()
+    new_image: int | None = None
+    error: QImageError | None = None
+    cached: bool = False
+    cached_at: float | None = None
+    label: str | None = None
+    batch_index: int | None = None
+    reattached: bool = False  # waiting on an earlier, unfinished run of the same request
+
+    @property
+    def done(self) -> bool:
+        return self.stage in ("done", "failed", "cancelled", "error")
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left by the server's (usually pessimistic) estimate, or None."""
+        if self.estimated_time is None or self.done:
+            return None
+        return max(0.0, self.estimated_time - self.elapsed)
+
+
+@dataclass
+class Generation:
+    """The result of one generation request.
+
+    ``images`` are PIL images in the order the API returned them, opened lazily from the files on
+    disk (``paths``); each carries its provenance in ``.info`` (prompt, model, size, resolution,
+    task_id, source_url, ...). In a batch, a failed request has ``error`` set and no images.
+    """
+
+    task_id: str | None
+    request: GenerationRequest
+    urls: list[str] = field(default_factory=list)
+    images: list[Image.Image] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+    status: str = "completed"
+    cached: bool = False
+    created_at: float | None = None
+    completed_at: float | None = None
+    idempotency_key: str | None = None
+    label: str | None = None
+    error: QImageError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.status == "completed"
+
+    def __repr__(self) -> str:
+        prompt = self.request.prompt
+        short = prompt if len(prompt) <= 40 else prompt[:37] + "..."
+        w, h = self.request.pixel_size
+        state = f"error={type(self.error).__name__}" if self.error else f"{len(self.images)} images {w}x{h}"
+        cached = " cached" if self.cached else ""
+        return f"<Generation {self.task_id} {state}{cached} {self.request.model} prompt={short!r}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from ._display import gallery_bundle
+
+        return gallery_bundle([self])
+
+
+class _Progress:
+    """Builds the ``Update`` stream of one generation and shields it from callback failures."""
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        callback: UpdateCallback | None,
+        label: str | None,
+        batch_index: int | None,
+        started: float,
+    ) -> None:
+        self.request = request
+        self.callback = callback
+        self.label = label
+        self.batch_index = batch_index
+        self.started = started
+        self.images: list[Image.Image | None] = [None] * request.n
+        self.reattached = False
+        self._last: Update | None = None
+
+    def reset(self, count: int) -> None:
+        if count != len(self.images):
+            self.images = [None] * count
+
+    async def emit(
+        self,
+        stage: str,
+        *,
+        task_id: str | None = None,
+        status: TaskStatus | None = None,
+        new_image: int | None = None,
+        error: QImageError | None = None,
+        cached: bool = False,
+        cached_at: float | None = None,
+    ) -> None:
+        base = self._last or Update(request=self.request, stage=stage, label=self.label, batch_index=self.batch_index)
+        update = replace(
+            base,
+            stage=stage,
+            task_id=task_id or base.task_id,
+            progress=status.progress if status else (100 if stage == "done" else base.progress),
+            elapsed=time.monotonic() - self.started,
+            estimated_time=status.estimated_time if status and status.estimated_time else base.estimated_time,
+            images=tuple(self.images),
+            new_image=new_image,
+            error=error,
+            cached=cached,
+            cached_at=cached_at,
+            reattached=self.reattached,
+        )
+        self._last = update
+        if self.callback is None:
+            return
+        try:
+            result = self.callback(update)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # a broken progress display must never cost the user a paid image
+            logger.exception("qimage_nb: on_update callback failed")
