@@ -529,10 +529,9 @@ class Store:
             records = self._records(conn, rows)
         return [record for record in records if not record.downloaded]
 
-    def find_unfinished(self, fingerprint: str, origin: str | None = None) -> JobRecord | None:
-        """The newest entry for this request that was submitted (or is being submitted) but whose
-        images are not all on disk, and that did not fail: re-running the same request should
-        re-attach to it, not pay for a second task."""
+    def _same_request(self, fingerprint: str, origin: str | None, *, downloaded: bool) -> JobRecord | None:
+        """The newest live entry for this request (and origin) whose images are, or are not, all on
+        disk. Failed and cancelled entries never count."""
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT * FROM jobs WHERE fingerprint = ? AND status NOT IN ('failed', 'cancelled')"
@@ -540,24 +539,21 @@ class Store:
                 (fingerprint, origin, origin),
             ).fetchall()
             for record in self._records(conn, rows):
-                if not record.downloaded:
+                if record.downloaded == downloaded:
                     return record
         return None
+
+    def find_unfinished(self, fingerprint: str, origin: str | None = None) -> JobRecord | None:
+        """The newest entry for this request that was submitted (or is being submitted) but whose
+        images are not all on disk: re-running the same request should re-attach to it, not pay for
+        a second task."""
+        return self._same_request(fingerprint, origin, downloaded=False)
 
     def find_cached(self, fingerprint: str, origin: str | None = None) -> JobRecord | None:
         """The newest completed entry for this request fingerprint whose images are all on disk.
         With ``origin``, only entries from that API base URL: emulator pictures must never be served
         as a real API's images."""
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT * FROM jobs WHERE fingerprint = ? AND status = 'completed'"
-                " AND (? IS NULL OR origin = ?) ORDER BY created_at DESC, rowid DESC",
-                (fingerprint, origin, origin),
-            ).fetchall()
-            for record in self._records(conn, rows):
-                if record.downloaded:
-                    return record
-        return None
+        return self._same_request(fingerprint, origin, downloaded=True)
 
     def history(self, limit: int = 50) -> list[JobRecord]:
         """The newest ``limit`` entries, newest first."""
