@@ -73,9 +73,18 @@ def _suggest(value: str, allowed: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _short(text: Any, limit: int = 40) -> str:
+    """``text`` on one line of at most ``limit`` characters: whitespace runs collapsed, a cut marked "…".
+
+    The one shortener of the package: messages here, and captions and status lines in both faces.
+    """
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _brief(value: Any, limit: int = 40) -> str:
+    """A value as it was given (its repr), shortened for a message."""
+    return _short(repr(value), limit)
 
 
 def _check_text(field_name: str, value: Any, *, limit: int, required: bool, hint: str) -> str | None:
@@ -102,7 +111,7 @@ def _check_choice(field_name: str, value: Any, allowed: tuple[str, ...], *, fold
     if not isinstance(value, str):
         raise ValidationError(
             field_name,
-            f"{field_name} must be one of {_choices(allowed)}, got {type(value).__name__} {_short(value)}",
+            f"{field_name} must be one of {_choices(allowed)}, got {type(value).__name__} {_brief(value)}",
         )
     normal = value.strip().upper() if fold == "upper" else value.strip().lower()
     if normal not in allowed:
@@ -117,7 +126,7 @@ def _check_choice(field_name: str, value: Any, allowed: tuple[str, ...], *, fold
 def _check_n(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationError(
-            "n", f"n must be a whole number from {N_MIN} to {N_MAX}, got {type(value).__name__} {_short(value)}"
+            "n", f"n must be a whole number from {N_MIN} to {N_MAX}, got {type(value).__name__} {_brief(value)}"
         )
     if not N_MIN <= value <= N_MAX:
         raise ValidationError("n", f"n is {value}; the API makes {N_MIN} to {N_MAX} images per request")
@@ -142,10 +151,10 @@ def check_reference_url(value: Any, index: int = 0) -> str:
     scheme = parts.scheme.lower()
     if scheme in ("http", "https"):
         if not parts.hostname:
-            raise ValidationError(name, f"{name} {_short(url)} has no host; {upload_hint}")
+            raise ValidationError(name, f"{name} {_brief(url)} has no host; {upload_hint}")
         return url
     if scheme == "" or (len(scheme) == 1 and url[1:3] in (":\\", ":/")) or scheme == "file":
-        raise ValidationError(name, f"{name} {_short(url)} is a local path; {upload_hint}")
+        raise ValidationError(name, f"{name} {_brief(url)} is a local path; {upload_hint}")
     raise ValidationError(
         name, f"{name} uses the {scheme}: scheme; {upload_hint}"
     )
@@ -323,10 +332,10 @@ def _ok_code(code: Any) -> bool:
 
 def _envelope_data(payload: Any, what: str) -> Any:
     if not isinstance(payload, Mapping):
-        raise ProtocolError(f"the {what} answer is not a JSON object: {_short(payload, 60)}")
+        raise ProtocolError(f"the {what} answer is not a JSON object: {_brief(payload, 60)}")
     if "error" in payload and isinstance(payload["error"], Mapping) and "data" not in payload:
         err = payload["error"]
-        raise ProtocolError(f"the {what} answer is an error: {err.get('message') or _short(err, 80)}")
+        raise ProtocolError(f"the {what} answer is an error: {err.get('message') or _brief(err, 80)}")
     if not _ok_code(payload.get("code")):
         message = payload.get("message") or payload.get("msg") or ""
         raise ProtocolError(f"the {what} answer has code {payload.get('code')!r}: {message}".rstrip(": "))
@@ -351,10 +360,10 @@ def parse_submit(payload: Any) -> str:
             raise ProtocolError("the submit answer has an empty data list and no task id")
         data = data[0]
     if not isinstance(data, Mapping):
-        raise ProtocolError(f"the submit answer's data is not an object: {_short(data, 60)}")
+        raise ProtocolError(f"the submit answer's data is not an object: {_brief(data, 60)}")
     task_id = data.get("task_id") or data.get("id")
     if not isinstance(task_id, str) or not task_id.strip():
-        raise ProtocolError(f"the submit answer carries no task id: {_short(dict(data), 80)}")
+        raise ProtocolError(f"the submit answer carries no task id: {_brief(dict(data), 80)}")
     return task_id.strip()
 
 
@@ -393,7 +402,7 @@ def parse_task(payload: Any, task_id: str | None = None) -> TaskStatus:
             raise ProtocolError("the task status answer has an empty data list", task_id=task_id)
         data = data[0]
     if not isinstance(data, Mapping):
-        raise ProtocolError(f"the task status answer's data is not an object: {_short(data, 60)}", task_id=task_id)
+        raise ProtocolError(f"the task status answer's data is not an object: {_brief(data, 60)}", task_id=task_id)
     found_id = data.get("id") or data.get("task_id") or task_id
     if not isinstance(found_id, str) or not found_id:
         raise ProtocolError("the task status answer carries no task id")
@@ -447,10 +456,10 @@ def parse_upload(payload: Any) -> UploadedImage:
     if isinstance(data, list) and data:
         data = data[0]
     if not isinstance(data, Mapping):
-        raise ProtocolError(f"the upload answer is not an object: {_short(data, 60)}")
+        raise ProtocolError(f"the upload answer is not an object: {_brief(data, 60)}")
     url = data.get("url")
     if not isinstance(url, str) or urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise ProtocolError(f"the upload answer carries no http(s) url: {_short(dict(data), 80)}")
+        raise ProtocolError(f"the upload answer carries no http(s) url: {_brief(dict(data), 80)}")
     size = _number(data.get("bytes"))
     return UploadedImage(
         url=url,
@@ -465,7 +474,7 @@ def parse_balance(payload: Any) -> Balance:
     """Normalise a balance answer."""
     data = _envelope_data(payload, "balance")
     if not isinstance(data, Mapping):
-        raise ProtocolError(f"the balance answer is not an object: {_short(data, 60)}")
+        raise ProtocolError(f"the balance answer is not an object: {_brief(data, 60)}")
     if data.get("success") is False:
         raise ProtocolError(f"the balance answer says success=false: {data.get('message', '')}".rstrip(": "))
     return Balance(

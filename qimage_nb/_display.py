@@ -1,28 +1,118 @@
-"""The gallery renderer shared by both faces.
+"""The gallery renderer shared by both faces, and the words they use for progress.
 
 A gallery is a list of :class:`Tile` objects: a small thumbnail (JPEG/WebP bytes, never the full
 image) plus a caption made from the image's provenance. The magic draws tiles as static HTML with
 ``data:`` URIs (which survives nbconvert, GitHub and VS Code, and costs tens of kilobytes per
 image); the panel draws the same tiles as ``ipywidgets.Image`` widgets. Full-resolution bytes stay
 on disk.
+
+:func:`progress_status` is the one status/ETA line of a generation in flight, for both faces.
+:class:`LiveGallery` is the magic's output area: one display, updated in place through its display
+handle while tasks run, left behind as static HTML. :func:`history_bundle` draws the journal.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import threading
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from ._contract import _short
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ._client import Generation
+    from ._client import Generation, Update
+    from ._contract import GenerationRequest
 
-__all__ = ["DEFAULT_THUMB_PX", "Tile", "caption_for", "gallery_bundle", "gallery_html", "tile_for"]
+__all__ = [
+    "DEFAULT_THUMB_PX", "LiveGallery", "LiveSlot", "Tile", "caption_for", "error_line", "format_seconds",
+    "gallery_bundle", "gallery_html", "history_bundle", "progress_status", "tile_for", "when",
+]  # fmt: skip
 
 DEFAULT_THUMB_PX = 256
+SHORT_MODEL = {"qwen-image-2.0": "standard", "qwen-image-2.0-pro": "pro"}
+_FINISHED = ("done", "failed", "error", "cancelled")
+
+
+# --- words -----------------------------------------------------------------------------------
+
+
+def format_seconds(seconds: float) -> str:
+    """``42 s`` or ``2 min 05 s``."""
+    seconds = max(0, round(seconds))
+    return f"{seconds} s" if seconds < 90 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def when(timestamp: float | None) -> str:
+    """A past moment as a date and how long ago: ``2024-05-01 10:12 (3 h ago)``."""
+    if timestamp is None:
+        return "earlier"
+    ago = max(0.0, time.time() - timestamp)
+    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+    if ago < 60:
+        rel = "just now"
+    elif ago < 3600:
+        rel = f"{ago / 60:.0f} min ago"
+    elif ago < 48 * 3600:
+        rel = f"{ago / 3600:.0f} h ago"
+    else:
+        rel = f"{ago / 86400:.0f} days ago"
+    return f"{stamp} ({rel})"
+
+
+def progress_status(
+    stage: str,
+    *,
+    progress: int = 0,
+    eta: float | None = None,
+    task_id: str | None = None,
+    have: int = 0,
+    count: int = 0,
+) -> str:
+    """The status line of a generation in flight, the same words in both faces.
+
+    ``eta`` is the seconds left by the server's estimate (or None); ``have``/``count`` are the
+    images downloaded so far and expected.
+    """
+    task = f" · task {task_id}" if task_id else ""
+    if eta is None:
+        left = ""
+    elif eta <= 0 or (stage == "processing" and progress >= 90):
+        # The server's estimate is pessimistic: near the end, progress says more than it does.
+        left = " · almost done"
+    else:
+        left = f" · about {format_seconds(eta)} left"
+    if stage == "waiting":
+        return "waiting to start"
+    if stage == "uploading":
+        return "uploading references..."
+    if stage == "submitting":
+        return "submitting..."
+    if stage == "pending":
+        return f"queued{left}{task}"
+    if stage == "processing":
+        return f"processing {progress}%{left}{task}"
+    if stage in ("downloading", "completed"):
+        return f"downloading {have} of {count}{task}"
+    return f"{stage}{task}"
+
+
+def error_line(exc: BaseException) -> tuple[str, str]:
+    """(kind, message) for one readable line; a timeout says how to get the images later."""
+    from ._exceptions import GenerationTimeout
+
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, GenerationTimeout):
+        message = (
+            f"task {exc.task_id} is still {exc.last_status or 'running'} after the wait deadline; "
+            f"it keeps running on the server. Get its images later with: %qimage resume {exc.task_id}"
+        )
+    return type(exc).__name__, message
 
 
 @dataclass(frozen=True)
@@ -45,8 +135,7 @@ class Tile:
 
 def caption_for(info: dict[str, Any] | Any) -> tuple[str, str]:
     """(short caption, full tooltip) from an image's provenance ``info``."""
-    prompt = str(info.get("prompt", ""))
-    short_prompt = prompt if len(prompt) <= 60 else prompt[:57] + "..."
+    short_prompt = _short(info.get("prompt", ""), 60)
     parts = [info.get("model", ""), f"{info.get('size', '')} {info.get('resolution', '')}".strip()]
     caption = " · ".join(p for p in (short_prompt, *parts) if p)
     tooltip = "\n".join(
@@ -146,3 +235,275 @@ def gallery_bundle(generations: Sequence[Generation], *, thumb_px: int = DEFAULT
     tiles = [tile_for(image, thumb_px=thumb_px) for gen in generations for image in gen.images]
     text = "\n".join(repr(gen) for gen in generations)
     return {"text/html": gallery_html(tiles, thumb_px=thumb_px), "text/plain": text}
+
+
+# --- the magic's live output area ------------------------------------------------------------
+
+
+@dataclass
+class LiveSlot:
+    """One generation in a live gallery (one per cell of a comparison grid)."""
+
+    request: GenerationRequest | None
+    label: str | None = None
+    stage: str = "waiting"
+    task_id: str | None = None
+    progress: int = 0
+    eta: float | None = None
+    elapsed: float = 0.0
+    tiles: list[Tile | None] = field(default_factory=list)
+    count: int = 0
+    error: str | None = None
+    cached: bool = False
+    cached_at: float | None = None
+    unconfirmed: bool = False  # task_id is a journal key: the submit's answer never arrived
+
+    def __post_init__(self) -> None:
+        if self.request is not None and not self.tiles:
+            self.count = self.request.n
+            self.tiles = [None] * self.count
+
+    def status(self) -> str:
+        task = f" · task {self.task_id}" if self.task_id else ""
+        if self.stage == "done":
+            if self.cached:
+                return f"from cache, {when(self.cached_at)}; --new for fresh images{task}"
+            return f"done in {self.elapsed:.0f} s{task}"
+        if self.stage == "interrupted":
+            if self.task_id:
+                return f"stopped waiting; get the images later with %qimage resume {self.task_id}"
+            return "stopped waiting before the task id arrived; see %qimage history"
+        if self.stage in ("failed", "error", "cancelled"):
+            return f"{self.stage}: {self.error or 'no reason given'}"
+        have = sum(t is not None for t in self.tiles)
+        return progress_status(
+            self.stage, progress=self.progress, eta=self.eta, task_id=self.task_id, have=have, count=self.count
+        )
+
+    def placeholder_text(self) -> str:
+        if self.stage == "processing":
+            return f"{self.progress}%"
+        if self.stage in ("failed", "error", "cancelled"):
+            return self.stage
+        if self.stage == "interrupted":
+            return "not waiting"
+        return {"waiting": "waiting", "uploading": "uploading", "submitting": "submitting",
+                "pending": "queued", "downloading": "downloading", "completed": "downloading", "done": ""}.get(self.stage, self.stage)  # fmt: skip
+
+
+class LiveGallery:
+    """A gallery shown once and then ``update``-d in place (display_id) while its tasks run."""
+
+    def __init__(
+        self,
+        slots: list[LiveSlot],
+        *,
+        title: str | None,
+        subtitle: str | None,
+        banner: str | None,
+        thumb_px: int,
+        fmt: str,
+        columns: int | None = None,
+    ) -> None:
+        self.slots = slots
+        self.title = title
+        self.subtitle = subtitle
+        self.banner = banner
+        self.thumb_px = thumb_px
+        self.fmt = fmt
+        self.columns = columns
+        self.notes: list[str] = []
+        self.errors: list[str] = []
+        self.footer: str | None = None
+        self._handle: Any = None
+        self._lock = threading.Lock()
+
+    # -- state --
+
+    def show(self) -> None:
+        from IPython.display import display
+
+        self._handle = display(self.bundle(), raw=True, display_id=True)
+
+    def refresh(self) -> None:
+        if self._handle is None:
+            return
+        with self._lock:
+            self._handle.update(self.bundle(), raw=True)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        self.refresh()
+
+    def on_update(self, update: Update, index: int | None = None) -> None:
+        i = update.batch_index if index is None else index
+        slot = self.slots[i or 0]
+        if slot.request is None or not slot.request.prompt:
+            slot.request = update.request  # resume learns the request from the journal
+        slot.stage = update.stage
+        slot.task_id = update.task_id or slot.task_id
+        slot.progress = update.progress
+        slot.eta = update.eta
+        slot.elapsed = update.elapsed
+        slot.cached = update.cached
+        slot.cached_at = update.cached_at
+        if update.error is not None:
+            slot.error = error_line(update.error)[1]
+        count = len(update.images) or slot.count or update.request.n
+        if count != len(slot.tiles):
+            slot.tiles = (slot.tiles + [None] * count)[:count]
+        slot.count = count
+        for k, image in enumerate(update.images):
+            if image is not None and slot.tiles[k] is None:
+                slot.tiles[k] = self._tile(image, slot.label)
+        self.refresh()
+
+    def _tile(self, image: Any, label: str | None) -> Tile | None:
+        try:
+            return tile_for(image, thumb_px=self.thumb_px, fmt=self.fmt, label=label)
+        except Exception:  # a thumbnail that cannot be made must not cost the image itself
+            return None
+
+    def finish(self, generations: Sequence[Generation | None]) -> None:
+        for slot, gen in zip(self.slots, generations, strict=False):
+            if gen is None:
+                continue
+            if gen.error is not None:
+                slot.stage = "failed" if gen.status == "failed" else "error"
+                slot.error = error_line(gen.error)[1]
+                slot.task_id = gen.task_id or slot.task_id
+                continue
+            slot.request = gen.request
+            slot.task_id = gen.task_id
+            slot.stage = "done"
+            slot.cached = gen.cached
+            if gen.cached:
+                slot.cached_at = gen.completed_at
+            slot.count = len(gen.images)
+            slot.tiles = (slot.tiles + [None] * slot.count)[: slot.count]
+            for k, image in enumerate(gen.images):
+                if slot.tiles[k] is None:
+                    slot.tiles[k] = self._tile(image, slot.label)
+        self.refresh()
+
+    def interrupted(self) -> list[str]:
+        """Mark every unfinished slot as no longer waited on; the task ids that keep running."""
+        ids = []
+        for slot in self.slots:
+            if slot.stage not in _FINISHED:
+                slot.stage = "interrupted"
+            if slot.task_id and slot.stage == "interrupted":
+                ids.append(slot.task_id)
+        self.refresh()
+        return ids
+
+    def fail(self, exc: BaseException) -> None:
+        kind, message = error_line(exc)
+        task_id = getattr(exc, "task_id", None)
+        absorbed = False
+        for slot in self.slots:
+            if slot.stage not in _FINISHED and (task_id is None or slot.task_id in (None, task_id)):
+                slot.stage = "failed" if kind == "TaskFailedError" else "error"
+                slot.error = message
+                absorbed = True
+        if not absorbed:
+            self.errors.append(f"{kind}: {message}")
+        self.refresh()
+
+    # -- rendering --
+
+    def tiles(self) -> list[Tile]:
+        out = []
+        for slot in self.slots:
+            w, h = slot.request.pixel_size if slot.request is not None and slot.request.prompt else (1, 1)
+            for tile in slot.tiles or [None]:
+                out.append(tile or placeholder(slot.placeholder_text(), label=slot.label, width=w, height=h))
+        return out
+
+    def status_lines(self) -> tuple[list[str], list[str]]:
+        """(progress lines, failure lines): one line per generation, failures drawn in red."""
+        lines, failures = [], []
+        for slot in self.slots:
+            prefix = f"{slot.label}: " if slot.label else ""
+            failed = slot.stage in ("failed", "error", "cancelled")
+            (failures if failed else lines).append(prefix + slot.status())
+        return lines, failures
+
+    def bundle(self) -> dict[str, Any]:
+        lines, failures = self.status_lines()
+        notes = [*self.notes, *lines]
+        if self.footer:
+            notes.append(self.footer)
+        errors = [*failures, *self.errors]
+        body = gallery_html(
+            self.tiles(),
+            thumb_px=self.thumb_px,
+            title=self.title,
+            notes=([self.subtitle] if self.subtitle else []) + notes,
+            banner=self.banner,
+            columns=self.columns,
+            errors=errors,
+        )
+        return {"text/html": body, "text/plain": self.text(notes, errors)}
+
+    def text(self, notes: list[str], errors: list[str]) -> str:
+        lines = []
+        if self.banner:
+            lines.append(f"[{self.banner}]")
+        if self.title:
+            lines.append(self.title)
+        if self.subtitle:
+            lines.append(self.subtitle)
+        lines.extend(notes)
+        lines.extend(errors)
+        for slot in self.slots:
+            for k, tile in enumerate(slot.tiles):
+                if tile is not None:
+                    label = f"{slot.label} " if slot.label else ""
+                    lines.append(f"  {label}[{k}] {tile.width}x{tile.height} {tile.caption}")
+        return "\n".join(lines)
+
+
+# --- the journal -----------------------------------------------------------------------------
+
+
+def history_bundle(entries: Sequence[Any], *, pending_only: bool) -> dict[str, Any]:
+    """The journal's entries as a table (HTML, and aligned plain text), newest first."""
+    if not entries:
+        text = "no pending tasks" if pending_only else "the journal is empty: no generations yet"
+        return {"text/plain": text, "text/html": f"<div>{html.escape(text)}</div>"}
+    header = ("time", "status", "task id", "prompt", "n", "model / size")
+    rows = []
+    for entry in entries:
+        request = entry.request
+        created = getattr(entry, "created_at", None)
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
+        model = SHORT_MODEL.get(request.model, request.model)
+        rows.append(
+            (
+                stamp,
+                str(getattr(entry, "status", "")),
+                entry.task_id or f"(no id yet; key {entry.key})",
+                _short(request.prompt or "(unknown prompt)", 50),
+                str(request.n),
+                f"{model} · {request.size} {request.resolution}",
+            )
+        )
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    text_lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    text_lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    pending = [e for e in entries if not getattr(e, "downloaded", True) and getattr(e, "status", "") not in ("failed", "cancelled")]
+    if pending:
+        text_lines.append("resume with: %qimage resume TASK_ID, or %qimage resume --all")
+    cells = "".join(
+        "<tr>" + "".join(f'<td style="text-align:left">{html.escape(c)}</td>' for c in row) + "</tr>" for row in rows
+    )
+    head = "".join(f'<th style="text-align:left">{html.escape(h)}</th>' for h in header)
+    foot = (
+        '<div style="color:#555">resume with <code>%qimage resume TASK_ID</code> or '
+        "<code>%qimage resume --all</code></div>"
+        if pending
+        else ""
+    )
+    table = f'<table class="qimage-history"><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>{foot}'
+    return {"text/plain": "\n".join(text_lines), "text/html": table}

@@ -7,6 +7,9 @@ The cell magic validates everything (arguments, ``%config`` defaults, reference 
 single request is sent, shows one output area that is updated in place while the task runs, and
 leaves static HTML behind (small thumbnails as ``data:`` URIs plus a plain-text fallback), so a
 saved notebook renders anywhere and grows by kilobytes per image, not megabytes.
+
+Around it: the argument syntax in ``_magic_args``, references in ``_refs``, the live output area
+and the history table in ``_display``.
 """
 
 from __future__ import annotations
@@ -14,41 +17,37 @@ from __future__ import annotations
 import contextlib
 import html
 import keyword
-import os
-import re
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, Int, Unicode
 
+from ._magic_args import (
+    DEFAULT_OUTPUT,
+    MODEL_ALIASES,
+    THUMB_FORMATS,
+    cell_arguments,
+    parse,
+    parse_cell_line,
+    split_refs,
+    split_values,
+)
+
 if TYPE_CHECKING:
-    from ._client import AsyncClient, Generation, Update
-    from ._contract import GenerationRequest
-    from ._display import Tile
+    from ._client import AsyncClient, Generation
+    from ._display import LiveGallery
+    from ._refs import Ref
 
 __all__ = ["QImageCellError", "QImageMagics"]
-
-DEFAULT_OUTPUT = "qimages"
-MODEL_ALIASES = {
-    "pro": "qwen-image-2.0-pro",
-    "standard": "qwen-image-2.0",
-    "std": "qwen-image-2.0",
-}
-SHORT_MODEL = {"qwen-image-2.0": "standard", "qwen-image-2.0-pro": "pro"}
-THUMB_FORMATS = ("JPEG", "WEBP")
-# A URI scheme of two letters or more (one letter is a Windows drive, C:\\...).
-_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
-# Provider upload URLs live 72 h; reuse ours for less than that so a re-run sends the same URL
-# (and so hits the cache) without ever handing the API a URL about to expire.
-UPLOAD_REUSE_SECONDS = 48 * 3600
 
 NO_KEY = (
     "no API key is set: set QIMAGE_API_KEY in the environment before starting Jupyter, or run "
@@ -74,66 +73,20 @@ class QImageCellError(Exception):
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def _unquote(value: Any) -> Any:
-    """Drop one pair of surrounding quotes: IPython's argument splitter keeps them on the value."""
-    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        return value[1:-1]
-    if isinstance(value, list):
-        return [_unquote(item) for item in value]
-    return value
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    """Bad input or settings as IPython's one-line UsageError, never a traceback.
 
+    Around the cell magic and every subcommand: a ValidationError (a bad $QIMAGE_BASE_URL met while
+    building the client, a --ref that is not an image, ...) carries a message meant for the user,
+    and never a secret.
+    """
+    from ._exceptions import ValidationError
 
-def _parse(func: Any, line: str) -> Any:
-    """``parse_argstring`` (UsageError on bad input, generated help) with quotes removed from values."""
-    args = parse_argstring(func, line)
-    for name, value in vars(args).items():
-        setattr(args, name, _unquote(value))
-    return args
-
-
-def _split_values(values: list[str] | None) -> list[str]:
-    """``--size 1:1,16:9`` (or repeated options) -> ``["1:1", "16:9"]``, order kept, no duplicates."""
-    out: list[str] = []
-    for value in values or []:
-        for part in value.split(","):
-            part = part.strip()
-            if part and part not in out:
-                out.append(part)
-    return out
-
-
-def _when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "earlier"
-    ago = max(0.0, time.time() - timestamp)
-    stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
-    if ago < 60:
-        rel = "just now"
-    elif ago < 3600:
-        rel = f"{ago / 60:.0f} min ago"
-    elif ago < 48 * 3600:
-        rel = f"{ago / 3600:.0f} h ago"
-    else:
-        rel = f"{ago / 86400:.0f} days ago"
-    return f"{stamp} ({rel})"
-
-
-def _short(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _error_line(exc: BaseException) -> tuple[str, str]:
-    """(kind, message) for one readable line; a timeout says how to get the images later."""
-    from ._exceptions import GenerationTimeout
-
-    message = str(exc) or type(exc).__name__
-    if isinstance(exc, GenerationTimeout):
-        message = (
-            f"task {exc.task_id} is still {exc.last_status or 'running'} after the wait deadline; "
-            f"it keeps running on the server. Get its images later with: %qimage resume {exc.task_id}"
-        )
-    return type(exc).__name__, message
+    try:
+        yield
+    except ValidationError as exc:
+        raise UsageError(exc.message) from None
 
 
 def _resume_hint(task_ids: list[str]) -> str:
@@ -151,301 +104,6 @@ def _resume_hint(task_ids: list[str]) -> str:
         f"interrupted: stopped waiting. Tasks {', '.join(task_ids)} keep running on the server; "
         "get their images later with: %qimage resume --all"
     )
-
-
-# --- the live output area --------------------------------------------------------------------
-
-
-@dataclass
-class _Slot:
-    """One generation in the output area (one per cell of a comparison grid)."""
-
-    request: GenerationRequest | None
-    label: str | None = None
-    stage: str = "waiting"
-    task_id: str | None = None
-    progress: int = 0
-    eta: float | None = None
-    elapsed: float = 0.0
-    tiles: list[Tile | None] = field(default_factory=list)
-    count: int = 0
-    error: str | None = None
-    cached: bool = False
-    cached_at: float | None = None
-    unconfirmed: bool = False  # task_id is a journal key: the submit's answer never arrived
-
-    def __post_init__(self) -> None:
-        if self.request is not None and not self.tiles:
-            self.count = self.request.n
-            self.tiles = [None] * self.count
-
-    def status(self) -> str:
-        task = f" · task {self.task_id}" if self.task_id else ""
-        if self.stage == "waiting":
-            return "waiting to start"
-        if self.stage == "uploading":
-            return "uploading references..."
-        if self.stage == "submitting":
-            return "submitting..."
-        if self.stage == "pending":
-            return f"queued{task}"
-        if self.stage == "processing":
-            # The server's estimate is pessimistic: near the end, progress says more than it does.
-            eta = " · almost done" if self.progress >= 90 else f" · about {self.eta:.0f} s left" if self.eta else ""
-            return f"processing {self.progress}%{eta}{task}"
-        if self.stage in ("downloading", "completed"):
-            have = sum(t is not None for t in self.tiles)
-            return f"downloading {have} of {self.count}{task}"
-        if self.stage == "done":
-            if self.cached:
-                return f"from cache, {_when(self.cached_at)}; --new for fresh images{task}"
-            return f"done in {self.elapsed:.0f} s{task}"
-        if self.stage == "interrupted":
-            if self.task_id:
-                return f"stopped waiting; get the images later with %qimage resume {self.task_id}"
-            return "stopped waiting before the task id arrived; see %qimage history"
-        return f"{self.stage}: {self.error or 'no reason given'}"
-
-    def placeholder_text(self) -> str:
-        if self.stage == "processing":
-            return f"{self.progress}%"
-        if self.stage in ("failed", "error", "cancelled"):
-            return self.stage
-        if self.stage == "interrupted":
-            return "not waiting"
-        return {"waiting": "waiting", "uploading": "uploading", "submitting": "submitting",
-                "pending": "queued", "downloading": "downloading", "completed": "downloading", "done": ""}.get(self.stage, self.stage)
-
-
-class _Live:
-    """The cell's one output area: created once, then ``update``-d in place (display_id)."""
-
-    def __init__(
-        self,
-        slots: list[_Slot],
-        *,
-        title: str | None,
-        subtitle: str | None,
-        banner: str | None,
-        thumb_px: int,
-        fmt: str,
-        columns: int | None = None,
-    ) -> None:
-        self.slots = slots
-        self.title = title
-        self.subtitle = subtitle
-        self.banner = banner
-        self.thumb_px = thumb_px
-        self.fmt = fmt
-        self.columns = columns
-        self.notes: list[str] = []
-        self.errors: list[str] = []
-        self.footer: str | None = None
-        self._handle: Any = None
-        self._lock = threading.Lock()
-
-    # -- state --
-
-    def show(self) -> None:
-        from IPython.display import display
-
-        self._handle = display(self.bundle(), raw=True, display_id=True)
-
-    def refresh(self) -> None:
-        if self._handle is None:
-            return
-        with self._lock:
-            self._handle.update(self.bundle(), raw=True)
-
-    def note(self, text: str) -> None:
-        self.notes.append(text)
-        self.refresh()
-
-    def on_update(self, update: Update, index: int | None = None) -> None:
-        i = update.batch_index if index is None else index
-        slot = self.slots[i or 0]
-        if slot.request is None or not slot.request.prompt:
-            slot.request = update.request  # resume learns the request from the journal
-        slot.stage = update.stage
-        slot.task_id = update.task_id or slot.task_id
-        slot.progress = update.progress
-        slot.eta = update.eta
-        slot.elapsed = update.elapsed
-        slot.cached = update.cached
-        slot.cached_at = update.cached_at
-        if update.error is not None:
-            slot.error = _error_line(update.error)[1]
-        count = len(update.images) or slot.count or update.request.n
-        if count != len(slot.tiles):
-            slot.tiles = (slot.tiles + [None] * count)[:count]
-        slot.count = count
-        for k, image in enumerate(update.images):
-            if image is not None and slot.tiles[k] is None:
-                slot.tiles[k] = self._tile(image, slot.label)
-        self.refresh()
-
-    def _tile(self, image: Any, label: str | None) -> Tile | None:
-        from ._display import tile_for
-
-        try:
-            return tile_for(image, thumb_px=self.thumb_px, fmt=self.fmt, label=label)
-        except Exception:  # a thumbnail that cannot be made must not cost the image itself
-            return None
-
-    def finish(self, generations: list[Generation | None]) -> None:
-        for slot, gen in zip(self.slots, generations, strict=False):
-            if gen is None:
-                continue
-            if gen.error is not None:
-                slot.stage = "failed" if gen.status == "failed" else "error"
-                slot.error = _error_line(gen.error)[1]
-                slot.task_id = gen.task_id or slot.task_id
-                continue
-            slot.request = gen.request
-            slot.task_id = gen.task_id
-            slot.stage = "done"
-            slot.cached = gen.cached
-            if gen.cached:
-                slot.cached_at = gen.completed_at
-            slot.count = len(gen.images)
-            slot.tiles = (slot.tiles + [None] * slot.count)[: slot.count]
-            for k, image in enumerate(gen.images):
-                if slot.tiles[k] is None:
-                    slot.tiles[k] = self._tile(image, slot.label)
-        self.refresh()
-
-    def interrupted(self) -> list[str]:
-        ids = []
-        for slot in self.slots:
-            if slot.stage not in ("done", "failed", "error", "cancelled"):
-                slot.stage = "interrupted"
-            if slot.task_id and slot.stage == "interrupted":
-                ids.append(slot.task_id)
-        self.refresh()
-        return ids
-
-    def fail(self, exc: BaseException) -> None:
-        kind, message = _error_line(exc)
-        task_id = getattr(exc, "task_id", None)
-        absorbed = False
-        for slot in self.slots:
-            if slot.stage not in ("done", "failed", "error", "cancelled") and (
-                task_id is None or slot.task_id in (None, task_id)
-            ):
-                slot.stage = "failed" if kind == "TaskFailedError" else "error"
-                slot.error = message
-                absorbed = True
-        if not absorbed:
-            self.errors.append(f"{kind}: {message}")
-        self.refresh()
-
-    # -- rendering --
-
-    def tiles(self) -> list[Tile]:
-        from ._display import placeholder
-
-        out = []
-        for slot in self.slots:
-            w, h = slot.request.pixel_size if slot.request is not None and slot.request.prompt else (1, 1)
-            for tile in slot.tiles or [None]:
-                out.append(tile or placeholder(slot.placeholder_text(), label=slot.label, width=w, height=h))
-        return out
-
-    def status_lines(self) -> tuple[list[str], list[str]]:
-        """(progress lines, failure lines): one line per generation, failures drawn in red."""
-        lines, failures = [], []
-        for slot in self.slots:
-            prefix = f"{slot.label}: " if slot.label else ""
-            failed = slot.stage in ("failed", "error", "cancelled")
-            (failures if failed else lines).append(prefix + slot.status())
-        return lines, failures
-
-    def bundle(self) -> dict[str, Any]:
-        from ._display import gallery_html
-
-        lines, failures = self.status_lines()
-        notes = [*self.notes, *lines]
-        if self.footer:
-            notes.append(self.footer)
-        errors = [*failures, *self.errors]
-        body = gallery_html(
-            self.tiles(),
-            thumb_px=self.thumb_px,
-            title=self.title,
-            notes=([self.subtitle] if self.subtitle else []) + notes,
-            banner=self.banner,
-            columns=self.columns,
-            errors=errors,
-        )
-        return {"text/html": body, "text/plain": self.text(notes, errors)}
-
-    def text(self, notes: list[str], errors: list[str]) -> str:
-        lines = []
-        if self.banner:
-            lines.append(f"[{self.banner}]")
-        if self.title:
-            lines.append(self.title)
-        if self.subtitle:
-            lines.append(self.subtitle)
-        lines.extend(notes)
-        lines.extend(errors)
-        for slot in self.slots:
-            for k, tile in enumerate(slot.tiles):
-                if tile is not None:
-                    label = f"{slot.label} " if slot.label else ""
-                    lines.append(f"  {label}[{k}] {tile.width}x{tile.height} {tile.caption}")
-        return "\n".join(lines)
-
-
-# --- references ------------------------------------------------------------------------------
-
-
-@dataclass
-class _Ref:
-    """One ``--ref``: a URL ready to send, or local material to upload first."""
-
-    shown: str  # how the user named it, for messages
-    url: str | None = None
-    local: Any = None  # a path or a PIL image
-    digest: str | None = None
-
-
-class _UploadCache:
-    """Upload URLs by content hash, so re-running a cell sends the same URL (and hits the cache)."""
-
-    def __init__(self, home: Path) -> None:
-        self.path = home / "magic-uploads.json"
-
-    def _read(self) -> dict[str, Any]:
-        import json
-
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    def get(self, base_url: str, digest: str) -> tuple[str, float] | None:
-        entry = self._read().get(f"{base_url} {digest}")
-        if not isinstance(entry, dict):
-            return None
-        url, at = entry.get("url"), entry.get("at")
-        if isinstance(url, str) and isinstance(at, (int, float)) and time.time() - at < UPLOAD_REUSE_SECONDS:
-            return url, float(at)
-        return None
-
-    def put(self, base_url: str, digest: str, url: str) -> None:
-        import json
-
-        data = self._read()
-        now = time.time()
-        data = {k: v for k, v in data.items() if isinstance(v, dict) and now - v.get("at", 0) < UPLOAD_REUSE_SECONDS}
-        data[f"{base_url} {digest}"] = {"url": url, "at": now}
-        with contextlib.suppress(OSError):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            temp.write_text(json.dumps(data), encoding="utf-8")
-            os.replace(temp, self.path)
 
 
 # --- the plan of one cell --------------------------------------------------------------------
@@ -523,10 +181,11 @@ class QImageMagics(Magics):
 
     def _plan(self, args: Any, prompt: str) -> _Plan:
         from ._contract import REFS_MAX, GenerationRequest
+        from ._display import SHORT_MODEL
         from ._exceptions import ValidationError
 
         from_config: dict[str, str] = {}
-        models = [MODEL_ALIASES.get(m.lower(), m) for m in _split_values(args.model)]
+        models = [MODEL_ALIASES.get(m.lower(), m) for m in split_values(args.model)]
         if args.pro:
             if models and models != ["qwen-image-2.0-pro"]:
                 raise UsageError("--pro and --model disagree; pass one of them")
@@ -534,11 +193,11 @@ class QImageMagics(Magics):
         if not models:
             models = [self.model]
             from_config["model"] = "model"
-        sizes = _split_values(args.size)
+        sizes = split_values(args.size)
         if not sizes:
             sizes = [self.size]
             from_config["size"] = "size"
-        resolutions = _split_values(args.resolution)
+        resolutions = split_values(args.resolution)
         if not resolutions:
             resolutions = [self.resolution]
             from_config["resolution"] = "resolution"
@@ -554,7 +213,7 @@ class QImageMagics(Magics):
         elif not 0 < timeout < float("inf"):
             raise UsageError(f"--timeout {timeout} must be a positive number of seconds")
 
-        refs_count = sum(1 for _ in _split_refs(args.ref))
+        refs_count = sum(1 for _ in split_refs(args.ref))
         placeholders = [f"https://reference.invalid/{i}" for i in range(min(refs_count, REFS_MAX))] or None
         combos = list(product(models, sizes, resolutions))
         normal: list[tuple[str, str, str]] = []
@@ -602,157 +261,10 @@ class QImageMagics(Magics):
             background=args.background,
         )
 
-    # -- references ---------------------------------------------------------------------------
-
-    def _resolve_refs(self, tokens: list[str]) -> list[_Ref]:
-        from ._contract import REFS_MAX
-
-        refs: list[_Ref] = []
-        for token in tokens:
-            refs.extend(self._resolve_ref(token))
-        if len(refs) > REFS_MAX:
-            raise UsageError(f"--ref names {len(refs)} reference images; the API takes 1 to {REFS_MAX}")
-        return refs
-
-    def _resolve_ref(self, token: str) -> list[_Ref]:
-        if token.lower().startswith(("http://", "https://")):
-            return [self._url_ref(token, token)]
-        found, value = self._evaluate(token)
-        if found:
-            refs = self._refs_from_value(value, token)
-            if refs is not None:
-                return refs
-            if not Path(os.path.expanduser(token)).exists():
-                raise UsageError(
-                    f"--ref {token} is a {type(value).__name__}; pass an image, a list of images, "
-                    "a file path or an http(s) URL"
-                )
-        if _URI.match(token) and not Path(os.path.expanduser(token)).exists():
-            # data:, file:, ftp:, javascript: ... are URLs the API refuses: say so, not "no such file".
-            return [self._url_ref(token, token)]
-        return [self._path_ref(token, token)]
-
-    def _evaluate(self, token: str) -> tuple[bool, Any]:
-        """``imgs[0]``-style expressions in the user's namespace; paths fail to parse or to resolve."""
-        try:
-            code = compile(token, "<--ref>", "eval")
-        except (SyntaxError, ValueError):
-            return False, None
-        try:
-            return True, eval(code, self.shell.user_ns)
-        except Exception:
-            return False, None
-
-    def _url_ref(self, url: str, shown: str) -> _Ref:
-        from ._contract import check_reference_url
-        from ._exceptions import ValidationError
-
-        try:
-            return _Ref(shown=shown, url=check_reference_url(url))
-        except ValidationError as exc:
-            raise UsageError(f"--ref {shown}: {exc.message}") from None
-
-    def _refs_from_value(self, value: Any, shown: str) -> list[_Ref] | None:
-        if isinstance(value, (list, tuple)):
-            refs: list[_Ref] = []
-            for i, item in enumerate(value):
-                sub = self._refs_from_value(item, f"{shown}[{i}]")
-                if sub is None:
-                    raise UsageError(f"--ref {shown}[{i}] is a {type(item).__name__}, not an image, path or URL")
-                refs.extend(sub)
-            return refs
-        if hasattr(value, "images") and isinstance(getattr(value, "images", None), list):
-            return self._refs_from_value(value.images, f"{shown}.images")
-        if isinstance(value, str):
-            if value.lower().startswith(("http://", "https://")):
-                return [self._url_ref(value, shown)]
-            return [self._path_ref(value, shown)]
-        if isinstance(value, os.PathLike):
-            return [self._path_ref(os.fspath(value), shown)]
-        if "PIL" in sys.modules and isinstance(value, sys.modules["PIL"].Image.Image):
-            source = str((getattr(value, "info", None) or {}).get("source_url") or "")
-            if source.lower().startswith(("http://", "https://")):
-                # An image this package generated: the API already has it at its source URL.
-                return [_Ref(shown=shown, url=source)]
-            return [self._local_ref(value, f"{shown} (a {value.size[0]}x{value.size[1]} image)")]
-        return None
-
-    def _path_ref(self, path: str, shown: str) -> _Ref:
-        p = Path(os.path.expanduser(path))
-        if not p.exists():
-            raise UsageError(f"--ref {shown}: no such file (and no variable of that name); nothing was sent")
-        if not p.is_file():
-            raise UsageError(f"--ref {shown} is a folder, not an image file; nothing was sent")
-        return self._local_ref(p, p.name)
-
-    def _local_ref(self, material: Any, shown: str) -> _Ref:
-        import hashlib
-
-        from ._exceptions import QImageError
-        from ._images import prepare_upload
-
-        try:
-            prepared = prepare_upload(material)
-        except (QImageError, OSError, ValueError) as exc:
-            raise UsageError(f"--ref {shown} is not an image the API accepts: {exc}; nothing was sent") from None
-        return _Ref(shown=shown, local=material, digest=hashlib.sha256(prepared.data).hexdigest())
-
-    async def _ref_urls(self, client: AsyncClient, refs: list[_Ref], say: Any) -> list[str]:
-        urls = []
-        cache = _UploadCache(_home_of(client))
-        for ref in refs:
-            if ref.url is not None:
-                urls.append(ref.url)
-                continue
-            assert ref.digest is not None
-            hit = cache.get(client.base_url, ref.digest)
-            if hit is not None:
-                say(f"reusing the upload of {ref.shown} from {_when(hit[1])}")
-                urls.append(hit[0])
-                continue
-            say(f"uploading {ref.shown} as a reference...")
-            url = await client.upload(ref.local)
-            cache.put(client.base_url, ref.digest, url)
-            urls.append(url)
-        return urls
-
     # -- %%qimage -----------------------------------------------------------------------------
 
     @no_var_expand
-    @magic_arguments(name="%qimage")
-    @argument(
-        "-o", "--output", metavar="NAME", default=None,
-        help=f"variable that receives the images as a list of PIL images, in the API's order "
-        f"(default: {DEFAULT_OUTPUT}, or %%config QImageMagics.output)",
-    )
-    @argument(
-        "--model", action="append", metavar="M",
-        help="qwen-image-2.0 (default) or qwen-image-2.0-pro ('standard' and 'pro' work too); "
-        "comma-separated values make a comparison grid",
-    )
-    @argument("--pro", action="store_true", help="use qwen-image-2.0-pro (better text, finer texture)")
-    @argument(
-        "--size", action="append", metavar="RATIO",
-        help="aspect ratio: 1:1 (default), 4:3, 3:4, 16:9, 9:16, 3:2, 2:3; comma-separated for a grid",
-    )
-    @argument(
-        "--resolution", action="append", metavar="1K|2K",
-        help="1K (default) or 2K; comma-separated for a grid",
-    )
-    @argument("-n", type=int, default=None, metavar="N", help="images per request, 1 to 6 (default 1)")
-    @argument("--negative", metavar="TEXT", default=None, help="negative prompt (quote it), up to 500 characters")
-    @argument(
-        "--ref", action="append", nargs="+", metavar="URL_OR_NAME",
-        help="reference image(s), at most 3: an http(s) URL, a variable holding images this package "
-        "made (e.g. qimages[0]; their source URL is reused), another PIL image or a file path "
-        "(uploaded first)",
-    )
-    @argument("--new", action="store_true", help="fresh images even if an identical request is cached")
-    @argument(
-        "--background", action="store_true",
-        help="return at once; thumbnails still fill in and NAME is bound when the images arrive",
-    )
-    @argument("--timeout", type=float, default=None, metavar="S", help="seconds to wait (default 900)")
+    @cell_arguments
     @cell_magic("qimage")
     def qimage_cell(self, line: str, cell: str) -> None:
         """Generate images with Qwen Image 2.0; the cell body is the prompt.
@@ -774,11 +286,15 @@ class QImageMagics(Magics):
             %%qimage --ref cats[0] --pro
             the same cat, wearing a hat
         """
-        args = _parse(self.qimage_cell, line)
-        prompt = cell.strip()
+        with _usage_errors():
+            self._generate(parse_cell_line(line), cell.strip())
+
+    def _generate(self, args: Any, prompt: str) -> None:
         plan = self._plan(args, prompt)
         thumb_px, fmt, concurrency = self._checked_display_settings()
-        refs = self._resolve_refs(list(_split_refs(args.ref)))
+        from ._refs import resolve_refs
+
+        refs = resolve_refs(split_refs(args.ref), self.shell.user_ns)
 
         from ._session import EMULATOR_BANNER, get_session
 
@@ -815,15 +331,16 @@ class QImageMagics(Magics):
             raise self._surface(exc, live) from None
         self._conclude(plan, generations, live)
 
-    def _live_for(self, plan: _Plan, thumb_px: int, fmt: str, banner: str | None) -> _Live:
-        from ._contract import GenerationRequest
+    def _live_for(self, plan: _Plan, thumb_px: int, fmt: str, banner: str | None) -> LiveGallery:
+        from ._contract import GenerationRequest, _short
+        from ._display import LiveGallery, LiveSlot
 
         slots = []
         for (model, size, resolution), label in zip(plan.combos, plan.labels, strict=True):
             request = GenerationRequest(
                 prompt=plan.prompt, model=model, size=size, resolution=resolution, n=plan.n
             )
-            slots.append(_Slot(request=request, label=label))
+            slots.append(LiveSlot(request=request, label=label))
         first = plan.combos[0]
         if len(plan.combos) == 1:
             subtitle = f"{first[0]} · {first[1]} {first[2]} · {plan.n} image{'s' if plan.n > 1 else ''} -> {plan.name}"
@@ -831,7 +348,7 @@ class QImageMagics(Magics):
             subtitle = f"comparison grid: {len(plan.combos)} combinations x {plan.n} -> {plan.name}"
         if plan.negative:
             subtitle += f" · negative: {_short(plan.negative, 80)}"
-        return _Live(
+        return LiveGallery(
             slots,
             title=_short(plan.prompt, 200),
             subtitle=subtitle,
@@ -842,16 +359,17 @@ class QImageMagics(Magics):
         )
 
     async def _execute(
-        self, client: AsyncClient, plan: _Plan, refs: list[_Ref], live: _Live, concurrency: int, *, say: Any
+        self, client: AsyncClient, plan: _Plan, refs: list[Ref], live: LiveGallery, concurrency: int, *, say: Any
     ) -> list[Generation]:
         from ._contract import GenerationRequest
+        from ._refs import ref_urls
 
         def tell(text: str) -> None:
             live.note(text)
             if say is not None:
                 say(text)
 
-        urls = await self._ref_urls(client, refs, tell) if refs else []
+        urls = await ref_urls(client, refs, tell) if refs else []
         if len(plan.combos) == 1:
             model, size, resolution = plan.combos[0]
             generation = await client.generate(
@@ -883,8 +401,10 @@ class QImageMagics(Magics):
             cache=not plan.fresh,
         )
 
-    def _conclude(self, plan: _Plan, generations: list[Generation], live: _Live, *, quiet: bool = False) -> None:
+    def _conclude(self, plan: _Plan, generations: list[Generation], live: LiveGallery, *, quiet: bool = False) -> None:
         """Bind the images, draw the final static output, and report failures in one line each."""
+        from ._display import error_line
+
         images = [image for gen in generations if gen.error is None for image in gen.images]
         failures = [gen for gen in generations if gen.error is not None]
         if images or not failures:
@@ -896,21 +416,22 @@ class QImageMagics(Magics):
         lines = []
         for gen in failures:
             assert gen.error is not None
-            kind, message = _error_line(gen.error)
+            kind, message = error_line(gen.error)
             label = f"{gen.request.model} · {gen.request.size} {gen.request.resolution}: " if len(generations) > 1 else ""
             lines.append(f"{label}{kind}: {message}")
         if len(failures) == len(generations):
             first = failures[0].error
             assert first is not None
-            kind, message = _error_line(first)
+            kind, message = error_line(first)
             if len(failures) > 1:
                 message += f" (and {len(failures) - 1} more failed; see above)"
             raise QImageCellError(message, kind, getattr(first, "task_id", None))
         if not quiet:
             print(f"{len(failures)} of {len(generations)} generations failed:", *lines, sep="\n  ", file=sys.stderr)
 
-    def _surface(self, exc: BaseException, live: _Live) -> BaseException:
+    def _surface(self, exc: BaseException, live: LiveGallery) -> BaseException:
         """The one line a user sees for a failure: UsageError for bad input, the API's reason otherwise."""
+        from ._display import error_line
         from ._exceptions import QImageError, ValidationError
 
         if isinstance(exc, (UsageError, QImageCellError)):
@@ -920,7 +441,7 @@ class QImageMagics(Magics):
             return UsageError(exc.message)
         if isinstance(exc, QImageError):
             live.fail(exc)
-            kind, message = _error_line(exc)
+            kind, message = error_line(exc)
             return QImageCellError(message, kind, exc.task_id)
         if isinstance(exc, Exception):
             live.fail(exc)
@@ -929,7 +450,7 @@ class QImageMagics(Magics):
 
     # -- background runs ----------------------------------------------------------------------
 
-    def _start_background(self, plan: _Plan, refs: list[_Ref], live: _Live, concurrency: int) -> None:
+    def _start_background(self, plan: _Plan, refs: list[Ref], live: LiveGallery, concurrency: int) -> None:
         import asyncio
 
         from ._session import get_session
@@ -969,7 +490,7 @@ class QImageMagics(Magics):
             return
         # No loop running (plain IPython, a script): a daemon thread with its own loop and its own
         # client, because an httpx client's connections belong to the loop that opened them.
-        client = _fresh_client(session)
+        client = session.new_client()
 
         def main() -> None:
             loop = asyncio.new_event_loop()
@@ -997,13 +518,16 @@ class QImageMagics(Magics):
     @argument("-o", "--output", metavar="NAME", default=None, help=f"variable for the images (default {DEFAULT_OUTPUT})")
     def _cmd_resume(self, line: str) -> None:
         """%qimage resume [TASK_ID | --all] [-o NAME]: fetch a task's images without submitting again."""
-        args = _parse(self._cmd_resume, line)
+        args = parse(self._cmd_resume, line)
         if args.task_id and args.all:
             raise UsageError("pass a task id or --all, not both")
         name = self._checked_name(args.output)
         thumb_px, fmt, concurrency = self._checked_display_settings()
         import asyncio
 
+        from ._client import Generation
+        from ._contract import GenerationRequest
+        from ._exceptions import QImageError, ValidationError
         from ._session import EMULATOR_BANNER, get_session
         from ._sync import run_sync
 
@@ -1021,8 +545,10 @@ class QImageMagics(Magics):
                 raise UsageError(
                     f"{len(ids)} tasks are pending ({', '.join(ids)}); pass one task id, or --all"
                 )
-        slots = [_Slot(request=None, label=task_id if len(ids) > 1 else None) for task_id in ids]
-        live = _Live(
+        from ._display import LiveGallery, LiveSlot
+
+        slots = [LiveSlot(request=None, label=task_id if len(ids) > 1 else None) for task_id in ids]
+        live = LiveGallery(
             slots,
             title=f"resuming {', '.join(ids)}",
             subtitle=f"-> {name}",
@@ -1033,22 +559,17 @@ class QImageMagics(Magics):
         live.show()
 
         async def resume_all() -> list[Generation]:
-            from ._client import Generation
-            from ._contract import GenerationRequest
-            from ._exceptions import QImageError
-
+            # generate_many's gate, for resume: a failure is that task's Generation.error, not the
+            # end of the others. (An AsyncClient.resume_many would make this one call.)
             gate = asyncio.Semaphore(concurrency)
 
             async def one(index: int, task_id: str) -> Generation:
                 async with gate:
                     try:
-                        return await client.resume(
-                            task_id, on_update=lambda u: live.on_update(u, index), timeout=self.timeout
-                        )
+                        return await client.resume(task_id, on_update=lambda u: live.on_update(u, index), timeout=self.timeout)
                     except QImageError as exc:
-                        return Generation(
-                            task_id=exc.task_id or task_id, request=GenerationRequest(prompt=""), status="failed", error=exc
-                        )
+                        return Generation(task_id=exc.task_id or task_id, request=GenerationRequest(prompt=""),
+                                          status="failed", error=exc)  # fmt: skip
 
             return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(ids))))
 
@@ -1059,8 +580,6 @@ class QImageMagics(Magics):
             return
         except BaseException as exc:
             raise self._surface(exc, live) from None
-        from ._exceptions import ValidationError
-
         for gen in generations:
             if isinstance(gen.error, ValidationError):
                 live.fail(gen.error)
@@ -1076,16 +595,17 @@ class QImageMagics(Magics):
     @argument("--pending", action="store_true", help="only tasks submitted but never downloaded")
     def _cmd_history(self, line: str) -> None:
         """%qimage history [-n N] [--pending]: the journal of this machine's generations."""
-        args = _parse(self._cmd_history, line)
+        args = parse(self._cmd_history, line)
         if args.limit < 1:
             raise UsageError(f"-n {args.limit}: show at least 1 entry")
         from IPython.display import display
 
+        from ._display import history_bundle
         from ._session import get_session
 
         client = get_session().client()
         entries = client.pending()[: args.limit] if args.pending else client.history(args.limit)
-        display(_history_bundle(entries, pending_only=args.pending), raw=True)
+        display(history_bundle(entries, pending_only=args.pending), raw=True)
 
     def _cmd_pending(self, line: str) -> None:
         """%qimage pending: tasks submitted but never downloaded (same as history --pending)."""
@@ -1097,7 +617,7 @@ class QImageMagics(Magics):
     @argument("--latency", type=float, default=None, metavar="S", help="seconds a task takes (default 2)")
     def _cmd_emulator(self, line: str) -> None:
         """%qimage emulator [--auto] [--stop] [--latency S]: the bundled offline emulator in this kernel."""
-        args = _parse(self._cmd_emulator, line)
+        args = parse(self._cmd_emulator, line)
         from ._session import EMULATOR_BANNER, get_session
 
         session = get_session()
@@ -1143,15 +663,12 @@ class QImageMagics(Magics):
             )
         import getpass
 
-        from ._exceptions import ValidationError
         from ._session import get_session
 
         key = getpass.getpass("Qwen Image API key (kept in this kernel's memory only): ")
         session = get_session()
         try:
-            session.login(key)
-        except ValidationError as exc:
-            raise UsageError(exc.message) from None
+            session.login(key)  # a bad key is a ValidationError that never echoes it
         finally:
             del key
         stopped = ""
@@ -1170,6 +687,7 @@ class QImageMagics(Magics):
 
     def _cmd_config(self, line: str) -> None:
         """%qimage config: the effective settings (never the key) and, with a key, the balance."""
+        from ._display import error_line
         from ._session import get_session
         from ._sync import run_sync
 
@@ -1186,7 +704,7 @@ class QImageMagics(Magics):
             except KeyboardInterrupt:
                 lines.append("  balance:   (interrupted)")
             except Exception as exc:
-                lines.append(f"  balance:   unavailable ({_error_line(exc)[1]})")
+                lines.append(f"  balance:   unavailable ({error_line(exc)[1]})")
             else:
                 if balance.unlimited_quota:
                     lines.append("  balance:   unlimited quota")
@@ -1197,7 +715,7 @@ class QImageMagics(Magics):
         else:
             lines.append("  balance:   (no key) " + NO_KEY)
         with contextlib.suppress(Exception):
-            lines.append(f"  journal:   {_home_of(client)}")
+            lines.append(f"  journal:   {Path(client.store.root)}")
         lines.append("  %%qimage defaults (%config QImageMagics.<name> = value):")
         for name in ("model", "size", "resolution", "n", "output", "timeout", "concurrency", "thumb_px", "thumb_format"):
             lines.append(f"    {name} = {getattr(self, name)!r}")
@@ -1227,11 +745,8 @@ class QImageMagics(Magics):
                 f"unknown subcommand {command!r}: use one of {', '.join(self._SUBCOMMANDS)}; "
                 "to generate, put the prompt in a %%qimage cell"
             )
-        getattr(self, f"_cmd_{command}")(rest.strip())
-
-
-def _split_refs(groups: list[list[str]] | None) -> list[str]:
-    return [token for group in groups or [] for token in group]
+        with _usage_errors():
+            getattr(self, f"_cmd_{command}")(rest.strip())
 
 
 _LINE_HELP = "\n".join(
@@ -1256,7 +771,7 @@ _LINE_HELP = "\n".join(
 QImageMagics.qimage_line.__doc__ = _LINE_HELP
 
 
-def _adopt_journal_ids(client: AsyncClient, live: _Live, since: float) -> None:
+def _adopt_journal_ids(client: AsyncClient, live: LiveGallery, since: float) -> None:
     """Fill in task ids the display never saw (an interrupt before the first poll) from the journal."""
     with contextlib.suppress(Exception):
         entries = [e for e in client.pending() if e.created_at >= since - 1]
@@ -1275,56 +790,3 @@ def _adopt_journal_ids(client: AsyncClient, live: _Live, since: float) -> None:
 
 def _key_state(session: Any) -> str:
     return f"set (from {session.key_source})" if session.has_key else "not set"
-
-
-def _home_of(client: AsyncClient) -> Path:
-    return Path(client.store.root)
-
-
-def _fresh_client(session: Any) -> AsyncClient:
-    """A client with the session's settings that no other event loop has touched."""
-    from ._client import AsyncClient
-
-    # The session's own client belongs to the loop of the thread that first used it.
-    return AsyncClient(api_key=session._key(), base_url=session.base_url, **session._client_options)
-
-
-def _history_bundle(entries: list[Any], *, pending_only: bool) -> dict[str, Any]:
-    if not entries:
-        text = "no pending tasks" if pending_only else "the journal is empty: no generations yet"
-        return {"text/plain": text, "text/html": f"<div>{html.escape(text)}</div>"}
-    header = ("time", "status", "task id", "prompt", "n", "model / size")
-    rows = []
-    for entry in entries:
-        request = entry.request
-        created = getattr(entry, "created_at", None)
-        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
-        model = SHORT_MODEL.get(request.model, request.model)
-        rows.append(
-            (
-                stamp,
-                str(getattr(entry, "status", "")),
-                entry.task_id or f"(no id yet; key {entry.key})",
-                _short(request.prompt or "(unknown prompt)", 50),
-                str(request.n),
-                f"{model} · {request.size} {request.resolution}",
-            )
-        )
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    text_lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    text_lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    pending = [e for e in entries if not getattr(e, "downloaded", True) and getattr(e, "status", "") not in ("failed", "cancelled")]
-    if pending:
-        text_lines.append("resume with: %qimage resume TASK_ID, or %qimage resume --all")
-    cells = "".join(
-        "<tr>" + "".join(f'<td style="text-align:left">{html.escape(c)}</td>' for c in row) + "</tr>" for row in rows
-    )
-    head = "".join(f'<th style="text-align:left">{html.escape(h)}</th>' for h in header)
-    foot = (
-        '<div style="color:#555">resume with <code>%qimage resume TASK_ID</code> or '
-        "<code>%qimage resume --all</code></div>"
-        if pending
-        else ""
-    )
-    table = f'<table class="qimage-history"><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>{foot}'
-    return {"text/plain": "\n".join(text_lines), "text/html": table}

@@ -93,6 +93,18 @@ CREATE TABLE IF NOT EXISTS images (
 );
 """
 
+# Created on first use by remember_upload (not part of _SCHEMA), so journals of any version get it.
+_UPLOADS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    sha256      TEXT NOT NULL,              -- of the bytes uploaded
+    origin      TEXT NOT NULL,              -- the API base URL: an upload URL is that provider's
+    url         TEXT NOT NULL,
+    uploaded_at REAL NOT NULL,
+    PRIMARY KEY (sha256, origin)
+)
+"""
+UPLOADS_KEPT_SECONDS = 7 * 24 * 3600  # provider upload URLs live 72 h; older rows are only clutter
+
 
 @dataclass(frozen=True)
 class JobRecord:
@@ -572,6 +584,37 @@ class Store:
                 "SELECT status, progress, task_id, at FROM events WHERE key = ? ORDER BY id", (key,)
             ).fetchall()
         return [dict(row) for row in rows]
+
+    # -- uploaded references --
+
+    def remember_upload(self, sha256: str, origin: str, url: str) -> None:
+        """Record that the bytes with this hash were uploaded to ``origin`` and live at ``url``.
+
+        One short transaction, so two kernels uploading at once both land (the later URL wins).
+        """
+        now = time.time()
+        with self._write() as conn:
+            conn.execute(_UPLOADS_SCHEMA)
+            conn.execute(
+                "INSERT OR REPLACE INTO uploads (sha256, origin, url, uploaded_at) VALUES (?, ?, ?, ?)",
+                (sha256, origin, url, now),
+            )
+            conn.execute("DELETE FROM uploads WHERE uploaded_at < ?", (now - UPLOADS_KEPT_SECONDS,))
+
+    def find_upload(self, sha256: str, origin: str, max_age: float) -> tuple[str, float] | None:
+        """``(url, uploaded_at)`` of an upload of these bytes to ``origin`` at most ``max_age``
+        seconds old, or None."""
+        with self._read() as conn:
+            try:
+                row = conn.execute(
+                    "SELECT url, uploaded_at FROM uploads WHERE sha256 = ? AND origin = ? AND uploaded_at >= ?",
+                    (sha256, origin, time.time() - max_age),
+                ).fetchone()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):  # nothing was ever uploaded from this journal
+                    return None
+                raise
+        return (str(row["url"]), float(row["uploaded_at"])) if row is not None else None
 
     def close(self) -> None:
         """Close the database connection; the store reopens it if used again."""

@@ -1,0 +1,155 @@
+"""The ``%%qimage`` argument syntax: its definitions, how a line is read, and how one is written.
+
+IPython's ``magic_arguments`` builds the parser (and the ``%%qimage?`` help) from the definitions
+in :func:`cell_arguments`. Its splitter (non-POSIX shlex) keeps quotes on a token and knows no
+escapes, so :func:`parse` drops one surrounding pair from each value, and :func:`reproduce_cell`
+writes values the way :func:`parse` reads them back. Only IPython is imported here: loading the
+extension stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+if TYPE_CHECKING:
+    from ._contract import GenerationRequest
+
+__all__ = ["DEFAULT_OUTPUT", "cell_arguments", "parse", "parse_cell_line", "reproduce_cell"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_OUTPUT = "qimages"
+MODEL_ALIASES = {
+    "pro": "qwen-image-2.0-pro",
+    "standard": "qwen-image-2.0",
+    "std": "qwen-image-2.0",
+}
+THUMB_FORMATS = ("JPEG", "WEBP")
+
+# In the order --help lists them.
+_CELL_ARGUMENTS = (
+    argument(
+        "-o", "--output", metavar="NAME", default=None,
+        help=f"variable that receives the images as a list of PIL images, in the API's order "
+        f"(default: {DEFAULT_OUTPUT}, or %%config QImageMagics.output)",
+    ),
+    argument(
+        "--model", action="append", metavar="M",
+        help="qwen-image-2.0 (default) or qwen-image-2.0-pro ('standard' and 'pro' work too); "
+        "comma-separated values make a comparison grid",
+    ),
+    argument("--pro", action="store_true", help="use qwen-image-2.0-pro (better text, finer texture)"),
+    argument(
+        "--size", action="append", metavar="RATIO",
+        help="aspect ratio: 1:1 (default), 4:3, 3:4, 16:9, 9:16, 3:2, 2:3; comma-separated for a grid",
+    ),
+    argument("--resolution", action="append", metavar="1K|2K", help="1K (default) or 2K; comma-separated for a grid"),
+    argument("-n", type=int, default=None, metavar="N", help="images per request, 1 to 6 (default 1)"),
+    argument("--negative", metavar="TEXT", default=None, help="negative prompt (quote it), up to 500 characters"),
+    argument(
+        "--ref", action="append", nargs="+", metavar="URL_OR_NAME",
+        help="reference image(s), at most 3: an http(s) URL, a variable holding images this package "
+        "made (e.g. qimages[0]; their source URL is reused), another PIL image or a file path "
+        "(uploaded first)",
+    ),
+    argument("--new", action="store_true", help="fresh images even if an identical request is cached"),
+    argument(
+        "--background", action="store_true",
+        help="return at once; thumbnails still fill in and NAME is bound when the images arrive",
+    ),
+    argument("--timeout", type=float, default=None, metavar="S", help="seconds to wait (default 900)"),
+)  # fmt: skip
+
+
+def cell_arguments(func: F) -> F:
+    """Give ``func`` the ``%%qimage`` arguments: its parser, and its docstring followed by the help."""
+    for decorate in reversed(_CELL_ARGUMENTS):  # as if stacked above the function, top first
+        func = decorate(func)
+    return magic_arguments(name="%qimage")(func)
+
+
+@cell_arguments
+def _cell_syntax(line: str, cell: str) -> None:
+    """Generate images with Qwen Image 2.0; the cell body is the prompt."""
+
+
+def _unquote(value: Any) -> Any:
+    """Drop one pair of surrounding quotes: IPython's argument splitter keeps them on the value."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    if isinstance(value, list):
+        return [_unquote(item) for item in value]
+    return value
+
+
+def parse(func: Any, line: str) -> Any:
+    """``parse_argstring`` (UsageError on bad input, generated help) with quotes removed from values."""
+    args = parse_argstring(func, line)
+    for name, value in vars(args).items():
+        setattr(args, name, _unquote(value))
+    return args
+
+
+def parse_cell_line(line: str) -> Any:
+    """The ``%%qimage`` line read as the cell magic reads it."""
+    return parse(_cell_syntax, line)
+
+
+def split_values(values: list[str] | None) -> list[str]:
+    """``--size 1:1,16:9`` (or repeated options) -> ``["1:1", "16:9"]``, order kept, no duplicates."""
+    out: list[str] = []
+    for value in values or []:
+        for part in value.split(","):
+            part = part.strip()
+            if part and part not in out:
+                out.append(part)
+    return out
+
+
+def split_refs(groups: list[list[str]] | None) -> list[str]:
+    """``--ref a b --ref c`` -> ``["a", "b", "c"]``."""
+    return [token for group in groups or [] for token in group]
+
+
+# --- writing a cell --------------------------------------------------------------------------
+
+
+def _quote(value: str) -> str:
+    """Quote one %%qimage argument the way :func:`parse` reads it back.
+
+    A value is wrapped in a quote character it does not contain whenever it has whitespace or
+    quotes, or starts with ``-`` (argparse would take it for an option). A value holding both kinds
+    of quote, or a line break, cannot be written at all: refused rather than printed as a cell that
+    means something else.
+    """
+    if "\n" in value or "\r" in value:
+        raise ValueError("a value with a line break cannot be passed as a %%qimage argument")
+    if value and not value.startswith("-") and not any(c.isspace() or c in "'\"" for c in value):
+        return value
+    for mark in ("'", '"'):
+        if mark not in value:
+            return f"{mark}{value}{mark}"
+    raise ValueError("a value with both ' and \" cannot be passed as a %%qimage argument")
+
+
+def reproduce_cell(request: GenerationRequest, *, name: str = DEFAULT_OUTPUT) -> str:
+    """The exact ``%%qimage`` cell that makes this request again (served from the journal when unchanged).
+
+    Raises ``ValueError`` when an argument (negative prompt or reference URL) holds both kinds of
+    quote or a line break, which the magic's argument syntax cannot express.
+    """
+    args = [
+        "-o", name,
+        "--model", request.model,
+        "--size", request.size,
+        "--resolution", request.resolution,
+        "-n", str(request.n),
+    ]  # fmt: skip
+    if request.negative_prompt:
+        args += ["--negative", request.negative_prompt]
+    for url in request.image_urls:
+        args += ["--ref", url]
+    return "%%qimage " + " ".join(_quote(a) for a in args) + "\n" + request.prompt
