@@ -141,15 +141,14 @@ def reproduce_cell(request: GenerationRequest, *, name: str = DEFAULT_OUTPUT) ->
     Raises ``ValueError`` when an argument (negative prompt or reference URL) holds both kinds of
     quote or a line break, which the magic's argument syntax cannot express.
     """
-    args = [
-        "-o", name,
-        "--model", request.model,
-        "--size", request.size,
-        "--resolution", request.resolution,
-        "-n", str(request.n),
-    ]  # fmt: skip
+    options = [
+        ("-o", name),
+        ("--model", request.model),
+        ("--size", request.size),
+        ("--resolution", request.resolution),
+        ("-n", str(request.n)),
+    ]
     if request.negative_prompt:
-        args += ["--negative", request.negative_prompt]
-    for url in request.image_urls:
-        args += ["--ref", url]
-    return "%%qimage " + " ".join(_quote(a) for a in args) + "\n" + request.prompt
+        options.append(("--negative", request.negative_prompt))
+    options += [("--ref", url) for url in request.image_urls]
+    return "%%qimage " + " ".join(f"{option} {_quote(value)}" for option, value in options) + "\n" + request.prompt

@@ -621,3 +621,118 @@ def test_an_interrupt_before_the_task_id_is_known_names_the_journal_entry(shell,
     shell.run_line_magic("qimage", f"resume {match.group(1)}")
     assert shell.user_ns["qimages"][0].info["prompt"] == "an early interrupt"
     assert emulator.counters()["submits_accepted"] == 1
+
+
+# --- a bad $QIMAGE_BASE_URL ------------------------------------------------------------------
+
+BAD_BASE_URLS = [
+    ("plain-http-remote", "http://api.example.com", r"plain http to a non-loopback host.*use https"),
+    ("credentials", "https://qimage-user:hunter2-SECRET@api.example.com", r"must not carry credentials"),
+]
+
+
+@pytest.mark.parametrize("run", ["%%qimage\na cat", "%qimage config", "%qimage history", "%qimage emulator --auto"])
+@pytest.mark.parametrize(("case", "url", "says"), BAD_BASE_URLS, ids=[c[0] for c in BAD_BASE_URLS])
+def test_a_bad_base_url_is_one_usage_error_line_never_a_traceback(
+    shell, no_session, monkeypatch, capsys, run, case, url, says
+):
+    monkeypatch.setenv("QIMAGE_API_KEY", "sk-test-KEY-0000")
+    monkeypatch.setenv("QIMAGE_BASE_URL", url)
+    result = shell.run_cell(run)
+    assert not result.success
+    error = result.error_in_exec
+    assert isinstance(error, UsageError), repr(error)
+    message = str(error)
+    assert re.search(says, message) and "\n" not in message
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.out + printed.err
+    seen = printed.out + printed.err + message + repr(shell.display_pub.outputs)
+    for secret in ("hunter2", "qimage-user", "sk-test-KEY"):
+        assert secret not in seen
+    assert not get_session().using_emulator
+
+
+# --- what --ref may name ---------------------------------------------------------------------
+
+
+def _sourced(url: str, color=(10, 20, 30)) -> Image.Image:
+    image = Image.new("RGB", (8, 8), color)
+    image.info["source_url"] = url
+    return image
+
+
+def test_ref_follows_names_indexes_slices_and_attributes(shell, emu, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    a, b, c = (f"https://example.com/{name}.png" for name in "abc")
+    shell.user_ns["pics"] = [_sourced(a), _sourced(b)]
+    shell.user_ns["x"] = SimpleNamespace(images=[_sourced(c)])
+    shell.run_cell_magic("qimage", "-o y --ref pics[-1] pics[0:1] x.images", "three references")
+    assert received(emu, shell.user_ns["y"][0].info["task_id"])["image_urls"] == [b, a, c]
+    # A relative path parses as a division; an existing file is still a file.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    png_file(tmp_path / "sub" / "cat.png")
+    shell.run_cell_magic("qimage", "-o back --ref sub/cat.png", "a cat from a file")
+    assert emu.counters()["uploads"] == 1
+
+
+@pytest.mark.parametrize(
+    ("token", "says"),
+    [
+        ("boom()", "Call"),
+        ("\"__import__('os').getcwd()\"", "Call"),
+        ("pics[0].__class__", "private attribute"),
+        ("pics[len(pics)-1]", "index"),
+        ("pics[0:boom()]", "slice"),
+        ("[pics][0]", "List"),
+        ("pics+pics", "BinOp"),
+        ("42", "int"),
+    ],
+)
+def test_ref_evaluates_no_code(shell, emu, token, says):
+    called = []
+    shell.user_ns["boom"] = lambda: called.append(1) or []
+    shell.user_ns["pics"] = [_sourced("https://example.com/a.png")]
+    with pytest.raises(UsageError) as caught:
+        shell.run_cell_magic("qimage", f"--ref {token}", "a cat")
+    message = str(caught.value)
+    assert token.strip('"') in message and says in message and "\n" not in message
+    assert called == []
+    assert emu.counters()["api_requests"] == 0
+    shell.user_ns.pop("boom")
+
+
+# --- reproduce_cell and the magic's parser ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "negative",
+    ["dogs", "blur, 'noise'", 'say "cheese"', "-blurry", "--new -n 6", "tabs\tand  spaces", "$5 {today} %d %%s",
+     "ünïcödé — “curly” ‘quotes’", "--ref https://evil.example/x.png"],
+)
+def test_reproduce_cell_round_trips_through_the_magics_parser(negative):
+    from qimage_nb._contract import GenerationRequest
+    from qimage_nb._magic_args import parse_cell_line, reproduce_cell, split_refs
+
+    request = GenerationRequest.create(
+        "a sign that says \"it's $5 {today}\"\n%%qimage --new\nthird line", model="qwen-image-2.0-pro",
+        size="2:3", resolution="2K", n=2, negative_prompt=negative,
+        image_urls=["https://example.com/a b.png?x=1&y=2", "https://example.com/-dash.png"],
+    )
+    line, body = reproduce_cell(request, name="pics").split("\n", 1)
+    assert line.startswith("%%qimage ")
+    args = parse_cell_line(line.removeprefix("%%qimage "))
+    assert args.output == "pics" and not args.new and not args.background and not args.pro
+    assert (args.model, args.size, args.resolution, args.n) == ([request.model], [request.size], [request.resolution], 2)
+    assert args.negative == request.negative_prompt
+    assert split_refs(args.ref) == list(request.image_urls)
+    assert body.strip() == request.prompt
+
+
+def test_reproduce_cell_refuses_a_line_break_in_an_argument():
+    from qimage_nb._contract import GenerationRequest
+    from qimage_nb._magic_args import reproduce_cell
+
+    with pytest.raises(ValueError, match="line break"):
+        reproduce_cell(GenerationRequest.create("a cat", negative_prompt="dogs\nwolves"))

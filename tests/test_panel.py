@@ -546,3 +546,28 @@ def test_reproduce_cell_refuses_what_the_magic_cannot_express():
     both = GenerationRequest.create("a cat", negative_prompt="\"big\" 'dogs'")
     with pytest.raises(ValueError, match="both"):
         reproduce_cell(both)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://api.example.com", "plain http to a non-loopback host"),
+        ("https://qimage-user:hunter2-SECRET@api.example.com", "must not carry credentials"),
+    ],
+)
+async def test_a_bad_base_url_shows_in_the_error_line(monkeypatch, url, says):
+    monkeypatch.setenv("QIMAGE_API_KEY", "sk-test-KEY-0000")
+    monkeypatch.setenv("QIMAGE_BASE_URL", url)
+    panel = Panel()
+    try:
+        await panel.wait()
+        assert visible(panel.error) and says in text_of(panel.error)
+        panel.prompt.value = "a cat"
+        panel.generate_button.click()
+        assert says in text_of(panel.error) and panel.runs == []
+        state = json.dumps([w.get_state() for w in walk_widgets(panel.root)], default=repr)
+        for secret in ("hunter2", "qimage-user", "sk-test-KEY"):
+            assert secret not in state
+    finally:
+        panel.close()
+        _session.reset_session()

@@ -526,3 +526,25 @@ def test_version_one_journal_is_migrated_in_place(tmp_path):
     store.begin(GenerationRequest.create("new row"), "k-new", origin="https://api.example")
     assert [job.key for job in store.pending(origin="https://api.example")] == ["k-new"]
     assert {job.key for job in store.pending()} == {"k-new", "k-old"}
+
+
+# --- uploaded references ---------------------------------------------------------------------
+
+
+def test_uploads_are_remembered_per_content_and_origin_in_the_journal(tmp_path):
+    sha = hashlib.sha256(b"a picture").hexdigest()
+    store = Store(tmp_path)
+    store.begin(request(), "key-1", origin="https://api.a.example")  # an existing journal, before the table
+    assert store.find_upload(sha, "https://api.a.example", 3600) is None
+    store.remember_upload(sha, "https://api.a.example", "https://cdn.example/a.png")
+    url, at = store.find_upload(sha, "https://api.a.example", 3600)
+    assert url == "https://cdn.example/a.png" and abs(at - time.time()) < 60
+    assert store.find_upload(sha, "https://api.b.example", 3600) is None  # another API: not its URL
+    assert store.find_upload(sha, "https://api.a.example", -1) is None  # older than allowed
+    # Another kernel on the same journal sees it, and a later upload of the same bytes wins.
+    other = Store(tmp_path)
+    assert other.find_upload(sha, "https://api.a.example", 3600)[0] == "https://cdn.example/a.png"
+    other.remember_upload(sha, "https://api.a.example", "https://cdn.example/a2.png")
+    assert store.find_upload(sha, "https://api.a.example", 3600)[0] == "https://cdn.example/a2.png"
+    other.close()
+    store.close()

@@ -1,0 +1,355 @@
+"""One run of the panel: its task on the kernel's loop, its row in the history, its results.
+
+A :class:`Run` is one Generate (or resume): it submits through the client, follows ``on_update``
+into a status line, a progress bar and a gallery of :class:`RunSlot` tiles, and ends done, failed
+or cancelled, never silently. Cancel stops *waiting* only: the journal keeps the task id, and the
+status line says how to fetch the images without paying again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import ipywidgets as W
+
+from ._contract import GenerationRequest, _short
+from ._display import format_seconds, progress_status
+from ._exceptions import QImageError
+from ._panel_view import LINE, MUTED, RED, THUMB_PX, describe, image_format, tile_size
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ._client import AsyncClient, Generation, Update
+    from ._panel import Panel
+
+__all__ = ["Run", "RunSlot"]
+
+logger = logging.getLogger("qimage_nb")
+
+
+class RunSlot:
+    """One gallery cell of a run: a placeholder until its image lands, then a clickable thumbnail."""
+
+    def __init__(self, run: Run, index: int) -> None:
+        self.run = run
+        self.index = index
+        self.image: Image.Image | None = None
+        self.thumb: bytes | None = None
+        w, h = tile_size(run.request.size)
+        self.size = (w, h)
+        self.waiting = W.HTML(
+            f'<div style="width:{w}px;height:{h}px;display:flex;align-items:center;justify-content:center;'
+            f'background:#eef0f3;color:{MUTED};border-radius:6px;font-size:12px">image {index + 1}…</div>',
+            layout=W.Layout(grid_area="tile", margin="0"),
+        )
+        self.box = W.GridBox(
+            [self.waiting],
+            layout=W.Layout(
+                grid_template_columns=f"{w}px",
+                grid_template_rows=f"{h}px",
+                grid_template_areas='"tile"',
+                width=f"{w}px",
+                height=f"{h}px",
+                overflow="hidden",
+            ),
+        )
+        self.box.add_class("qimage-placeholder")
+
+    def fill(self, image: Image.Image, thumb: bytes, mime: str, tooltip: str) -> None:
+        if self.image is not None:
+            return
+        self.image, self.thumb = image, thumb
+        w, h = self.size
+        picture = W.Image(
+            value=thumb,
+            format=image_format(mime),
+            layout=W.Layout(grid_area="tile", width=f"{w}px", height=f"{h}px", object_fit="cover", margin="0"),
+        )
+        picture.add_class("qimage-thumb-img")
+        # ipywidgets' Image has no click event: a transparent Button laid over it in the same grid
+        # area takes the click (and gives hover/focus feedback), so the whole tile is the target.
+        opener = W.Button(
+            description="",
+            tooltip=f"image {self.index + 1}: click for a larger preview\n{tooltip}",
+            layout=W.Layout(grid_area="tile", width=f"{w}px", height=f"{h}px", margin="0", padding="0"),
+            style={"button_color": "transparent"},
+        )
+        opener.add_class("qimage-open")
+        opener.on_click(self.run.panel._guard("preview", lambda _b: self.run.panel.select(self.run, self.index)))
+        self.box.children = (picture, opener)
+        self.box.remove_class("qimage-placeholder")
+        self.box.add_class("qimage-thumb")
+
+
+class Run:
+    """One Generate (or resume) of the panel: its task, its row in the history, its results."""
+
+    def __init__(
+        self, panel: Panel, number: int, request: GenerationRequest, client: AsyncClient, *, resume: str | None = None
+    ) -> None:
+        self.panel = panel
+        self.number = number
+        self.request = request
+        self.client = client
+        self.resume_id = resume
+        self.task: asyncio.Task[None] | None = None
+        self.update: Update | None = None
+        self.generation: Generation | None = None
+        self.error: BaseException | None = None
+        self.state = "starting"  # starting, submitting, running, done, failed, cancelled
+        self.task_id: str | None = None
+        self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.finished_at: float | None = None
+        self._cancel_requested = False
+        self.slots: list[RunSlot] = []
+
+        self.header = W.HTML(self._header_html())
+        self.header.add_class("qimage-run-header")
+        self.status = W.HTML(self._status_html("starting…"), layout=W.Layout(flex="1 1 auto"))
+        self.status.add_class("qimage-status")
+        self.progress = W.IntProgress(value=0, min=0, max=100, layout=W.Layout(width="160px", flex="0 0 160px"))
+        self.progress.add_class("qimage-progress")
+        self.stop_button = W.Button(
+            description="Stop", icon="stop", tooltip="Stop waiting on this run (the task id stays in the journal)",
+            layout=W.Layout(width="80px", flex="0 0 auto"),
+        )
+        self.stop_button.add_class("qimage-run-cancel")
+        self.stop_button.on_click(panel._guard("stop", lambda _b: self.cancel()))
+        self.reuse_button = W.Button(
+            description="Reuse settings", icon="undo", tooltip="Put this run's prompt and settings back in the controls",
+            layout=W.Layout(width="140px", flex="0 0 auto"),
+        )
+        self.reuse_button.add_class("qimage-reuse")
+        self.reuse_button.on_click(panel._guard("reuse settings", lambda _b: panel.load_request(self.request)))
+        w, _h = tile_size(request.size)
+        self.gallery = W.GridBox(
+            [],
+            layout=W.Layout(
+                grid_template_columns=f"repeat(auto-fill, {w}px)",
+                grid_gap="8px",
+                width="100%",
+                margin="4px 0 0 0",
+            ),
+        )
+        self.gallery.add_class("qimage-gallery")
+        self._set_slots(0 if resume else request.n)
+        self.box = W.VBox(
+            [
+                self.header,
+                W.HBox([self.progress, self.status, self.stop_button, self.reuse_button],
+                       layout=W.Layout(align_items="center", width="100%")),
+                self.gallery,
+            ],
+            layout=W.Layout(border_top="1px solid #dde1e6", padding="6px 0 8px 0", width="100%"),
+        )
+        self.box.add_class("qimage-run")
+
+    # -- display --
+
+    def _header_html(self) -> str:
+        r = self.request
+        w, h = r.pixel_size
+        when = time.strftime("%H:%M:%S", time.localtime(self.started_wall))
+        bits = [f"<b>#{self.number}</b>", when]
+        if self.resume_id:
+            bits.append(f"resumed {html.escape(self.resume_id)}")
+        bits += [html.escape(r.model), f"{r.size} {r.resolution} ({w}×{h})", f"{r.n} image{'s' if r.n > 1 else ''}"]
+        if r.image_urls:
+            bits.append(f"{len(r.image_urls)} reference{'s' if len(r.image_urls) > 1 else ''}")
+        prompt = f"“{html.escape(_short(r.prompt, 90))}”" if r.prompt else "<i>prompt unknown</i>"
+        neg = f' <span style="color:{MUTED}">not: {html.escape(_short(r.negative_prompt, 40))}</span>' if r.negative_prompt else ""
+        return (
+            f'<div style="line-height:1.4"><span style="color:{MUTED}">{" · ".join(bits)}</span><br>'
+            f"{prompt}{neg}</div>"
+        )
+
+    def _status_html(self, text: str, *, color: str = MUTED) -> str:
+        return f'<span style="color:{color};padding-left:8px">{html.escape(_short(text, LINE))}</span>'
+
+    def _set_slots(self, count: int) -> None:
+        if count == len(self.slots):
+            return
+        self.slots = [RunSlot(self, i) for i in range(count)]
+        self.gallery.children = tuple(s.box for s in self.slots)
+
+    def _running_text(self) -> str:
+        u = self.update
+        if u is None:
+            return progress_status("submitting")
+        # Counted from the run's start, so the ticker makes it count down between server answers.
+        eta = None if u.estimated_time is None else u.estimated_time - (time.monotonic() - self.started)
+        have = sum(1 for i in u.images if i is not None)
+        return progress_status(u.stage, progress=u.progress, eta=eta, task_id=self.task_id, have=have, count=len(u.images))
+
+    def render(self) -> None:
+        running = self.state in ("starting", "submitting", "running")
+        self.stop_button.layout.display = None if running else "none"
+        if running:
+            self.status.value = self._status_html(self._running_text())
+            if self.update is not None:
+                self.progress.value = self.update.progress
+            return
+        # Placeholders of images that will not come are dropped; any image that did land stays.
+        self.gallery.children = tuple(s.box for s in self.slots if s.image is not None or self.state == "done")
+        if self.state == "done":
+            gen = self.generation
+            assert gen is not None
+            took = (self.finished_at or time.monotonic()) - self.started
+            source = "from the journal (no request)" if gen.cached else f"in {format_seconds(took)}"
+            n = len(gen.images)
+            self.status.value = self._status_html(
+                f"done · {n} image{'s' if n != 1 else ''} {source} · {gen.task_id}", color="#1b6e3a"
+            )
+            self.progress.value = 100
+            self.progress.bar_style = "success"
+        elif self.state == "failed":
+            self.status.value = self._status_html(f"failed: {describe(self.error)}" if self.error else "failed", color=RED)
+            self.progress.bar_style = "danger"
+        elif self.state == "cancelled":
+            self.status.value = self._status_html(self.cancel_message(), color="#8a5a00")
+            self.progress.bar_style = "warning"
+
+    def cancel_message(self) -> str:
+        if self.task_id:
+            return (
+                f"cancelled: stopped waiting for task {self.task_id}. It may still finish on the server; "
+                f"the journal keeps the task id, so %qimage resume {self.task_id} (or the Journal below) "
+                "fetches its images without paying again"
+            )
+        return (
+            "cancelled before the server confirmed the task. If it was accepted, the journal kept the "
+            "request and its idempotency key: %qimage resume --all fetches it without paying twice"
+        )
+
+    # -- work --
+
+    @property
+    def in_flight(self) -> bool:
+        # By state, not task.done(): the run's own epilogue (which refreshes the buttons) runs
+        # inside the task, after the outcome is known.
+        return self.task is not None and not self.task.done() and self.state in ("starting", "submitting", "running")
+
+    def start(self) -> None:
+        self.task = self.panel._loop().create_task(self.main())
+
+    def cancel(self) -> None:
+        if self.in_flight:
+            self._cancel_requested = True
+            assert self.task is not None
+            self.task.cancel()
+
+    async def main(self) -> None:
+        panel = self.panel
+        ticker = asyncio.ensure_future(self._tick())
+        try:
+            self.state = "submitting"
+            self.render()
+            if self.resume_id:
+                gen = await self.client.resume(self.resume_id, on_update=self.on_update)
+            else:
+                r = self.request
+                gen = await self.client.generate(
+                    r.prompt,
+                    model=r.model,
+                    size=r.size,
+                    resolution=r.resolution,
+                    n=r.n,
+                    negative_prompt=r.negative_prompt,
+                    image_urls=list(r.image_urls) or None,
+                    on_update=self.on_update,
+                    cache=False,  # the panel's Generate always makes new images
+                    label=f"panel #{self.number}",
+                )
+            if self.resume_id and gen.request.prompt:
+                self.request = gen.request
+                self.header.value = self._header_html()
+            self.task_id = gen.task_id or self.task_id
+            await self._fill_all(gen.images)
+            self.generation = gen
+            self.state = "done"
+        except asyncio.CancelledError:
+            self.state = "cancelled"
+            self._record_unfinished(None)
+            if not self._cancel_requested:
+                raise  # the loop itself is going away: do not swallow that
+        except Exception as exc:
+            self.state = "failed"
+            self.error = exc
+            self.task_id = getattr(exc, "task_id", None) or self.task_id
+            if not isinstance(exc, QImageError):
+                logger.exception("qimage_nb: panel run #%d failed", self.number)
+            self._record_unfinished(exc)
+            panel._show_error(f"Run #{self.number}: {describe(exc)}")
+        finally:
+            ticker.cancel()
+            self.finished_at = time.monotonic()
+            panel._submit_settled(self)
+            try:
+                self.render()
+                panel._run_finished(self)
+            except Exception as exc:  # the display must never hide the outcome of a paid run
+                logger.exception("qimage_nb: panel display failed")
+                panel._show_error(f"Run #{self.number}: display failed: {describe(exc)}")
+
+    def _record_unfinished(self, exc: BaseException | None) -> None:
+        from ._client import Generation
+
+        error = exc if isinstance(exc, QImageError) else QImageError(
+            self.cancel_message() if exc is None else describe(exc), task_id=self.task_id
+        )
+        self.generation = Generation(
+            task_id=self.task_id,
+            request=self.request,
+            status="cancelled" if exc is None else "failed",
+            error=error,
+        )
+
+    async def _tick(self) -> None:
+        # Status changes arrive only when the server's answer changes; the ETA should still count down.
+        while True:
+            await asyncio.sleep(1.0)
+            if self.state in ("submitting", "running"):
+                self.render()
+
+    async def on_update(self, update: Update) -> None:
+        self.update = update
+        if update.task_id:
+            self.task_id = update.task_id
+        if update.stage != "submitting" and self.state == "submitting":
+            self.state = "running"
+            self.panel._submit_settled(self)
+        if update.images:
+            self._set_slots(len(update.images))
+        if update.new_image is not None and update.new_image < len(update.images):
+            image = update.images[update.new_image]
+            if image is not None:
+                await self._fill(update.new_image, image)
+        elif update.stage == "done":
+            await self._fill_all([i for i in update.images if i is not None])
+        if not update.done:
+            self.render()
+
+    async def _fill(self, index: int, image: Image.Image) -> None:
+        from ._display import tile_for
+
+        slot = self.slots[index]
+        if slot.image is not None:
+            return
+        tile = await asyncio.to_thread(tile_for, image, thumb_px=THUMB_PX)
+        if tile.thumb is not None:
+            slot.fill(image, tile.thumb, tile.mime, tile.tooltip)
+
+    async def _fill_all(self, images: list[Image.Image]) -> None:
+        self._set_slots(max(len(images), len(self.slots)) if images else len(self.slots))
+        for index, image in enumerate(images):
+            await self._fill(index, image)
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return list(self.generation.images) if self.generation is not None else []
