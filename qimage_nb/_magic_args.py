@@ -17,7 +17,15 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 if TYPE_CHECKING:
     from ._contract import GenerationRequest
 
-__all__ = ["DEFAULT_OUTPUT", "cell_arguments", "parse", "parse_cell_line", "reproduce_cell"]
+__all__ = [
+    "DEFAULT_OUTPUT",
+    "LINE_HELP",
+    "LINE_SUBCOMMANDS",
+    "cell_arguments",
+    "parse",
+    "parse_cell_line",
+    "reproduce_cell",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +36,35 @@ MODEL_ALIASES = {
     "std": "qwen-image-2.0",
 }
 THUMB_FORMATS = ("JPEG", "WEBP")
+
+LINE_SUBCOMMANDS = (
+    "login",
+    "logout",
+    "config",
+    "emulator",
+    "resume",
+    "history",
+    "pending",
+    "panel",
+)
+LINE_HELP = "\n".join(
+    [
+        "%qimage SUBCOMMAND: manage the session (generation is the %%qimage cell magic).",
+        "",
+        "  %qimage login                  ask for the API key (hidden prompt; memory only)",
+        "  %qimage logout                 forget it",
+        "  %qimage config                 effective settings (never the key) and the balance",
+        "  %qimage emulator [--auto] [--stop] [--latency S]",
+        "                                 the bundled offline emulator in this kernel (--auto: only",
+        "                                 when no key is configured)",
+        "  %qimage resume [TASK_ID | --all] [-o NAME]",
+        "                                 fetch a task's images without submitting it again",
+        "  %qimage history [-n N] [--pending]",
+        "                                 the journal of generations on this machine",
+        "  %qimage pending                tasks submitted but never downloaded",
+        "  %qimage panel                  the interactive panel",
+    ]
+)
 
 # In the order --help lists them.
 _CELL_ARGUMENTS = (
@@ -151,4 +188,9 @@ def reproduce_cell(request: GenerationRequest, *, name: str = DEFAULT_OUTPUT) ->
     if request.negative_prompt:
         options.append(("--negative", request.negative_prompt))
     options += [("--ref", url) for url in request.image_urls]
-    return "%%qimage " + " ".join(f"{option} {_quote(value)}" for option, value in options) + "\n" + request.prompt
+    return (
+        "%%qimage "
+        + " ".join(f"{option} {_quote(value)}" for option, value in options)
+        + "\n"
+        + request.prompt
+    )

@@ -15,7 +15,6 @@ and the history table in ``_display``.
 from __future__ import annotations
 
 import contextlib
-import html
 import keyword
 import sys
 import threading
@@ -23,7 +22,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import product
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
@@ -33,6 +31,8 @@ from traitlets import Float, Int, Unicode
 
 from ._magic_args import (
     DEFAULT_OUTPUT,
+    LINE_HELP,
+    LINE_SUBCOMMANDS,
     MODEL_ALIASES,
     THUMB_FORMATS,
     cell_arguments,
@@ -48,13 +48,6 @@ if TYPE_CHECKING:
     from ._refs import Ref
 
 __all__ = ["QImageCellError", "QImageMagics"]
-
-NO_KEY = (
-    "no API key is set: set QIMAGE_API_KEY in the environment before starting Jupyter, or run "
-    "%qimage login (asks for the key, keeps it in this kernel's memory only). "
-    "To try everything offline, run %qimage emulator: it starts the bundled emulator in this kernel "
-    "and points the session at it (its pictures carry a banner)."
-)
 
 
 class QImageCellError(Exception):
@@ -300,6 +293,8 @@ class QImageMagics(Magics):
 
         session = get_session()
         if not session.has_key:
+            from ._magic_session import NO_KEY
+
             raise UsageError(NO_KEY)
         client = session.client()
 
@@ -590,185 +585,28 @@ class QImageMagics(Magics):
         )
         self._conclude(plan, generations, live)
 
-    @magic_arguments(name="qimage history")
-    @argument("-n", "--limit", type=int, default=20, help="how many entries, newest first (default 20)")
-    @argument("--pending", action="store_true", help="only tasks submitted but never downloaded")
-    def _cmd_history(self, line: str) -> None:
-        """%qimage history [-n N] [--pending]: the journal of this machine's generations."""
-        args = parse(self._cmd_history, line)
-        if args.limit < 1:
-            raise UsageError(f"-n {args.limit}: show at least 1 entry")
-        from IPython.display import display
-
-        from ._display import history_bundle
-        from ._session import get_session
-
-        client = get_session().client()
-        entries = client.pending()[: args.limit] if args.pending else client.history(args.limit)
-        display(history_bundle(entries, pending_only=args.pending), raw=True)
-
-    def _cmd_pending(self, line: str) -> None:
-        """%qimage pending: tasks submitted but never downloaded (same as history --pending)."""
-        self._cmd_history(("--pending " + line).strip())
-
-    @magic_arguments(name="qimage emulator")
-    @argument("--auto", action="store_true", help="start it only when no API key is configured")
-    @argument("--stop", action="store_true", help="stop the emulator and go back to the configured API")
-    @argument("--latency", type=float, default=None, metavar="S", help="seconds a task takes (default 2)")
-    def _cmd_emulator(self, line: str) -> None:
-        """%qimage emulator [--auto] [--stop] [--latency S]: the bundled offline emulator in this kernel."""
-        args = parse(self._cmd_emulator, line)
-        from ._session import EMULATOR_BANNER, get_session
-
-        session = get_session()
-        if args.stop:
-            if not session.using_emulator:
-                print(f"the emulator is not running; using the API at {session.base_url}")
-                return
-            session.stop_emulator()
-            print(f"emulator stopped; using the API at {session.base_url} (key {_key_state(session)})")
-            return
-        if args.latency is not None and not args.latency >= 0:
-            raise UsageError(f"--latency {args.latency} must be zero or more seconds")
-        if args.auto and session.has_key and not session.using_emulator:
-            print(f"using the real API at {session.base_url} (key from {session.key_source})")
-            return
-        if session.using_emulator:
-            emulator = session.emulator
-            assert emulator is not None
-            note = " (stop it first to change --latency)" if args.latency is not None else ""
-            print(f"the emulator is already running at {emulator.base_url}{note}")
-            return
-        options: dict[str, Any] = {}
-        if args.latency is not None:
-            options = {"latency": args.latency, "jitter": args.latency / 2}
-        emulator = session.start_emulator(**options)
-        from IPython.display import display
-
-        text = f"{EMULATOR_BANNER}\nemulator running at {emulator.base_url}; %qimage emulator --stop leaves it"
-        banner = (
-            '<div class="qimage-banner" style="background:#fff3cd;color:#664d03;padding:4px 8px;border-radius:4px">'
-            f"{html.escape(EMULATOR_BANNER)}<br/><small>emulator running at {html.escape(emulator.base_url)}; "
-            "<code>%qimage emulator --stop</code> leaves it</small></div>"
-        )
-        display({"text/html": banner, "text/plain": text}, raw=True)
-
-    def _cmd_login(self, line: str) -> None:
-        """%qimage login: type the API key at a hidden prompt; kept in this kernel's memory only."""
-        if line.strip():
-            # Never echo what was typed: it may be the key itself, which now sits in the cell.
-            raise UsageError(
-                "%qimage login takes no arguments: run it alone and paste the key at the hidden prompt, "
-                "so the key never lands in the notebook (delete it from this cell)"
-            )
-        import getpass
-
-        from ._session import get_session
-
-        key = getpass.getpass("Qwen Image API key (kept in this kernel's memory only): ")
-        session = get_session()
-        try:
-            session.login(key)  # a bad key is a ValidationError that never echoes it
-        finally:
-            del key
-        stopped = ""
-        if session.using_emulator:
-            session.stop_emulator()
-            stopped = "emulator stopped; "
-        print(f"key set for this kernel (memory only, never saved); {stopped}using the API at {session.base_url}")
-
-    def _cmd_logout(self, line: str) -> None:
-        """%qimage logout: forget the key typed with %qimage login."""
-        from ._session import get_session
-
-        session = get_session()
-        session.logout()
-        print(f"forgot the key typed with %qimage login; key now {_key_state(session)}")
-
-    def _cmd_config(self, line: str) -> None:
-        """%qimage config: the effective settings (never the key) and, with a key, the balance."""
-        from ._display import error_line
-        from ._session import get_session
-        from ._sync import run_sync
-
-        session = get_session()
-        described = session.describe()
-        lines = ["qimage_nb settings:"]
-        lines.append(f"  API:       {described['base_url']}")
-        lines.append(f"  key:       {described['key']}")
-        lines.append(f"  emulator:  {described['emulator']}")
-        client = session.client()
-        if session.has_key:
-            try:
-                balance = run_sync(client.balance())
-            except KeyboardInterrupt:
-                lines.append("  balance:   (interrupted)")
-            except Exception as exc:
-                lines.append(f"  balance:   unavailable ({error_line(exc)[1]})")
-            else:
-                if balance.unlimited_quota:
-                    lines.append("  balance:   unlimited quota")
-                else:
-                    credits = f" ({balance.remain_credits:g} credits)" if balance.remain_credits is not None else ""
-                    amount = f"{balance.remain_balance:g}" if balance.remain_balance is not None else "unknown"
-                    lines.append(f"  balance:   {amount}{credits}")
-        else:
-            lines.append("  balance:   (no key) " + NO_KEY)
-        with contextlib.suppress(Exception):
-            lines.append(f"  journal:   {Path(client.store.root)}")
-        lines.append("  %%qimage defaults (%config QImageMagics.<name> = value):")
-        for name in ("model", "size", "resolution", "n", "output", "timeout", "concurrency", "thumb_px", "thumb_format"):
-            lines.append(f"    {name} = {getattr(self, name)!r}")
-        print("\n".join(lines))
-
-    def _cmd_panel(self, line: str) -> None:
-        """%qimage panel: the interactive panel (ipywidgets) that shares this kernel's session."""
-        from IPython.display import display
-
-        try:
-            from ._panel import Panel
-        except ImportError as exc:
-            raise UsageError(f"the panel is unavailable: {exc}") from None
-        display(Panel())
-
-    _SUBCOMMANDS = ("login", "logout", "config", "emulator", "resume", "history", "pending", "panel")
-
     @no_var_expand
     @line_magic("qimage")
     def qimage_line(self, line: str) -> None:
         command, _, rest = line.strip().partition(" ")
         if not command or command in ("help", "-h", "--help"):
-            print(_LINE_HELP)
+            print(LINE_HELP)
             return
-        if command not in self._SUBCOMMANDS:
+        if command not in LINE_SUBCOMMANDS:
             raise UsageError(
-                f"unknown subcommand {command!r}: use one of {', '.join(self._SUBCOMMANDS)}; "
+                f"unknown subcommand {command!r}: use one of {', '.join(LINE_SUBCOMMANDS)}; "
                 "to generate, put the prompt in a %%qimage cell"
             )
         with _usage_errors():
-            getattr(self, f"_cmd_{command}")(rest.strip())
+            if command == "resume":
+                self._cmd_resume(rest.strip())
+            else:
+                from ._magic_session import SUBCOMMANDS
+
+                SUBCOMMANDS[command](self, rest.strip())
 
 
-_LINE_HELP = "\n".join(
-    [
-        "%qimage SUBCOMMAND: manage the session (generation is the %%qimage cell magic).",
-        "",
-        "  %qimage login                  ask for the API key (hidden prompt; memory only)",
-        "  %qimage logout                 forget it",
-        "  %qimage config                 effective settings (never the key) and the balance",
-        "  %qimage emulator [--auto] [--stop] [--latency S]",
-        "                                 the bundled offline emulator in this kernel (--auto: only",
-        "                                 when no key is configured)",
-        "  %qimage resume [TASK_ID | --all] [-o NAME]",
-        "                                 fetch a task's images without submitting it again",
-        "  %qimage history [-n N] [--pending]",
-        "                                 the journal of generations on this machine",
-        "  %qimage pending                tasks submitted but never downloaded",
-        "  %qimage panel                  the interactive panel",
-    ]
-)
-
-QImageMagics.qimage_line.__doc__ = _LINE_HELP
+QImageMagics.qimage_line.__doc__ = LINE_HELP
 
 
 def _adopt_journal_ids(client: AsyncClient, live: LiveGallery, since: float) -> None:
@@ -786,7 +624,3 @@ def _adopt_journal_ids(client: AsyncClient, live: LiveGallery, since: float) -> 
                     slot.unconfirmed = entry.task_id is None
                     entries.remove(entry)
                     break
-
-
-def _key_state(session: Any) -> str:
-    return f"set (from {session.key_source})" if session.has_key else "not set"

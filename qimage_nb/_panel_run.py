@@ -68,7 +68,9 @@ class RunSlot:
         picture = W.Image(
             value=thumb,
             format=image_format(mime),
-            layout=W.Layout(grid_area="tile", width=f"{w}px", height=f"{h}px", object_fit="cover", margin="0"),
+            layout=W.Layout(
+                grid_area="tile", width=f"{w}px", height=f"{h}px", object_fit="cover", margin="0"
+            ),
         )
         picture.add_class("qimage-thumb-img")
         # ipywidgets' Image has no click event: a transparent Button laid over it in the same grid
@@ -76,11 +78,15 @@ class RunSlot:
         opener = W.Button(
             description="",
             tooltip=f"image {self.index + 1}: click for a larger preview\n{tooltip}",
-            layout=W.Layout(grid_area="tile", width=f"{w}px", height=f"{h}px", margin="0", padding="0"),
+            layout=W.Layout(
+                grid_area="tile", width=f"{w}px", height=f"{h}px", margin="0", padding="0"
+            ),
             style={"button_color": "transparent"},
         )
         opener.add_class("qimage-open")
-        opener.on_click(self.run.panel._guard("preview", lambda _b: self.run.panel.select(self.run, self.index)))
+        opener.on_click(
+            self.run.panel._guard("preview", lambda _b: self.run.panel.select(self.run, self.index))
+        )
         self.box.children = (picture, opener)
         self.box.remove_class("qimage-placeholder")
         self.box.add_class("qimage-thumb")
@@ -90,7 +96,13 @@ class Run:
     """One Generate (or resume) of the panel: its task, its row in the history, its results."""
 
     def __init__(
-        self, panel: Panel, number: int, request: GenerationRequest, client: AsyncClient, *, resume: str | None = None
+        self,
+        panel: Panel,
+        number: int,
+        request: GenerationRequest,
+        client: AsyncClient,
+        *,
+        resume: str | None = None,
     ) -> None:
         self.panel = panel
         self.number = number
@@ -113,20 +125,28 @@ class Run:
         self.header.add_class("qimage-run-header")
         self.status = W.HTML(self._status_html("starting…"), layout=W.Layout(flex="1 1 auto"))
         self.status.add_class("qimage-status")
-        self.progress = W.IntProgress(value=0, min=0, max=100, layout=W.Layout(width="160px", flex="0 0 160px"))
+        self.progress = W.IntProgress(
+            value=0, min=0, max=100, layout=W.Layout(width="160px", flex="0 0 160px")
+        )
         self.progress.add_class("qimage-progress")
         self.stop_button = W.Button(
-            description="Stop", icon="stop", tooltip="Stop waiting on this run (the task id stays in the journal)",
+            description="Stop",
+            icon="stop",
+            tooltip="Stop waiting on this run (the task id stays in the journal)",
             layout=W.Layout(width="80px", flex="0 0 auto"),
         )
         self.stop_button.add_class("qimage-run-cancel")
         self.stop_button.on_click(panel._guard("stop", lambda _b: self.cancel()))
         self.reuse_button = W.Button(
-            description="Reuse settings", icon="undo", tooltip="Put this run's prompt and settings back in the controls",
+            description="Reuse settings",
+            icon="undo",
+            tooltip="Put this run's prompt and settings back in the controls",
             layout=W.Layout(width="140px", flex="0 0 auto"),
         )
         self.reuse_button.add_class("qimage-reuse")
-        self.reuse_button.on_click(panel._guard("reuse settings", lambda _b: panel.load_request(self.request)))
+        self.reuse_button.on_click(
+            panel._guard("reuse settings", lambda _b: panel.load_request(self.request))
+        )
         w, _h = tile_size(request.size)
         self.gallery = W.GridBox(
             [],
@@ -142,8 +162,10 @@ class Run:
         self.box = W.VBox(
             [
                 self.header,
-                W.HBox([self.progress, self.status, self.stop_button, self.reuse_button],
-                       layout=W.Layout(align_items="center", width="100%")),
+                W.HBox(
+                    [self.progress, self.status, self.stop_button, self.reuse_button],
+                    layout=W.Layout(align_items="center", width="100%"),
+                ),
                 self.gallery,
             ],
             layout=W.Layout(border_top="1px solid #dde1e6", padding="6px 0 8px 0", width="100%"),
@@ -159,18 +181,28 @@ class Run:
         bits = [f"<b>#{self.number}</b>", when]
         if self.resume_id:
             bits.append(f"resumed {html.escape(self.resume_id)}")
-        bits += [html.escape(r.model), f"{r.size} {r.resolution} ({w}×{h})", f"{r.n} image{'s' if r.n > 1 else ''}"]
+        bits += [
+            html.escape(r.model),
+            f"{r.size} {r.resolution} ({w}×{h})",
+            f"{r.n} image{'s' if r.n > 1 else ''}",
+        ]
         if r.image_urls:
             bits.append(f"{len(r.image_urls)} reference{'s' if len(r.image_urls) > 1 else ''}")
         prompt = f"“{html.escape(_short(r.prompt, 90))}”" if r.prompt else "<i>prompt unknown</i>"
-        neg = f' <span style="color:{MUTED}">not: {html.escape(_short(r.negative_prompt, 40))}</span>' if r.negative_prompt else ""
+        neg = (
+            f' <span style="color:{MUTED}">not: {html.escape(_short(r.negative_prompt, 40))}</span>'
+            if r.negative_prompt
+            else ""
+        )
         return (
             f'<div style="line-height:1.4"><span style="color:{MUTED}">{" · ".join(bits)}</span><br>'
             f"{prompt}{neg}</div>"
         )
 
     def _status_html(self, text: str, *, color: str = MUTED) -> str:
-        return f'<span style="color:{color};padding-left:8px">{html.escape(_short(text, LINE))}</span>'
+        return (
+            f'<span style="color:{color};padding-left:8px">{html.escape(_short(text, LINE))}</span>'
+        )
 
     def _set_slots(self, count: int) -> None:
         if count == len(self.slots):
@@ -183,9 +215,20 @@ class Run:
         if u is None:
             return progress_status("submitting")
         # Counted from the run's start, so the ticker makes it count down between server answers.
-        eta = None if u.estimated_time is None else u.estimated_time - (time.monotonic() - self.started)
+        eta = (
+            None
+            if u.estimated_time is None
+            else u.estimated_time - (time.monotonic() - self.started)
+        )
         have = sum(1 for i in u.images if i is not None)
-        return progress_status(u.stage, progress=u.progress, eta=eta, task_id=self.task_id, have=have, count=len(u.images))
+        return progress_status(
+            u.stage,
+            progress=u.progress,
+            eta=eta,
+            task_id=self.task_id,
+            have=have,
+            count=len(u.images),
+        )
 
     def render(self) -> None:
         running = self.state in ("starting", "submitting", "running")
@@ -196,7 +239,9 @@ class Run:
                 self.progress.value = self.update.progress
             return
         # Placeholders of images that will not come are dropped; any image that did land stays.
-        self.gallery.children = tuple(s.box for s in self.slots if s.image is not None or self.state == "done")
+        self.gallery.children = tuple(
+            s.box for s in self.slots if s.image is not None or self.state == "done"
+        )
         if self.state == "done":
             gen = self.generation
             assert gen is not None
@@ -209,7 +254,9 @@ class Run:
             self.progress.value = 100
             self.progress.bar_style = "success"
         elif self.state == "failed":
-            self.status.value = self._status_html(f"failed: {describe(self.error)}" if self.error else "failed", color=RED)
+            self.status.value = self._status_html(
+                f"failed: {describe(self.error)}" if self.error else "failed", color=RED
+            )
             self.progress.bar_style = "danger"
         elif self.state == "cancelled":
             self.status.value = self._status_html(self.cancel_message(), color="#8a5a00")
@@ -233,7 +280,11 @@ class Run:
     def in_flight(self) -> bool:
         # By state, not task.done(): the run's own epilogue (which refreshes the buttons) runs
         # inside the task, after the outcome is known.
-        return self.task is not None and not self.task.done() and self.state in ("starting", "submitting", "running")
+        return (
+            self.task is not None
+            and not self.task.done()
+            and self.state in ("starting", "submitting", "running")
+        )
 
     def start(self) -> None:
         self.task = self.panel._loop().create_task(self.main())
@@ -300,8 +351,12 @@ class Run:
     def _record_unfinished(self, exc: BaseException | None) -> None:
         from ._client import Generation
 
-        error = exc if isinstance(exc, QImageError) else QImageError(
-            self.cancel_message() if exc is None else describe(exc), task_id=self.task_id
+        error = (
+            exc
+            if isinstance(exc, QImageError)
+            else QImageError(
+                self.cancel_message() if exc is None else describe(exc), task_id=self.task_id
+            )
         )
         self.generation = Generation(
             task_id=self.task_id,

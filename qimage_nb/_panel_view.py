@@ -59,7 +59,12 @@ def describe(exc: BaseException) -> str:
     """One readable line for any failure: our errors speak for themselves; others get their type."""
     if isinstance(exc, QImageError):
         return _short(str(exc), LINE)
-    return _short(f"unexpected {type(exc).__name__}: {exc}" if str(exc) else f"unexpected {type(exc).__name__}", LINE)
+    return _short(
+        f"unexpected {type(exc).__name__}: {exc}"
+        if str(exc)
+        else f"unexpected {type(exc).__name__}",
+        LINE,
+    )
 
 
 def thumb_bytes(source: Any, max_side: int) -> bytes:
@@ -99,7 +104,6 @@ def _inline(widget: W.Widget) -> W.Widget:
     return widget
 
 
-
 class PanelView:
     """The panel's widgets (attributes named after what they are: ``prompt``, ``generate_button``, ...)."""
 
@@ -116,13 +120,17 @@ class PanelView:
         self.banner.layout.display = "none"
 
         self.title = W.HTML(
-            '<div style="font-size:15px;font-weight:600">Qwen Image 2.0</div>', layout=W.Layout(flex="1 1 auto")
+            '<div style="font-size:15px;font-weight:600">Qwen Image 2.0</div>',
+            layout=W.Layout(flex="1 1 auto"),
         )
         self.server = W.HTML()
         self.server.add_class("qimage-server")
         self.balance = W.HTML("")
         self.balance.add_class("qimage-balance")
-        header = W.HBox([self.title, self.server, self.balance], layout=W.Layout(align_items="baseline", width="100%"))
+        header = W.HBox(
+            [self.title, self.server, self.balance],
+            layout=W.Layout(align_items="baseline", width="100%"),
+        )
         header.add_class("qimage-header")
 
         # prompt and negative prompt, each with a live count against its limit
@@ -155,12 +163,17 @@ class PanelView:
         _inline(self.model)
         self.model.add_class("qimage-model")
         self.ratio = W.ToggleButtons(
-            options=list(RATIOS), value=RATIOS[0], description="Ratio", style={**_DESC, "button_width": "50px"},
+            options=list(RATIOS),
+            value=RATIOS[0],
+            description="Ratio",
+            style={**_DESC, "button_width": "50px"},
         )
         _inline(self.ratio)
         self.ratio.add_class("qimage-size")
         self.resolution = W.ToggleButtons(
-            options=list(RESOLUTIONS), value=RESOLUTIONS[0], description="Resolution",
+            options=list(RESOLUTIONS),
+            value=RESOLUTIONS[0],
+            description="Resolution",
             style={**_DESC, "button_width": "50px"},
         )
         _inline(self.resolution)
@@ -168,7 +181,9 @@ class PanelView:
         self.pixels = W.HTML()
         self.pixels.add_class("qimage-pixels")
         self.count = W.ToggleButtons(
-            options=list(range(N_MIN, N_MAX + 1)), value=1, description="Images",
+            options=list(range(N_MIN, N_MAX + 1)),
+            value=1,
+            description="Images",
             style={**_DESC, "button_width": "34px"},
         )
         _inline(self.count)
@@ -176,25 +191,42 @@ class PanelView:
 
         # references: URL + Add, or local files through the provider's upload endpoint
         self.ref_url = W.Text(
-            placeholder="https://… public image URL", description="References", style=_DESC,
+            placeholder="https://… public image URL",
+            description="References",
+            style=_DESC,
             layout=W.Layout(width="auto", flex="1 1 auto"),
         )
         self.ref_url.add_class("qimage-ref-url")
-        self.ref_add_button = W.Button(description="Add", icon="plus", layout=W.Layout(width="70px"))
+        self.ref_add_button = W.Button(
+            description="Add", icon="plus", layout=W.Layout(width="70px")
+        )
         self.ref_add_button.add_class("qimage-ref-add")
         self.uploader = W.FileUpload(
-            accept="image/png,image/jpeg,image/webp,image/gif", multiple=True, description="Upload",
+            accept="image/png,image/jpeg,image/webp,image/gif",
+            multiple=True,
+            description="Upload",
             layout=W.Layout(width="124px", flex="0 0 auto"),
         )
         self.uploader.add_class("qimage-upload")
-        self.refs_box = W.HBox([], layout=W.Layout(margin=f"2px 0 0 {_LABEL_W}", flex_flow="row wrap"))
+        self.refs_box = W.HBox(
+            [], layout=W.Layout(margin=f"2px 0 0 {_LABEL_W}", flex_flow="row wrap")
+        )
         self.refs_box.add_class("qimage-refs")
 
-        self.generate_button = W.Button(description="Generate", button_style="primary", icon="play",
-                                        layout=W.Layout(width="130px"))
+        self.generate_button = W.Button(
+            description="Generate",
+            button_style="primary",
+            icon="play",
+            layout=W.Layout(width="130px"),
+        )
         self.generate_button.add_class("qimage-generate")
-        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True, layout=W.Layout(width="110px"),
-                                      tooltip="Stop waiting on the runs in flight (their task ids stay in the journal)")
+        self.cancel_button = W.Button(
+            description="Cancel",
+            icon="stop",
+            disabled=True,
+            layout=W.Layout(width="110px"),
+            tooltip="Stop waiting on the runs in flight (their task ids stay in the journal)",
+        )
         self.cancel_button.add_class("qimage-cancel")
         self.hint = W.HTML(layout=W.Layout(flex="1 1 auto", margin="0"))
         self.hint.add_class("qimage-hint")
@@ -203,10 +235,15 @@ class PanelView:
         self.error.add_class("qimage-error")
 
         def row(*children: W.Widget, **layout: Any) -> W.HBox:
-            return W.HBox(list(children), layout=W.Layout(align_items="center", width="100%", **layout))
+            return W.HBox(
+                list(children), layout=W.Layout(align_items="center", width="100%", **layout)
+            )
 
         def right(widget: W.Widget) -> W.HBox:
-            return W.HBox([widget], layout=W.Layout(justify_content="flex-end", width="100%", margin="-4px 0 0 0"))
+            return W.HBox(
+                [widget],
+                layout=W.Layout(justify_content="flex-end", width="100%", margin="-4px 0 0 0"),
+            )
 
         self.controls = W.VBox(
             [
@@ -220,8 +257,12 @@ class PanelView:
                 self.count,
                 row(self.ref_url, self.ref_add_button, self.uploader),
                 self.refs_box,
-                row(W.HTML(layout=W.Layout(width=_LABEL_W, min_width=_LABEL_W)), self.generate_button,
-                    self.cancel_button, margin="6px 0 0 0"),
+                row(
+                    W.HTML(layout=W.Layout(width=_LABEL_W, min_width=_LABEL_W)),
+                    self.generate_button,
+                    self.cancel_button,
+                    margin="6px 0 0 0",
+                ),
                 row(W.HTML(layout=W.Layout(width=_LABEL_W, min_width=_LABEL_W)), self.hint),
             ],
             layout=W.Layout(flex="1 1 480px", min_width="440px"),
@@ -234,29 +275,54 @@ class PanelView:
             'text-align:center">Click a thumbnail to preview it here, save it, reuse it as a reference, '
             "or copy the %%qimage cell that reproduces it.</div>"
         )
-        self.preview = W.Image(format="jpeg", layout=W.Layout(display="none", max_width="100%", max_height="520px",
-                                                               object_fit="contain", margin="0"))
+        self.preview = W.Image(
+            format="jpeg",
+            layout=W.Layout(
+                display="none",
+                max_width="100%",
+                max_height="520px",
+                object_fit="contain",
+                margin="0",
+            ),
+        )
         self.preview.add_class("qimage-preview")
         self.preview_caption = W.HTML()
         self.preview_caption.add_class("qimage-caption")
-        self.folder = W.Text(value=folder, description="Folder", style={"description_width": "48px"},
-                             layout=W.Layout(width="auto", flex="1 1 auto"))
+        self.folder = W.Text(
+            value=folder,
+            description="Folder",
+            style={"description_width": "48px"},
+            layout=W.Layout(width="auto", flex="1 1 auto"),
+        )
         self.folder.add_class("qimage-folder")
-        self.save_button = W.Button(description="Save PNG", icon="download", layout=W.Layout(width="110px"),
-                                    tooltip="Copy the full-resolution PNG (with its provenance) into the folder")
+        self.save_button = W.Button(
+            description="Save PNG",
+            icon="download",
+            layout=W.Layout(width="110px"),
+            tooltip="Copy the full-resolution PNG (with its provenance) into the folder",
+        )
         self.save_button.add_class("qimage-save")
-        self.use_ref_button = W.Button(description="Use as reference", icon="share", layout=W.Layout(width="150px"),
-                                       tooltip="Add this image's public URL to the references of the next run")
+        self.use_ref_button = W.Button(
+            description="Use as reference",
+            icon="share",
+            layout=W.Layout(width="150px"),
+            tooltip="Add this image's public URL to the references of the next run",
+        )
         self.use_ref_button.add_class("qimage-use-ref")
         self.action_note = W.HTML()
         self.action_note.add_class("qimage-note")
-        self.cell_label = W.HTML(f'<span style="color:{MUTED}">The %%qimage cell that reproduces it:</span>')
+        self.cell_label = W.HTML(
+            f'<span style="color:{MUTED}">The %%qimage cell that reproduces it:</span>'
+        )
         self.cell = W.Textarea(layout=W.Layout(width="100%", height="96px"))
         self.cell.add_class("qimage-cell")
         self.preview_actions = W.VBox(
             [
                 self.preview_caption,
-                W.HBox([self.folder, self.save_button], layout=W.Layout(width="100%", align_items="center")),
+                W.HBox(
+                    [self.folder, self.save_button],
+                    layout=W.Layout(width="100%", align_items="center"),
+                ),
                 W.HBox([self.use_ref_button], layout=W.Layout(width="100%")),
                 self.action_note,
                 self.cell_label,
@@ -271,28 +337,45 @@ class PanelView:
         self.preview_pane.add_class("qimage-preview-pane")
 
         # this session's runs, newest first, then the journal's earlier entries
-        self.history_title = W.HTML(f'<div style="font-weight:600;margin-top:6px">Runs <span style="color:{MUTED};'
-                                    'font-weight:400">newest first</span></div>')
+        self.history_title = W.HTML(
+            f'<div style="font-weight:600;margin-top:6px">Runs <span style="color:{MUTED};'
+            'font-weight:400">newest first</span></div>'
+        )
         self.history = W.VBox([], layout=W.Layout(width="100%"))
         self.history.add_class("qimage-history")
         self.journal_list = W.VBox([], layout=W.Layout(width="100%"))
-        self.journal_refresh = W.Button(description="Refresh", icon="refresh", layout=W.Layout(width="100px"))
+        self.journal_refresh = W.Button(
+            description="Refresh", icon="refresh", layout=W.Layout(width="100px")
+        )
         self.journal_refresh.add_class("qimage-journal-refresh")
         self.journal_note = W.HTML()
         self.journal = W.Accordion(
-            [W.VBox([W.HBox([self.journal_refresh, self.journal_note], layout=W.Layout(align_items="center")),
-                     self.journal_list])],
+            [
+                W.VBox(
+                    [
+                        W.HBox(
+                            [self.journal_refresh, self.journal_note],
+                            layout=W.Layout(align_items="center"),
+                        ),
+                        self.journal_list,
+                    ]
+                )
+            ],
             selected_index=None,
         )
-        self.journal.set_title(0, "Journal: earlier generations (kept on disk; resume without paying again)")
+        self.journal.set_title(
+            0, "Journal: earlier generations (kept on disk; resume without paying again)"
+        )
         self.journal.add_class("qimage-journal")
 
         self.root = W.VBox(
             [
                 self.banner,
                 header,
-                W.Box([self.controls, self.preview_pane], layout=W.Layout(flex_flow="row wrap", width="100%",
-                                                                          align_items="flex-start")),
+                W.Box(
+                    [self.controls, self.preview_pane],
+                    layout=W.Layout(flex_flow="row wrap", width="100%", align_items="flex-start"),
+                ),
                 self.error,
                 self.history_title,
                 self.history,
@@ -309,19 +392,30 @@ class PanelView:
             return f'<span style="color:{RED};font-size:11px">{length} / {limit} · {length - limit} over the limit</span>'
         return f'<span style="color:{MUTED};font-size:11px">{length} / {limit}</span>'
 
-    def _ref_chips(self, references: list[Ref], uploading: list[str], on_remove: Callable[[int], Any]) -> None:
+    def _ref_chips(
+        self, references: list[Ref], uploading: list[str], on_remove: Callable[[int], Any]
+    ) -> None:
         chips: list[W.Widget] = []
         for index, ref in enumerate(references):
             if ref.thumb is not None:
                 picture = W.Image(value=ref.thumb, format="jpeg")
             else:
                 picture = W.Image(value=(ref.url or "").encode("utf-8"), format="url")
-            picture.layout = W.Layout(width=f"{REF_PX}px", height=f"{REF_PX}px", object_fit="cover", margin="0")
+            picture.layout = W.Layout(
+                width=f"{REF_PX}px", height=f"{REF_PX}px", object_fit="cover", margin="0"
+            )
             picture.add_class("qimage-ref-img")
-            remove = W.Button(description="Remove", icon="times", tooltip=ref.url or "", layout=W.Layout(width=f"{REF_PX + 24}px", height="24px"))
+            remove = W.Button(
+                description="Remove",
+                icon="times",
+                tooltip=ref.url or "",
+                layout=W.Layout(width=f"{REF_PX + 24}px", height="24px"),
+            )
             remove.add_class("qimage-ref-remove")
             remove.on_click(on_remove(index))
-            chip = W.VBox([picture, remove], layout=W.Layout(align_items="center", margin="0 8px 0 0"))
+            chip = W.VBox(
+                [picture, remove], layout=W.Layout(align_items="center", margin="0 8px 0 0")
+            )
             chip.add_class("qimage-ref")
             chips.append(chip)
         for name in uploading:
@@ -342,28 +436,53 @@ class PanelView:
         created = getattr(entry, "created_at", None)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
         downloaded = bool(getattr(entry, "downloaded", False))
-        bits = [when, status + (" · on disk" if downloaded else ""), request.model, f"{request.size} {request.resolution}",
-                f"n={request.n}", str(task_id or "no task id yet")]
+        bits = [
+            when,
+            status + (" · on disk" if downloaded else ""),
+            request.model,
+            f"{request.size} {request.resolution}",
+            f"n={request.n}",
+            str(task_id or "no task id yet"),
+        ]
         error = getattr(entry, "error", None)
-        prompt = f"“{html.escape(_short(request.prompt, 90))}”" if request.prompt else "<i>prompt unknown</i>"
+        prompt = (
+            f"“{html.escape(_short(request.prompt, 90))}”"
+            if request.prompt
+            else "<i>prompt unknown</i>"
+        )
         text = W.HTML(
             f'<div style="line-height:1.35"><span style="color:{MUTED}">{html.escape(" · ".join(b for b in bits if b))}</span>'
             f"<br>{prompt}"
-            + (f'<br><span style="color:{RED}">{html.escape(_short(error, 160))}</span>' if error else "")
+            + (
+                f'<br><span style="color:{RED}">{html.escape(_short(error, 160))}</span>'
+                if error
+                else ""
+            )
             + "</div>",
             layout=W.Layout(flex="1 1 auto"),
         )
         children: list[W.Widget] = [text]
         if status not in ("failed", "cancelled") and (task_id or key):
             label = "Show" if downloaded else "Resume"
-            tip = ("Show these images from disk (no request)" if downloaded
-                   else "Fetch this task's images without submitting again")
-            button = W.Button(description=label, icon="eye" if downloaded else "download", tooltip=tip,
-                              layout=W.Layout(width="100px"))
+            tip = (
+                "Show these images from disk (no request)"
+                if downloaded
+                else "Fetch this task's images without submitting again"
+            )
+            button = W.Button(
+                description=label,
+                icon="eye" if downloaded else "download",
+                tooltip=tip,
+                layout=W.Layout(width="100px"),
+            )
             button.add_class("qimage-resume")
             button.on_click(on_resume(str(task_id or key)))
             children.append(button)
-        row = W.HBox(children, layout=W.Layout(align_items="center", width="100%",
-                                               border_top="1px solid #eef0f3", padding="4px 0"))
+        row = W.HBox(
+            children,
+            layout=W.Layout(
+                align_items="center", width="100%", border_top="1px solid #eef0f3", padding="4px 0"
+            ),
+        )
         row.add_class("qimage-journal-entry")
         return row

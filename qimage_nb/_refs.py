@@ -129,10 +129,16 @@ def _unsupported(node: ast.AST) -> str | None:
     if isinstance(node, ast.Subscript):
         index = node.slice
         if isinstance(index, ast.Slice):
-            bad = [p for p in (index.lower, index.upper, index.step) if p is not None and _int(p) is None]
+            bad = [
+                p
+                for p in (index.lower, index.upper, index.step)
+                if p is not None and _int(p) is None
+            ]
             if bad:
                 return "a slice takes whole numbers only"
-        elif _int(index) is None and not (isinstance(index, ast.Constant) and isinstance(index.value, str)):
+        elif _int(index) is None and not (
+            isinstance(index, ast.Constant) and isinstance(index.value, str)
+        ):
             return "an index must be a whole number or a quoted key"
         return _unsupported(node.value)
     if isinstance(node, ast.Constant):
@@ -141,7 +147,11 @@ def _unsupported(node: ast.AST) -> str | None:
 
 
 def _int(node: ast.AST) -> int | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int)
+        and not isinstance(node.value, bool)
+    ):
         return node.value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         inner = _int(node.operand)
@@ -179,7 +189,9 @@ def _refs_from_value(value: Any, shown: str) -> list[Ref] | None:
         for i, item in enumerate(value):
             sub = _refs_from_value(item, f"{shown}[{i}]")
             if sub is None:
-                raise _refuse(f"--ref {shown}[{i}] is a {type(item).__name__}, not an image, path or URL")
+                raise _refuse(
+                    f"--ref {shown}[{i}] is a {type(item).__name__}, not an image, path or URL"
+                )
             refs.extend(sub)
         return refs
     if hasattr(value, "images") and isinstance(getattr(value, "images", None), list):
@@ -195,14 +207,18 @@ def _refs_from_value(value: Any, shown: str) -> list[Ref] | None:
         if source.lower().startswith(("http://", "https://")):
             # An image this package generated: the API already has it at its source URL.
             return [Ref(shown=shown, url=source)]
-        return [local_ref(value, f"{shown} (a {value.size[0]}x{value.size[1]} image)", option="--ref")]
+        return [
+            local_ref(value, f"{shown} (a {value.size[0]}x{value.size[1]} image)", option="--ref")
+        ]
     return None
 
 
 def _path_ref(path: str, shown: str) -> Ref:
     p = Path(os.path.expanduser(path))
     if not p.exists():
-        raise _refuse(f"--ref {shown}: no such file (and no variable of that name); nothing was sent")
+        raise _refuse(
+            f"--ref {shown}: no such file (and no variable of that name); nothing was sent"
+        )
     if not p.is_file():
         raise _refuse(f"--ref {shown} is a folder, not an image file; nothing was sent")
     return local_ref(p, p.name, option="--ref")
@@ -243,6 +259,8 @@ async def upload(client: AsyncClient, ref: Ref, say: Callable[[str], Any] | None
     return url
 
 
-async def ref_urls(client: AsyncClient, refs: list[Ref], say: Callable[[str], Any] | None = None) -> list[str]:
+async def ref_urls(
+    client: AsyncClient, refs: list[Ref], say: Callable[[str], Any] | None = None
+) -> list[str]:
     """The URLs to send for ``refs``, in order, uploading local ones first."""
     return [ref.url if ref.url is not None else await upload(client, ref, say) for ref in refs]
