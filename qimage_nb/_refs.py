@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ UPLOAD_REUSE_SECONDS = 48 * 3600
 # A URI scheme of two letters or more (one letter is a Windows drive, C:\\...).
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 _FIELD = "image_urls"
+# A CDN URL this close to its expiry is not worth sending: the provider may fetch it later.
+_URL_MARGIN = 600.0
 
 
 @dataclass
@@ -47,6 +50,19 @@ class Ref:
     local: Any = None  # a path, a PIL image or encoded bytes
     digest: str | None = None  # sha256 of the bytes that would be uploaded
     thumb: bytes | None = None  # the panel's chip thumbnail, when it has one
+    # For a generated image: the API its URL came from and when that URL expires. Another API
+    # cannot read it and an expired one is dead, so the disk copy is uploaded instead.
+    origin: str | None = None
+    expires_at: float | None = None
+
+    def url_still_good(self, base_url: str) -> bool:
+        if self.url is None:
+            return False
+        if self.local is None:
+            return True  # a URL the user gave: theirs to vouch for
+        if self.origin and self.origin != base_url:
+            return False
+        return self.expires_at is None or self.expires_at > time.time() + _URL_MARGIN
 
 
 def _refuse(message: str) -> ValidationError:
@@ -203,10 +219,21 @@ def _refs_from_value(value: Any, shown: str) -> list[Ref] | None:
     if isinstance(value, os.PathLike):
         return [_path_ref(os.fspath(value), shown)]
     if "PIL" in sys.modules and isinstance(value, sys.modules["PIL"].Image.Image):
-        source = str((getattr(value, "info", None) or {}).get("source_url") or "")
+        info = getattr(value, "info", None) or {}
+        source = str(info.get("source_url") or "")
         if source.lower().startswith(("http://", "https://")):
-            # An image this package generated: the API already has it at its source URL.
-            return [Ref(shown=shown, url=source)]
+            # An image this package generated: the API already has it at its source URL (while
+            # that URL lives; the image itself is kept as the fallback to upload).
+            expires = str(info.get("expires_at") or "")
+            return [
+                Ref(
+                    shown=shown,
+                    url=source,
+                    local=value,
+                    origin=str(info.get("origin") or "") or None,
+                    expires_at=float(expires) if expires.isdigit() else None,
+                )
+            ]
         return [
             local_ref(value, f"{shown} (a {value.size[0]}x{value.size[1]} image)", option="--ref")
         ]
@@ -263,4 +290,13 @@ async def ref_urls(
     client: AsyncClient, refs: list[Ref], say: Callable[[str], Any] | None = None
 ) -> list[str]:
     """The URLs to send for ``refs``, in order, uploading local ones first."""
-    return [ref.url if ref.url is not None else await upload(client, ref, say) for ref in refs]
+    urls = []
+    for ref in refs:
+        if ref.url_still_good(client.base_url):
+            urls.append(ref.url)
+            continue
+        if ref.url is not None and say is not None:
+            say(f"{ref.shown}: its URL is expired or from another API; sending the copy on disk")
+        local = ref if ref.digest is not None else local_ref(ref.local, ref.shown, option="--ref")
+        urls.append(await upload(client, local, say))
+    return urls
