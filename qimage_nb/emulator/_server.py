@@ -26,6 +26,9 @@ class OriginServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False  # stop() must not wait for a client's idle keep-alive connection
+    # socketserver listens with a backlog of 5: a batch opening more connections at once would get
+    # SYNs dropped and retried a second later. Real API front ends accept far more.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler: Handler, origin: str) -> None:
         self.app = handler
