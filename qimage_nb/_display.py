@@ -256,6 +256,7 @@ class LiveSlot:
     error: str | None = None
     cached: bool = False
     cached_at: float | None = None
+    reattached: bool = False  # waiting on an earlier, already paid-for run of the same request
     unconfirmed: bool = False  # task_id is a journal key: the submit's answer never arrived
 
     def __post_init__(self) -> None:
@@ -268,6 +269,8 @@ class LiveSlot:
         if self.stage == "done":
             if self.cached:
                 return f"from cache, {when(self.cached_at)}; --new for fresh images{task}"
+            if self.reattached:
+                return f"done: the earlier, unfinished run of this request (not billed again){task}"
             return f"done in {self.elapsed:.0f} s{task}"
         if self.stage == "interrupted":
             if self.task_id:
@@ -276,9 +279,10 @@ class LiveSlot:
         if self.stage in ("failed", "error", "cancelled"):
             return f"{self.stage}: {self.error or 'no reason given'}"
         have = sum(t is not None for t in self.tiles)
-        return progress_status(
+        line = progress_status(
             self.stage, progress=self.progress, eta=self.eta, task_id=self.task_id, have=have, count=self.count
         )
+        return f"re-attached to the earlier, unfinished run of this request · {line}" if self.reattached else line
 
     def placeholder_text(self) -> str:
         if self.stage == "processing":
@@ -347,6 +351,7 @@ class LiveGallery:
         slot.elapsed = update.elapsed
         slot.cached = update.cached
         slot.cached_at = update.cached_at
+        slot.reattached = update.reattached
         if update.error is not None:
             slot.error = error_line(update.error)[1]
         count = len(update.images) or slot.count or update.request.n

@@ -432,6 +432,20 @@ def test_an_identical_rerun_comes_from_the_cache_and_new_pays_again(shell, emu):
     assert shell.user_ns["qimages"][0].info["task_id"] != first[0]
 
 
+def test_rerunning_a_cell_that_timed_out_reattaches_instead_of_paying_again(shell, no_session):
+    from qimage_nb._magics import QImageCellError
+
+    emu = get_session().start_emulator(latency=1.0, jitter=0.0)  # outlives the first cell's timeout
+    with pytest.raises(QImageCellError, match="still processing"):
+        shell.run_cell_magic("qimage", "--timeout 0.2", "a slow lighthouse")
+    assert emu.counters()["submits_accepted"] == 1
+    shell.run_cell_magic("qimage", "", "a slow lighthouse")
+    assert emu.counters()["submits_accepted"] == 1  # the re-run waited for the task it had paid for
+    assert len(shell.user_ns["qimages"]) == 1
+    final = outputs(shell)[-1]
+    assert "not billed again" in final["text/plain"] + final["text/html"]
+
+
 # --- comparison grid -------------------------------------------------------------------------
 
 
