@@ -518,8 +518,9 @@ class AsyncClient:
         timeout:
             Deadline for the task on the server, seconds (default ``wait_timeout``).
         cache:
-            Reuse the images of an identical completed request from the journal: no request is
-            sent and nothing is billed. The faces' "re-run without paying".
+            Reuse the images of an identical completed request from the journal (no request is
+            sent, nothing is billed), or wait for an identical request that was submitted but never
+            finished here (no second task). The faces' "re-run without paying".
         """
         request = GenerationRequest.create(
             prompt,
