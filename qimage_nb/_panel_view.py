@@ -104,6 +104,22 @@ def _inline(widget: W.Widget) -> W.Widget:
     return widget
 
 
+def _toggles(
+    options: list[Any], description: str, width: str, css: str, tooltips: list[str] | None = None
+) -> W.ToggleButtons:
+    """One row of choices, labelled and aligned like the other controls, first option selected."""
+    widget = W.ToggleButtons(
+        options=options,
+        value=options[0],
+        description=description,
+        tooltips=tooltips or [],
+        style={**_DESC, "button_width": width},
+    )
+    _inline(widget)
+    widget.add_class(css)
+    return widget
+
+
 class PanelView:
     """The panel's widgets (attributes named after what they are: ``prompt``, ``generate_button``, ...)."""
 
@@ -153,41 +169,15 @@ class PanelView:
         self.negative_count = W.HTML()
         self.negative_count.add_class("qimage-count-chars")
 
-        self.model = W.ToggleButtons(
-            options=list(MODELS),
-            value=MODELS[0],
-            description="Model",
+        self.model = _toggles(
+            list(MODELS), "Model", "168px", "qimage-model",
             tooltips=["standard", "better text rendering, finer realistic texture"],
-            style={**_DESC, "button_width": "168px"},
         )
-        _inline(self.model)
-        self.model.add_class("qimage-model")
-        self.ratio = W.ToggleButtons(
-            options=list(RATIOS),
-            value=RATIOS[0],
-            description="Ratio",
-            style={**_DESC, "button_width": "50px"},
-        )
-        _inline(self.ratio)
-        self.ratio.add_class("qimage-size")
-        self.resolution = W.ToggleButtons(
-            options=list(RESOLUTIONS),
-            value=RESOLUTIONS[0],
-            description="Resolution",
-            style={**_DESC, "button_width": "50px"},
-        )
-        _inline(self.resolution)
-        self.resolution.add_class("qimage-resolution")
+        self.ratio = _toggles(list(RATIOS), "Ratio", "50px", "qimage-size")
+        self.resolution = _toggles(list(RESOLUTIONS), "Resolution", "50px", "qimage-resolution")
         self.pixels = W.HTML()
         self.pixels.add_class("qimage-pixels")
-        self.count = W.ToggleButtons(
-            options=list(range(N_MIN, N_MAX + 1)),
-            value=1,
-            description="Images",
-            style={**_DESC, "button_width": "34px"},
-        )
-        _inline(self.count)
-        self.count.add_class("qimage-count")
+        self.count = _toggles(list(range(N_MIN, N_MAX + 1)), "Images", "34px", "qimage-count")
 
         # references: URL + Add, or local files through the provider's upload endpoint
         self.ref_url = W.Text(
