@@ -198,6 +198,32 @@ def test_lifecycle_pending_processing_completed_with_honest_progress():
     assert all(item["expires_at"] > done["completed"] for item in done["result"]["images"])
 
 
+def test_pickup_zero_reports_progress_from_the_submit_and_the_timeline_matches():
+    # pickup=0: no pending phase, progress counts from the submit, as some providers report it.
+    with Emulator(api_key=KEY, latency=1.0, jitter=0, pickup=0) as emu, \
+            httpx.Client(verify=SSL, base_url=emu.base_url, headers=AUTH) as api:
+        sent = time.monotonic()
+        tid = task_id(submit(api))
+        first = poll(api, tid)
+        read_at = time.monotonic()
+        assert first["status"] == "processing"
+        time.sleep(1.1)
+        assert poll(api, tid)["status"] == "completed"
+        timeline = httpx.get(emu.base_url + "/_emulator/timeline").json()
+    assert timeline["clock"] == "monotonic"
+    (task,) = timeline["tasks"]
+    assert task["id"] == tid and task["outcome"] == "completed" and task["polls"] == 2
+    # The server's instants are on this host's monotonic clock, so a client can time against them.
+    assert sent <= task["created"] == task["processing"] <= read_at
+    assert task["end"] == pytest.approx(task["created"] + 1.0)
+    assert first["progress"] <= 100 * (read_at - task["created"]) / 1.0
+
+
+def test_pickup_must_be_a_share_of_the_run():
+    with pytest.raises(ValueError, match="pickup"):
+        Emulator(pickup=1.0)
+
+
 def test_durations_are_seeded_and_estimates_overstated():
     def estimates(seed):
         emu = Emulator(api_key=KEY, latency=2, jitter=1.5, seed=seed, overstate=10)

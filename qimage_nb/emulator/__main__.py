@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-concurrent", type=int, default=None,
                         help="tasks processed at once; the rest wait pending (default: unlimited)")
     parser.add_argument("--seed", type=int, default=0, help="seed for durations and random faults")
+    parser.add_argument("--overstate", type=float, default=1.5,
+                        help="estimated_time is the real duration times this (default 1.5)")
+    parser.add_argument("--pickup", type=float, default=0.1,
+                        help="share of each run spent pending before progress starts (default 0.1)")
     return parser
 
 
@@ -57,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         emulator = Emulator(
             api_key=args.key, latency=args.latency, jitter=args.jitter, seed=args.seed,
-            max_concurrent=args.max_concurrent, host=args.host, port=args.port, cdn_port=args.cdn_port,
+            max_concurrent=args.max_concurrent, overstate=args.overstate, pickup=args.pickup,
+            host=args.host, port=args.port, cdn_port=args.cdn_port,
         ).start()
     except (OSError, ValueError) as exc:
         print(f"error: cannot start the emulator: {exc}", file=sys.stderr)

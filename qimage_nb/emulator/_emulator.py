@@ -9,7 +9,7 @@ from typing import Any
 from ._faults import Faults
 from ._handler import Handler
 from ._server import OriginServer
-from ._state import Settings, State
+from ._state import PICKUP_FRACTION, Settings, State
 from ._transport import (
     IN_PROCESS_API_URL,
     IN_PROCESS_CDN_URL,
@@ -40,6 +40,9 @@ class Emulator:
         At most this many tasks run at once; the rest wait ``pending`` in FIFO order.
     overstate:
         ``estimated_time`` is the real duration times this, as real providers overstate.
+    pickup:
+        The share of each run spent ``pending`` before progress starts (0: progress counts from
+        the submit).
     balance, price_per_image:
         Starting balance and the price billed per image of each completed task.
     host, port, cdn_port:
@@ -60,6 +63,7 @@ class Emulator:
         seed: int = 0,
         max_concurrent: int | None = None,
         overstate: float = 1.5,
+        pickup: float = PICKUP_FRACTION,
         balance: float = 100.0,
         price_per_image: float = 0.006,
         host: str = "127.0.0.1",
@@ -71,10 +75,12 @@ class Emulator:
             raise ValueError("api_key must not be empty")
         if latency < 0 or jitter < 0:
             raise ValueError("latency and jitter must be >= 0 seconds")
+        if not 0 <= pickup < 1:
+            raise ValueError("pickup must be a share of the run in [0, 1)")
         if max_concurrent is not None and max_concurrent < 1:
             raise ValueError("max_concurrent must be None or >= 1")
         settings = Settings(api_key, float(latency), float(jitter), seed, max_concurrent,
-                            float(overstate), float(balance), float(price_per_image))
+                            float(overstate), float(balance), float(price_per_image), float(pickup))
         # A copy: counted switches count down, and the caller's Faults must not change under it.
         self._state = State(settings, faults=dataclasses.replace(faults) if faults is not None else Faults())
         self._handler = Handler(self._state)

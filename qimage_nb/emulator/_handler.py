@@ -331,6 +331,9 @@ class Handler:
         if (request.method, path) == ("GET", "/_emulator/counters"):
             with state.lock:
                 return json_response(200, state.snapshot())
+        if (request.method, path) == ("GET", "/_emulator/timeline"):
+            with state.lock:
+                return json_response(200, {"clock": "monotonic", "tasks": state.timeline()})
         if (request.method, path) == ("GET", "/_emulator/faults"):
             with state.lock:
                 return json_response(200, state.faults.to_json())

@@ -20,8 +20,8 @@ from typing import Any
 
 from ._faults import Faults
 
-# Share of a task's run spent "pending" (picked up from the queue) before "processing" starts:
-# real providers answer pending for a moment even when idle.
+# Default share of a task's run spent "pending" (picked up from the queue) before "processing"
+# starts: real providers answer pending for a moment even when idle.
 PICKUP_FRACTION = 0.1
 # Failed and cancelled tasks stop halfway through, like a real refusal or a cancellation.
 ABORT_FRACTION = 0.5
@@ -76,6 +76,7 @@ class Settings:
     overstate: float
     balance: float
     price_per_image: float
+    pickup: float = PICKUP_FRACTION
 
 
 def _new_counters() -> dict[str, Any]:
@@ -181,7 +182,7 @@ class State:
             created_wall=now_wall,
             created_mono=now_mono,
             slot_start=start,
-            pickup_end=start + duration * PICKUP_FRACTION,
+            pickup_end=start + duration * settings.pickup,
             full_end=start + duration,
             end=start + run,
             outcome=outcome,
@@ -239,6 +240,15 @@ class State:
         return round(self.settings.balance - self.used_balance, 6)
 
     # -- snapshot --
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """Each task's instants on this host's monotonic clock (``time.monotonic()``, shared by
+        every process of the machine): what a benchmark needs to time detection latency."""
+        return [
+            {"id": task.id, "created": task.created_mono, "processing": task.pickup_end, "end": task.end,
+             "outcome": task.outcome, "polls": self.counters["polls_per_task"][task.id]}
+            for task in self.tasks.values()
+        ]
 
     def snapshot(self) -> dict[str, Any]:
         self.settle()
