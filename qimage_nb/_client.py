@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,6 +83,7 @@ logger = logging.getLogger("qimage_nb")
 # How many consecutive contract breaches (unknown status, odd envelope) a wait tolerates before it
 # gives up loudly: one garbled answer from a proxy should not cost the user a paid task.
 _MAX_PROTOCOL_ERRORS = 3
+_ANSWERED_KEPT = 4096  # submit answer times kept for the schedules of tasks not yet waited on
 
 
 _ERRORS_BY_STATUS: dict[int, type[APIError]] = {
@@ -172,6 +174,9 @@ class AsyncClient:
         # for the magic and Client).
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]]
         self._pools = weakref.WeakKeyDictionary()
+        # When each recent submit's answer arrived: the poll schedule counts from (about) the
+        # server's creation of the task, not from whenever the caller starts waiting on it.
+        self._answered: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     # -- plumbing --
 
@@ -368,9 +373,11 @@ class AsyncClient:
 
     async def _submit_journaled(self, request: GenerationRequest, key: str) -> str:
         try:
+            sent = time.monotonic()
             payload = await self._call(
                 "POST", SUBMIT_PATH, what="submit", json=request.to_json(), headers={"Idempotency-Key": key}
             )
+            answered = time.monotonic()  # before the journal writes below
             task_id = parse_submit(payload)
         except (APIError, ValidationError) as exc:
             if isinstance(exc, APIError) and (
@@ -379,6 +386,9 @@ class AsyncClient:
                 raise  # the task may exist: leave the row pending so resume replays the same key
             self.store.record_status(key, "failed", 0, error=str(exc))
             raise
+        self._answered[task_id] = (sent, answered)
+        while len(self._answered) > _ANSWERED_KEPT:
+            self._answered.popitem(last=False)
         self.store.set_task_id(key, task_id)
         self.store.record_status(key, "pending", 0)
         return task_id
@@ -411,10 +421,17 @@ class AsyncClient:
         deadline_s = _check_seconds("timeout", timeout, allow_none=True) or self.wait_timeout
         start = time.monotonic() if started is None else started
         deadline = start + deadline_s
-        # The schedule's clock starts now: for a fresh submit that is when the server created the
-        # task (give or take a round trip), which is what estimated_time and progress count from.
-        origin = time.monotonic()
-        schedule = self.poll.schedule(fresh=not immediate)
+        # The schedule's clock starts when the server created the task, which estimated_time and
+        # progress count from: some time during this client's submit exchange, so its middle,
+        # give or take half of it. Any other task (a resume, a second wait) is of unknown age: it
+        # is polled at once ('immediate') and its schedule neither learns nor uses what was learned.
+        exchange = self._answered.pop(task_id, None)
+        if exchange is None:
+            origin, slack = time.monotonic(), 0.0
+        else:
+            origin, slack = (exchange[0] + exchange[1]) / 2, (exchange[1] - exchange[0]) / 2
+            immediate = False  # its age is known: the schedule places even the first poll
+        schedule = self.poll.schedule(fresh=not immediate, slack=slack)
         status: TaskStatus | None = None
         last_seen: tuple[str, int] | None = None
         protocol_errors = 0

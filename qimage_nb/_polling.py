@@ -84,6 +84,33 @@ def _feasible_lines(
     return [(slope, *bounds(slope)) for slope in grid]
 
 
+# A start this close to the submit is "progress counts from the submit": a round trip, not a queue.
+_ZERO_START = 0.05
+
+
+def _simplest_start_lines(boxes: Sequence[tuple[float, float, float]]) -> list[tuple[float, float, float]] | None:
+    """The simplest model of when progress starts that every sample ``(finish, lo, hi)`` allows.
+
+    A first reading taken early amplifies any doubt about the start (by ``100 / progress - 1``),
+    so a model with fewer free parameters predicts much more sharply, and the samples (from the
+    shortest tasks first) rarely pin down a general line. In order: progress counts from the
+    submit; a fixed queueing delay, or a pickup proportional to the run (when both fit, either may
+    hold, so both are kept); else the general line ``start = share * finish + shift``.
+    """
+    fits: list[tuple[float, float, float]] = []
+    shift_lo, shift_hi = max(lo for _, lo, _ in boxes), min(hi for _, _, hi in boxes)
+    if -_ZERO_START <= shift_lo <= shift_hi <= _ZERO_START:
+        # Every sample puts the start within a round trip of the submit (merely allowing it is not
+        # enough: a few vague samples from short tasks would allow it in any world).
+        return [(0.0, 0.0, 0.0)]
+    if shift_lo <= shift_hi:
+        fits.append((0.0, shift_lo, shift_hi))
+    share_lo, share_hi = max(lo / f for f, lo, _ in boxes), min(hi / f for f, _, hi in boxes)
+    if share_lo <= share_hi:
+        fits += [(share_lo, 0.0, 0.0), (share_hi, 0.0, 0.0)]
+    return fits or _feasible_lines(boxes, -0.5, 0.95)
+
+
 class Calibration:
     """What a policy has learned about a provider from finished tasks. Thread-safe.
 
@@ -107,6 +134,8 @@ class Calibration:
         self._lock = threading.Lock()
         self._estimate_lines: list[tuple[float, float, float]] | None = None
         self._start_lines: list[tuple[float, float, float]] | None = None
+        self._step = 0  # gcd of the progress values seen
+        self._readings = 0
         self.version = 0
 
     def __repr__(self) -> str:
@@ -127,9 +156,22 @@ class Calibration:
         with self._lock:
             self._finish.append((float(estimated), finish, half))
             if start is not None and 0 <= start[0] <= start[1] < finish and start[1] - start[0] <= self.precision:
-                self._start.append((finish, start[0] - half, start[1] + half))
+                self._start.append((finish, start[0] - half / 4, start[1] + half / 4))
             self._refit()
             self.version += 1
+
+    def note_progress(self, progress: int) -> None:
+        """Record a progress reading, to learn the provider's progress step (some report in 5s or 10s)."""
+        if 0 < progress < 100:
+            with self._lock:
+                self._step = math.gcd(self._step, progress)
+                self._readings += 1
+
+    @property
+    def quantum(self) -> int:
+        """How far the true progress may lie above a reading: the provider's step once enough
+        readings agree on one, else 1 (floored whole numbers)."""
+        return self._step if self._readings >= 5 and self._step > 1 else 1
 
     def finish_from_estimate(self, estimated: float | None) -> tuple[float, float] | None:
         """Where a task with this ``estimated_time`` should finish, or None."""
@@ -148,7 +190,7 @@ class Calibration:
             return None
         finishes = []
         for share, low, high in lines:
-            for value in (progress, progress + 1):  # the true progress lies in [p, p + 1)
+            for value in (progress, min(100, progress + self.quantum)):  # the true progress lies in [p, p + q)
                 # 100 (t - s) = value (f - s) with s = share f + shift, solved for f.
                 denominator = value + (100 - value) * share
                 if denominator <= 0:
@@ -166,7 +208,7 @@ class Calibration:
         self._estimate_lines = _feasible_lines(boxes, 0.2, 10.0)
         starts = list(self._start)
         if len(starts) >= self._min:
-            self._start_lines = _feasible_lines(starts, -0.5, 0.95)
+            self._start_lines = _simplest_start_lines(starts)
 
 
 @dataclass(frozen=True)
@@ -211,11 +253,13 @@ class PollPolicy:
     learn: bool = True
     calibration: Calibration = field(default_factory=Calibration, compare=False, repr=False)
 
-    def schedule(self, *, fresh: bool = True) -> PollSchedule:
+    def schedule(self, *, fresh: bool = True, slack: float = 0.0) -> PollSchedule:
         """A schedule for one task. ``fresh``: the task was just submitted, so the elapsed times fed
         to it count from (about) its creation on the server; False for a task of unknown age (a
-        resume), which then neither uses nor teaches the calibration."""
-        return PollSchedule(self, fresh=fresh)
+        resume), which then neither uses nor teaches the calibration. ``slack``: how long before
+        that origin the server may have created the task (half the submit's round trip, when the
+        origin is its middle)."""
+        return PollSchedule(self, fresh=fresh, _pending_until=-max(0.0, slack))
 
 
 @dataclass
@@ -225,7 +269,9 @@ class PollSchedule:
     policy: PollPolicy
     fresh: bool = True
     _points: list[tuple[float, int]] = field(default_factory=list)  # (elapsed, progress), processing
-    _pending_until: float = 0.0  # the last time the task was seen pending: progress began later
+    # The last time the task was seen pending (progress began later); before any such sighting,
+    # the earliest the server may have created it.
+    _pending_until: float = 0.0
     _estimated: float | None = None
     _last_poll: float | None = None
     _overdue_polls: int = 0
@@ -236,8 +282,8 @@ class PollSchedule:
 
     def next_delay(self, status: TaskStatus | None, elapsed: float) -> float:
         """Seconds to sleep before the next poll, given the latest status and the time since submit."""
-        if status is None:
-            return self._clamp(self.policy.first)
+        if status is None:  # the first poll: ``first`` after the origin, however late the wait began
+            return max(0.0, min(self.policy.ceiling, self.policy.first - elapsed))
         self._observe(status, elapsed)
         if status.terminal:
             return 0.0
@@ -281,6 +327,8 @@ class PollSchedule:
         if status.status == "pending":
             self._pending_until = elapsed
         elif status.status == "processing":
+            if self.policy.learn:
+                self.policy.calibration.note_progress(status.progress)
             if not self._points or self._points[-1][1] != status.progress:
                 self._points.append((elapsed, status.progress))
         elif status.status == "completed" and self._learns and self._estimated and previous is not None:
@@ -291,16 +339,19 @@ class PollSchedule:
                 self.policy.calibration.add(self._estimated, lo, hi, self._start(lo, hi))
 
     def _start(self, finish_lo: float, finish_hi: float) -> tuple[float, float] | None:
-        """The interval in which progress left 0, from the readings and the finish."""
-        pts = self._points
-        if len(pts) < 2 or pts[-1][1] - pts[0][1] < 10:
-            return None
-        (t0, p0), (t1, p1) = pts[0], pts[-1]
-        dt, dp = t1 - t0, p1 - p0
-        # Floored readings: the rate lies in ((dp-1)/dt, (dp+1)/dt); the whole run takes 100 / rate.
-        lo = max(self._pending_until, finish_lo - 100 * dt / (dp - 1))
-        hi = min(t0, finish_hi - 100 * dt / (dp + 1))
-        return (lo, hi) if lo <= hi else None
+        """The interval in which progress left 0, from the readings and the finish.
+
+        With the finish ``f`` known, one reading ``(t, p)`` already bounds the start ``s``: the
+        floored progress says ``p <= 100 (t - s) / (f - s) < p + q``. Solving each side for ``s``
+        (it falls as ``p`` or ``f`` grows) and intersecting over the readings is far sharper than a
+        rate from two readings.
+        """
+        lo, hi, q = self._pending_until, _INF, self.policy.calibration.quantum
+        for t, p in self._points:
+            hi = min(hi, (100 * t - p * finish_lo) / (100 - p))
+            if p + q < 100:
+                lo = max(lo, (100 * t - (p + q) * finish_hi) / (100 - p - q))
+        return (lo, hi) if lo <= hi < _INF else None
 
     def _bounds(self, seen: float, *, learned: bool = True) -> tuple[float, float]:
         """The interval the finish must lie in, from everything seen (and learned); ``seen`` is the
@@ -319,13 +370,13 @@ class PollSchedule:
                 hi = min(hi, start + 100.0 * (t1 - start) / p1)
             if len(pts) >= 2:
                 t0, p0 = pts[0]
-                dt, dp = t1 - t0, p1 - p0
+                dt, dp, q = t1 - t0, p1 - p0, self.policy.calibration.quantum
                 if dt > 0:
-                    # Both readings are floored: the rate lies in ((dp-1)/dt, (dp+1)/dt) and the
-                    # progress still to come in (99 - p1, 100 - p1].
-                    if dp > 1:
-                        hi = min(hi, t1 + (100 - p1) * dt / (dp - 1))
-                    lo = max(lo, t1 + max(0, 99 - p1) * dt / (dp + 1))
+                    # Both readings are floored to a step q: the rate lies in ((dp-q)/dt, (dp+q)/dt)
+                    # and the progress still to come in (100 - q - p1, 100 - p1].
+                    if dp > q:
+                        hi = min(hi, t1 + (100 - p1) * dt / (dp - q))
+                    lo = max(lo, t1 + max(0, 100 - q - p1) * dt / (dp + q))
         if learned and self._learns and len(pts) < 2:
             calibration = self.policy.calibration
             hints = [calibration.finish_from_estimate(self._estimated)]

@@ -8,6 +8,7 @@ bounds and counts.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import random
@@ -200,3 +201,142 @@ async def test_real_polls_are_never_closer_than_the_floor(tmp_path):
     for times in seen.values():
         assert len(times) >= 1
         assert all(b - a >= policy.floor - 0.01 for a, b in itertools.pairwise(times))
+
+
+# --- what the calibration learns about when progress starts -------------------------------------------
+
+
+def _learn(policy: PollPolicy, durations, **model) -> None:
+    for duration in durations:
+        follow(policy, duration, **model)
+
+
+def test_progress_counted_from_the_submit_is_recognised_and_one_reading_then_suffices():
+    policy = PollPolicy()
+    rng = random.Random(11)
+    _learn(policy, [rng.uniform(2, 8) for _ in range(8)], share=0.0)
+    assert policy.calibration.finish_from_progress(1.5, 18) == pytest.approx((150 / 19, 150 / 18))
+    polls, late = [], []
+    for _ in range(30):
+        duration = rng.uniform(2, 8)
+        times = follow(policy, duration, share=0.0)
+        polls.append(len(times))
+        late.append(times[-1] - duration)
+    assert sum(polls) / len(polls) <= 2.1  # the floor: one poll to learn, one to see it done
+    assert all(0 <= x <= 0.5 for x in late)
+
+
+def test_a_pickup_proportional_to_the_run_is_learned_and_predicts_long_tasks():
+    policy = PollPolicy()
+    rng = random.Random(12)
+    _learn(policy, [rng.uniform(2, 8) for _ in range(12)], share=0.1)
+    # An 8 s task read once at 1.5 s: pickup at 0.8 s, so progress 100 * 0.7 / 7.2 = 9.7 -> 9.
+    lo, hi = policy.calibration.finish_from_progress(1.5, 9)
+    assert lo <= 8.0 <= hi and hi - lo < 1.0
+    # "Progress counts from the submit" would put that finish at 16 s: it is not what was learned.
+    assert hi < 10
+
+
+def test_a_fixed_queueing_delay_is_learned():
+    def queued(duration: float):
+        return server(duration + 0.5, share=0.5 / (duration + 0.5))
+
+    policy = PollPolicy()
+    rng = random.Random(13)
+    for _ in range(12):
+        duration = rng.uniform(2, 8)
+        status_at, schedule = queued(duration), policy.schedule()
+        t = schedule.next_delay(None, 0.0)
+        while not (status := status_at(t)).terminal:
+            t += schedule.next_delay(status, t)
+        schedule.finish(status, t)
+    # Progress started 0.5 s after the submit, whatever the run: a 7.5 s task (finish at 8 s) read
+    # at 1.5 s shows 100 * 1.0 / 7.5 = 13.3 -> 13.
+    lo, hi = policy.calibration.finish_from_progress(1.5, 13)
+    assert lo <= 8.0 <= hi and hi - lo < 1.5
+
+
+def test_vague_samples_from_short_tasks_do_not_pass_for_progress_from_the_submit():
+    calibration = Calibration()
+    # Each sample allows a start at 0, but together they put it well after the submit.
+    for finish in (2.0, 2.2, 2.4):
+        calibration.add(math.ceil(1.5 * finish), finish - 0.02, finish + 0.02, (0.0, 0.3))
+    for finish in (2.1, 2.3):
+        calibration.add(math.ceil(1.5 * finish), finish - 0.02, finish + 0.02, (0.15, 0.4))
+    interval = calibration.finish_from_progress(1.5, 18)
+    assert interval is None or interval[0] < 150 / 19 - 0.3  # not the sharp "from the submit" answer
+
+
+def test_progress_reported_in_steps_is_learned_and_the_finish_still_caught():
+    def stepped(duration: float):
+        def status(t: float) -> TaskStatus:
+            estimate = math.ceil(duration * 1.5)
+            if t >= duration:
+                return TaskStatus("task_x", "completed", 100, estimated_time=estimate)
+            return TaskStatus("task_x", "processing", 10 * int(10 * t / duration), estimated_time=estimate)
+        return status
+
+    policy = PollPolicy()
+    rng = random.Random(14)
+    late = []
+    for _ in range(20):
+        duration = rng.uniform(2, 8)
+        status_at, schedule = stepped(duration), policy.schedule()
+        t = schedule.next_delay(None, 0.0)
+        polls = 1
+        while not (status := status_at(t)).terminal:
+            t += schedule.next_delay(status, t)
+            polls += 1
+            assert polls < 30
+        schedule.finish(status, t)
+        late.append(t - duration)
+    assert policy.calibration.quantum == 10
+    assert sorted(late)[len(late) // 2] < 0.35
+
+
+def test_a_finished_task_bounds_its_start_from_a_single_reading():
+    policy = PollPolicy(learn=False)
+    schedule = policy.schedule()
+    schedule.next_delay(None, 0.0)
+    schedule.next_delay(TaskStatus("t", "processing", 30, estimated_time=8), 1.5)
+    # Finish at 4.5 s: 30 <= 100 (1.5 - s) / (4.5 - s) < 31 puts the start in (0.14, 0.21].
+    lo, hi = schedule._start(4.5, 4.5)
+    assert lo == pytest.approx((150 - 31 * 4.5) / 69) and hi == pytest.approx(0.0 + (150 - 30 * 4.5) / 70)
+    assert lo < hi < 0.25
+
+
+async def test_the_schedule_counts_from_the_submit_exchange_not_from_when_the_wait_starts(tmp_path):
+    emu = Emulator(latency=0.3, jitter=0, seed=5, pickup=0)
+    inner = emu.transport()
+
+    class SlowSubmit(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request):
+            if request.method == "POST":
+                await asyncio.sleep(0.2)  # the request travels...
+                response = await inner.handle_async_request(request)
+                await asyncio.sleep(0.2)  # ...and so does the answer
+                return response
+            polls.append(time.monotonic())
+            return await inner.handle_async_request(request)
+
+    made: list[tuple[bool, float, float]] = []
+    polls: list[float] = []
+
+    class Spy(PollPolicy):
+        def schedule(self, *, fresh=True, slack=0.0):
+            made.append((fresh, slack, time.monotonic()))
+            return super().schedule(fresh=fresh, slack=slack)
+
+    async with AsyncClient(emu.api_key, emu.in_process_base_url, transport=SlowSubmit(), poll=Spy(),
+                           store=Store(tmp_path)) as client:
+        sent = time.monotonic()
+        task_id = await client.submit("counted from the submit")
+        await asyncio.sleep(0.5)  # the caller waits on it later
+        await client.wait(task_id)
+        await client.wait(task_id)  # a second wait has no submit of its own to count from
+    (fresh, slack, began), (again, slack_again, _) = made
+    assert fresh and 0.19 <= slack <= 0.3  # half of a >= 0.4 s exchange
+    assert began - sent >= 0.9  # the wait began after the submit and the caller's 0.5 s...
+    # ...and its first poll came `first` after the middle of the exchange, not `first` after that.
+    assert polls[0] - began <= Spy().first - 0.3
+    assert not again and slack_again == 0.0  # unknown age: polled at once, learns nothing
