@@ -9,6 +9,7 @@ id as soon as it is known, and every image as soon as its bytes are on disk.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -67,7 +68,7 @@ from ._exceptions import (
     TransportError,
     ValidationError,
 )
-from ._polling import PollPolicy
+from ._polling import Calibration, PollPolicy
 from ._results import Generation, Update, UpdateCallback, _Progress
 from ._retry import RetryPolicy, is_retryable, parse_retry_after
 
@@ -115,6 +116,16 @@ def _now_iso() -> str:
 
 
 # --- the client ------------------------------------------------------------------------------
+
+
+def _shared_timing(base_url: str, store: Store | None) -> Calibration:
+    """What this process (and earlier ones, via the data directory) learned of this provider's
+    timing: every default-policy client of one provider shares it."""
+    from ._store import _default_root
+
+    root = store.root if store is not None else _default_root()
+    name = hashlib.sha256(base_url.encode()).hexdigest()[:16]
+    return Calibration.shared(base_url, root / "timing" / f"{name}.json")
 
 
 class AsyncClient:
@@ -167,7 +178,7 @@ class AsyncClient:
         self._transport = transport
         self._store = store
         self.retry = retry or RetryPolicy()
-        self.poll = poll or PollPolicy()
+        self.poll = poll or PollPolicy(calibration=_shared_timing(self.base_url, store))
         self._download_concurrency = _check_count("download_concurrency", download_concurrency)
         # One connection pool and one download gate per event loop: both belong to the loop that
         # first used them, and a kernel runs two (its own, for the panel; run_sync's private one,

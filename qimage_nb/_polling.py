@@ -26,15 +26,23 @@ batch learns from its own shortest tasks.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
 
 from ._contract import TaskStatus
 
 __all__ = ["Calibration", "PollPolicy", "PollSchedule"]
+
+logger = logging.getLogger("qimage_nb")
 
 _INF = math.inf
 
@@ -84,31 +92,58 @@ def _feasible_lines(
     return [(slope, *bounds(slope)) for slope in grid]
 
 
-# A start this close to the submit is "progress counts from the submit": a round trip, not a queue.
-_ZERO_START = 0.05
+# How far apart in time two tasks' starts may scatter around one model (the submit's own round
+# trip, a server's scheduling) before a richer model is worth its extra freedom.
+_NOISE_TOLERANCE = 0.03
+_TIE = _NOISE_TOLERANCE
+
+
+def _proportional_noise(boxes: Sequence[tuple[float, float, float]]) -> tuple[float, float, float]:
+    """The least scatter ``eta`` with which ``start = share * finish`` (plus up to ``eta``) meets every
+    sample; returns ``(eta, share_lo, share_hi)``."""
+
+    def shares(eta: float) -> tuple[float, float]:
+        return max((lo - eta) / f for f, lo, _ in boxes), min((hi + eta) / f for f, _, hi in boxes)
+
+    low, high = 0.0, 1.0
+    if shares(low)[0] <= shares(low)[1]:
+        return (0.0, *shares(0.0))
+    for _ in range(30):
+        middle = (low + high) / 2
+        low, high = (low, middle) if shares(middle)[0] <= shares(middle)[1] else (middle, high)
+    return (high, *shares(high))
 
 
 def _simplest_start_lines(boxes: Sequence[tuple[float, float, float]]) -> list[tuple[float, float, float]] | None:
-    """The simplest model of when progress starts that every sample ``(finish, lo, hi)`` allows.
+    """The simplest model of when progress starts that fits every sample ``(finish, lo, hi)``.
 
     A first reading taken early amplifies any doubt about the start (by ``100 / progress - 1``),
     so a model with fewer free parameters predicts much more sharply, and the samples (from the
-    shortest tasks first) rarely pin down a general line. In order: progress counts from the
-    submit; a fixed queueing delay, or a pickup proportional to the run (when both fit, either may
-    hold, so both are kept); else the general line ``start = share * finish + shift``.
+    shortest tasks first) rarely pin down a general line. Each model is allowed the least scatter
+    ``eta`` that makes it meet every sample (the submit's round trip makes each task's clock start
+    a little differently), and a prediction carries that scatter too, so one stray sample widens a
+    model instead of throwing it out. In order: progress counts from the submit; a fixed queueing
+    delay or a pickup proportional to the run (both kept when they fit about equally well); the
+    general line ``start = share * finish + shift``.
     """
+    lows, highs = [lo for _, lo, _ in boxes], [hi for _, _, hi in boxes]
+    zero = max(0.0, max(lows), -min(highs))
+    if zero <= _NOISE_TOLERANCE:
+        return [(0.0, -zero, zero)]
+    shift = max(0.0, (max(lows) - min(highs)) / 2)
+    share = _proportional_noise(boxes)
+    best = min(shift, share[0])
+    if best > _NOISE_TOLERANCE:
+        lines = _feasible_lines(boxes, -0.5, 0.95)
+        if lines is not None:
+            return lines
     fits: list[tuple[float, float, float]] = []
-    shift_lo, shift_hi = max(lo for _, lo, _ in boxes), min(hi for _, _, hi in boxes)
-    if -_ZERO_START <= shift_lo <= shift_hi <= _ZERO_START:
-        # Every sample puts the start within a round trip of the submit (merely allowing it is not
-        # enough: a few vague samples from short tasks would allow it in any world).
-        return [(0.0, 0.0, 0.0)]
-    if shift_lo <= shift_hi:
-        fits.append((0.0, shift_lo, shift_hi))
-    share_lo, share_hi = max(lo / f for f, lo, _ in boxes), min(hi / f for f, _, hi in boxes)
-    if share_lo <= share_hi:
-        fits += [(share_lo, 0.0, 0.0), (share_hi, 0.0, 0.0)]
-    return fits or _feasible_lines(boxes, -0.5, 0.95)
+    if shift <= best + _TIE:
+        fits.append((0.0, max(lows) - 2 * shift, min(highs) + 2 * shift))
+    if share[0] <= best + _TIE:
+        eta, share_lo, share_hi = share
+        fits += [(share_lo, -eta, eta), (share_hi, -eta, eta)]
+    return fits
 
 
 class Calibration:
@@ -123,11 +158,31 @@ class Calibration:
 
     A sample counts only if the task's finish was pinned down to within ``precision`` seconds. A
     provider whose numbers follow no line gets no help from here (no line is consistent), and the
-    schedule falls back on each task's own readings.
+    schedule falls back on each task's own readings. For the start, the simplest model that fits
+    is used (see ``_simplest_start_lines``).
+
+    With a ``path``, what was learned outlives the process: it is read on first use (unless older
+    than ``max_age`` seconds) and written back as samples arrive, so a restarted kernel polls its
+    first batch as sparsely as its last. :meth:`shared` gives every client of one provider (and
+    one data directory) in a process the same instance.
     """
 
-    def __init__(self, *, max_samples: int = 64, min_samples: int = 3, precision: float = 0.3) -> None:
+    _registry: ClassVar[dict[tuple[str, str], Calibration]] = {}
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        *,
+        max_samples: int = 64,
+        min_samples: int = 3,
+        precision: float = 0.3,
+        path: Path | None = None,
+        max_age: float = 7 * 24 * 3600,
+    ) -> None:
         self.precision = precision
+        self.path = path
+        self.max_age = max_age
+        self._loaded = path is None
         self._min = min_samples
         self._finish: deque[tuple[float, float, float]] = deque(maxlen=max_samples)  # (E, finish, ±)
         self._start: deque[tuple[float, float, float]] = deque(maxlen=max_samples)  # (finish, lo, hi)
@@ -137,6 +192,56 @@ class Calibration:
         self._step = 0  # gcd of the progress values seen
         self._readings = 0
         self.version = 0
+
+    @classmethod
+    def shared(cls, provider: str, path: Path | None = None) -> Calibration:
+        """The one calibration of this process for ``provider`` (a base URL) kept at ``path``."""
+        key = (provider, str(path))
+        with cls._registry_lock:
+            calibration = cls._registry.get(key)
+            if calibration is None:
+                calibration = cls._registry[key] = cls(path=path)
+            return calibration
+
+    def _ensure_loaded(self) -> None:
+        """Read the saved samples once, before the first use (never at construction)."""
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            try:
+                saved = json.loads(self.path.read_text(encoding="utf-8"))  # type: ignore[union-attr]
+                if time.time() - float(saved["saved"]) > self.max_age:
+                    return  # the provider may have changed since
+                self._finish.extend(tuple(map(float, row)) for row in saved["finish"])  # type: ignore[misc]
+                self._start.extend(tuple(map(float, row)) for row in saved["start"])  # type: ignore[misc]
+                self._step, self._readings = int(saved["step"]), int(saved["readings"])
+            except FileNotFoundError:
+                return
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                logger.info("qimage_nb: ignoring the saved poll timing at %s (%s)", self.path, exc)
+                self._finish.clear()
+                self._start.clear()
+                self._step = self._readings = 0
+                return
+            self._refit()
+            self.version += 1
+
+    def _save(self) -> None:
+        """Write the samples back after each finished task (a few kilobytes, well under a millisecond)."""
+        if self.path is None:
+            return
+        state = {"saved": time.time(), "finish": list(self._finish), "start": list(self._start),
+                 "step": self._step, "readings": self._readings}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(state), encoding="utf-8")
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            logger.info("qimage_nb: cannot save the poll timing to %s (%s)", self.path, exc)
 
     def __repr__(self) -> str:
         parts = [f"{len(self._finish)} samples"]
@@ -153,16 +258,19 @@ class Calibration:
         if not (estimated > 0 and 0 < finish_lo <= finish_hi < _INF) or finish_hi - finish_lo > self.precision:
             return  # a vague sample would only widen every later prediction
         finish, half = (finish_lo + finish_hi) / 2, (finish_hi - finish_lo) / 2
+        self._ensure_loaded()
         with self._lock:
             self._finish.append((float(estimated), finish, half))
-            if start is not None and 0 <= start[0] <= start[1] < finish and start[1] - start[0] <= self.precision:
+            if start is not None and start[0] <= start[1] < finish and start[1] - start[0] <= self.precision:
                 self._start.append((finish, start[0] - half / 4, start[1] + half / 4))
             self._refit()
             self.version += 1
+            self._save()
 
     def note_progress(self, progress: int) -> None:
         """Record a progress reading, to learn the provider's progress step (some report in 5s or 10s)."""
         if 0 < progress < 100:
+            self._ensure_loaded()
             with self._lock:
                 self._step = math.gcd(self._step, progress)
                 self._readings += 1
@@ -171,10 +279,12 @@ class Calibration:
     def quantum(self) -> int:
         """How far the true progress may lie above a reading: the provider's step once enough
         readings agree on one, else 1 (floored whole numbers)."""
+        self._ensure_loaded()
         return self._step if self._readings >= 5 and self._step > 1 else 1
 
     def finish_from_estimate(self, estimated: float | None) -> tuple[float, float] | None:
         """Where a task with this ``estimated_time`` should finish, or None."""
+        self._ensure_loaded()
         lines = self._estimate_lines
         if not lines or not estimated or estimated <= 0:
             return None
@@ -185,6 +295,7 @@ class Calibration:
 
     def finish_from_progress(self, t: float, progress: int) -> tuple[float, float] | None:
         """Where a task that read ``progress`` at ``t`` (its only reading) should finish."""
+        self._ensure_loaded()
         lines = self._start_lines
         if not lines or progress <= 0:
             return None

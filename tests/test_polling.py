@@ -340,3 +340,44 @@ async def test_the_schedule_counts_from_the_submit_exchange_not_from_when_the_wa
     # ...and its first poll came `first` after the middle of the exchange, not `first` after that.
     assert polls[0] - began <= Spy().first - 0.3
     assert not again and slack_again == 0.0  # unknown age: polled at once, learns nothing
+
+
+# --- what was learned outlives a client and a kernel ----------------------------------------------------
+
+
+def _teach(calibration: Calibration) -> None:
+    for finish in (2.0, 3.1, 4.4, 5.2, 6.9, 7.7):
+        start = 0.1 * finish
+        calibration.add(math.ceil(1.5 * finish), finish - 0.02, finish + 0.02, (start - 0.03, start + 0.03))
+
+
+def test_default_clients_of_one_provider_share_what_was_learned(tmp_path):
+    store = Store(tmp_path)
+    first = AsyncClient("sk-test", "https://api.example.test", store=store)
+    second = AsyncClient("sk-other", "https://api.example.test", store=store)
+    elsewhere = AsyncClient("sk-test", "https://other.example.test", store=store)
+    own = AsyncClient("sk-test", "https://api.example.test", store=store, poll=PollPolicy())
+    assert first.poll.calibration is second.poll.calibration
+    assert elsewhere.poll.calibration is not first.poll.calibration
+    assert own.poll.calibration is not first.poll.calibration
+
+
+def test_what_was_learned_is_saved_and_read_back_by_the_next_process(tmp_path):
+    path = tmp_path / "timing" / "provider.json"
+    taught = Calibration(path=path)
+    _teach(taught)
+    assert path.exists()
+    reborn = Calibration(path=path)  # what a restarted kernel constructs: no I/O until first use
+    assert reborn.finish_from_estimate(9) == taught.finish_from_estimate(9) is not None
+    assert reborn.finish_from_progress(1.5, 12) == taught.finish_from_progress(1.5, 12) is not None
+
+
+def test_old_or_damaged_timing_is_ignored(tmp_path):
+    path = tmp_path / "provider.json"
+    _teach(Calibration(path=path))
+    assert Calibration(path=path, max_age=-1).finish_from_estimate(9) is None  # too old: forgotten
+    path.write_text("{not json", encoding="utf-8")
+    damaged = Calibration(path=path)
+    assert damaged.finish_from_estimate(9) is None
+    _teach(damaged)  # and it learns afresh, writing a good file over the bad one
+    assert Calibration(path=path).finish_from_estimate(9) is not None
