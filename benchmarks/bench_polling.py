@@ -1,12 +1,18 @@
 """Detection latency and polls per task: the adaptive schedule against a fixed 1 s poller.
 
-Tasks run on the bundled emulator over loopback, with durations uniform in [2, 8] s (``latency=5``,
-``jitter=3``), progress reported honestly and ``estimated_time`` overstated 1.5x. The server's
-completion instant of each task is read from the emulator's own task state (``Task.end``, on the
-same monotonic clock as this process); the client "notices" when its poll answer says completed.
-Both strategies run at the same time on two emulators with the same seed, so they face the same
-durations. A *cold* wave uses a fresh policy; a *warm* wave reuses the policy of the cold wave
-(what a kernel looks like after its first batch), against a fresh fixed-poller wave.
+Tasks run on the bundled emulator, each server in its own process over loopback (as an outside
+harness's server would be), with durations uniform in [2, 8] s (``latency=5``, ``jitter=3``),
+progress reported honestly and ``estimated_time`` overstated 1.5x. Two kinds of server:
+
+- *queue phase*: the emulator's default, ``pending`` for the first 10 % of each run, progress
+  counting from the pickup; one early reading then cannot tell the pickup delay from the rate;
+- *progress from submit*: ``pickup=0``, progress counts from the submit.
+
+The server's completion instant of each task comes from the emulator's ``/_emulator/timeline``
+(on this host's monotonic clock, shared by every process); the client "notices" when its poll
+answer says completed. Both strategies run at the same time on two servers with the same seed, so
+they face the same durations. A *cold* wave uses a fresh client; a *warm* wave reuses the policy of
+the cold wave (a kernel after its first batch), against a fresh fixed-poller wave.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
+
 from qimage_nb._client import AsyncClient
 from qimage_nb._polling import PollPolicy
-from qimage_nb.emulator import Emulator
 
-from ._common import Row, median, percentile, widen_backlog
+from ._common import EmulatorProcess, Row, median, percentile
 
 FIXED_INTERVAL = 1.0
+SERVERS = {"queue phase": 0.1, "progress from submit": 0.0}
 
 
 async def _adaptive(client: AsyncClient, prompt: str) -> tuple[str, float]:
@@ -41,49 +49,49 @@ async def _fixed(client: AsyncClient, prompt: str) -> tuple[str, float]:
             return task_id, time.monotonic()
 
 
-async def _wave(emu: Emulator, client: AsyncClient, runner, count: int) -> dict[str, list[float]]:
+async def _wave(server: EmulatorProcess, client: AsyncClient, runner, count: int) -> dict[str, list[float]]:
     results = await asyncio.gather(*(runner(client, f"poll benchmark {i}") for i in range(count)))
-    counters = emu.counters()
-    tasks = emu._state.tasks  # the server's own timeline: Task.end is when it completed
-    latencies = [seen - tasks[task_id].end for task_id, seen in results]
-    polls = [counters["polls_per_task"][task_id] for task_id, _ in results]
-    return {"latency": latencies, "polls": polls}
+    async with httpx.AsyncClient() as control:
+        timeline = (await control.get(server.base_url + "/_emulator/timeline")).json()
+    tasks = {task["id"]: task for task in timeline["tasks"]}
+    return {
+        "latency": [seen - tasks[task_id]["end"] for task_id, seen in results],
+        "polls": [tasks[task_id]["polls"] for task_id, _ in results],
+    }
 
 
-async def _pair(seed: int, count: int, policy: PollPolicy) -> tuple[dict, dict]:
-    widen_backlog()
-    emus = [Emulator(latency=5.0, jitter=3.0, seed=seed, overstate=1.5).start() for _ in range(2)]
-    try:
-        adaptive = AsyncClient(emus[0].api_key, emus[0].base_url, poll=policy)
-        fixed = AsyncClient(emus[1].api_key, emus[1].base_url)
+async def _pair(seed: int, count: int, policy: PollPolicy, pickup: float) -> tuple[dict, dict]:
+    settings = dict(latency=5.0, jitter=3.0, seed=seed, overstate=1.5, pickup=pickup)
+    with EmulatorProcess(**settings) as ours, EmulatorProcess(**settings) as theirs:
+        adaptive = AsyncClient(ours.api_key, ours.base_url, poll=policy)
+        fixed = AsyncClient(theirs.api_key, theirs.base_url)
         async with adaptive, fixed:
-            a, f = await asyncio.gather(_wave(emus[0], adaptive, _adaptive, count),
-                                        _wave(emus[1], fixed, _fixed, count))
-        return a, f
-    finally:
-        for emu in emus:
-            emu.stop()
+            return await asyncio.gather(_wave(ours, adaptive, _adaptive, count),
+                                        _wave(theirs, fixed, _fixed, count))
 
 
 def run(quick: bool = False) -> list[Row]:
     count = 24 if quick else 40
-    policy = PollPolicy()
     rows: list[Row] = []
-    waves = [("cold", 101)] if quick else [("cold", 101), ("warm", 202)]
-    for label, seed in waves:
-        adaptive, fixed = asyncio.run(_pair(seed, count, policy))
-        a_med, f_med = median(adaptive["latency"]), median(fixed["latency"])
-        a_polls = sum(adaptive["polls"]) / count
-        f_polls = sum(fixed["polls"]) / count
-        base = f"fixed {FIXED_INTERVAL:g} s poller"
-        rows += [
-            Row(f"polling {label}: median detection latency ({count} tasks, 2-8 s)", a_med, "s",
-                f_med, base, "<= 0.35 s", a_med <= 0.35),
-            Row(f"polling {label}: p90 detection latency", percentile(adaptive["latency"], 0.9), "s",
-                percentile(fixed["latency"], 0.9), base),
-            Row(f"polling {label}: polls per task", a_polls, "polls", f_polls, base,
-                "<= 0.5 x baseline (floor 2)", a_polls <= 0.5 * f_polls),
-        ]
+    servers = list(SERVERS.items())[:1] if quick else list(SERVERS.items())
+    for server, pickup in servers:
+        policy = PollPolicy()
+        waves = [("cold", 101)] if quick else [("cold", 101), ("warm", 202)]
+        for label, seed in waves:
+            adaptive, fixed = asyncio.run(_pair(seed, count, policy, pickup))
+            a_med, f_med = median(adaptive["latency"]), median(fixed["latency"])
+            a_polls = sum(adaptive["polls"]) / count
+            f_polls = sum(fixed["polls"]) / count
+            base = f"fixed {FIXED_INTERVAL:g} s poller"
+            name = f"polling, {server}, {label}"
+            rows += [
+                Row(f"{name}: median detection latency ({count} tasks, 2-8 s)", a_med, "s",
+                    f_med, base, "<= 0.35 s", a_med <= 0.35),
+                Row(f"{name}: p90 detection latency", percentile(adaptive["latency"], 0.9), "s",
+                    percentile(fixed["latency"], 0.9), base),
+                Row(f"{name}: polls per task", a_polls, "polls", f_polls, base,
+                    "<= 0.5 x baseline (floor 2)", a_polls <= 0.5 * f_polls),
+            ]
     return rows
 
 
