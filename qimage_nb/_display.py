@@ -2,9 +2,12 @@
 
 A gallery is a list of :class:`Tile` objects: a small thumbnail (JPEG/WebP bytes, never the full
 image) plus a caption made from the image's provenance. The magic draws tiles as static HTML with
-``data:`` URIs (which survives nbconvert, GitHub and VS Code, and costs tens of kilobytes per
-image); the panel draws the same tiles as ``ipywidgets.Image`` widgets. Full-resolution bytes stay
-on disk.
+``data:`` URIs (which survives nbconvert, GitHub and VS Code); the panel draws the same tiles as
+``ipywidgets.Image`` widgets. Full-resolution bytes stay on disk.
+
+What a saved notebook keeps per shown image is held to ``NOTEBOOK_SHARE`` (2 %) of embedding the
+full image: the thumbnail steps down in quality, format and size to fit (see ``_images.thumbnail``),
+its cell says only what the gallery's heading does not, and styling is one ``<style>`` per output.
 
 :func:`progress_status` is the one status/ETA line of a generation in flight, for both faces.
 :class:`LiveGallery` is the magic's output area: one display, updated in place through its display
@@ -14,11 +17,14 @@ handle while tasks run, left behind as static HTML. :func:`history_bundle` draws
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
+import re
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._contract import _short
@@ -30,11 +36,17 @@ if TYPE_CHECKING:
     from ._contract import GenerationRequest
 
 __all__ = [
-    "DEFAULT_THUMB_PX", "LiveGallery", "LiveSlot", "Tile", "caption_for", "error_line", "format_seconds",
-    "gallery_bundle", "gallery_html", "history_bundle", "progress_status", "tile_for", "when",
+    "DEFAULT_THUMB_PX", "NOTEBOOK_SHARE", "LiveGallery", "LiveSlot", "Tile", "caption_for", "error_line", "format_seconds",
+    "gallery_bundle", "gallery_html", "history_bundle", "progress_status", "stored_caption", "tile_for", "when",
 ]  # fmt: skip
 
 DEFAULT_THUMB_PX = 256
+# The most a saved notebook may keep per shown image, as a share of the base64 of the full image
+# file (what ``display(Image(data=png))`` would store): thumbnail, its markup, its text fallback.
+NOTEBOOK_SHARE = 0.02
+# What a tile's thumbnail budget leaves for the rest of the output when the caller does not say:
+# about one plain-text line (a Generation's repr is ~100 bytes).
+_TEXT_RESERVE = 100
 SHORT_MODEL = {"qwen-image-2.0": "standard", "qwen-image-2.0-pro": "pro"}
 _FINISHED = ("done", "failed", "error", "cancelled")
 
@@ -134,7 +146,7 @@ class Tile:
 
 
 def caption_for(info: dict[str, Any] | Any) -> tuple[str, str]:
-    """(short caption, full tooltip) from an image's provenance ``info``."""
+    """(short caption, full tooltip) from an image's provenance ``info`` (the panel's words)."""
     short_prompt = _short(info.get("prompt", ""), 60)
     parts = [info.get("model", ""), f"{info.get('size', '')} {info.get('resolution', '')}".strip()]
     caption = " · ".join(p for p in (short_prompt, *parts) if p)
@@ -146,49 +158,134 @@ def caption_for(info: dict[str, Any] | Any) -> tuple[str, str]:
     return caption, tooltip
 
 
-def tile_for(image: Image.Image, *, thumb_px: int = DEFAULT_THUMB_PX, fmt: str = "JPEG", label: str | None = None) -> Tile:
-    """A tile for one image: thumbnail made from the file on disk when there is one (cached there)."""
-    from ._images import thumbnail
+def stored_caption(info: dict[str, Any] | Any, heading: str = "") -> tuple[str, str]:
+    """(caption, tooltip) for a tile kept in a saved notebook: only what ``heading`` does not say.
+
+    ``heading`` is the text shown around the tile (the gallery's title and subtitle, its label): a
+    prompt, model or size already there is not repeated under every image. The tooltip carries the
+    full prompt when the caption had to cut it, the negative prompt and the task id. It leaves out
+    the local file path and the CDN URL: in a shared notebook one names the author's home directory
+    and the other is a signed link that expires within hours, and each costs 100+ bytes per image.
+    """
+
+    def said(text: str) -> bool:
+        return bool(text) and re.search(rf"(?<![\w.-]){re.escape(text)}(?![\w.-])", heading) is not None
+
+    prompt = " ".join(str(info.get("prompt") or "").split())
+    negative = " ".join(str(info.get("negative_prompt") or "").split())
+    model = str(info.get("model") or "")
+    task_id = str(info.get("task_id") or "")
+    short_prompt = "" if said(prompt) else _short(prompt, 60)
+    # A grid's labels name the model by its short name ("pro · 16:9 · 1K").
+    model_said = said(model) or said(SHORT_MODEL.get(model, ""))
+    size = " ".join(str(info.get(k) or "") for k in ("size", "resolution") if not said(str(info.get(k) or "")))
+    caption = " · ".join(p for p in (short_prompt, "" if model_said else model, size.strip()) if p)
+    tips = []
+    if short_prompt != prompt and not said(prompt):
+        tips.append(f"prompt: {prompt}")
+    if negative and not said(negative):
+        tips.append(f"negative: {negative}")
+    if task_id and not said(task_id):
+        tips.append(f"task {task_id}")
+    return caption, "\n".join(tips)
+
+
+def tile_for(
+    image: Image.Image,
+    *,
+    thumb_px: int = DEFAULT_THUMB_PX,
+    fmt: str = "JPEG",
+    label: str | None = None,
+    stored: bool = False,
+    heading: str = "",
+    output_share: int | None = None,
+) -> Tile:
+    """A tile for one image: thumbnail made from the file on disk when there is one (cached there).
+
+    ``stored=True`` is for a tile that goes into a notebook's saved output: its caption and tooltip
+    leave out what ``heading`` says (:func:`stored_caption`), and the tile as stored (thumbnail as
+    base64, its markup, its share of the gallery's markup and text) keeps to ``NOTEBOOK_SHARE`` of the
+    base64 of the image file. The thumbnail may then be WebP even if ``fmt`` is JPEG (``Tile.mime``
+    says which). ``output_share`` is what the rest of the output (title, notes, plain-text fallback)
+    stores per image; by default ``_TEXT_RESERVE``. Without ``stored`` (the panel's widgets) the
+    thumbnail is ``fmt`` at full size and quality.
+    """
+    from ._images import THUMB_FORMATS, thumbnail, thumbnail_mime
 
     info = dict(getattr(image, "info", {}) or {})
     source = info.get("path") or image
-    from pathlib import Path
-
-    thumb = thumbnail(Path(source) if isinstance(source, str) else source, max_side=thumb_px, fmt=fmt)
-    caption, tooltip = caption_for(info)
+    if isinstance(source, str):
+        source = Path(source)
+    caption, tooltip = stored_caption(info, heading) if stored else caption_for(info)
     w, h = image.size
-    return Tile(
-        thumb=thumb,
-        mime="image/webp" if fmt.upper() == "WEBP" else "image/jpeg",
-        caption=caption,
-        tooltip=tooltip,
-        width=w,
-        height=h,
-        label=label,
-    )
+    tile = Tile(thumb=b"", mime=THUMB_FORMATS.get(fmt.upper(), "image/jpeg"), caption=caption, tooltip=tooltip,
+                width=w, height=h, label=label)
+    budget = _thumb_budget(tile, source, thumb_px, output_share) if stored else None
+    thumb = thumbnail(source, max_side=thumb_px, fmt=fmt, max_bytes=budget)
+    return dataclasses.replace(tile, thumb=thumb, mime=thumbnail_mime(thumb))
+
+
+def _thumb_budget(tile: Tile, source: Any, thumb_px: int, output_share: int | None) -> int | None:
+    """Thumbnail bytes allowed for ``tile`` (its text known, its thumbnail empty); None without a file.
+
+    The tile is charged its own cell, all of a one-image gallery's wrapper and style (a tile never
+    counts on sharing them) and ``output_share``; the rest of the share, base64-decoded, is the
+    thumbnail's.
+    """
+    if not isinstance(source, Path):
+        return None  # an image in memory only: there is no file it stands for
+    try:
+        size = source.stat().st_size
+    except OSError:
+        return None  # thumbnail() reports the missing file
+    full_base64 = 4 * -(-size // 3)
+    markup = len(gallery_html([tile], thumb_px=thumb_px).encode("utf-8"))
+    rest = _TEXT_RESERVE if output_share is None else output_share
+    room = int(NOTEBOOK_SHARE * full_base64) - markup - rest
+    return max(0, room) // 4 * 3
 
 
 def placeholder(text: str, *, label: str | None = None, width: int = 1, height: int = 1) -> Tile:
     return Tile(thumb=None, mime="", caption="", tooltip="", width=width, height=height, label=label, status=text)
 
 
+# Styling shared by every tile of an output, sent once per output (not per tile) and scoped to the
+# gallery (the panel uses some of these class names on its widgets). Only the rules in use are sent.
+# The caption's width:0;min-width:100% makes it wrap at the image's width without widening the tile.
+_CSS = {
+    "thumb": ".qimage-gallery img{border-radius:6px}",
+    "caption": ".qimage-gallery .qimage-caption{font-size:11px;color:#555;width:0;min-width:100%}",
+    "label": ".qimage-gallery .qimage-label{font-weight:600}",
+    "placeholder": ".qimage-gallery .qimage-placeholder{display:flex;align-items:center;justify-content:center;"
+    "background:#eef0f3;color:#555;border-radius:6px}",
+}
+
+
+def _css(tiles: Sequence[Tile]) -> str:
+    used = {
+        "thumb": any(t.thumb is not None for t in tiles),
+        "caption": any(t.caption for t in tiles),
+        "label": any(t.label for t in tiles),
+        "placeholder": any(t.thumb is None for t in tiles),
+    }
+    rules = "".join(rule for kind, rule in _CSS.items() if used[kind])
+    return f"<style>{rules}</style>" if rules else ""
+
+
 def _cell(tile: Tile, thumb_px: int) -> str:
     ratio = tile.width / tile.height if tile.height else 1.0
     w = thumb_px if ratio >= 1 else round(thumb_px * ratio)
     h = round(thumb_px / ratio) if ratio >= 1 else thumb_px
-    label = f'<div class="qimage-label" style="font-weight:600">{html.escape(tile.label)}</div>' if tile.label else ""
+    label = f'<div class="qimage-label">{html.escape(tile.label)}</div>' if tile.label else ""
     if tile.thumb is None:
-        body = (
-            f'<div class="qimage-placeholder" style="width:{w}px;height:{h}px;display:flex;align-items:center;'
-            f'justify-content:center;background:#eef0f3;color:#555;border-radius:6px">{html.escape(tile.status or "")}</div>'
-        )
+        body = f'<div class="qimage-placeholder" style="width:{w}px;height:{h}px">{html.escape(tile.status or "")}</div>'
     else:
-        body = (
-            f'<img class="qimage-thumb" src="{tile.data_uri()}" width="{w}" height="{h}" '
-            f'title="{html.escape(tile.tooltip)}" alt="{html.escape(tile.caption)}" style="border-radius:6px"/>'
-        )
-    caption = f'<div class="qimage-caption" style="font-size:11px;color:#555;max-width:{w}px">{html.escape(tile.caption)}</div>' if tile.caption else ""
-    return f'<figure style="margin:4px;display:inline-block;vertical-align:top">{label}{body}{caption}</figure>'
+        # Shown at the gallery's size even when the budget made the thumbnail smaller (a steady
+        # layout). alt is empty: the caption right below (or the gallery's heading) is the text.
+        title = f' title="{html.escape(tile.tooltip)}"' if tile.tooltip else ""
+        body = f'<img class="qimage-thumb" src="{tile.data_uri()}" width="{w}" height="{h}" alt=""{title}>'
+    caption = f'<div class="qimage-caption">{html.escape(tile.caption)}</div>' if tile.caption else ""
+    return f"<div>{label}{body}{caption}</div>"
 
 
 def gallery_html(
@@ -218,21 +315,28 @@ def gallery_html(
         parts.append(f'<div class="qimage-note" style="color:#555">{html.escape(note)}</div>')
     for error in errors:
         parts.append(f'<div class="qimage-error" style="color:#b00020">{html.escape(error)}</div>')
+    parts.append(_css(tiles))
     if columns:
         parts.append(
             f'<div class="qimage-grid" style="display:grid;grid-template-columns:repeat({int(columns)},max-content);'
-            'overflow-x:auto">'
+            'gap:8px;overflow-x:auto">'
         )
     else:
-        parts.append('<div style="display:flex;flex-wrap:wrap">')
+        parts.append('<div style="display:flex;flex-wrap:wrap;gap:8px">')
     parts.extend(_cell(tile, thumb_px) for tile in tiles)
     parts.append("</div></div>")
     return "".join(parts)
 
 
 def gallery_bundle(generations: Sequence[Generation], *, thumb_px: int = DEFAULT_THUMB_PX) -> dict[str, Any]:
-    """A rich output for generations: static HTML plus a plain-text fallback."""
-    tiles = [tile_for(image, thumb_px=thumb_px) for gen in generations for image in gen.images]
+    """A rich output for generations: static HTML plus a plain-text fallback (one entry each, no
+    separate image/* entry: the thumbnails live once, in the HTML)."""
+    tiles = [
+        # Each image carries its share of its generation's line in the plain-text fallback.
+        tile_for(image, thumb_px=thumb_px, stored=True, output_share=len(repr(gen).encode("utf-8")) // len(gen.images) + 1)
+        for gen in generations
+        for image in gen.images
+    ]
     text = "\n".join(repr(gen) for gen in generations)
     return {"text/html": gallery_html(tiles, thumb_px=thumb_px), "text/plain": text}
 
@@ -360,12 +464,16 @@ class LiveGallery:
         slot.count = count
         for k, image in enumerate(update.images):
             if image is not None and slot.tiles[k] is None:
-                slot.tiles[k] = self._tile(image, slot.label)
+                slot.tiles[k] = self._tile(image, slot)
         self.refresh()
 
-    def _tile(self, image: Any, label: str | None) -> Tile | None:
+    def _tile(self, image: Any, slot: LiveSlot) -> Tile | None:
+        # The title, subtitle, label and status line already name the prompt, model, size and task.
+        heading = " ".join(filter(None, (self.title, self.subtitle, slot.label, slot.task_id and f"task {slot.task_id}")))
         try:
-            return tile_for(image, thumb_px=self.thumb_px, fmt=self.fmt, label=label)
+            share = self._output_share(image, slot, heading)
+            return tile_for(image, thumb_px=self.thumb_px, fmt=self.fmt, label=slot.label, stored=True,
+                            heading=heading, output_share=share)
         except Exception:  # a thumbnail that cannot be made must not cost the image itself
             return None
 
@@ -388,7 +496,7 @@ class LiveGallery:
             slot.tiles = (slot.tiles + [None] * slot.count)[: slot.count]
             for k, image in enumerate(gen.images):
                 if slot.tiles[k] is None:
-                    slot.tiles[k] = self._tile(image, slot.label)
+                    slot.tiles[k] = self._tile(image, slot)
         self.refresh()
 
     def interrupted(self) -> list[str]:
@@ -435,13 +543,16 @@ class LiveGallery:
         return lines, failures
 
     def bundle(self) -> dict[str, Any]:
+        return self._bundle(self.tiles())
+
+    def _bundle(self, tiles: list[Tile], *, tile_lines: bool = True) -> dict[str, Any]:
         lines, failures = self.status_lines()
         notes = [*self.notes, *lines]
         if self.footer:
             notes.append(self.footer)
         errors = [*failures, *self.errors]
         body = gallery_html(
-            self.tiles(),
+            tiles,
             thumb_px=self.thumb_px,
             title=self.title,
             notes=([self.subtitle] if self.subtitle else []) + notes,
@@ -449,9 +560,23 @@ class LiveGallery:
             columns=self.columns,
             errors=errors,
         )
-        return {"text/html": body, "text/plain": self.text(notes, errors)}
+        return {"text/html": body, "text/plain": self.text(notes, errors, tile_lines=tile_lines)}
 
-    def text(self, notes: list[str], errors: list[str]) -> str:
+    def _output_share(self, image: Any, slot: LiveSlot, heading: str) -> int:
+        """What this output stores besides its tiles (title, notes, status lines, the plain-text
+        fallback), per image it shows, plus the image's own plain-text line: the bytes a tile's
+        thumbnail budget gives up to them. Status lines are taken as they are now ("downloading 1 of
+        2" later reads "done in 12 s"): close enough for a budget."""
+        rest = self._bundle([], tile_lines=False)
+        size = len(rest["text/html"].encode("utf-8")) - len(gallery_html([]).encode("utf-8"))
+        size += len(rest["text/plain"].encode("utf-8"))
+        count = max(1, sum(max(s.count, len(s.tiles)) for s in self.slots))
+        caption, _ = stored_caption(dict(getattr(image, "info", {}) or {}), heading)
+        width, height = image.size
+        label = f"{slot.label} " if slot.label else ""
+        return size // count + len(f"\n  {label}[0] {width}x{height} {caption}".rstrip().encode("utf-8"))
+
+    def text(self, notes: list[str], errors: list[str], *, tile_lines: bool = True) -> str:
         lines = []
         if self.banner:
             lines.append(f"[{self.banner}]")
@@ -461,11 +586,11 @@ class LiveGallery:
             lines.append(self.subtitle)
         lines.extend(notes)
         lines.extend(errors)
-        for slot in self.slots:
+        for slot in self.slots if tile_lines else ():
             for k, tile in enumerate(slot.tiles):
                 if tile is not None:
                     label = f"{slot.label} " if slot.label else ""
-                    lines.append(f"  {label}[{k}] {tile.width}x{tile.height} {tile.caption}")
+                    lines.append(f"  {label}[{k}] {tile.width}x{tile.height} {tile.caption}".rstrip())
         return "\n".join(lines)
 
 

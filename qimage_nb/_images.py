@@ -9,7 +9,8 @@ thumbnail) actually needs them:
   image are never re-encoded, so what the user paid for is kept bit for bit.
 - ``open_lazy`` returns a PIL image that knows its size and provenance but holds no file descriptor
   and no pixels until it is used (a batch of thousands must not exhaust descriptors or memory).
-- ``thumbnail`` takes Pillow's reducing paths (JPEG draft, ``reduce``) instead of a full-size resize.
+- ``thumbnail`` takes Pillow's reducing paths (JPEG draft, ``reduce``) instead of a full-size resize,
+  and can keep to a byte budget (``max_bytes``) by re-encoding the once-shrunk pixels.
 
 Pillow's global ``Image.MAX_IMAGE_PIXELS`` is neither relied on nor changed: a user may have set it
 to anything. Headers are read through the format plugins directly and checked against our own cap.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import os
 import struct
 import threading
@@ -51,6 +53,7 @@ __all__ = [
     "sidecar_path",
     "thumbnail",
     "thumbnail_data_uri",
+    "thumbnail_mime",
 ]
 
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
@@ -441,6 +444,17 @@ def open_lazy(path: Path, info: Mapping[str, str]) -> Image.Image:
 
 THUMB_FORMATS = {"JPEG": "image/jpeg", "WEBP": "image/webp"}
 
+# The legibility floor of a thumbnail squeezed into a byte budget. 128 px is the freedesktop
+# thumbnail spec's "normal" size: shown at 256 CSS px it is soft, but the composition, colours and
+# large text of a picture still read. Quality floors differ by format: below ~35 JPEG's 8x8 blocks
+# take over flat colours and text edges, while WebP's deblocking filter smooths them instead, so
+# WebP at quality 20 still looks clean (and, at a budget, a larger WebP at low quality reads better
+# than a smaller one at higher quality).
+THUMB_FLOOR_PX = 128
+THUMB_FLOOR_QUALITY = {"JPEG": 35, "WEBP": 20}
+_QUALITY_STEPS = (80, 65, 50, 35, 20)  # tried from the top within each pixel size, down to the floor
+_SIDE_STEP = 0.75  # each smaller size has ~56 % of the pixels (and roughly of the bytes)
+
 # Galleries redraw the same tiles often: keep recent thumbnails of files (keyed by the file's
 # identity and mtime, so a replaced file is never served stale). ~512 x 15 KB at most.
 _THUMB_CACHE: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
@@ -493,27 +507,111 @@ def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
     return out.getvalue()
 
 
+def _smaller(image: Image.Image, side: int) -> Image.Image:
+    """The already-shrunk thumbnail at a smaller longer side (a resize of a few hundred pixels)."""
+    width, height = image.size
+    scale = side / max(width, height)
+    return image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS)
+
+
+def _best_quality(image: Image.Image, fmt: str, qualities: list[int], max_bytes: int) -> bytes | None:
+    """The encoding at the highest of ``qualities`` (descending) within ``max_bytes``: a bisection,
+    as bytes grow with quality."""
+    best, low, high = None, 0, len(qualities) - 1
+    while low <= high:
+        middle = (low + high) // 2
+        data = _encode(image, fmt, qualities[middle])
+        if len(data) <= max_bytes:
+            best, high = data, middle - 1
+        else:
+            low = middle + 1
+    return best
+
+
+def _within(small: Image.Image, fmt: str, quality: int, max_bytes: int) -> bytes:
+    """Encode ``small`` (decoded and shrunk once) in at most ``max_bytes``, stepping down as needed.
+
+    Order: the asked format, size and quality first. On a miss, the same settings in the other of
+    JPEG/WebP, and whichever is smaller is kept from then on (on flat pictures WebP is about half
+    the bytes of JPEG, so switching early keeps more pixels and quality than squeezing JPEG). Then
+    quality steps down to the format's floor, then the pixel size (each smaller size again from the
+    asked quality) down to ``THUMB_FLOOR_PX``, skipping sizes the bytes so far say cannot fit. Only
+    encoding repeats, a few milliseconds each: a size costs one encode when even its floor quality
+    misses, and a bisection of the qualities when it fits.
+    """
+    data = _encode(small, fmt, quality)
+    if len(data) <= max_bytes:
+        return data
+    other = "WEBP" if fmt == "JPEG" else "JPEG"
+    other_image = _flatten(small, other)
+    other_data = _encode(other_image, other, quality)
+    if len(other_data) < len(data):
+        fmt, small, data = other, other_image, other_data
+        if len(data) <= max_bytes:
+            return data
+    floor_quality = min(quality, THUMB_FLOOR_QUALITY[fmt])
+    above_floor = sorted({q for q in (quality, *_QUALITY_STEPS) if floor_quality < q <= quality}, reverse=True)
+    longest = max(small.size)
+    floor_side = min(longest, THUMB_FLOOR_PX)  # never enlarged to reach the floor
+    side, image, tried = longest, small, quality
+    while True:
+        lowest = _encode(image, fmt, floor_quality)
+        if len(lowest) <= max_bytes:
+            return _best_quality(image, fmt, [q for q in above_floor if q != tried], max_bytes) or lowest
+        if side <= floor_side:
+            # Even the floor is over budget (a small, very compressible original): keep the floor
+            # rather than a thumbnail nobody can read; it is the least we are willing to show.
+            return lowest
+        # Bytes grow about with the pixel count: jump straight to the size that might fit (headers
+        # do not shrink, so this is optimistic and the loop may step again), at least one step.
+        estimate = int(side * math.sqrt(max(0, max_bytes) / len(lowest)))
+        side, tried = max(floor_side, min(round(side * _SIDE_STEP), estimate)), None
+        image = _smaller(small, side)
+
+
+def thumbnail_mime(data: bytes) -> str:
+    """The MIME type of thumbnail bytes (under a byte budget the format can differ from the asked one)."""
+    return THUMB_FORMATS["WEBP"] if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else THUMB_FORMATS["JPEG"]
+
+
 def thumbnail(
-    source: Path | str | Image.Image, *, max_side: int = 256, fmt: str = "JPEG", quality: int = 80
+    source: Path | str | Image.Image,
+    *,
+    max_side: int = 256,
+    fmt: str = "JPEG",
+    quality: int = 80,
+    max_bytes: int | None = None,
 ) -> bytes:
     """Encoded thumbnail bytes (``fmt`` "JPEG" or "WEBP") whose longer side is at most ``max_side``.
 
     A path is read with Pillow's reducing paths (JPEG draft, ``reduce``) and the result cached in
     memory by file identity; a PIL image is never modified. Transparency is flattened onto white
     for JPEG and kept for WebP. Images are never enlarged.
+
+    ``max_bytes`` is a budget for the encoded bytes: over it, the thumbnail steps down in quality
+    (to ``THUMB_FLOOR_QUALITY``), may switch to the other of JPEG/WebP when that is smaller, then
+    shrinks (to ``THUMB_FLOOR_PX``); if even that floor is over budget, the floor is returned. The
+    pixels are decoded and shrunk once; only the encoding repeats. Use :func:`thumbnail_mime` for
+    the format of the result.
     """
     fmt = fmt.upper()
     if fmt not in THUMB_FORMATS:
         raise ValueError(f"thumbnail format {fmt!r} is not supported; use JPEG or WEBP")
     if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1:
         raise ValueError(f"max_side must be a positive whole number, got {max_side!r}")
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int)):
+        raise ValueError(f"max_bytes must be a whole number of bytes or None, got {max_bytes!r}")
+
+    def encode(small: Image.Image) -> bytes:
+        return _encode(small, fmt, quality) if max_bytes is None else _within(small, fmt, quality, max_bytes)
+
     if isinstance(source, LazyImage) and source._im is None:
         source = source._path  # not decoded yet: the file route can draft and cache
     if isinstance(source, Image.Image):
-        return _encode(_shrink(source, max_side, fmt, own=False), fmt, quality)
+        return encode(_shrink(source, max_side, fmt, own=False))
     path = Path(source)
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, max_side, fmt, quality)
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, max_side, fmt, quality, max_bytes)
     with _THUMB_LOCK:
         cached = _THUMB_CACHE.get(key)
         if cached is not None:
@@ -524,7 +622,7 @@ def thumbnail(
         if header is None:
             raise _not_an_image(path, fp)
         _check_pixels(*header.size, MAX_PIXELS, str(path))
-        data = _encode(_shrink(header, max_side, fmt, own=True), fmt, quality)
+        data = encode(_shrink(header, max_side, fmt, own=True))
     with _THUMB_LOCK:
         _THUMB_CACHE[key] = data
         while len(_THUMB_CACHE) > _THUMB_CACHE_MAX:
@@ -534,9 +632,8 @@ def thumbnail(
 
 def thumbnail_data_uri(source: Path | str | Image.Image, **options: Any) -> str:
     """``thumbnail(...)`` as a ``data:`` URI for HTML."""
-    fmt = str(options.get("fmt", "JPEG")).upper()
     data = thumbnail(source, **options)
-    return f"data:{THUMB_FORMATS.get(fmt, 'image/jpeg')};base64,{base64.b64encode(data).decode('ascii')}"
+    return f"data:{thumbnail_mime(data)};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 # --- uploads ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from qimage_nb._images import (
     sidecar_path,
     thumbnail,
     thumbnail_data_uri,
+    thumbnail_mime,
 )
 
 PROVENANCE = {
@@ -428,6 +429,83 @@ def test_thumbnail_rejects_bad_options_and_non_images(tmp_path):
 def test_thumbnail_data_uri():
     uri = thumbnail_data_uri(gradient((300, 300)), fmt="WEBP", max_side=64)
     assert uri.startswith("data:image/webp;base64,")
+
+
+# --- thumbnails within a byte budget ------------------------------------------------------------
+
+
+def emulator_png(tmp_path: Path, size: str = "1:1", resolution: str = "1K") -> Path:
+    """A flat, very compressible picture: the emulator's gradient, shapes and text."""
+    from qimage_nb.emulator._render import render_png
+
+    data = render_png(prompt="a red fox in snow", index=0, n=1, size=size, resolution=resolution, model="qwen-image-2.0")
+    return write(tmp_path / f"emu-{size.replace(':', 'x')}-{resolution}.png", data)
+
+
+def test_thumbnail_within_a_roomy_budget_is_the_plain_thumbnail(tmp_path):
+    path = emulator_png(tmp_path)
+    plain = thumbnail(path)
+    assert thumbnail(path, max_bytes=len(plain)) == plain
+    assert thumbnail_mime(plain) == "image/jpeg"
+
+
+def test_thumbnail_steps_down_to_fit_its_budget(tmp_path):
+    path = emulator_png(tmp_path)
+    plain = thumbnail(path)
+    for budget in (len(plain) // 2, len(plain) // 4, len(plain) // 8):
+        data = thumbnail(path, max_bytes=budget)
+        assert len(data) <= budget, (budget, len(data))
+        shown = _decoded(data)
+        assert shown.format == {"image/jpeg": "JPEG", "image/webp": "WEBP"}[thumbnail_mime(data)]
+        assert _images.THUMB_FLOOR_PX <= max(shown.size) <= 256
+        assert abs(shown.size[0] - shown.size[1]) <= 1  # the aspect ratio is kept while shrinking
+
+
+def test_thumbnail_over_budget_even_at_the_floor_returns_the_floor(tmp_path):
+    path = emulator_png(tmp_path, size="16:9")
+    data = thumbnail(path, max_bytes=1)
+    shown = _decoded(data)
+    assert max(shown.size) == _images.THUMB_FLOOR_PX and shown.size == (128, 72)
+    fmt = shown.format
+    # The floor quality: what the same pixels cost there, within encoder noise.
+    at_floor = _images._encode(shown.convert("RGB"), fmt, _images.THUMB_FLOOR_QUALITY[fmt])
+    assert len(data) <= len(at_floor) * 1.25
+
+
+def test_thumbnail_under_a_budget_never_enlarges(tmp_path):
+    small = tmp_path / "small.png"
+    gradient((100, 50)).save(small)
+    assert _decoded(thumbnail(small, max_bytes=1)).size == (100, 50)  # under the floor already: kept
+    mid = tmp_path / "mid.png"
+    gradient((400, 300)).save(mid)
+    assert _decoded(thumbnail(mid, max_side=64, max_bytes=1)).size == (64, 48)  # max_side wins over the floor
+    assert _decoded(thumbnail(gradient((1000, 500)), max_bytes=1)).size == (128, 64)  # PIL images too
+
+
+def test_thumbnail_budget_decodes_once_and_only_encodes_again(tmp_path, monkeypatch):
+    path = emulator_png(tmp_path, resolution="2K")
+    shrinks, encodes = [], []
+    shrink, encode = _images._shrink, _images._encode
+    monkeypatch.setattr(_images, "_shrink", lambda *a, **k: shrinks.append(1) or shrink(*a, **k))
+    monkeypatch.setattr(_images, "_encode", lambda *a, **k: encodes.append(1) or encode(*a, **k))
+    thumbnail(path, max_bytes=600)
+    assert len(shrinks) == 1 and len(encodes) > 1
+
+
+def test_thumbnail_budget_is_part_of_the_cache_key(tmp_path):
+    path = emulator_png(tmp_path)
+    _images._THUMB_CACHE.clear()
+    plain = thumbnail(path)
+    squeezed = thumbnail(path, max_bytes=len(plain) // 4)
+    assert len(squeezed) <= len(plain) // 4 < len(plain)
+    assert thumbnail(path) == plain  # the budgeted one did not replace it
+    assert thumbnail(path, max_bytes=len(plain) // 4) == squeezed
+    assert {key[-1] for key in _images._THUMB_CACHE} == {None, len(plain) // 4}
+
+
+def test_thumbnail_rejects_a_bad_budget():
+    with pytest.raises(ValueError, match="max_bytes"):
+        thumbnail(gradient((10, 10)), max_bytes=1.5)
 
 
 # --- prepare_upload ----------------------------------------------------------------------------
