@@ -95,7 +95,13 @@ def _feasible_lines(
 # How far apart in time two tasks' starts may scatter around one model (the submit's own round
 # trip, a server's scheduling) before a richer model is worth its extra freedom.
 _NOISE_TOLERANCE = 0.03
+# Two models whose least scatter differs by less than this both stay: early samples, all from
+# short tasks, rarely tell a fixed delay from a proportional one, and betting on the wrong one
+# aims a long task's poll seconds off.
 _TIE = _NOISE_TOLERANCE
+# When the models that stay disagree, each one's finish must be known to within this (seconds)
+# for a poll at the end of the earliest to be worth it.
+_MODEL_SHARP = 1.0
 
 
 def _proportional_noise(boxes: Sequence[tuple[float, float, float]]) -> tuple[float, float, float]:
@@ -114,7 +120,9 @@ def _proportional_noise(boxes: Sequence[tuple[float, float, float]]) -> tuple[fl
     return (high, *shares(high))
 
 
-def _simplest_start_lines(boxes: Sequence[tuple[float, float, float]]) -> list[tuple[float, float, float]] | None:
+def _simplest_start_models(
+    boxes: Sequence[tuple[float, float, float]],
+) -> list[list[tuple[float, float, float]]] | None:
     """The simplest model of when progress starts that fits every sample ``(finish, lo, hi)``.
 
     A first reading taken early amplifies any doubt about the start (by ``100 / progress - 1``),
@@ -124,26 +132,27 @@ def _simplest_start_lines(boxes: Sequence[tuple[float, float, float]]) -> list[t
     a little differently), and a prediction carries that scatter too, so one stray sample widens a
     model instead of throwing it out. In order: progress counts from the submit; a fixed queueing
     delay or a pickup proportional to the run (both kept when they fit about equally well); the
-    general line ``start = share * finish + shift``.
+    general line ``start = share * finish + shift``. Returns the models that hold, each as its
+    lines ``(share, shift_lo, shift_hi)``.
     """
     lows, highs = [lo for _, lo, _ in boxes], [hi for _, _, hi in boxes]
     zero = max(0.0, max(lows), -min(highs))
     if zero <= _NOISE_TOLERANCE:
-        return [(0.0, -zero, zero)]
+        return [[(0.0, -zero, zero)]]
     shift = max(0.0, (max(lows) - min(highs)) / 2)
     share = _proportional_noise(boxes)
     best = min(shift, share[0])
     if best > _NOISE_TOLERANCE:
         lines = _feasible_lines(boxes, -0.5, 0.95)
         if lines is not None:
-            return lines
-    fits: list[tuple[float, float, float]] = []
+            return [lines]
+    models: list[list[tuple[float, float, float]]] = []
     if shift <= best + _TIE:
-        fits.append((0.0, max(lows) - 2 * shift, min(highs) + 2 * shift))
+        models.append([(0.0, max(lows) - 2 * shift, min(highs) + 2 * shift)])
     if share[0] <= best + _TIE:
         eta, share_lo, share_hi = share
-        fits += [(share_lo, -eta, eta), (share_hi, -eta, eta)]
-    return fits
+        models.append([(share_lo, -eta, eta), (share_hi, -eta, eta)])
+    return models
 
 
 class Calibration:
@@ -159,7 +168,7 @@ class Calibration:
     A sample counts only if the task's finish was pinned down to within ``precision`` seconds. A
     provider whose numbers follow no line gets no help from here (no line is consistent), and the
     schedule falls back on each task's own readings. For the start, the simplest model that fits
-    is used (see ``_simplest_start_lines``).
+    is used (see ``_simplest_start_models``).
 
     With a ``path``, what was learned outlives the process: it is read on first use (unless older
     than ``max_age`` seconds) and written back as samples arrive, so a restarted kernel polls its
@@ -188,7 +197,7 @@ class Calibration:
         self._start: deque[tuple[float, float, float]] = deque(maxlen=max_samples)  # (finish, lo, hi)
         self._lock = threading.Lock()
         self._estimate_lines: list[tuple[float, float, float]] | None = None
-        self._start_lines: list[tuple[float, float, float]] | None = None
+        self._start_models: list[list[tuple[float, float, float]]] | None = None
         self._step = 0  # gcd of the progress values seen
         self._readings = 0
         self.version = 0
@@ -245,7 +254,8 @@ class Calibration:
 
     def __repr__(self) -> str:
         parts = [f"{len(self._finish)} samples"]
-        for name, lines in (("estimate/finish", self._estimate_lines), ("start/finish", self._start_lines)):
+        starts = [line for model in self._start_models or [] for line in model]
+        for name, lines in (("estimate/finish", self._estimate_lines), ("start/finish", starts)):
             if lines:
                 parts.append(f"{name} in [{lines[0][0]:.3f}, {lines[-1][0]:.3f}]")
         return f"<Calibration {', '.join(parts)}>"
@@ -295,19 +305,27 @@ class Calibration:
 
     def finish_from_progress(self, t: float, progress: int) -> tuple[float, float] | None:
         """Where a task that read ``progress`` at ``t`` (its only reading) should finish."""
+        each = self.finishes_from_progress(t, progress)
+        return (min(lo for lo, _ in each), max(hi for _, hi in each)) if each else None
+
+    def finishes_from_progress(self, t: float, progress: int) -> list[tuple[float, float]]:
+        """The same, once per model that still holds (empty when nothing was learned)."""
         self._ensure_loaded()
-        lines = self._start_lines
-        if not lines or progress <= 0:
-            return None
-        finishes = []
-        for share, low, high in lines:
-            for value in (progress, min(100, progress + self.quantum)):  # the true progress lies in [p, p + q)
-                # 100 (t - s) = value (f - s) with s = share f + shift, solved for f.
-                denominator = value + (100 - value) * share
-                if denominator <= 0:
-                    return None
-                finishes += [(100 * t - (100 - value) * shift) / denominator for shift in (low, high)]
-        return min(finishes), max(finishes)
+        models = self._start_models
+        if not models or progress <= 0:
+            return []
+        each = []
+        for lines in models:
+            finishes = []
+            for share, low, high in lines:
+                for value in (progress, min(100, progress + self.quantum)):  # true progress in [p, p + q)
+                    # 100 (t - s) = value (f - s) with s = share f + shift, solved for f.
+                    denominator = value + (100 - value) * share
+                    if denominator <= 0:
+                        return []
+                    finishes += [(100 * t - (100 - value) * shift) / denominator for shift in (low, high)]
+            each.append((min(finishes), max(finishes)))
+        return each
 
     def _refit(self) -> None:
         finish = list(self._finish)
@@ -319,7 +337,7 @@ class Calibration:
         self._estimate_lines = _feasible_lines(boxes, 0.2, 10.0)
         starts = list(self._start)
         if len(starts) >= self._min:
-            self._start_lines = _simplest_start_lines(starts)
+            self._start_models = _simplest_start_models(starts)
 
 
 @dataclass(frozen=True)
@@ -388,6 +406,7 @@ class PollSchedule:
     _overdue_polls: int = 0
     _planned_with: int = -1  # the calibration version the current plan used
     _interval: tuple[float, float] = (0.0, _INF)
+    _earliest_model_end: float | None = None  # when learned models disagree: where the earliest ends
 
     # -- the client's calls --
 
@@ -488,11 +507,18 @@ class PollSchedule:
                     if dp > q:
                         hi = min(hi, t1 + (100 - p1) * dt / (dp - q))
                     lo = max(lo, t1 + max(0, 100 - q - p1) * dt / (dp + q))
+        if learned:
+            self._earliest_model_end = None
         if learned and self._learns and len(pts) < 2:
             calibration = self.policy.calibration
             hints = [calibration.finish_from_estimate(self._estimated)]
             if pts:
                 hints.append(calibration.finish_from_progress(*pts[-1]))
+                each = calibration.finishes_from_progress(*pts[-1])
+                if len(each) > 1 and all(end - start <= _MODEL_SHARP for start, end in each):
+                    # Two models that each pin the finish but disagree: polling where the earlier
+                    # one ends either sees the task done or reads progress late enough to pin it.
+                    self._earliest_model_end = min(h for _, h in each)
             for hint in hints:
                 # Trust what was learned only once it is sharp (a fit on the shortest tasks alone
                 # bounds the others from one side only), and only where it agrees with this task.
@@ -522,6 +548,9 @@ class PollSchedule:
         else:
             self._overdue_polls = 0
             target = lo + (p.probe_informed if lo > last else p.probe) * (hi - lo)
+            end = self._earliest_model_end
+            if end is not None and lo < end < hi:
+                target = end + p.margin
         return min(max(target, last + p.floor), last + p.ceiling)
 
     def _clamp(self, delay: float) -> float:

@@ -381,3 +381,20 @@ def test_old_or_damaged_timing_is_ignored(tmp_path):
     assert damaged.finish_from_estimate(9) is None
     _teach(damaged)  # and it learns afresh, writing a good file over the bad one
     assert Calibration(path=path).finish_from_estimate(9) is not None
+
+
+def test_when_two_learned_models_disagree_the_probe_lands_where_the_earlier_one_ends():
+    policy = PollPolicy()
+    # Short tasks alone: a start 0.2 s in fits "a fixed delay" and "10 % of the run" alike.
+    for finish in (2.0, 2.05, 2.1):
+        policy.calibration.add(3, finish - 0.01, finish + 0.01, (0.18, 0.22))
+    each = policy.calibration.finishes_from_progress(1.5, 30)
+    assert len(each) == 2 and all(hi - lo < 1.0 for lo, hi in each)
+    earlier, later = sorted(each, key=lambda interval: interval[1])
+    assert earlier[1] < later[1]
+    schedule = policy.schedule()
+    schedule.next_delay(None, 0.0)
+    delay = schedule.next_delay(TaskStatus("t", "processing", 30), 1.5)
+    # Either that model is right and this poll sees the task done, or the reading it brings is
+    # late enough to pin the finish for the next.
+    assert 1.5 + delay == pytest.approx(earlier[1] + policy.margin)
