@@ -10,6 +10,7 @@ Layout under ``root`` (``$QIMAGE_HOME``, else the platform's user data dir)::
     journal.sqlite3               jobs, events, images (WAL mode)
     images/<sha[:2]>/<sha>.png    content-addressed by the bytes as received (before provenance)
     tmp/                          downloads in flight; same filesystem, so moves are atomic renames
+    timing/<hash>.json            what the poll schedule learned of each provider (``_polling``)
 
 Concurrency: one connection per Store, guarded by a lock (the panel and the magic call from
 different threads); every write is one short ``BEGIN IMMEDIATE`` transaction, so two kernels
