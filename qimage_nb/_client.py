@@ -32,6 +32,7 @@ from ._config import (
     _check_seconds,
     _check_task_id,
     check_base_url,
+    is_loopback_host,
 )
 from ._contract import (
     BALANCE_PATH,
@@ -120,7 +121,15 @@ def _now_iso() -> str:
 
 def _shared_timing(base_url: str, store: Store | None) -> Calibration:
     """What this process (and earlier ones, via the data directory) learned of this provider's
-    timing: every default-policy client of one provider shares it."""
+    timing: every default-policy client of one provider shares it.
+
+    Only a provider's HTTPS origin is remembered across processes: plain-http origins are the
+    emulator and local test servers, set up per run (often on a random port), whose files would
+    only pile up and whose timing the next run need not share.
+    """
+    url = httpx.URL(base_url)
+    if url.scheme != "https" or is_loopback_host(url.host):
+        return Calibration.shared(base_url)
     from ._store import _default_root
 
     root = store.root if store is not None else _default_root()

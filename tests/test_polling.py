@@ -360,6 +360,11 @@ def test_default_clients_of_one_provider_share_what_was_learned(tmp_path):
     assert first.poll.calibration is second.poll.calibration
     assert elsewhere.poll.calibration is not first.poll.calibration
     assert own.poll.calibration is not first.poll.calibration
+    # A real provider's timing is kept with the data; an emulator's (plain http, often a random
+    # port each run) is not, so its files do not pile up.
+    assert first.poll.calibration.path.parent == tmp_path / "timing"
+    for local in ("http://127.0.0.1:8765", "http://api.emulator.localhost"):
+        assert AsyncClient("sk-test", local, store=store).poll.calibration.path is None
 
 
 def test_what_was_learned_is_saved_and_read_back_by_the_next_process(tmp_path):
