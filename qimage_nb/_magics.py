@@ -127,7 +127,7 @@ class QImageMagics(Magics):
     notebook, or ``c.QImageMagics.model = ...`` in ``ipython_config.py``.
     """
 
-    model = Unicode("qwen-image-2.0", help="Default model: qwen-image-2.0 or qwen-image-2.0-pro.").tag(config=True)
+    model = Unicode("qwen-image-2.0", help="Default model: qwen-image-2.0 or qwen-image-2.0-pro (or pro, std).").tag(config=True)
     size = Unicode("1:1", help="Default aspect ratio: 1:1, 4:3, 3:4, 16:9, 9:16, 3:2 or 2:3.").tag(config=True)
     resolution = Unicode("1K", help="Default resolution tier: 1K or 2K.").tag(config=True)
     n = Int(1, help="Default number of images per request (1 to 6).").tag(config=True)
@@ -184,7 +184,7 @@ class QImageMagics(Magics):
                 raise UsageError("--pro and --model disagree; pass one of them")
             models = ["qwen-image-2.0-pro"]
         if not models:
-            models = [self.model]
+            models = [MODEL_ALIASES.get(self.model.strip().lower(), self.model)]  # "pro" works here too
             from_config["model"] = "model"
         sizes = split_values(args.size)
         if not sizes:

@@ -492,6 +492,12 @@ def test_config_traitlets_set_the_defaults(shell, emu):
     assert all(max(Image.open(io.BytesIO(data)).size) <= 96 for _, data in shown)
 
 
+def test_config_model_takes_the_same_short_names_as_the_option(shell, emu):
+    shell.run_line_magic("config", 'QImageMagics.model = "pro"')
+    shell.run_cell_magic("qimage", "-o kites", "a kite")
+    assert shell.user_ns["kites"][0].info["model"] == "qwen-image-2.0-pro"
+
+
 @pytest.mark.parametrize(
     ("setting", "says"),
     [
