@@ -119,6 +119,17 @@ def _now_iso() -> str:
 # --- the client ------------------------------------------------------------------------------
 
 
+def _scheduled(call: Callable[..., Any], *args: Any, fallback: Any = None) -> Any:
+    """A call into the poll schedule. Its arithmetic only decides *when* to poll: a bug there
+    (or a provider's numbers it never anticipated) must not end the wait on a task already paid
+    for, so it falls back to polling every ``fallback`` seconds."""
+    try:
+        return call(*args)
+    except Exception:
+        logger.warning("qimage_nb: the poll schedule failed; polling at a fixed pace", exc_info=True)
+        return fallback
+
+
 def _shared_timing(base_url: str, store: Store | None) -> Calibration:
     """What this process (and earlier ones, via the data directory) learned of this provider's
     timing: every default-policy client of one provider shares it.
@@ -387,11 +398,14 @@ class AsyncClient:
             raise ValidationError("request", "pass either a GenerationRequest or a prompt with fields, not both")
         self._auth()  # refuse before journaling when no key is set
         key = idempotency_key or new_idempotency_key()
-        if self.store.get(key) is None:
+        fresh = self.store.get(key) is None
+        if fresh:
             self.store.begin(request, key, label=label, origin=self.base_url)
-        return await self._submit_journaled(request, key)
+        return await self._submit_journaled(request, key, fresh=fresh)
 
-    async def _submit_journaled(self, request: GenerationRequest, key: str) -> str:
+    async def _submit_journaled(self, request: GenerationRequest, key: str, *, fresh: bool) -> str:
+        """POST a journaled request. ``fresh``: its key was never sent before, so the task is
+        created during this exchange (a replayed key returns a task of unknown age)."""
         try:
             sent = time.monotonic()
             payload = await self._call(
@@ -406,9 +420,10 @@ class AsyncClient:
                 raise  # the task may exist: leave the row pending so resume replays the same key
             self.store.record_status(key, "failed", 0, error=str(exc))
             raise
-        self._answered[task_id] = (sent, answered)
-        while len(self._answered) > _ANSWERED_KEPT:
-            self._answered.popitem(last=False)
+        if fresh:
+            self._answered[task_id] = (sent, answered)
+            while len(self._answered) > _ANSWERED_KEPT:
+                self._answered.popitem(last=False)
         self.store.set_task_id(key, task_id)
         self.store.record_status(key, "pending", 0)
         return task_id
@@ -458,8 +473,14 @@ class AsyncClient:
         hold = 0.0  # a server's Retry-After outranks our schedule
         polled = False
         first = True
+        failed = False  # the last poll got no answer: nothing new to feed the schedule
         while True:
-            delay = 0.0 if (first and immediate) else schedule.next_delay(status, time.monotonic() - origin)
+            if failed:
+                delay = self.poll.floor
+            elif first and immediate:
+                delay = 0.0
+            else:
+                delay = _scheduled(schedule.next_delay, status, time.monotonic() - origin, fallback=1.0)
             delay, hold, first = max(delay, hold), 0.0, False
             wake = time.monotonic() + delay
             if not polled and wake > deadline:
@@ -474,9 +495,9 @@ class AsyncClient:
                         last_status=status.status if status else None,
                     )
                 # A probe may move when another task of this policy teaches it something meanwhile.
-                revisable = schedule.revisable
+                revisable = not failed and schedule.revisable
                 await asyncio.sleep(min(wake - now, self.poll.recheck) if revisable else wake - now)
-                revised = schedule.revise(time.monotonic() - origin) if revisable else None
+                revised = _scheduled(schedule.revise, time.monotonic() - origin) if revisable else None
                 if revised is not None:
                     wake = time.monotonic() + revised
             if polled and time.monotonic() >= deadline:
@@ -487,6 +508,7 @@ class AsyncClient:
                     last_status=status.status if status else None,
                 )
             polled = True
+            failed = True
             try:
                 fresh = await self.get_task(task_id)
             except ProtocolError as exc:
@@ -499,10 +521,11 @@ class AsyncClient:
                 hold = getattr(exc, "retry_after", None) or 0.0
                 logger.warning("qimage_nb: %s; polling on until the deadline", exc)
                 continue
+            failed = False
             protocol_errors = 0
             status = fresh
             if status.terminal:  # before the yield: a caller may stop iterating at the last status
-                schedule.finish(status, time.monotonic() - origin)
+                _scheduled(schedule.finish, status, time.monotonic() - origin)
             if (status.status, status.progress) != last_seen:
                 last_seen = (status.status, status.progress)
                 yield status
@@ -711,10 +734,11 @@ class AsyncClient:
                     progress = _Progress(request, on_update, label, batch_index, time.monotonic())
         self._auth()
         key = key or new_idempotency_key()
+        fresh = self.store.get(key) is None
         job = self.store.begin(request, key, label=label, origin=self.base_url)
         await progress.emit("submitting")
         try:
-            task_id = await self._submit_journaled(request, key)
+            task_id = await self._submit_journaled(request, key, fresh=fresh)
         except QImageError as exc:
             await progress.emit("error", error=exc)
             raise
@@ -738,7 +762,7 @@ class AsyncClient:
         try:
             task_id = job.task_id
             if task_id is None:
-                task_id = await self._submit_journaled(job.request, job.key)
+                task_id = await self._submit_journaled(job.request, job.key, fresh=False)
             last: TaskStatus | None = None
             async for last in self.iter_updates(task_id, timeout=timeout, immediate=immediate, started=progress.started):
                 self.store.record_status(

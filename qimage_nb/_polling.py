@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -95,6 +95,8 @@ def _feasible_lines(
 # How far apart in time two tasks' starts may scatter around one model (the submit's own round
 # trip, a server's scheduling) before a richer model is worth its extra freedom.
 _NOISE_TOLERANCE = 0.03
+# The layout of a saved timing file; another layout (an older or newer qimage_nb) is ignored.
+_TIMING_FORMAT = 1
 # Two models whose least scatter differs by less than this both stay: early samples, all from
 # short tasks, rarely tell a fixed delay from a proportional one, and betting on the wrong one
 # aims a long task's poll seconds off.
@@ -114,6 +116,8 @@ def _proportional_noise(boxes: Sequence[tuple[float, float, float]]) -> tuple[fl
     low, high = 0.0, 1.0
     if shares(low)[0] <= shares(low)[1]:
         return (0.0, *shares(0.0))
+    if shares(high)[0] > shares(high)[1]:
+        return (_INF, 0.0, 0.0)  # no proportional pickup fits even with a second of scatter
     for _ in range(30):
         middle = (low + high) / 2
         low, high = (low, middle) if shares(middle)[0] <= shares(middle)[1] else (middle, high)
@@ -221,32 +225,62 @@ class Calibration:
                 return
             self._loaded = True
             try:
-                saved = json.loads(self.path.read_text(encoding="utf-8"))  # type: ignore[union-attr]
-                if time.time() - float(saved["saved"]) > self.max_age:
-                    return  # the provider may have changed since
-                self._finish.extend(tuple(map(float, row)) for row in saved["finish"])  # type: ignore[misc]
-                self._start.extend(tuple(map(float, row)) for row in saved["start"])  # type: ignore[misc]
-                self._step, self._readings = int(saved["step"]), int(saved["readings"])
+                text = self.path.read_text(encoding="utf-8")  # type: ignore[union-attr]
             except FileNotFoundError:
                 return
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except OSError as exc:
+                logger.info("qimage_nb: cannot read the saved poll timing at %s (%s)", self.path, exc)
+                return
+            try:
+                finish, start, step, readings = self._parse(text)
+                self._finish.extend(finish)
+                self._start.extend(start)
+                self._step, self._readings = step, readings
+                self._refit()
+            except Exception as exc:  # a cache file: whatever is wrong with it, learn afresh
                 logger.info("qimage_nb: ignoring the saved poll timing at %s (%s)", self.path, exc)
                 self._finish.clear()
                 self._start.clear()
                 self._step = self._readings = 0
+                self._estimate_lines = self._start_models = None
                 return
-            self._refit()
             self.version += 1
+
+    def _parse(self, text: str) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float]], int, int]:
+        """The samples of a saved file, keeping only rows that could have been written by ``add``;
+        nothing at all when the file is of another format or too old (or from the future)."""
+        saved = json.loads(text)
+        if not isinstance(saved, dict) or saved.get("format") != _TIMING_FORMAT:
+            return [], [], 0, 0
+        age = time.time() - float(saved["saved"])
+        if not -60 <= age <= self.max_age:  # NaN fails this too
+            return [], [], 0, 0
+
+        def rows(key: str, valid: Callable[[tuple[float, float, float]], bool]) -> list[tuple[float, float, float]]:
+            kept = []
+            for row in saved[key][-self._finish.maxlen :]:  # type: ignore[misc]
+                if isinstance(row, list) and len(row) == 3 and all(isinstance(v, (int, float)) for v in row):
+                    values = (float(row[0]), float(row[1]), float(row[2]))
+                    if all(math.isfinite(v) for v in values) and valid(values):
+                        kept.append(values)
+            return kept
+
+        finish = rows("finish", lambda r: r[0] > 0 and r[1] > 0 and 0 <= r[2] <= self.precision)
+        start = rows("start", lambda r: r[0] > 0 and r[1] <= r[2] < r[0])
+        step, readings = saved["step"], saved["readings"]
+        if not (isinstance(step, int) and isinstance(readings, int) and 0 <= step < 100 and readings >= 0):
+            step = readings = 0
+        return finish, start, step, readings
 
     def _save(self) -> None:
         """Write the samples back after each finished task (a few kilobytes, well under a millisecond)."""
         if self.path is None:
             return
-        state = {"saved": time.time(), "finish": list(self._finish), "start": list(self._start),
-                 "step": self._step, "readings": self._readings}
+        state = {"format": _TIMING_FORMAT, "saved": time.time(), "finish": list(self._finish),
+                 "start": list(self._start), "step": self._step, "readings": self._readings}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             temporary.write_text(json.dumps(state), encoding="utf-8")
             os.replace(temporary, self.path)
         except OSError as exc:
@@ -388,7 +422,10 @@ class PollPolicy:
         resume), which then neither uses nor teaches the calibration. ``slack``: how long before
         that origin the server may have created the task (half the submit's round trip, when the
         origin is its middle)."""
-        return PollSchedule(self, fresh=fresh, _pending_until=-max(0.0, slack))
+        slack = max(0.0, slack)
+        # A submit whose exchange took long (retries, a lost answer) leaves the task's creation
+        # vague: its schedule may use what was learned but must not teach it.
+        return PollSchedule(self, fresh=fresh, _pending_until=-slack, _teaches=slack <= self.calibration.precision)
 
 
 @dataclass
@@ -407,12 +444,17 @@ class PollSchedule:
     _planned_with: int = -1  # the calibration version the current plan used
     _interval: tuple[float, float] = (0.0, _INF)
     _earliest_model_end: float | None = None  # when learned models disagree: where the earliest ends
+    _teaches: bool = True  # False when the task's origin is too vague, or its progress went back
+    _first_given: bool = False
 
     # -- the client's calls --
 
     def next_delay(self, status: TaskStatus | None, elapsed: float) -> float:
         """Seconds to sleep before the next poll, given the latest status and the time since submit."""
-        if status is None:  # the first poll: ``first`` after the origin, however late the wait began
+        if status is None:
+            if self._first_given:  # the first poll failed: never hammer, whatever the clock says
+                return self._clamp(self.policy.first)
+            self._first_given = True  # ``first`` after the origin, however late the wait began
             return max(0.0, min(self.policy.ceiling, self.policy.first - elapsed))
         self._observe(status, elapsed)
         if status.terminal:
@@ -457,11 +499,19 @@ class PollSchedule:
         if status.status == "pending":
             self._pending_until = elapsed
         elif status.status == "processing":
-            if self.policy.learn:
-                self.policy.calibration.note_progress(status.progress)
+            if self._points and status.progress < self._points[-1][1]:
+                # Progress went back (a provider restarting the task, or noise): the earlier
+                # readings no longer describe this run, and the task teaches nothing.
+                self._points.clear()
+                self._teaches = False
             if not self._points or self._points[-1][1] != status.progress:
                 self._points.append((elapsed, status.progress))
-        elif status.status == "completed" and self._learns and self._estimated and previous is not None:
+                if self.policy.learn:
+                    self.policy.calibration.note_progress(status.progress)
+        elif (
+            status.status == "completed" and self._learns and self._teaches and self._estimated
+            and previous is not None
+        ):
             # The finish lies after the previous poll (which saw the task running) and by this one.
             lo, hi = self._bounds(previous, learned=False)
             lo, hi = max(lo, previous), min(hi, elapsed)
@@ -478,6 +528,8 @@ class PollSchedule:
         """
         lo, hi, q = self._pending_until, _INF, self.policy.calibration.quantum
         for t, p in self._points:
+            if p >= 100:
+                continue  # "processing" at 100 says nothing about when progress began
             hi = min(hi, (100 * t - p * finish_lo) / (100 - p))
             if p + q < 100:
                 lo = max(lo, (100 * t - (p + q) * finish_hi) / (100 - p - q))
@@ -506,7 +558,8 @@ class PollSchedule:
                     # and the progress still to come in (100 - q - p1, 100 - p1].
                     if dp > q:
                         hi = min(hi, t1 + (100 - p1) * dt / (dp - q))
-                    lo = max(lo, t1 + max(0, 100 - q - p1) * dt / (dp + q))
+                    if dp + q > 0:
+                        lo = max(lo, t1 + max(0, 100 - q - p1) * dt / (dp + q))
         if learned:
             self._earliest_model_end = None
         if learned and self._learns and len(pts) < 2:
@@ -541,7 +594,7 @@ class PollSchedule:
         elif elapsed >= hi + p.margin and not replan:
             # Past the end of the interval: dense first (it was a little early), then back off.
             self._overdue_polls += 1
-            target = elapsed + p.floor * (1.6 ** (self._overdue_polls - 1))
+            target = elapsed + p.floor * (1.6 ** min(self._overdue_polls - 1, 30))  # ceiling caps it
         elif hi - lo <= p.tight:
             self._overdue_polls = 0
             target = hi + p.margin

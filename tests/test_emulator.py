@@ -219,9 +219,11 @@ def test_pickup_zero_reports_progress_from_the_submit_and_the_timeline_matches()
     assert first["progress"] <= 100 * (read_at - task["created"]) / 1.0
 
 
-def test_pickup_must_be_a_share_of_the_run():
+def test_pickup_and_overstate_are_checked():
     with pytest.raises(ValueError, match="pickup"):
         Emulator(pickup=1.0)
+    with pytest.raises(ValueError, match="overstate"):
+        Emulator(overstate=0)
 
 
 def test_durations_are_seeded_and_estimates_overstated():

@@ -403,3 +403,134 @@ def test_when_two_learned_models_disagree_the_probe_lands_where_the_earlier_one_
     # Either that model is right and this poll sees the task done, or the reading it brings is
     # late enough to pin the finish for the next.
     assert 1.5 + delay == pytest.approx(earlier[1] + policy.margin)
+
+
+# --- numbers and failures the schedule must survive -----------------------------------------------------
+
+
+def test_progress_that_goes_back_or_sits_at_100_neither_breaks_the_wait_nor_teaches():
+    policy = PollPolicy(floor=0.2, ceiling=5.0)
+    _teach(policy.calibration)
+    version = policy.calibration.version
+    schedule = policy.schedule()
+    t = schedule.next_delay(None, 0.0)
+    for progress in (50, 49, 48, 100, 100):  # back by one step, then "processing" at 100
+        gap = schedule.next_delay(TaskStatus("t", "processing", progress, estimated_time=9), t)
+        assert policy.floor - 1e-9 <= gap <= policy.ceiling + 1e-9
+        t += gap
+    schedule.finish(TaskStatus("t", "completed", 100, estimated_time=9), t)
+    assert policy.calibration.version == version  # a run that went back teaches nothing
+
+
+def _refusing_gets(request: httpx.Request) -> httpx.Response:
+    if request.method == "POST":
+        return httpx.Response(200, json={"data": {"task_id": "task_01ABCDEFGHJKMNPQRSTVWXYZ0"}})
+    raise httpx.ConnectError("connection refused")
+
+
+async def test_polls_that_get_no_answer_are_spaced_by_the_floor_not_sent_in_a_tight_loop(tmp_path):
+    gets = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            gets.append(time.monotonic())
+        return _refusing_gets(request)
+
+    from qimage_nb._exceptions import GenerationTimeout
+    from qimage_nb._retry import RetryPolicy
+
+    policy = PollPolicy(floor=0.2, first=0.1)
+    async with AsyncClient("sk-test", "https://api.example.test", transport=httpx.MockTransport(handler),
+                           store=Store(tmp_path), retry=RetryPolicy(max_attempts=1), poll=policy) as client:
+        task_id = await client.submit("no answer")
+        with pytest.raises(GenerationTimeout):
+            await client.wait(task_id, timeout=1.2)
+    assert 2 <= len(gets) <= 1.2 / policy.floor + 2
+    assert all(b - a >= policy.floor - 0.02 for a, b in itertools.pairwise(gets))
+
+
+class _Recorder(PollPolicy):
+    """A policy whose schedules record what the client tells them."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        object.__setattr__(self, "made", [])
+
+    def schedule(self, *, fresh=True, slack=0.0):
+        schedule = super().schedule(fresh=fresh, slack=slack)
+        fed = []
+        self.made.append((fresh, fed))
+        original = schedule.next_delay
+
+        def next_delay(status, elapsed):
+            fed.append(status)
+            return original(status, elapsed)
+
+        schedule.next_delay = next_delay
+        return schedule
+
+
+async def test_a_poll_without_an_answer_is_not_fed_to_the_schedule_as_a_sighting(tmp_path):
+    from qimage_nb._retry import RetryPolicy
+
+    emu = Emulator(latency=1.0, jitter=0)
+    inner = emu.transport()
+    gets = 0
+
+    class Flaky(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request):
+            nonlocal gets
+            if request.method == "GET":
+                gets += 1
+                if gets in (2, 3):  # after the first answer: two polls get a 503
+                    return httpx.Response(503, json={"error": {"code": 503, "message": "busy", "type": "x"}})
+            return await inner.handle_async_request(request)
+
+    policy = _Recorder(floor=0.05, first=0.1)
+    async with AsyncClient(emu.api_key, emu.in_process_base_url, transport=Flaky(), poll=policy,
+                           store=Store(tmp_path), retry=RetryPolicy(max_attempts=1)) as client:
+        await client.wait(await client.submit("some polls are refused"))
+    (_, fed), = policy.made
+    statuses = [s for s in fed if s is not None]
+    assert gets >= 4 and statuses
+    # Each answer is told once: a refused poll does not repeat the previous answer as if new.
+    assert len({id(s) for s in statuses}) == len(statuses)
+
+
+async def test_a_replayed_submit_is_a_task_of_unknown_age_and_teaches_nothing(tmp_path):
+    emu = Emulator(latency=0.3, jitter=0)
+    policy = _Recorder(floor=0.05, first=0.1)
+    async with AsyncClient(emu.api_key, emu.in_process_base_url, transport=emu.transport(), poll=policy,
+                           store=Store(tmp_path)) as client:
+        task_id = await client.submit("once", idempotency_key="replayed-key-0001")
+        await client.wait(task_id)
+        again = await client.submit("once", idempotency_key="replayed-key-0001")
+        await client.wait(again)
+    assert again == task_id and emu.counters()["submits_accepted"] == 1
+    assert [fresh for fresh, _ in policy.made] == [True, False]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda saved: saved.update(step=float("inf")),
+        lambda saved: saved.update(finish=[[1.0, 2.0, 3.0, 4.0]] * 5),
+        lambda saved: saved.update(finish=[[9.0, 0.0, 0.01]] * 5),
+        lambda saved: saved.update(start=[[float("nan")] * 3] * 5),
+        lambda saved: saved.update(saved=saved["saved"] + 86400),
+        lambda saved: saved.update(format=99),
+        lambda saved: saved.update(finish="not rows"),
+    ],
+)
+def test_a_damaged_or_foreign_timing_file_is_ignored_and_then_replaced(tmp_path, damage):
+    import json
+
+    path = tmp_path / "provider.json"
+    _teach(Calibration(path=path))
+    saved = json.loads(path.read_text())
+    damage(saved)
+    path.write_text(json.dumps(saved))
+    damaged = Calibration(path=path)
+    follow(PollPolicy(calibration=damaged), 5.0)  # no exception, whatever the file said
+    _teach(damaged)
+    assert Calibration(path=path).finish_from_estimate(9) == damaged.finish_from_estimate(9) is not None

@@ -77,6 +77,8 @@ class Emulator:
             raise ValueError("latency and jitter must be >= 0 seconds")
         if not 0 <= pickup < 1:
             raise ValueError("pickup must be a share of the run in [0, 1)")
+        if not overstate > 0:
+            raise ValueError("overstate must be > 0 (estimated_time = duration x overstate)")
         if max_concurrent is not None and max_concurrent < 1:
             raise ValueError("max_concurrent must be None or >= 1")
         settings = Settings(api_key, float(latency), float(jitter), seed, max_concurrent,

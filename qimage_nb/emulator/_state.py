@@ -182,7 +182,7 @@ class State:
             created_wall=now_wall,
             created_mono=now_mono,
             slot_start=start,
-            pickup_end=start + duration * settings.pickup,
+            pickup_end=min(start + duration * settings.pickup, start + run),  # a refusal can come first
             full_end=start + duration,
             end=start + run,
             outcome=outcome,
