@@ -205,8 +205,8 @@ class AsyncClient:
         # for the magic and Client).
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[httpx.AsyncClient, asyncio.Semaphore]]
         self._pools = weakref.WeakKeyDictionary()
-        # When each recent submit's answer arrived: the poll schedule counts from (about) the
-        # server's creation of the task, not from whenever the caller starts waiting on it.
+        # Each recent fresh submit's exchange (sent, answered): the server created the task in
+        # between, and the poll schedule counts from then, not from when the caller starts waiting.
         self._answered: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     # -- plumbing --
