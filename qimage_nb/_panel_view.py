@@ -104,6 +104,17 @@ def _inline(widget: W.Widget) -> W.Widget:
     return widget
 
 
+def _counted_text(description: str, placeholder: str, height: str, css: str) -> tuple[W.Textarea, W.HTML]:
+    """A labelled text box and the count beside it (the panel fills the count as the text changes)."""
+    text = W.Textarea(
+        placeholder=placeholder, description=description, style=_DESC, layout=W.Layout(width="100%", height=height)
+    )
+    text.add_class(css)
+    count = W.HTML()
+    count.add_class("qimage-count-chars")
+    return text, count
+
+
 def _toggles(
     options: list[Any], description: str, width: str, css: str, tooltips: list[str] | None = None
 ) -> W.ToggleButtons:
@@ -150,24 +161,12 @@ class PanelView:
         header.add_class("qimage-header")
 
         # prompt and negative prompt, each with a live count against its limit
-        self.prompt = W.Textarea(
-            placeholder="Describe the image: subject, style, light, text to render…",
-            description="Prompt",
-            style=_DESC,
-            layout=W.Layout(width="100%", height="84px"),
+        self.prompt, self.prompt_count = _counted_text(
+            "Prompt", "Describe the image: subject, style, light, text to render…", "84px", "qimage-prompt"
         )
-        self.prompt.add_class("qimage-prompt")
-        self.prompt_count = W.HTML()
-        self.prompt_count.add_class("qimage-count-chars")
-        self.negative = W.Textarea(
-            placeholder="Optional: what to avoid (blurry, watermark, extra fingers…)",
-            description="Negative",
-            style=_DESC,
-            layout=W.Layout(width="100%", height="44px"),
+        self.negative, self.negative_count = _counted_text(
+            "Negative", "Optional: what to avoid (blurry, watermark, extra fingers…)", "44px", "qimage-negative"
         )
-        self.negative.add_class("qimage-negative")
-        self.negative_count = W.HTML()
-        self.negative_count.add_class("qimage-count-chars")
 
         self.model = _toggles(
             list(MODELS), "Model", "168px", "qimage-model",
