@@ -170,11 +170,13 @@ class Emulator:
     # -- observing and steering --
 
     def counters(self) -> dict[str, Any]:
-        """A JSON-able snapshot of what clients did: submit_attempts, submits_accepted, submit_replays,
-        submits_rejected, submits_without_idempotency_key, polls, polls_per_task, uploads,
-        balance_reads, images_billed, cdn_hits, cdn_hits_per_path, cdn_authorization_headers,
-        api_requests, api_requests_without_valid_auth, faults_injected, tasks, tasks_by_status,
-        remain_balance, used_balance."""
+        """A JSON-able snapshot of what clients did: submit_attempts, submits_accepted (submits that
+        created a task, whatever the answer said), submit_replays, submits_rejected (error answers
+        that created nothing), submits_without_idempotency_key, submits_with_version_header,
+        submits_per_key and tasks_per_key (by Idempotency-Key), polls, polls_per_task, uploads,
+        balance_reads, tasks_billed, images_billed, cdn_hits, cdn_hits_per_path,
+        cdn_authorization_headers, api_requests, api_requests_without_valid_auth, faults_injected,
+        tasks, tasks_by_status, remain_balance, used_balance."""
         with self._state.lock:
             return self._state.snapshot()
 
@@ -195,7 +197,8 @@ class Emulator:
             return self._state.faults
 
     def reset(self) -> None:
-        """Forget tasks, uploads, idempotency keys, counters and billing; restore default faults."""
+        """Forget tasks, uploads, idempotency keys, counters and billing; restore the faults the
+        emulator was created with."""
         self._handler.reset()
 
     # -- in-process --

@@ -1,38 +1,29 @@
 """Request handling for both origins, framework-free: ``Handler.handle(Request) -> Response``.
 
 The socket server and the in-process transport both call this, so every rule of API.md (and every
-fault) lives here once. Validation is the emulator's own, written from API.md, not borrowed from the
-client: an independent server is what catches a client that validates wrongly.
+fault) lives in one place: here, or in the modules it routes to (the submit endpoint in ``_submit``,
+its validation in ``_validate``, the wording of tasks and answers per dialect in ``_wire``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
-import math
 import re
 import secrets
 import threading
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
-from .._contract import (
-    MODELS,
-    N_MAX,
-    N_MIN,
-    NEGATIVE_PROMPT_MAX,
-    PROMPT_MAX,
-    RATIOS,
-    REFS_MAX,
-    REFS_MIN,
-    RESOLUTIONS,
-    UPLOAD_MAX_BYTES,
-)
-from ._faults import Faults
+from .._contract import UPLOAD_MAX_BYTES
+from ._catalogue import listed_models
 from ._messages import Request, Response, error_response, html_response, json_response
 from ._multipart import MultipartError, parse_multipart, safe_filename, sniff_image
 from ._render import NOT_AN_IMAGE, bomb_png, huge_png, render_png
-from ._state import RESULT_LIFETIME, State, Task, Upload
+from ._state import State, Task, Upload
+from ._submit import SubmitEndpoint
+from ._wire import cased, task_json
 
 _TASK_PATH = re.compile(r"^/v1/tasks/([^/]+)$")
 _IMAGE_PATH = re.compile(r"^/images/([^/]+)/(\d+)\.png$")
@@ -40,21 +31,14 @@ _UPLOAD_PATH = re.compile(r"^/f/image/([^/]+)$")
 _TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
-class _Invalid(Exception):
-    def __init__(self, status: int, message: str, type_: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.response = error_response(status, message, type_, param)
-
-
-def _bad(message: str, param: str | None = None) -> _Invalid:
-    return _Invalid(400, message, "invalid_request_error", param)
-
-
 class Handler:
     """Answers API and CDN requests from a shared :class:`State`."""
 
     def __init__(self, state: State) -> None:
         self.state = state
+        # What reset() goes back to: the deployment this emulator was started as (flags included).
+        self.initial_faults = dataclasses.replace(state.faults)
+        self.submit = SubmitEndpoint(self)
         # CDN origins whose /f/image/ URLs are our own uploads (socket and in-process).
         self.cdn_origins: set[str] = set()
 
@@ -78,13 +62,21 @@ class Handler:
             if garble:
                 # A 200 whose body is cut mid-object, as a broken proxy or serializer sends.
                 response.body = b'{"code": 200, "data": [{"status": "submi'
+        elif response.status >= 400 and response.header("content-type") == "application/json":
+            with self.state.lock:
+                in_200 = self.state.take("error_in_200")
+                if in_200:
+                    self.state.injected("error_in_200")
+            if in_200:
+                response = _error_in_200(response)
         return response
 
     def _api(self, request: Request, path: str) -> Response:
         routes = {
-            ("POST", "/v1/images/generations"): self._submit,
+            ("POST", "/v1/images/generations"): self.submit,
             ("POST", "/v1/uploads/images"): self._upload,
             ("GET", "/v1/balance"): self._balance,
+            ("GET", "/v1/models"): self._models,
         }
         route = routes.get((request.method, path))
         if route is not None:
@@ -99,7 +91,7 @@ class Handler:
 
     # -- auth, rate limits --
 
-    def _authorized(self, request: Request) -> bool:
+    def authorized(self, request: Request) -> bool:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         ok = scheme.lower() == "bearer" and secrets.compare_digest(
             token.strip().encode(), self.state.settings.api_key.encode()
@@ -110,105 +102,38 @@ class Handler:
         return ok
 
     @staticmethod
-    def _unauthorized(request: Request) -> Response:
+    def unauthorized(request: Request) -> Response:
         has = "authorization" in request.headers
         message = "Invalid API key provided" if has else "Missing API key: send Authorization: Bearer <key>"
         return error_response(401, message, "authentication_error")
 
-    def _rate_limited(self, kind: str | None) -> Response:
+    def retry_after(self) -> str:
         faults = self.state.faults
         if faults.retry_after_format == "http-date":
-            retry = email.utils.formatdate(self.state.wall() + faults.retry_after, usegmt=True)
-        else:
-            # Whole seconds as RFC 9110 says; fractions (an emulator extension) keep tests fast.
-            retry = format(faults.retry_after, "g")
+            return email.utils.formatdate(self.state.wall() + faults.retry_after, usegmt=True)
+        # Whole seconds as RFC 9110 says; fractions (an emulator extension) keep tests fast.
+        return format(faults.retry_after, "g")
+
+    def rate_limited(self, kind: str | None) -> Response:
         if kind is not None:
             self.state.injected(kind)
         return error_response(
-            429, "Too many requests, please slow down", "rate_limit_error", headers=[("Retry-After", retry)]
+            429, "Too many requests, please slow down", "rate_limit_error",
+            headers=[("Retry-After", self.retry_after())],
         )
-
-    # -- submit --
-
-    def _submit(self, request: Request) -> Response:
-        state = self.state
-        key = request.headers.get("idempotency-key", "").strip() or None
-        with state.lock:
-            state.counters["submit_attempts"] += 1
-            if key is None:
-                state.counters["submits_without_idempotency_key"] += 1
-        response = self._submit_answer(request, key)
-        with state.lock:
-            if response.status != 200:
-                state.counters["submits_rejected"] += 1
-                return response
-            if not state.take("lose_submit_answers"):
-                return response
-            mode = state.faults.lose_mode
-            state.injected(f"lose_submit_answer_{mode}")
-            slow = state.faults.slow_seconds
-        # The task exists (and will be billed); only the answer is lost on the way.
-        if mode == "reset":
-            return Response(0, reset=True)
-        if mode == "html502":
-            return html_response(502, "502 Bad Gateway", "nginx")
-        response.delay = slow
-        return response
-
-    def _submit_answer(self, request: Request, key: str | None) -> Response:
-        state = self.state
-        if not self._authorized(request):
-            return self._unauthorized(request)
-        with state.lock:
-            if state.take("rate_limit_submits"):
-                return self._rate_limited("rate_limit_submit")
-            if key is not None and key in state.idempotency:
-                state.counters["submit_replays"] += 1
-                return self._submitted(state.idempotency[key])
-        try:
-            fields = _validate_submit(request.body)
-        except _Invalid as invalid:
-            return invalid.response
-        with state.lock:
-            # Checked again under the same lock as creation: two racing retries make one task.
-            if key is not None and key in state.idempotency:
-                state.counters["submit_replays"] += 1
-                return self._submitted(state.idempotency[key])
-            price = fields["n"] * state.settings.price_per_image
-            if state.available_balance() + 1e-9 < price:
-                return error_response(
-                    402,
-                    f"Insufficient balance: {fields['n']} image(s) cost {price:.4f}, "
-                    f"remaining {max(0.0, state.available_balance()):.4f}",
-                    "payment_required",
-                )
-            task = state.create_task(fields, key)
-            state.counters["submits_accepted"] += 1
-            return self._submitted(task.id)
-
-    def _submitted(self, task_id: str) -> Response:
-        envelope = self.state.faults.submit_envelope
-        item = {"status": "submitted", "task_id": task_id}
-        if envelope == "object":
-            return json_response(200, {"code": 200, "data": {"task_id": task_id, "status": "submitted"}})
-        if envelope == "object-id":
-            return json_response(200, {"code": 200, "data": {"id": task_id, "status": "submitted"}})
-        code: int | str = "success" if envelope == "code-success" else 200
-        return json_response(200, {"code": code, "data": [item]})
 
     # -- poll --
 
     def _poll(self, request: Request, task_id: str) -> Response:
         state = self.state
-        if not self._authorized(request):
-            return self._unauthorized(request)
-        query = parse_qs(urlsplit(request.target).query)
-        language = (query.get("language") or ["en"])[0]
+        if not self.authorized(request):
+            return self.unauthorized(request)
+        # ?language= is accepted; the emulator's messages are English whatever it asks.
         with state.lock:
             state.counters["polls"] += 1
             state.counters["polls_per_task"][task_id] += 1
             if state.take("rate_limit_polls"):
-                return self._rate_limited("rate_limit_poll")
+                return self.rate_limited("rate_limit_poll")
             fault = None
             faults = state.faults
             if faults.poll_fault_rate > 0 and state.fault_rng.random() < faults.poll_fault_rate:
@@ -219,12 +144,14 @@ class Handler:
             if not _TASK_ID.match(task_id):
                 return error_response(400, "Invalid task ID", "invalid_request_error", "task_id")
             task = state.tasks.get(task_id)
-            if task is None:
-                return error_response(404, f"Task not found: {task_id}", "invalid_request_error", "task_id")
-            data = self._task_json(task, request.cdn_url, language)
+            if task is None or task.sync:  # a synchronous result has no task to poll
+                message = ("task does not exist or has expired" if faults.dialect == "wild"
+                           else f"Task not found: {task_id}")
+                return error_response(404, message, "invalid_request_error", "task_id")
+            data = task_json(state, task, request.cdn_url)
             if state.take("unknown_status"):
                 state.injected("unknown_status")
-                data["status"] = "paused"
+                data["status"] = cased("paused", faults)
             response = json_response(200, {"code": 200, "data": data})
             if fault == "timeout":
                 response.delay = faults.slow_seconds
@@ -236,48 +163,17 @@ class Handler:
         if kind == "html502":
             return html_response(502, "502 Bad Gateway", "cloudflare")
         if kind == "429":
-            return self._rate_limited(None)  # counted as poll_429 by the caller
+            return self.rate_limited(None)  # counted as poll_429 by the caller
         if kind == "503":
             return error_response(503, "The service is temporarily unavailable", "service_unavailable")
         return error_response(500, "Internal server error", "server_error")
-
-    def _task_json(self, task: Task, cdn_url: str, language: str) -> dict[str, Any]:
-        state = self.state
-        status, progress = state.status_of(task)
-        data: dict[str, Any] = {
-            "id": task.id,
-            "status": status,
-            "progress": progress,
-            "created": int(task.created_wall),
-            "estimated_time": state.estimated_time(task),
-            "cost": state.cost(task) if task.outcome == "completed" else 0.0,
-        }
-        if status in ("completed", "failed", "cancelled"):
-            elapsed = task.end - task.created_mono
-            data["completed"] = int(task.created_wall + elapsed)
-            if status == "completed":
-                data["actual_time"] = max(1, math.ceil(elapsed))
-                data["result"] = {"images": self._images(task, cdn_url, data["completed"])}
-            elif task.error is not None:
-                data["error"] = dict(task.error)
-        return data
-
-    def _images(self, task: Task, cdn_url: str, completed: int) -> list[dict[str, Any]]:
-        faults = self.state.faults
-        urls = [f"{cdn_url}/images/{task.id}/{i}.png" for i in range(task.n)]
-        expires = completed + RESULT_LIFETIME
-        if faults.multi_url == "one-item":
-            return [{"url": urls, "expires_at": expires}]
-        if faults.url_format == "string":
-            return [{"url": url, "expires_at": expires} for url in urls]
-        return [{"url": [url], "expires_at": expires} for url in urls]
 
     # -- upload, balance --
 
     def _upload(self, request: Request) -> Response:
         state = self.state
-        if not self._authorized(request):
-            return self._unauthorized(request)
+        if not self.authorized(request):
+            return self.unauthorized(request)
         if len(request.body) > UPLOAD_MAX_BYTES + 64 * 1024:
             return error_response(413, "File too large: at most 20 MB", "invalid_request_error", "file")
         try:
@@ -310,19 +206,37 @@ class Handler:
 
     def _balance(self, request: Request) -> Response:
         state = self.state
-        if not self._authorized(request):
-            return self._unauthorized(request)
+        with state.lock:
+            answer = state.faults.balance_answer
+        if answer == "token-not-found":
+            # Section 7.6: this deployment answers any key, good or bad, with a 200 that is a refusal.
+            with state.lock:
+                state.counters["balance_reads"] += 1
+            return json_response(200, {"success": False, "message": "Token Not Found"})
+        if not self.authorized(request):
+            return self.unauthorized(request)
         with state.lock:
             state.counters["balance_reads"] += 1
             remain, used = state.remaining_balance(), round(state.used_balance, 6)
-        return json_response(200, {
+        balance: dict[str, Any] = {
             "success": True,
             "remain_balance": remain,
             "remain_credits": round(remain * 100, 4),
             "used_balance": used,
             "used_credits": round(used * 100, 4),
             "unlimited_quota": False,
-        })
+        }
+        if answer == "unlimited":
+            del balance["remain_credits"]
+            balance.update(remain_balance=-1, unlimited_quota=True)
+        return json_response(200, balance)
+
+    def _models(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return self.unauthorized(request)
+        with self.state.lock:
+            models = listed_models(self.state.faults)
+        return json_response(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in models]})
 
     # -- test-only control endpoints (no auth: they exist only on the emulator) --
 
@@ -355,7 +269,7 @@ class Handler:
     def reset(self) -> None:
         with self.state.lock:
             self.state.clear()
-            self.state.faults = Faults()
+            self.state.faults = dataclasses.replace(self.initial_faults)
 
     # -- CDN --
 
@@ -424,6 +338,7 @@ class Handler:
                     size=request["size"],
                     resolution=request["resolution"],
                     model=request["model"],
+                    pixels=task.pixels,
                     references=[self._own_upload(url) for url in request.get("image_urls") or ()],
                 )
                 with state.lock:
@@ -444,58 +359,10 @@ def _text(status: int, text: str) -> Response:
     return Response(status, [("Content-Type", "text/plain; charset=utf-8")], text.encode())
 
 
-def _validate_submit(body: bytes) -> dict[str, Any]:
-    """API.md section 1, field by field; the first bad field names itself in ``param``."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise _bad("The request body is not valid JSON") from None
-    if not isinstance(payload, dict):
-        raise _bad("The request body must be a JSON object")
-    model = payload.get("model")
-    if model is None:
-        raise _bad("model is required", "model")
-    if not isinstance(model, str):
-        raise _bad("model must be a string", "model")
-    if model not in MODELS:
-        raise _Invalid(503, f"The model {model!r} does not exist or is not available", "model_not_found", "model")
-    prompt = payload.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise _bad("prompt is required: 1 to 800 characters", "prompt")
-    if len(prompt) > PROMPT_MAX:
-        raise _bad(f"prompt is too long: {len(prompt)} characters, at most {PROMPT_MAX}", "prompt")
-    negative = payload.get("negative_prompt")
-    if negative is not None and not isinstance(negative, str):
-        raise _bad("negative_prompt must be a string", "negative_prompt")
-    if negative is not None and len(negative) > NEGATIVE_PROMPT_MAX:
-        raise _bad(f"negative_prompt is too long: at most {NEGATIVE_PROMPT_MAX} characters", "negative_prompt")
-    size = payload.get("size", RATIOS[0])
-    if size not in RATIOS:
-        raise _bad(f"size must be one of {', '.join(RATIOS)}", "size")
-    resolution = payload.get("resolution", RESOLUTIONS[0])
-    if resolution not in RESOLUTIONS:
-        raise _bad(f"resolution must be one of {', '.join(RESOLUTIONS)}", "resolution")
-    n = payload.get("n", 1)
-    if isinstance(n, bool) or not isinstance(n, int) or not N_MIN <= n <= N_MAX:
-        raise _bad(f"n must be an integer from {N_MIN} to {N_MAX}", "n")
-    urls = payload.get("image_urls")
-    if urls is not None:
-        if not isinstance(urls, list) or not REFS_MIN <= len(urls) <= REFS_MAX:
-            raise _bad(f"image_urls must be a list of {REFS_MIN} to {REFS_MAX} URLs", "image_urls")
-        for url in urls:
-            if not isinstance(url, str):
-                raise _bad("image_urls items must be strings", "image_urls")
-            if url.strip()[:5].lower() == "data:":
-                raise _bad("base64 / data: URIs are not accepted: pass a public http(s) URL", "image_urls")
-            parts = urlsplit(url.strip())
-            if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-                raise _bad(f"image_urls must be public http(s) URLs, got {url[:60]!r}", "image_urls")
-    return {
-        "model": model,
-        "prompt": prompt,
-        "negative_prompt": negative,
-        "size": size,
-        "resolution": resolution,
-        "n": n,
-        "image_urls": [u.strip() for u in urls] if urls else [],
-    }
+def _error_in_200(response: Response) -> Response:
+    """An error answer delivered as HTTP 200 with the status in the envelope (API.md section 7.3)."""
+    payload = json.loads(response.body)
+    wrapped = json_response(200, {"code": response.status, "error": payload["error"]},
+                            [h for h in response.headers if h[0].lower() != "content-type"])
+    wrapped.delay = response.delay
+    return wrapped

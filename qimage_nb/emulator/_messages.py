@@ -52,9 +52,11 @@ def error_response(
     type_: str | None,
     param: str | None = None,
     headers: list[tuple[str, str]] | None = None,
+    code: int | str | None = None,
 ) -> Response:
-    """The error shape of API.md section 3."""
-    error: dict[str, Any] = {"code": status, "message": message}
+    """The error shape of API.md section 3; ``code`` defaults to the HTTP status (section 7.3: some
+    errors carry a string code instead)."""
+    error: dict[str, Any] = {"code": status if code is None else code, "message": message}
     if type_ is not None:
         error["type"] = type_
     if param is not None:

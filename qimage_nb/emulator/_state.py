@@ -30,12 +30,12 @@ RESULT_LIFETIME = 24 * 3600  # expires_at: API.md's shortest documented lifetime
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def new_task_id(now: float) -> str:
+def new_task_id(now: float, prefix: str = "task_01") -> str:
     """``task_01`` + 23 uppercase alphanumerics: a millisecond time part then randomness, ULID-style,
     so ids sort by creation and never repeat across emulator restarts (a journal may outlive one)."""
     millis = int(now * 1000)
     stamp = "".join(_CROCKFORD[(millis >> (5 * k)) & 31] for k in reversed(range(10)))
-    return "task_01" + stamp + "".join(secrets.choice(_CROCKFORD) for _ in range(13))
+    return prefix + stamp + "".join(secrets.choice(_CROCKFORD) for _ in range(13))
 
 
 @dataclass
@@ -50,7 +50,10 @@ class Task:
     end: float  # when it becomes terminal (earlier than full_end when it fails)
     outcome: str  # completed | failed | cancelled
     error: dict[str, Any] | None
-    idempotency_key: str | None
+    idempotency_key: str | None  # as sent, honoured or not
+    pixels: tuple[int, int]
+    failure: str | None = None  # moderation | upstream: the dialect words the error
+    sync: bool = False  # answered at once as a generation.result: no task to poll
     billed: bool = False
 
     @property
@@ -84,10 +87,14 @@ def _new_counters() -> dict[str, Any]:
         "api_requests": 0,
         "api_requests_without_valid_auth": 0,
         "submit_attempts": 0,
-        "submits_accepted": 0,
+        "submits_accepted": 0,  # submits that created a task, whatever their answer said
         "submit_replays": 0,
-        "submits_rejected": 0,
+        "submits_rejected": 0,  # error answers that created nothing
         "submits_without_idempotency_key": 0,
+        "submits_with_version_header": 0,
+        "submits_per_key": Counter(),
+        "tasks_per_key": Counter(),
+        "tasks_billed": 0,
         "polls": 0,
         "polls_per_task": Counter(),
         "uploads": 0,
@@ -117,7 +124,8 @@ class State:
         with self.lock:
             self.tasks: dict[str, Task] = {}
             self.in_flight: list[Task] = []  # not yet terminal: to bill or to reserve balance for
-            self.idempotency: dict[str, str] = {}
+            self.idempotency: dict[str, str] = {}  # honoured key -> task id
+            self.key_bodies: dict[str, str] = {}  # honoured key -> fingerprint of its request body
             self.uploads: dict[str, Upload] = {}
             self.counters = _new_counters()
             self.used_balance = 0.0
@@ -145,7 +153,17 @@ class State:
 
     # -- tasks --
 
-    def create_task(self, request: dict[str, Any], idempotency_key: str | None) -> Task:
+    def create_task(
+        self,
+        request: dict[str, Any],
+        idempotency_key: str | None,
+        *,
+        pixels: tuple[int, int],
+        register: bool = True,
+        fingerprint: str = "",
+        sync: bool = False,
+    ) -> Task:
+        """A new task, its whole timeline drawn now; ``register`` records the key for replays."""
         settings, faults = self.settings, self.faults
         now_mono, now_wall = self.clock(), self.wall()
         self.sequence += 1
@@ -155,7 +173,7 @@ class State:
         duration = max(MIN_DURATION, settings.latency + rng.uniform(-settings.jitter, settings.jitter))
         draw = rng.random()
         prompt_folded = request["prompt"].casefold()
-        outcome, error = "completed", None
+        outcome, error, failure = "completed", None, None
         if any(word.casefold() in prompt_folded for word in faults.moderation_words):
             outcome = "failed"
             error = {
@@ -163,10 +181,12 @@ class State:
                 "message": "Input data may contain inappropriate content",
                 "type": "content_policy_violation",
             }
+            failure = "moderation"
             self.injected("moderation")
         elif draw < faults.fail_rate:
             outcome = "failed"
             error = {"code": 500, "message": "The image generation failed upstream", "type": "server_error"}
+            failure = "upstream"
             self.injected("fail")
         elif draw < faults.fail_rate + faults.cancel_rate:
             outcome = "cancelled"
@@ -177,7 +197,7 @@ class State:
             start = max(now_mono, heapq.heappop(self.slots))
             heapq.heappush(self.slots, start + run)
         task = Task(
-            id=new_task_id(now_wall),
+            id=new_task_id(now_wall, "gen_01" if sync else "task_01"),
             request=request,
             created_wall=now_wall,
             created_mono=now_mono,
@@ -188,11 +208,17 @@ class State:
             outcome=outcome,
             error=error,
             idempotency_key=idempotency_key,
+            pixels=pixels,
+            failure=failure,
+            sync=sync,
         )
         self.tasks[task.id] = task
         self.in_flight.append(task)
         if idempotency_key is not None:
-            self.idempotency[idempotency_key] = task.id
+            self.counters["tasks_per_key"][idempotency_key] += 1
+            if register:
+                self.idempotency[idempotency_key] = task.id
+                self.key_bodies[idempotency_key] = fingerprint
         return task
 
     def status_of(self, task: Task, now: float | None = None) -> tuple[str, int]:
@@ -226,6 +252,7 @@ class State:
             elif task.outcome == "completed":
                 task.billed = True
                 self.used_balance += self.cost(task)
+                self.counters["tasks_billed"] += 1
                 self.counters["images_billed"] += task.n
         self.in_flight = waiting
 
