@@ -12,6 +12,9 @@ import sys
 import threading
 from collections.abc import Sequence
 
+# The switch names and choices only: importing _faults loads nothing heavy.
+from ._faults import BALANCE_ANSWERS, DIALECTS, IDEMPOTENCY_MODES, STATUS_CASES, Faults
+
 
 def _is_loopback(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
@@ -45,7 +48,38 @@ def _parser() -> argparse.ArgumentParser:
                         help="estimated_time is the real duration times this (default 1.5)")
     parser.add_argument("--pickup", type=float, default=0.1,
                         help="share of each run spent pending before progress starts (default 0.1)")
+    wire = parser.add_argument_group(
+        "deployment", "which of API.md's variants to serve (default: the documented contract, sections 1-6)")
+    wire.add_argument("--dialect", choices=DIALECTS, default="documented",
+                      help="wild: what the provider really serves (section 7): statuses submitted/queued/"
+                      "in_progress, string error codes, cost while pending, more models, 500 for bad "
+                      "submit parameters")
+    wire.add_argument("--idempotency", choices=IDEMPOTENCY_MODES, default="always",
+                      help="when the Idempotency-Key is honoured: always, only with "
+                      "X-APIMart-Response-Version (versioned), or never (default always)")
+    wire.add_argument("--no-versioned-answers", dest="versioned_answers", action="store_false",
+                      help="answer versioned submits in the documented shape (no 202, no version header)")
+    wire.add_argument("--status-case", choices=STATUS_CASES, default="lower",
+                      help="letter case of status words (default lower)")
+    wire.add_argument("--sync-model", dest="sync_models", action="append", default=[], metavar="MODEL",
+                      help="answer submits for MODEL synchronously (generation.result); repeatable")
+    wire.add_argument("--extra-model", dest="extra_models", action="append", default=[], metavar="MODEL",
+                      help="list MODEL in /v1/models and accept it with the universal checks; repeatable")
+    wire.add_argument("--balance-answer", choices=BALANCE_ANSWERS, default="normal",
+                      help="unlimited: remain_balance -1; token-not-found: HTTP 200 success:false")
+    wire.add_argument("--submit-500-for-bad-params", action="store_true",
+                      help="refuse a bad submit parameter with 500 build_request_failed (implied by "
+                      "--dialect wild)")
     return parser
+
+
+def _faults(args: argparse.Namespace) -> Faults:
+    return Faults(
+        dialect=args.dialect, idempotency=args.idempotency, versioned_answers=args.versioned_answers,
+        status_case=args.status_case, sync_models=tuple(args.sync_models),
+        extra_models=tuple(args.extra_models), balance_answer=args.balance_answer,
+        submit_500_for_bad_params=args.submit_500_for_bad_params,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         emulator = Emulator(
             api_key=args.key, latency=args.latency, jitter=args.jitter, seed=args.seed,
             max_concurrent=args.max_concurrent, overstate=args.overstate, pickup=args.pickup,
-            host=args.host, port=args.port, cdn_port=args.cdn_port,
+            host=args.host, port=args.port, cdn_port=args.cdn_port, faults=_faults(args),
         ).start()
     except (OSError, ValueError) as exc:
         print(f"error: cannot start the emulator: {exc}", file=sys.stderr)
