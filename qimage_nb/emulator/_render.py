@@ -70,10 +70,12 @@ def render_png(
     resolution: str,
     model: str,
     references: Sequence[bytes | None] = (),
+    pixels: tuple[int, int] | None = None,
 ) -> bytes:
     """Render image ``index`` (0-based) of ``n`` for a task; ``references`` are the reference images'
-    bytes when they are this emulator's own uploads, else ``None`` per reference."""
-    width, height = PIXEL_SIZES[(size, resolution)]
+    bytes when they are this emulator's own uploads, else ``None`` per reference. ``pixels`` (width,
+    height) serves hosts whose sizes are free-form rather than this contract's table."""
+    width, height = pixels or PIXEL_SIZES[(size, resolution)]
     palette = _colours(f"{prompt}\x00{index}".encode())
 
     # Paint small, then one resize: a smooth gradient with a few shapes costs almost nothing.
