@@ -400,3 +400,18 @@ def test_command_line_prints_the_base_url_first_then_how_to_use_it():
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_import_and_construction_start_nothing():
+    code = (
+        "import sys, threading\n"
+        "import qimage_nb.emulator.dashscope as package\n"
+        "assert 'PIL' not in sys.modules, 'Pillow loaded at import'\n"
+        "emulator = package.DashScopeEmulator(latency=0)\n"
+        "assert 'dashscope' not in sys.modules, 'the emulator must not need the SDK'\n"
+        "assert threading.active_count() == 1, 'constructing must not start threads'\n"
+        "print(emulator)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "<DashScopeEmulator not started latency=0.0s>"
