@@ -262,7 +262,18 @@ def test_a_lost_sync_answer_still_did_and_billed_the_work(emu, mode):
 # -- async: text2image tasks ----------------------------------------------------------------------
 
 
-def test_async_task_goes_pending_running_succeeded_with_the_hosts_fields(emu, client):
+def test_async_task_goes_pending_running_succeeded_with_the_hosts_fields():
+    # Long enough phases (0.3 s each) that a poll lands in each even on a loaded machine.
+    emu = DashScopeEmulator(latency=0.6, jitter=0, pickup=0.5).start()
+    try:
+        with httpx.Client(base_url=emu.base_url, headers={"Authorization": f"Bearer {emu.api_key}"},
+                          timeout=10) as client:
+            _check_async_lifecycle(emu, client)
+    finally:
+        emu.stop()
+
+
+def _check_async_lifecycle(emu, client):
     submitted = client.post(ASYNC, json=async_body("a red kite", negative_prompt="fog", size="1664*928"),
                             headers=ASYNC_HEADER)
     assert submitted.status_code == 200, submitted.text
@@ -323,7 +334,8 @@ def test_an_unknown_task_is_http_200_with_status_unknown(client):
 
 
 def test_cancel_works_only_while_pending():
-    emulator = DashScopeEmulator(latency=0.6, jitter=0, max_concurrent=1).start()
+    # One worker: the second task waits PENDING for the whole first run (1 s).
+    emulator = DashScopeEmulator(latency=1.0, jitter=0, max_concurrent=1).start()
     try:
         with httpx.Client(base_url=emulator.base_url, timeout=10,
                           headers={"Authorization": f"Bearer {emulator.api_key}", **ASYNC_HEADER}) as client:
