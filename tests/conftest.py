@@ -9,9 +9,10 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path_factory):
-    """No test sees the developer's key, base URL or journal; each gets a private QIMAGE_HOME."""
+    """No test sees the developer's key, base URL or journal (nor DashScope's, for the SDK tests);
+    each gets a private QIMAGE_HOME."""
     for name in list(os.environ):
-        if name.startswith("QIMAGE_"):
+        if name.startswith(("QIMAGE_", "DASHSCOPE_")):
             monkeypatch.delenv(name, raising=False)
     home = tmp_path_factory.mktemp("qimage_home")
     monkeypatch.setenv("QIMAGE_HOME", str(home))

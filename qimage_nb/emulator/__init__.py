@@ -1,4 +1,5 @@
-"""The bundled emulator of the Qwen Image 2.0 task API: ``Emulator`` and its ``Faults`` switches.
+"""The bundled emulator of the Qwen Image 2.0 task API: ``Emulator`` and its ``Faults`` switches;
+``DashScopeEmulator`` stands in for Alibaba Model Studio (DashScope) the same way.
 
 Names resolve on first use (PEP 562): importing the package starts nothing and loads no Pillow.
 """
@@ -8,13 +9,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-_EXPORTS = {"Emulator": "._emulator", "Faults": "._faults"}
+_EXPORTS = {"DashScopeEmulator": ".dashscope", "Emulator": "._emulator", "Faults": "._faults"}
 
-__all__ = ["Emulator", "Faults"]
+__all__ = ["DashScopeEmulator", "Emulator", "Faults"]
 
 if TYPE_CHECKING:
     from ._emulator import Emulator
     from ._faults import Faults
+    from .dashscope import DashScopeEmulator
 
 
 def __getattr__(name: str) -> Any:

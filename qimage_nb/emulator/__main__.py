@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Prints the API base URL on the first line, then the CDN URL, the key and how to "
         "point qimage_nb at it.",
     )
+    parser.add_argument("--provider", choices=("qimage", "dashscope"), default="qimage",
+                        help="which host to emulate: the Qwen Image 2.0 task API (default) or "
+                        "Alibaba Model Studio (DashScope), served under /api/v1")
     parser.add_argument("--port", type=int, default=0, help="API port (default 0: any free port)")
     parser.add_argument("--cdn-port", type=int, default=0, help="CDN port (default 0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -91,13 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Pass --public if that is really what you want."
         )
     from ._emulator import Emulator
+    from .dashscope import DashScopeEmulator
 
+    common = dict(api_key=args.key, latency=args.latency, jitter=args.jitter, seed=args.seed,
+                  max_concurrent=args.max_concurrent, pickup=args.pickup, host=args.host,
+                  port=args.port, cdn_port=args.cdn_port)
     try:
-        emulator = Emulator(
-            api_key=args.key, latency=args.latency, jitter=args.jitter, seed=args.seed,
-            max_concurrent=args.max_concurrent, overstate=args.overstate, pickup=args.pickup,
-            host=args.host, port=args.port, cdn_port=args.cdn_port, faults=_faults(args),
-        ).start()
+        if args.provider == "dashscope":
+            emulator = DashScopeEmulator(**common).start()
+        else:
+            emulator = Emulator(overstate=args.overstate, faults=_faults(args), **common).start()
     except (OSError, ValueError) as exc:
         print(f"error: cannot start the emulator: {exc}", file=sys.stderr)
         return 1
@@ -106,7 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(emulator.base_url)
     print(f"CDN:  {emulator.cdn_url}")
     print(f"key:  {emulator.api_key}")
-    print(f"use:  QIMAGE_BASE_URL={emulator.base_url} QIMAGE_API_KEY={emulator.api_key}")
+    if args.provider == "dashscope":
+        print(f"use:  DASHSCOPE_HTTP_BASE_URL={emulator.base_url} DASHSCOPE_API_KEY={emulator.api_key}")
+    else:
+        print(f"use:  QIMAGE_BASE_URL={emulator.base_url} QIMAGE_API_KEY={emulator.api_key}")
     print("Ctrl-C to stop.", flush=True)
     try:
         while not done.wait(0.5):

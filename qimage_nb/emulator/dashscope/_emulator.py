@@ -1,0 +1,88 @@
+"""``DashScopeEmulator``: the seed ``Emulator``'s lifecycle (two loopback origins, in-process
+transports, fault switches, counters) serving the DashScope host instead of the seed API.
+
+A subclass rather than a copy: start/stop, the servers and the transports are written once; only the
+handler and where the API lives (``/api/v1``) differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._emulator import DEFAULT_KEY, Emulator
+from .._faults import Faults
+from .._state import PICKUP_FRACTION
+from .._transport import IN_PROCESS_API_URL, IN_PROCESS_CDN_URL
+from ._handler import DashScopeHandler
+from ._wire import API_PREFIX
+
+
+class DashScopeEmulator(Emulator):
+    """A stand-in for Alibaba Model Studio (DashScope) serving Qwen Image: the sync
+    multimodal-generation call, the async text2image task API with polling and cancel, and a CDN
+    of signed result URLs whose pictures are stamped EMULATOR.
+
+    ``base_url`` ends in ``/api/v1``, like ``DASHSCOPE_HTTP_BASE_URL``. The control endpoints
+    (``/_emulator/counters``, ``/faults``, ``/reset``, ``/timeline``) live at ``origin``.
+
+    Parameters
+    ----------
+    api_key:
+        The only Bearer key accepted (anything else: 401 InvalidApiKey).
+    latency, jitter:
+        Each generation takes ``latency + uniform(-jitter, +jitter)`` seconds (seeded by ``seed``);
+        a sync call answers after it, an async task ends after it.
+    max_concurrent:
+        At most this many generations run at once; the rest wait (async: PENDING).
+    pickup:
+        The share of each run an async task spends PENDING before RUNNING.
+    host, port, cdn_port:
+        Where ``start()`` binds (port 0: a free port).
+    faults:
+        Initial :class:`Faults`; the switches that apply here are listed in the README.
+    """
+
+    in_process_base_url = IN_PROCESS_API_URL + API_PREFIX
+    in_process_cdn_url = IN_PROCESS_CDN_URL
+
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_KEY,
+        latency: float = 3.0,
+        jitter: float = 1.0,
+        seed: int = 0,
+        max_concurrent: int | None = None,
+        pickup: float = PICKUP_FRACTION,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cdn_port: int = 0,
+        faults: Faults | None = None,
+    ) -> None:
+        super().__init__(api_key=api_key, latency=latency, jitter=jitter, seed=seed,
+                         max_concurrent=max_concurrent, pickup=pickup, host=host, port=port,
+                         cdn_port=cdn_port, faults=faults)
+        self._handler = DashScopeHandler(self._state)  # type: ignore[assignment]
+        self._handler.cdn_origins.add(IN_PROCESS_CDN_URL)
+
+    def __repr__(self) -> str:
+        where = self._base_url or "not started"
+        return f"<DashScopeEmulator {where}{API_PREFIX if self._base_url else ''} latency={self._state.settings.latency}s>"
+
+    @property
+    def origin(self) -> str:
+        """The API origin without a path, e.g. ``http://127.0.0.1:PORT`` (control endpoints)."""
+        return super().base_url
+
+    @property
+    def base_url(self) -> str:
+        """The API base over loopback, ``http://127.0.0.1:PORT/api/v1``."""
+        return super().base_url + API_PREFIX
+
+    def counters(self) -> dict[str, Any]:
+        """A JSON-able snapshot of what clients did: requests_per_endpoint, api_requests,
+        api_requests_without_valid_auth, polls, polls_per_task, images_billed, generations_billed,
+        tasks, tasks_by_status (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED), cdn_hits,
+        cdn_hits_per_path, cdn_authorization_headers, faults_injected."""
+        with self._state.lock:
+            return self._handler.snapshot()  # type: ignore[attr-defined]
