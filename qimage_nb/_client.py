@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 import httpx
 
@@ -34,21 +33,7 @@ from ._config import (
     check_base_url,
     is_loopback_host,
 )
-from ._contract import (
-    BALANCE_PATH,
-    PRODUCTION_BASE_URL,
-    SUBMIT_PATH,
-    TASK_PATH,
-    UPLOAD_PATH,
-    Balance,
-    GenerationRequest,
-    TaskStatus,
-    parse_balance,
-    parse_error,
-    parse_submit,
-    parse_task,
-    parse_upload,
-)
+from ._contract import Balance, GenerationRequest, TaskStatus
 from ._download import fetch_image
 from ._exceptions import (
     APIError,
@@ -64,6 +49,7 @@ from ._exceptions import (
     RateLimitError,
     RequestTimeoutError,
     ServerError,
+    SubmitOutcomeUnknown,
     TaskCancelledError,
     TaskFailedError,
     TransportError,
@@ -72,6 +58,7 @@ from ._exceptions import (
 from ._polling import Calibration, PollPolicy
 from ._results import Generation, Update, UpdateCallback, _Progress
 from ._retry import RetryPolicy, is_retryable, parse_retry_after
+from .providers import Call, ErrorInfo, Provider, Submitted, choose_provider
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -99,8 +86,12 @@ _ERRORS_BY_STATUS: dict[int, type[APIError]] = {
     429: RateLimitError,
 }
 
+# One process-wide list of model ids per (provider, origin): the model list changes rarely, and a
+# request for a model the seed's table does not know must be checked against it before any submit.
+_LISTED_MODELS: dict[tuple[str, str], list[str]] = {}
+
 _HINTS: dict[type[APIError], str] = {
-    AuthenticationError: "the API key was refused: check QIMAGE_API_KEY or run %qimage login",
+    AuthenticationError: "the API key was refused",
     InsufficientBalanceError: "insufficient balance: top up the account; nothing was generated",
     PermissionDeniedError: "permission denied for this key",
     NotFoundError: "unknown or expired task",
@@ -149,15 +140,20 @@ def _shared_timing(base_url: str, store: Store | None) -> Calibration:
 
 
 class AsyncClient:
-    """Async client for the Qwen Image 2.0 task API.
+    """Async client for Qwen Image on one host (a provider).
 
     Parameters
     ----------
     api_key:
-        Bearer key; defaults to ``$QIMAGE_API_KEY``. Never shown in any repr, message or log.
+        The key; defaults to the provider's variable (``$QIMAGE_API_KEY`` for the seed's API,
+        ``$DASHSCOPE_API_KEY`` for Alibaba Model Studio). Never shown in any repr, message or log.
     base_url:
-        API origin; defaults to ``$QIMAGE_BASE_URL``, then the provider's production host. Plain
-        http is refused for non-loopback hosts unless ``allow_insecure_http=True``.
+        API origin; defaults to the provider's variable (``$QIMAGE_BASE_URL``,
+        ``$DASHSCOPE_HTTP_BASE_URL``), then its production host. Plain http is refused for
+        non-loopback hosts unless ``allow_insecure_http=True``.
+    provider:
+        ``"apimart"`` (the seed's API) or ``"dashscope"``; defaults to ``$QIMAGE_PROVIDER``, else
+        the one provider whose key is set, else ``"apimart"``.
     timeout:
         Per-request timeout in seconds (or an ``httpx.Timeout``).
     wait_timeout:
@@ -185,9 +181,12 @@ class AsyncClient:
         poll: PollPolicy | None = None,
         download_concurrency: int = 6,
         allow_insecure_http: bool = False,
+        provider: str | Provider | None = None,
     ) -> None:
-        self._key = _check_key(api_key if api_key is not None else os.environ.get("QIMAGE_API_KEY"))
-        raw_url = base_url if base_url is not None else (os.environ.get("QIMAGE_BASE_URL") or PRODUCTION_BASE_URL)
+        self.provider = choose_provider(provider)
+        env = self.provider
+        self._key = _check_key(api_key if api_key is not None else os.environ.get(env.key_env))
+        raw_url = base_url if base_url is not None else (os.environ.get(env.base_url_env) or env.default_base_url)
         self.base_url = check_base_url(raw_url, allow_insecure_http=allow_insecure_http)
         if isinstance(timeout, httpx.Timeout):
             self._timeout = timeout
@@ -212,7 +211,10 @@ class AsyncClient:
     # -- plumbing --
 
     def __repr__(self) -> str:
-        return f"<AsyncClient base_url={self.base_url!r} key={'set' if self._key else 'unset'}>"
+        return (
+            f"<AsyncClient provider={self.provider.name} base_url={self.base_url!r} "
+            f"key={'set' if self._key else 'unset'}>"
+        )
 
     @property
     def has_key(self) -> bool:
@@ -261,8 +263,8 @@ class AsyncClient:
         if self._key is None:
             raise ValidationError(
                 "api_key",
-                "no API key: set QIMAGE_API_KEY, pass api_key=..., or run %qimage login "
-                "(%qimage emulator tries everything offline)",
+                f"no API key: %qimage emulator tries everything offline; or set {self.provider.key_env}, "
+                "pass api_key=..., or run %qimage login",
             )
         return _BearerAuth(self._key)
 
@@ -285,13 +287,17 @@ class AsyncClient:
             return {k: self._scrub(v) for k, v in payload.items()}  # field names are ours to read
         return payload
 
-    def _api_error(self, response: httpx.Response, what: str, task_id: str | None) -> APIError:
-        info = parse_error(response.status_code, response.headers.get("content-type", ""), response.content)
-        status = response.status_code
+    def _api_error(
+        self, status: int, info: ErrorInfo, what: str, task_id: str | None, retry_after: float | None = None
+    ) -> APIError:
         cls = _ERRORS_BY_STATUS.get(status, ServerError if status >= 500 else BadRequestError)
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        if status == 500 and info.code == "build_request_failed":
+            # API.md 7.3: the provider answers 500 for a bad parameter; say it as what it is.
+            cls = BadRequestError
         detail = self._redact(info.message)
-        hint = _HINTS[cls]
+        hint = self.provider.auth_hint(self.base_url) if cls is AuthenticationError else _HINTS[cls]
+        if cls is BadRequestError and status == 500:
+            hint = "the API refused the request's parameters"
         if cls is RateLimitError and retry_after is not None:
             hint += f" (retry after {retry_after:.0f} s)"
         return cls(
@@ -301,87 +307,139 @@ class AsyncClient:
             param=info.param,
             task_id=task_id,
             retry_after=retry_after,
+            code=info.code,
         )
 
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        what: str,
-        json: Any = None,
-        files: Any = None,
-        headers: Mapping[str, str] | None = None,
-        task_id: str | None = None,
-    ) -> Any:
-        """One API request with retries on transient failures; returns the decoded JSON body.
+    def _error_of(self, response: httpx.Response, what: str, task_id: str | None) -> APIError:
+        info = self.provider.read_error(
+            response.status_code, response.headers.get("content-type", ""), response.content
+        )
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return self._api_error(response.status_code, info, what, task_id, retry_after)
 
-        Callers decide whether a method may be retried at all: GETs always, the submit POST only
-        because its Idempotency-Key header is the same on every attempt.
-        """
-        auth = self._auth()
-        request_headers = {"Accept": "application/json", **(headers or {})}
-        url = self.base_url + path
+    def _decoded(self, response: httpx.Response, what: str, task_id: str | None) -> Any:
+        """A 2xx answer's JSON, the key redacted; an error carried inside it is raised as what it is."""
+        try:
+            payload = self._scrub(response.json())
+        except ValueError:
+            raise ProtocolError(
+                f"{what}: HTTP {response.status_code} answer is not valid JSON", task_id=task_id
+            ) from None
+        inside = self.provider.error_in_success(payload)
+        if inside is not None:
+            status, info = inside
+            raise self._api_error(status, info, what, task_id)
+        return payload
+
+    async def _send(self, call: Call, *, auth: _BearerAuth) -> httpx.Response:
         http = self._client()
+        timeout = None
+        if call.read_timeout is not None:
+            timeout = httpx.Timeout(self._timeout.connect, read=call.read_timeout,
+                                    write=self._timeout.write, pool=self._timeout.pool)
+        return await http.request(
+            call.method,
+            self.base_url + call.path,
+            json=call.json,
+            files=call.files,
+            headers={"Accept": "application/json", **call.headers},
+            auth=auth,
+            **({"timeout": timeout} if timeout is not None else {}),
+        )
+
+    async def _call(self, call: Call, *, what: str, task_id: str | None = None, retry: bool = True) -> Any:
+        """One idempotent API request (a GET; never a submit) with retries on transient failures;
+        returns the decoded JSON body. ``retry=False``: one attempt (uploads have no key)."""
+        auth = self._auth()
         failure: QImageError | None = None
-        # Whether some attempt may have reached the server and been acted on (no definite answer):
-        # a later definite refusal then does not prove that a submit created nothing.
-        ambiguous = False
-        for attempt in range(self.retry.max_attempts):
+        attempts = self.retry.max_attempts if retry else 1
+        for attempt in range(attempts):
             retry_after = None
             try:
-                response = await http.request(
-                    method, url, json=json, files=files, headers=request_headers, auth=auth
-                )
+                response = await self._send(call, auth=auth)
             except httpx.TimeoutException as exc:
-                ambiguous = True
-                failure = TransportError(f"{what}: the API did not answer in time ({type(exc).__name__})", task_id=task_id)
+                failure = TransportError(f"{what}: {self._host()} did not answer in time ({type(exc).__name__})", task_id=task_id)
             except httpx.TransportError as exc:
-                ambiguous = ambiguous or not isinstance(exc, httpx.ConnectError)
-                failure = TransportError(f"{what}: network error ({type(exc).__name__}: {self._redact(str(exc))[:120]})", task_id=task_id)
+                failure = TransportError(f"{what}: {self._network_failure(exc)}", task_id=task_id)
             else:
                 if response.is_success:
                     try:
-                        return self._scrub(response.json())
-                    except ValueError:
-                        ambiguous = True
-                        failure = ProtocolError(
-                            f"{what}: HTTP {response.status_code} answer is not valid JSON", task_id=task_id
-                        )
+                        return self._decoded(response, what, task_id)
+                    except ProtocolError as exc:
+                        failure = exc
+                    except APIError as error:
+                        if not is_retryable(error.status_code, error.type):
+                            raise
+                        failure = error
                 else:
-                    error = self._api_error(response, what, task_id)
-                    error.after_ambiguous_attempt = ambiguous
-                    if not is_retryable(response.status_code, error.error_type) or not self.retry.honours(
+                    error = self._error_of(response, what, task_id)
+                    if not is_retryable(response.status_code, error.type) or not self.retry.honours(
                         error.retry_after
                     ):
                         raise error
-                    ambiguous = ambiguous or response.status_code >= 500
                     failure, retry_after = error, error.retry_after
-            if attempt + 1 < self.retry.max_attempts:
+            if attempt + 1 < attempts:
                 delay = self.retry.backoff(attempt, retry_after)
-                logger.info("qimage_nb: %s failed (%s); retry %d in %.2fs", what, failure, attempt + 1, delay)
+                logger.warning("qimage_nb: %s failed (%s); retry %d of %d in %.1f s",
+                               what, failure, attempt + 1, attempts - 1, delay)
                 await asyncio.sleep(delay)
         assert failure is not None
         raise failure
 
+    def _host(self) -> str:
+        return httpx.URL(self.base_url).host or self.base_url
+
+    def _network_failure(self, exc: httpx.TransportError) -> str:
+        """One line for a network failure: which host, what happened, what to check."""
+        detail = self._redact(str(exc))[:120] or type(exc).__name__
+        if isinstance(exc, httpx.ConnectError):
+            return (
+                f"could not connect to {self._host()} ({detail}): check the network, or the base URL "
+                f"({self.provider.base_url_env})"
+            )
+        return f"network error talking to {self._host()} ({type(exc).__name__}: {detail})"
+
     # -- single operations --
+
+    def _needs(self, capability: str, what: str) -> None:
+        if not getattr(self.provider.capabilities, capability):
+            raise ValidationError(capability, f"{self.provider.title} has no {what}")
 
     async def balance(self) -> Balance:
         """The key's remaining balance (API.md section 6)."""
-        return parse_balance(await self._call("GET", BALANCE_PATH, what="balance"))
+        self._needs("balance", "balance endpoint")
+        return self.provider.read_balance(await self._call(self.provider.balance(), what="balance"))
+
+    async def models(self) -> list[str]:
+        """The model ids the host lists (``GET /v1/models``), fetched once per origin per process."""
+        self._needs("list_models", "model listing")
+        cache_key = (self.provider.name, self.base_url)
+        if cache_key not in _LISTED_MODELS:
+            payload = await self._call(self.provider.list_models(), what="model list")
+            _LISTED_MODELS[cache_key] = self.provider.read_models(payload)
+        return list(_LISTED_MODELS[cache_key])
+
+    async def check(self, request: GenerationRequest) -> GenerationRequest:
+        """Check a request against this client's provider (models, sizes, options); nothing is sent
+        unless the model is one the provider does not document, which asks the host's model list."""
+        listed: list[str] = []
+        if request.model not in self.provider.models and self.provider.capabilities.list_models:
+            self._auth()
+            listed = await self.models()
+        self.provider.check(request, listed)
+        return request
 
     async def upload(self, image: Any) -> str:
-        """Upload a local image (path, bytes or PIL image) and return its public URL for ``image_urls``."""
+        """Upload a local image (path, bytes or PIL image) and return its public URL for ``image_urls``.
+
+        Uploads carry no idempotency key: one attempt, never resent behind your back."""
         from ._images import prepare_upload
 
+        self._needs("upload", "upload endpoint: pass public https URLs as references")
         upload = prepare_upload(image)
-        payload = await self._call(
-            "POST",
-            UPLOAD_PATH,
-            what=f"upload of {upload.filename}",
-            files={"file": (upload.filename, upload.data, upload.content_type)},
-        )
-        return parse_upload(payload).url
+        call = self.provider.upload(upload.filename, upload.data, upload.content_type)
+        payload = await self._call(call, what=f"upload of {upload.filename}", retry=False)
+        return self.provider.read_upload(payload).url
 
     async def submit(
         self,
@@ -397,45 +455,150 @@ class AsyncClient:
         elif fields:
             raise ValidationError("request", "pass either a GenerationRequest or a prompt with fields, not both")
         self._auth()  # refuse before journaling when no key is set
+        await self.check(request)
         key = idempotency_key or new_idempotency_key()
         fresh = self.store.get(key) is None
         if fresh:
             self.store.begin(request, key, label=label, origin=self.base_url)
-        return await self._submit_journaled(request, key, fresh=fresh)
+        return (await self._submit_journaled(request, key, fresh=fresh)).task_id
 
-    async def _submit_journaled(self, request: GenerationRequest, key: str, *, fresh: bool) -> str:
-        """POST a journaled request. ``fresh``: its key was never sent before, so the task is
-        created during this exchange (a replayed key returns a task of unknown age)."""
-        try:
+    def _keys_honoured(self) -> bool:
+        """Whether this origin has shown that it honours the Idempotency-Key (API.md 7.1), in this
+        process or an earlier one: the journal remembers it per origin."""
+        return self.provider.capabilities.idempotency_keys and self.store.idempotency_confirmed(self.base_url)
+
+    def _confirm_keys(self) -> None:
+        self.store.confirm_idempotency(self.base_url)
+
+    def _unknown(self, key: str, reason: str) -> SubmitOutcomeUnknown:
+        """Journal a submit with no answer as 'outcome unknown' and say so, once, with the way out."""
+        self.store.mark_outcome_unknown(key, reason)
+        why = (
+            "nothing was resent, because this host has not shown that it honours Idempotency-Key"
+            if self.provider.capabilities.idempotency_keys
+            else "nothing was resent, because this host has no idempotency key"
+        )
+        return SubmitOutcomeUnknown(
+            f"submit to {self._host()}: {reason}; the task may exist and may be billed ({why}). "
+            f"To resend the identical request with the same key: %qimage resume --resend {key} "
+            f"(Python: client.resend({key!r}))",
+            idempotency_key=key,
+        )
+
+    async def _submit_journaled(
+        self, request: GenerationRequest, key: str, *, fresh: bool, force: bool = False
+    ) -> Submitted:
+        """POST a journaled request and journal the answer.
+
+        A submit is resent automatically only where that provably cannot bill twice: the request
+        never left (a refused connection), the server refused it outright (429, 408), or this
+        origin honours the Idempotency-Key (API.md 7.1) and gets the same key and body. Anywhere
+        else a lost answer is journaled as 'outcome unknown' and reported, never resent: the
+        user decides (``resend``). ``force``: the user asked for that resend.
+
+        ``fresh``: the key was never sent before, so the task is created during this exchange (a
+        replayed key returns a task of unknown age).
+        """
+        auth = self._auth()
+        call = self.provider.submit(request, key)
+        what = "submit"
+        may_exist = False  # some attempt may have created the task without our knowing
+        failure: QImageError | None = None
+        for attempt in range(self.retry.max_attempts):
+            safe = force or self._keys_honoured()
+            retry_after: float | None = None
             sent = time.monotonic()
-            payload = await self._call(
-                "POST", SUBMIT_PATH, what="submit", json=request.to_json(), headers={"Idempotency-Key": key}
-            )
-            answered = time.monotonic()  # before the journal writes below
-            task_id = parse_submit(payload)
-        except (APIError, ValidationError) as exc:
-            if isinstance(exc, APIError) and (
-                is_retryable(exc.status_code, exc.error_type) or exc.after_ambiguous_attempt
-            ):
-                raise  # the task may exist: leave the row pending so resume replays the same key
-            self.store.record_status(key, "failed", 0, error=str(exc))
-            raise
-        if fresh:
-            self._answered[task_id] = (sent, answered)
+            try:
+                response = await self._send(call, auth=auth)
+            except httpx.ConnectError as exc:
+                failure = TransportError(f"{what}: {self._network_failure(exc)}")
+            except httpx.TransportError as exc:
+                may_exist = True
+                reason = (
+                    f"no answer from {self._host()} in time ({type(exc).__name__})"
+                    if isinstance(exc, httpx.TimeoutException)
+                    else f"the connection to {self._host()} broke before the answer ({type(exc).__name__})"
+                )
+                if not safe:
+                    raise self._unknown(key, reason) from None
+                failure = TransportError(f"{what}: {reason}")
+            else:
+                answered = time.monotonic()
+                try:
+                    if not response.is_success:
+                        raise self._error_of(response, what, None)
+                    payload = self._decoded(response, what, None)
+                    submitted = self.provider.read_submit(payload, response.headers)
+                except ProtocolError as exc:
+                    may_exist = True  # an answer we cannot read may still stand for a task
+                    if not safe:
+                        raise self._unknown(key, f"its answer could not be read ({exc})") from None
+                    failure = exc
+                except APIError as error:
+                    code = error.code
+                    if code in ("idempotency_in_progress", "idempotency_unavailable",
+                                "idempotency_result_indeterminate", "idempotency_key_reused"):
+                        self._confirm_keys()  # only a host that honours keys answers these
+                    if code == "idempotency_key_reused":
+                        self.store.record_status(key, "failed", 0, error=str(error))
+                        raise
+                    if code == "idempotency_result_indeterminate":
+                        raise self._unknown(key, f"{self._host()} cannot tell whether it created the task") from None
+                    if code in ("idempotency_in_progress", "idempotency_unavailable"):
+                        failure, retry_after = error, error.retry_after if error.retry_after is not None else 1.0
+                    elif error.status_code in (408, 429) and is_retryable(error.status_code, error.type):
+                        if not self.retry.honours(error.retry_after):
+                            self._settle_refused(key, error, may_exist)
+                            raise
+                        failure, retry_after = error, error.retry_after  # refused outright: nothing exists
+                    elif error.status_code in (502, 503, 504) and is_retryable(error.status_code, error.type):
+                        may_exist = True
+                        if not safe:
+                            raise self._unknown(key, f"{self._host()} answered HTTP {error.status_code} ({error.message})") from None
+                        failure, retry_after = error, error.retry_after
+                    else:
+                        # A definite answer, 500 included (the provider's word for a bad parameter):
+                        # shown at once, never resent.
+                        self._settle_refused(key, error, may_exist)
+                        raise
+                else:
+                    if submitted.confirms_idempotency:
+                        self._confirm_keys()
+                    self._journal_submitted(key, submitted, fresh=fresh, sent=sent, answered=answered)
+                    return submitted
+            if attempt + 1 < self.retry.max_attempts:
+                delay = self.retry.backoff(attempt, retry_after)
+                logger.warning("qimage_nb: %s failed (%s); retry %d of %d with the same key in %.1f s",
+                               what, failure, attempt + 1, self.retry.max_attempts - 1, delay)
+                await asyncio.sleep(delay)
+        assert failure is not None
+        if may_exist:
+            raise self._unknown(key, f"no definite answer after {self.retry.max_attempts} attempts ({failure})") from None
+        self.store.record_status(key, "failed", 0, error=str(failure))
+        raise failure
+
+    def _settle_refused(self, key: str, error: APIError, may_exist: bool) -> None:
+        """A definite refusal. After an attempt that may have created the task, the refusal does
+        not prove nothing exists: the entry stays open ('outcome unknown') for the user to decide."""
+        if may_exist:
+            self.store.mark_outcome_unknown(key, f"a later attempt was refused ({error.message})")
+        else:
+            self.store.record_status(key, "failed", 0, error=str(error))
+
+    def _journal_submitted(self, key: str, submitted: Submitted, *, fresh: bool, sent: float, answered: float) -> None:
+        if fresh and not submitted.replayed:
+            self._answered[submitted.task_id] = (sent, answered)
             while len(self._answered) > _ANSWERED_KEPT:
                 self._answered.popitem(last=False)
-        self.store.set_task_id(key, task_id)
+        self.store.set_task_id(key, submitted.task_id)
         self.store.record_status(key, "pending", 0)
-        return task_id
 
     async def get_task(self, task_id: str) -> TaskStatus:
-        """One status poll of ``GET /v1/tasks/{task_id}``."""
+        """One status poll of the task."""
         task_id = _check_task_id(task_id, "get_task")
-        payload = await self._call(
-            "GET", TASK_PATH.format(task_id=quote(task_id, safe="")), what=f"status of {task_id}", task_id=task_id
-        )
+        payload = await self._call(self.provider.poll(task_id), what=f"status of {task_id}", task_id=task_id)
         try:
-            return parse_task(payload, task_id)
+            return self.provider.read_task(payload, task_id)
         except ProtocolError as exc:
             exc.task_id = exc.task_id or task_id
             raise
@@ -556,20 +719,20 @@ class AsyncClient:
 
     async def generate(
         self,
-        prompt: str,
+        prompt: str | GenerationRequest,
         *,
-        model: str = "qwen-image-2.0",
-        size: str = "1:1",
-        resolution: str = "1K",
-        n: int = 1,
-        negative_prompt: str | None = None,
-        image_urls: Iterable[str] | None = None,
         on_update: UpdateCallback | None = None,
         timeout: float | None = None,
         cache: bool = False,
         label: str | None = None,
+        **options: Any,
     ) -> Generation:
         """Submit, wait and download one request; return its images.
+
+        ``prompt`` is the prompt text with the request's fields as keywords (``model``, ``size``
+        (a ratio or ``WIDTHxHEIGHT``), ``resolution``, ``n``, ``negative_prompt``, ``image_urls``,
+        and where the provider supports them ``seed``, ``prompt_extend``, ``watermark``), or a
+        ready :class:`GenerationRequest`.
 
         Parameters
         ----------
@@ -582,17 +745,43 @@ class AsyncClient:
             sent, nothing is billed), or wait for an identical request that was submitted but never
             finished here (no second task). The faces' "re-run without paying".
         """
-        request = GenerationRequest.create(
-            prompt,
-            model=model,
-            size=size,
-            resolution=resolution,
-            n=n,
-            negative_prompt=negative_prompt,
-            image_urls=image_urls,
-        )
+        request = self._request(prompt, options)
         _check_seconds("timeout", timeout, allow_none=True)
+        await self.check(request)
         return await self._run(request, on_update=on_update, timeout=timeout, cache=cache, label=label)
+
+    def _request(self, prompt: Any, options: Mapping[str, Any]) -> GenerationRequest:
+        if isinstance(prompt, GenerationRequest):
+            if options:
+                raise ValidationError(
+                    "request", f"pass either a GenerationRequest or a prompt with fields, not both ({', '.join(options)})"
+                )
+            return prompt
+        options = dict(options)
+        options.setdefault("model", self.provider.default_model)
+        try:
+            return GenerationRequest.create(prompt, **options)
+        except TypeError as exc:
+            raise ValidationError("request", f"generate() got an unknown field: {exc}") from None
+
+    async def resend(
+        self, key: str, *, on_update: UpdateCallback | None = None, timeout: float | None = None
+    ) -> Generation:
+        """Resend a submit whose outcome is unknown, by its journal key: the identical body with the
+        same Idempotency-Key (never a new key for the same intent), then wait and download.
+
+        Where the host honours keys it answers with the original task and nothing is billed twice;
+        where it does not, this may create (and bill) a second task: that is your call to make.
+        """
+        key = _check_task_id(key, "resend")
+        job = self.store.get(key)
+        if job is None:
+            raise ValidationError("key", f"no journal entry {key!r}: see %qimage pending for what can be resent")
+        if job.task_id is not None:
+            return await self.resume(job.task_id, on_update=on_update, timeout=timeout)
+        self._same_origin(job)
+        progress = _Progress(job.request, on_update, job.label, None, time.monotonic())
+        return await self._track(job, progress, timeout=timeout, immediate=False, force=True)
 
     async def generate_many(
         self,
@@ -617,8 +806,13 @@ class AsyncClient:
                 f"generate_many takes a list of requests, got a {type(requests).__name__}; "
                 "wrap one prompt in a list, or call generate()",
             )
-        batch = [_coerce_request(item, i) for i, item in enumerate(requests)]
+        batch = [self._coerce_request(item, i) for i, item in enumerate(requests)]
         self._auth()
+        for index, request in enumerate(batch):
+            try:
+                await self.check(request)
+            except ValidationError as exc:
+                raise ValidationError(exc.field, f"request {index}: {exc.message}") from None
         gate = asyncio.Semaphore(limit)
 
         async def one(index: int, request: GenerationRequest) -> Generation:
@@ -673,14 +867,7 @@ class AsyncClient:
                 f"task {job.task_id or job.key} {job.status}: {job.error or 'no reason given'}",
                 task_id=job.task_id,
             )
-        if job.origin is not None and job.origin != self.base_url:
-            # Another server does not know this task; with no task id yet, resuming here would even
-            # submit the request again and bill it twice.
-            raise ValidationError(
-                "base_url",
-                f"{job.task_id or job.key} was sent to {job.origin}, not {self.base_url}: resume it with "
-                f"a client for that API (base_url={job.origin!r})",
-            )
+        self._same_origin(job)
         try:
             return await self._track(job, progress, timeout=timeout, immediate=True)
         except (NotFoundError, BadRequestError) as exc:
@@ -738,16 +925,18 @@ class AsyncClient:
         job = self.store.begin(request, key, label=label, origin=self.base_url)
         await progress.emit("submitting")
         try:
-            task_id = await self._submit_journaled(request, key, fresh=fresh)
+            submitted = await self._submit_journaled(request, key, fresh=fresh)
         except QImageError as exc:
             await progress.emit("error", error=exc)
             raise
         # Tell the display the task id now, not at the first poll: a user who stops waiting in
         # between must be told which task to resume.
-        await progress.emit("pending", task_id=task_id)
+        await progress.emit("pending", task_id=submitted.task_id)
         job = self.store.get(key)
         assert job is not None
-        return await self._track(job, progress, timeout=timeout, immediate=False, settled=settled)
+        return await self._track(
+            job, progress, timeout=timeout, immediate=False, settled=settled, result=submitted.result
+        )
 
     async def _track(
         self,
@@ -757,17 +946,30 @@ class AsyncClient:
         timeout: float | None,
         immediate: bool,
         settled: Callable[[], None] | None = None,
+        result: TaskStatus | None = None,
+        force: bool = False,
     ) -> Generation:
-        """From a journaled job to its images: (re)submit if the id was lost, poll, download."""
+        """From a journaled job to its images: poll (unless the submit answered with the result),
+        download. A job whose submit never got an answer is resent only where that is safe (the
+        host honours keys) or asked for (``force``); otherwise it is reported, never resent."""
         try:
             task_id = job.task_id
             if task_id is None:
-                task_id = await self._submit_journaled(job.request, job.key, fresh=False)
-            last: TaskStatus | None = None
-            async for last in self.iter_updates(task_id, timeout=timeout, immediate=immediate, started=progress.started):
+                if not (force or self._keys_honoured()):
+                    raise self._unknown(job.key, "its submit never got an answer")
+                submitted = await self._submit_journaled(job.request, job.key, fresh=False, force=force)
+                task_id, result = submitted.task_id, submitted.result
+                await progress.emit("pending", task_id=task_id)
+            last: TaskStatus | None = result
+            updates = (
+                _one_status(result)
+                if result is not None
+                else self.iter_updates(task_id, timeout=timeout, immediate=immediate, started=progress.started)
+            )
+            async for last in updates:
                 self.store.record_status(
                     job.key, last.status, last.progress, urls=last.urls,
-                    error=last.error.message if last.error else None,
+                    error=last.error.message if last.error else None, cost=last.cost,
                 )
                 await progress.emit(last.status, task_id=task_id, status=last)
             assert last is not None
@@ -789,9 +991,36 @@ class AsyncClient:
             completed_at=time.time(),
             idempotency_key=job.key,
             label=job.label,
+            cost=last.cost,
+            actual_prompt=last.actual_prompt,
+            seed=last.seed,
         )
         await progress.emit("done", task_id=task_id, status=last)
         return generation
+
+    def _coerce_request(self, item: Any, index: int) -> GenerationRequest:
+        try:
+            if isinstance(item, (str, GenerationRequest)):
+                return self._request(item, {})
+            if isinstance(item, Mapping):
+                fields = dict(item)
+                return self._request(fields.pop("prompt", None), fields)
+        except ValidationError as exc:
+            raise ValidationError(exc.field, f"request {index}: {exc.message}") from None
+        raise ValidationError(
+            "requests",
+            f"request {index} is a {type(item).__name__}; pass prompts, dicts or GenerationRequest objects",
+        )
+
+    def _same_origin(self, job: JobRecord) -> None:
+        if job.origin is not None and job.origin != self.base_url:
+            # Another server does not know this task; with no task id yet, resuming here would even
+            # submit the request again and bill it twice.
+            raise ValidationError(
+                "base_url",
+                f"{job.task_id or job.key} was sent to {job.origin}, not {self.base_url}: resume it with "
+                f"a client for that API (base_url={job.origin!r})",
+            )
 
     def _adopt(self, task_id: str) -> JobRecord:
         """Journal a task this store never saw (submitted elsewhere) so it can be polled and kept."""
@@ -908,6 +1137,11 @@ def new_idempotency_key() -> str:
     return str(uuid.uuid4())
 
 
+async def _one_status(status: TaskStatus) -> AsyncIterator[TaskStatus]:
+    """A result the submit answered with, in the shape of a poll loop that saw it at once."""
+    yield status
+
+
 def _raise_for_terminal(status: TaskStatus) -> None:
     if status.status == "failed":
         failure = status.error
@@ -917,26 +1151,9 @@ def _raise_for_terminal(status: TaskStatus) -> None:
             task_id=status.task_id,
             code=failure.code if failure else None,
             error_type=failure.type if failure else None,
+            param=failure.param if failure else None,
         )
     if status.status == "cancelled":
         raise TaskCancelledError(f"task {status.task_id} was cancelled", task_id=status.task_id)
     if status.status != "completed":
         raise ProtocolError(f"task {status.task_id} is {status.status}, not completed", task_id=status.task_id)
-
-
-def _coerce_request(item: Any, index: int) -> GenerationRequest:
-    try:
-        if isinstance(item, GenerationRequest):
-            return item
-        if isinstance(item, str):
-            return GenerationRequest.create(item)
-        if isinstance(item, Mapping):
-            fields = dict(item)
-            return GenerationRequest.create(fields.pop("prompt", None), **fields)
-    except ValidationError as exc:
-        raise ValidationError(exc.field, f"request {index}: {exc.message}") from None
-    except TypeError as exc:
-        raise ValidationError("requests", f"request {index}: {exc}") from None
-    raise ValidationError(
-        "requests", f"request {index} is a {type(item).__name__}; pass prompts, dicts or GenerationRequest objects"
-    )

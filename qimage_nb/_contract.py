@@ -1,9 +1,11 @@
-"""The wire contract of the Qwen Image 2.0 task API (``shared/API.md``), in one place.
+"""The request and result models every provider shares, and the seed API's table (``shared/API.md``).
 
-This module owns the constants (models, ratios, tiers, the pixel table, limits), validation of a
-request before anything is sent, and the one parsing function per endpoint. It does no I/O, so the
-client, the faces and the emulator can all import it cheaply. The emulator imports only the
-constants: it validates requests with its own code, as an independent server would.
+This module owns the constants (models, ratios, tiers, the pixel table, limits), the
+provider-neutral :class:`GenerationRequest` with its universal checks, and the normalised answers
+(:class:`TaskStatus`, :class:`Balance`, ...). How one host spells them on the wire lives in
+``providers/``. It does no I/O, so the client, the faces and the emulators can all import it
+cheaply. The emulators import only the constants: they validate requests with their own code, as
+an independent server would.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import difflib
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from ._exceptions import ProtocolError, ValidationError
+from ._exceptions import ValidationError
 
 # --- constants -------------------------------------------------------------------------------
 
@@ -51,8 +54,16 @@ NEGATIVE_PROMPT_MAX = 500
 N_MIN, N_MAX = 1, 6
 REFS_MIN, REFS_MAX = 1, 3
 
+# The journal's and TaskStatus.status's words for a task's phase; each host's own words (API.md
+# 7.2: submitted, queued, in_progress, canceled, ...) are mapped onto these by its provider.
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+# How a face names each phase (API.md 7.2: submitted/queued/pending are "queued").
+PHASE_WORDS = {"pending": "queued", "processing": "running"}
+
+SEED_MAX = 2**31 - 1
+# The sizes a WIDTHxHEIGHT request may take on hosts with free pixel sizes.
+PIXEL_SIDE_MIN, PIXEL_SIDE_MAX = 512, 2048
 
 UPLOAD_MAX_BYTES = 20 * 1024 * 1024
 UPLOAD_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
@@ -160,17 +171,89 @@ def check_reference_url(value: Any, index: int = 0) -> str:
     )
 
 
+_PIXEL_SIZE = re.compile(r"^\s*(\d{2,5})\s*[x*×]\s*(\d{2,5})\s*$", re.IGNORECASE)
+
+
+def parse_pixel_size(value: str) -> tuple[int, int] | None:
+    """``(width, height)`` from ``"1024x768"`` (or ``1024*768``, the DashScope spelling), else None."""
+    match = _PIXEL_SIZE.match(value)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _check_size(value: Any, model: str) -> str:
+    """A ratio of the seed's table, or ``WIDTHxHEIGHT``; a model no provider documents takes any size
+    word as given (its host lists it; API.md 7.7 says it has its own parameters)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(
+            "size", f"size must be a ratio ({_choices(RATIOS)}) or WIDTHxHEIGHT, got {_brief(value)}"
+        )
+    pixels = parse_pixel_size(value)
+    if pixels is not None:
+        return f"{pixels[0]}x{pixels[1]}"
+    if model not in documented_models():
+        return value.strip()
+    normal = value.strip().upper()
+    if normal not in RATIOS:
+        raise ValidationError(
+            "size",
+            f"size {value!r} is not supported{_suggest(normal, RATIOS)}; use a ratio ({_choices(RATIOS)}) "
+            "or WIDTHxHEIGHT where the provider takes pixel sizes",
+        )
+    return normal
+
+
+def _check_model(value: Any) -> str:
+    known = documented_models()
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError("model", f"model must be a model id such as {_choices(known[:2])}, got {_brief(value)}")
+    model = value.strip().lower()
+    if any(c.isspace() or ord(c) < 32 for c in model) or len(model) > 100:
+        raise ValidationError("model", f"model {_brief(value)} is not a model id; known: {_choices(known)}")
+    return model
+
+
+def documented_models() -> tuple[str, ...]:
+    """Every model some provider documents (each validated exactly by its provider)."""
+    from .providers import all_providers
+
+    seen: dict[str, None] = {}
+    for provider in all_providers():
+        seen.update(dict.fromkeys(provider.models))
+    return tuple(seen)
+
+
+def _check_optional_bool(name: str, value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValidationError(name, f"{name} must be True, False or None, got {_brief(value)}")
+
+
+def _check_seed(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise ValidationError("seed", f"seed must be a whole number from 0 to {SEED_MAX}, got {_brief(value)}")
+    return value
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
-    """A validated generation request. Build it with :meth:`create`, never by hand."""
+    """A validated, provider-neutral generation request. Build it with :meth:`create`.
+
+    ``create`` makes the universal checks; the client then checks it against the chosen provider
+    (models, sizes, options) before anything is sent.
+    """
 
     prompt: str
     model: str = DEFAULT_MODEL
-    size: str = DEFAULT_RATIO
+    size: str = DEFAULT_RATIO  # a ratio, or WIDTHxHEIGHT
     resolution: str = DEFAULT_RESOLUTION
     n: int = 1
     negative_prompt: str | None = None
     image_urls: tuple[str, ...] = ()
+    seed: int | None = None
+    prompt_extend: bool | None = None  # None: the host's default
+    watermark: bool | None = None
 
     @classmethod
     def create(
@@ -183,6 +266,9 @@ class GenerationRequest:
         n: Any = 1,
         negative_prompt: Any = None,
         image_urls: Any = None,
+        seed: Any = None,
+        prompt_extend: Any = None,
+        watermark: Any = None,
     ) -> GenerationRequest:
         """Validate every field; raise :class:`ValidationError` naming the first bad one."""
         checked_prompt = _check_text(
@@ -210,23 +296,37 @@ class GenerationRequest:
                 )
             urls = tuple(check_reference_url(url, i) for i, url in enumerate(listed))
         assert checked_prompt is not None
+        checked_model = _check_model(model)
         return cls(
             prompt=checked_prompt,
-            model=_check_choice("model", model, MODELS, fold="lower"),
-            size=_check_choice("size", size, RATIOS, fold="upper"),
+            model=checked_model,
+            size=_check_size(size, checked_model),
             resolution=_check_choice("resolution", resolution, RESOLUTIONS, fold="upper"),
             n=_check_n(n),
             negative_prompt=negative,
             image_urls=urls,
+            seed=_check_seed(seed),
+            prompt_extend=_check_optional_bool("prompt_extend", prompt_extend),
+            watermark=_check_optional_bool("watermark", watermark),
         )
 
     @property
-    def pixel_size(self) -> tuple[int, int]:
-        """The (width, height) the API renders for this ratio and tier."""
-        return PIXEL_SIZES[(self.size, self.resolution)]
+    def pixel_size(self) -> tuple[int, int] | None:
+        """The (width, height) asked for: the seed's table for a ratio and tier, or WIDTHxHEIGHT.
+        None for a size word of a model no provider documents (its host decides)."""
+        return parse_pixel_size(self.size) or PIXEL_SIZES.get((self.size, self.resolution))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The optional fields that are set (seed, prompt_extend, watermark)."""
+        return {
+            name: getattr(self, name)
+            for name in ("seed", "prompt_extend", "watermark")
+            if getattr(self, name) is not None
+        }
 
     def to_json(self) -> dict[str, Any]:
-        """The submit body, exactly as API.md names the fields."""
+        """The request as the journal keeps it (the seed API's field names; options when set)."""
         body: dict[str, Any] = {
             "model": self.model,
             "prompt": self.prompt,
@@ -238,6 +338,7 @@ class GenerationRequest:
             body["negative_prompt"] = self.negative_prompt
         if self.image_urls:
             body["image_urls"] = list(self.image_urls)
+        body.update(self.options)
         return body
 
     def fingerprint(self) -> str:
@@ -256,6 +357,9 @@ class GenerationRequest:
             n=body.get("n", 1),
             negative_prompt=body.get("negative_prompt"),
             image_urls=body.get("image_urls") or None,
+            seed=body.get("seed"),
+            prompt_extend=body.get("prompt_extend"),
+            watermark=body.get("watermark"),
         )
 
 
@@ -264,16 +368,20 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class TaskFailure:
-    """The ``error`` object of a failed task."""
+    """Why a task failed, as the host said it: ``code`` kept as given (an int or a string)."""
 
     message: str
-    code: int | None = None
+    code: int | str | None = None
     type: str | None = None
+    param: str | None = None
 
 
 @dataclass(frozen=True)
 class TaskStatus:
-    """One answer of ``GET /v1/tasks/{id}``, normalised across envelope variants."""
+    """One answer about a task, normalised across hosts and envelope variants.
+
+    ``status`` is one of :data:`STATUSES`; ``raw_status`` is the host's own word for it.
+    """
 
     task_id: str
     status: str
@@ -286,16 +394,26 @@ class TaskStatus:
     cost: float | None = None
     expires_at: float | None = None
     error: TaskFailure | None = None
+    raw_status: str | None = None
+    credits_cost: float | None = None
+    # What the host says it did with the request (DashScope: the rewritten prompt, the seed used).
+    actual_prompt: str | None = None
+    seed: int | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def phase(self) -> str:
+        """What a person is shown: queued, running, completed, failed or cancelled."""
+        return PHASE_WORDS.get(self.status, self.status)
+
 
 @dataclass(frozen=True)
 class UploadedImage:
-    """The answer of ``POST /v1/uploads/images``: a public URL usable in ``image_urls``."""
+    """An uploaded reference: a public URL usable in ``image_urls``."""
 
     url: str
     filename: str | None = None
@@ -306,7 +424,7 @@ class UploadedImage:
 
 @dataclass(frozen=True)
 class Balance:
-    """The answer of ``GET /v1/balance``."""
+    """The key's balance. ``unlimited_quota`` True means no limit (``remain_balance`` is then None)."""
 
     remain_balance: float | None
     remain_credits: float | None = None
@@ -315,209 +433,12 @@ class Balance:
     unlimited_quota: bool = False
 
 
-@dataclass(frozen=True)
-class ErrorInfo:
-    """An error body (JSON shape of API.md section 3, or an HTML page) reduced to what matters."""
-
-    message: str
-    type: str | None = None
-    param: str | None = None
-    code: int | None = None
-    html: bool = False
-
-
-def _ok_code(code: Any) -> bool:
-    return code is None or code in (200, "200", "success", "SUCCESS", "ok")
-
-
-def _envelope_data(payload: Any, what: str) -> Any:
-    if not isinstance(payload, Mapping):
-        raise ProtocolError(f"the {what} answer is not a JSON object: {_brief(payload, 60)}")
-    if "error" in payload and isinstance(payload["error"], Mapping) and "data" not in payload:
-        err = payload["error"]
-        raise ProtocolError(f"the {what} answer is an error: {err.get('message') or _brief(err, 80)}")
-    if not _ok_code(payload.get("code")):
-        message = payload.get("message") or payload.get("msg") or ""
-        raise ProtocolError(f"the {what} answer has code {payload.get('code')!r}: {message}".rstrip(": "))
-    return payload.get("data", payload)
-
-
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """A finite number from a JSON value (int, float or numeric string), else None."""
     if value is None or isinstance(value, bool):
         return None
     try:
-        number = float(value)
+        result = float(value)
     except (TypeError, ValueError):
         return None
-    return number if math.isfinite(number) else None
-
-
-def parse_submit(payload: Any) -> str:
-    """Return the task id from a submit answer, whatever the envelope variant."""
-    data = _envelope_data(payload, "submit")
-    if isinstance(data, list):
-        if not data:
-            raise ProtocolError("the submit answer has an empty data list and no task id")
-        data = data[0]
-    if not isinstance(data, Mapping):
-        raise ProtocolError(f"the submit answer's data is not an object: {_brief(data, 60)}")
-    task_id = data.get("task_id") or data.get("id")
-    if not isinstance(task_id, str) or not task_id.strip():
-        raise ProtocolError(f"the submit answer carries no task id: {_brief(dict(data), 80)}")
-    return task_id.strip()
-
-
-def _image_urls(result: Any) -> tuple[tuple[str, ...], float | None]:
-    if not isinstance(result, Mapping):
-        return (), None
-    images = result.get("images")
-    if images is None:
-        images = result.get("urls") or []
-    if isinstance(images, (str, Mapping)):
-        images = [images]
-    urls: list[str] = []
-    expires: float | None = None
-    for item in images:
-        if isinstance(item, str):
-            urls.append(item)
-            continue
-        if not isinstance(item, Mapping):
-            continue
-        value = item.get("url", item.get("urls"))
-        if isinstance(value, str):
-            urls.append(value)
-        elif isinstance(value, list):
-            urls.extend(u for u in value if isinstance(u, str))
-        exp = _number(item.get("expires_at"))
-        if exp is not None:
-            expires = exp if expires is None else min(expires, exp)
-    return tuple(u.strip() for u in urls if u.strip()), expires
-
-
-def parse_task(payload: Any, task_id: str | None = None) -> TaskStatus:
-    """Normalise a task-status answer. Unknown fields are ignored; an unknown status is an error."""
-    data = _envelope_data(payload, "task status")
-    if isinstance(data, list):
-        if not data:
-            raise ProtocolError("the task status answer has an empty data list", task_id=task_id)
-        data = data[0]
-    if not isinstance(data, Mapping):
-        raise ProtocolError(f"the task status answer's data is not an object: {_brief(data, 60)}", task_id=task_id)
-    found_id = data.get("id") or data.get("task_id") or task_id
-    if not isinstance(found_id, str) or not found_id:
-        raise ProtocolError("the task status answer carries no task id")
-    status = data.get("status")
-    if not isinstance(status, str) or status.strip().lower() not in STATUSES:
-        raise ProtocolError(
-            f"task status {status!r} is not one the contract knows ({_choices(STATUSES)}); "
-            "the client stops rather than guess",
-            task_id=found_id,
-        )
-    status = status.strip().lower()
-    progress_value = data.get("progress")
-    if isinstance(progress_value, str):
-        progress_value = progress_value.strip().rstrip("%")
-    progress_number = _number(progress_value)
-    progress = 100 if status == "completed" else int(max(0, min(100, progress_number or 0)))
-    urls, expires = _image_urls(data.get("result"))
-    if status == "completed" and not urls:
-        raise ProtocolError("the task completed but its result lists no image URL", task_id=found_id)
-    failure = None
-    if status == "failed":
-        err = data.get("error")
-        if isinstance(err, Mapping):
-            code = _number(err.get("code"))
-            failure = TaskFailure(
-                message=str(err.get("message") or "the task failed without a reason"),
-                code=int(code) if code is not None else None,
-                type=err.get("type") if isinstance(err.get("type"), str) else None,
-            )
-        else:
-            failure = TaskFailure(message=str(err or data.get("message") or "the task failed without a reason"))
-    return TaskStatus(
-        task_id=found_id,
-        status=status,
-        progress=progress,
-        urls=urls,
-        created=_number(data.get("created")),
-        completed=_number(data.get("completed")),
-        estimated_time=_number(data.get("estimated_time")),
-        actual_time=_number(data.get("actual_time")),
-        cost=_number(data.get("cost", data.get("credits_cost"))),
-        expires_at=expires,
-        error=failure,
-        raw=dict(data),
-    )
-
-
-def parse_upload(payload: Any) -> UploadedImage:
-    """Normalise an upload answer (bare object, or wrapped in ``data``)."""
-    data = _envelope_data(payload, "upload")
-    if isinstance(data, list) and data:
-        data = data[0]
-    if not isinstance(data, Mapping):
-        raise ProtocolError(f"the upload answer is not an object: {_brief(data, 60)}")
-    url = data.get("url")
-    if not isinstance(url, str) or urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise ProtocolError(f"the upload answer carries no http(s) url: {_brief(dict(data), 80)}")
-    size = _number(data.get("bytes"))
-    return UploadedImage(
-        url=url,
-        filename=data.get("filename") if isinstance(data.get("filename"), str) else None,
-        content_type=data.get("content_type") if isinstance(data.get("content_type"), str) else None,
-        bytes=int(size) if size is not None else None,
-        created_at=_number(data.get("created_at")),
-    )
-
-
-def parse_balance(payload: Any) -> Balance:
-    """Normalise a balance answer."""
-    data = _envelope_data(payload, "balance")
-    if not isinstance(data, Mapping):
-        raise ProtocolError(f"the balance answer is not an object: {_brief(data, 60)}")
-    if data.get("success") is False:
-        raise ProtocolError(f"the balance answer says success=false: {data.get('message', '')}".rstrip(": "))
-    return Balance(
-        remain_balance=_number(data.get("remain_balance")),
-        remain_credits=_number(data.get("remain_credits")),
-        used_balance=_number(data.get("used_balance")),
-        used_credits=_number(data.get("used_credits")),
-        unlimited_quota=bool(data.get("unlimited_quota", False)),
-    )
-
-
-def parse_error(status_code: int, content_type: str, body: bytes) -> ErrorInfo:
-    """Reduce an error body to one line: JSON ``{"error": {...}}``, other JSON, or an HTML page."""
-    text = body.decode("utf-8", errors="replace").strip()
-    looks_html = "html" in content_type.lower() or text[:15].lower().startswith(("<!doctype", "<html"))
-    if not looks_html:
-        try:
-            payload = json.loads(text) if text else None
-        except ValueError:
-            payload = None
-        if isinstance(payload, Mapping):
-            err = payload.get("error", payload)
-            if isinstance(err, Mapping):
-                message = err.get("message") or payload.get("message") or payload.get("msg")
-                code = _number(err.get("code"))
-                return ErrorInfo(
-                    message=" ".join(str(message).split()) if message else f"HTTP {status_code}",
-                    type=err.get("type") if isinstance(err.get("type"), str) else None,
-                    param=err.get("param") if isinstance(err.get("param"), str) else None,
-                    code=int(code) if code is not None else status_code,
-                )
-            if isinstance(err, str):
-                return ErrorInfo(message=" ".join(err.split()), code=status_code)
-    title = ""
-    if looks_html:
-        lower = text.lower()
-        start, end = lower.find("<title>"), lower.find("</title>")
-        if 0 <= start < end:
-            title = " ".join(text[start + 7 : end].split())
-        return ErrorInfo(
-            message=f"HTTP {status_code} with an HTML page{': ' + title if title else ''} (a proxy in front of the API)",
-            code=status_code,
-            html=True,
-        )
-    snippet = " ".join(text.split())[:120]
-    return ErrorInfo(message=f"HTTP {status_code}{': ' + snippet if snippet else ''}", code=status_code)
+    return result if math.isfinite(result) else None

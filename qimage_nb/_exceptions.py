@@ -13,6 +13,7 @@
     │   ├── RateLimitError           429: too many requests, even after waiting as told
     │   └── ServerError              5xx or an HTML error page from a proxy
     ├── TransportError               the network failed (reset, timeout) even after retries
+    ├── SubmitOutcomeUnknown         a submit's answer was lost: the task may exist and be billed
     ├── ProtocolError                a response broke the contract (bad JSON, unknown status)
     ├── TaskError                    a task ended without images
     │   ├── TaskFailedError          the provider failed it (e.g. a moderation refusal)
@@ -21,7 +22,9 @@
     └── ImageError                   a download is not a safe image (not an image, bomb, truncated)
 
 Messages are one line a user can act on. Anything that concerns a submitted task carries its
-``task_id`` so the images can always be fetched later (``Client.resume(task_id)``).
+``task_id`` so the images can always be fetched later (``Client.resume(task_id)``). Every error has
+``code``, ``type`` and ``param``: what the host said (``code`` as given, an int or a word such as
+``OutputImageSensitiveContentDetected``), None where it said nothing.
 No message, ``repr`` or attribute ever holds the API key.
 """
 
@@ -43,6 +46,7 @@ __all__ = [
     "RateLimitError",
     "RequestTimeoutError",
     "ServerError",
+    "SubmitOutcomeUnknown",
     "TaskCancelledError",
     "TaskError",
     "TaskFailedError",
@@ -58,10 +62,20 @@ class QImageWarning(UserWarning):
 class QImageError(Exception):
     """Base class of every qimage_nb error."""
 
+    # What the host said, where it said it (API.md 7.3): its error code as given, type and param.
+    code: int | str | None = None
+    type: str | None = None
+    param: str | None = None
+
     def __init__(self, message: str, *, task_id: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.task_id = task_id
+
+    @property
+    def error_type(self) -> str | None:
+        """The older spelling of ``type``."""
+        return self.type
 
     def __str__(self) -> str:
         if self.task_id and self.task_id not in self.message:
@@ -75,6 +89,7 @@ class ValidationError(QImageError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+        self.param = field
 
 
 class APIError(QImageError):
@@ -89,10 +104,12 @@ class APIError(QImageError):
         param: str | None = None,
         task_id: str | None = None,
         retry_after: float | None = None,
+        code: int | str | None = None,
     ) -> None:
         super().__init__(message, task_id=task_id)
         self.status_code = status_code
-        self.error_type = error_type
+        self.code = code if code is not None else status_code
+        self.type = error_type
         self.param = param
         self.retry_after = retry_after
         # Set by the client: an earlier attempt of the same request got no definite answer, so
@@ -140,6 +157,20 @@ class TransportError(QImageError):
     """The network failed (connection reset, timeout) even after retries."""
 
 
+class SubmitOutcomeUnknown(QImageError):
+    """A submit's answer never arrived: the task may exist and may be billed.
+
+    Nothing was resent automatically, because this host has not shown that it honours the
+    Idempotency-Key (API.md 7.1). ``idempotency_key`` names the journal entry; resending it with
+    ``client.resend(key)`` (or ``%qimage resume --resend KEY``) sends the identical body with the
+    same key, so a host that honours keys answers with the original task.
+    """
+
+    def __init__(self, message: str, *, idempotency_key: str) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+
+
 class ProtocolError(QImageError):
     """A response broke the contract: malformed JSON, an unknown status, a missing field."""
 
@@ -152,12 +183,14 @@ class TaskError(QImageError):
         message: str,
         *,
         task_id: str | None = None,
-        code: int | None = None,
+        code: int | str | None = None,
         error_type: str | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message, task_id=task_id)
         self.code = code
-        self.error_type = error_type
+        self.type = error_type
+        self.param = param
 
 
 class TaskFailedError(TaskError):

@@ -82,6 +82,11 @@ class Generation:
     idempotency_key: str | None = None
     label: str | None = None
     error: QImageError | None = None
+    # What the host said: the price of the task, the prompt it really used (after its rewriting),
+    # the seed it used. None where it did not say.
+    cost: float | None = None
+    actual_prompt: str | None = None
+    seed: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -90,8 +95,9 @@ class Generation:
     def __repr__(self) -> str:
         prompt = self.request.prompt
         short = prompt if len(prompt) <= 40 else prompt[:37] + "..."
-        w, h = self.request.pixel_size
-        state = f"error={type(self.error).__name__}" if self.error else f"{len(self.images)} images {w}x{h}"
+        pixels = self.request.pixel_size
+        size = f" {pixels[0]}x{pixels[1]}" if pixels else ""
+        state = f"error={type(self.error).__name__}" if self.error else f"{len(self.images)} images{size}"
         cached = " cached" if self.cached else ""
         return f"<Generation {self.task_id} {state}{cached} {self.request.model} prompt={short!r}>"
 

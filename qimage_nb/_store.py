@@ -49,7 +49,9 @@ __all__ = ["JOB_STATUSES", "JobRecord", "Store"]
 
 # "submitting" is ours: the row exists, the POST may or may not have reached the server.
 JOB_STATUSES = ("submitting", *STATUSES)
-SCHEMA_VERSION = 2  # 2: jobs.origin
+SCHEMA_VERSION = 3  # 2: jobs.origin; 3: jobs.cost
+# The error text of an entry whose submit got no answer: the task may exist (and be billed).
+OUTCOME_UNKNOWN = "outcome unknown"
 BUSY_TIMEOUT_MS = 15_000
 STALE_TEMP_SECONDS = 24 * 3600
 
@@ -67,7 +69,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at   REAL NOT NULL,
     completed_at REAL,
     label        TEXT,
-    origin       TEXT                       -- the API base URL it was sent to: caches never cross origins
+    origin       TEXT,                      -- the API base URL it was sent to: caches never cross origins
+    cost         REAL                       -- what the host said the task cost, when it said
 );
 CREATE INDEX IF NOT EXISTS jobs_by_fingerprint ON jobs (fingerprint, created_at);
 CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
@@ -104,6 +107,13 @@ CREATE TABLE IF NOT EXISTS uploads (
     PRIMARY KEY (sha256, origin)
 )
 """
+# Origins seen to honour the Idempotency-Key (API.md 7.1): only there is a lost submit resent.
+_ORIGINS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotent_origins (
+    origin       TEXT PRIMARY KEY,
+    confirmed_at REAL NOT NULL
+)
+"""
 UPLOADS_KEPT_SECONDS = 7 * 24 * 3600  # provider upload URLs live 72 h; older rows are only clutter
 
 
@@ -125,6 +135,15 @@ class JobRecord:
     completed_at: float | None
     label: str | None
     origin: str | None = None
+    cost: float | None = None
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """Its submit got no answer and nothing says whether the task exists: it may be billed.
+        Resend it (same key, same body) with ``client.resend(key)`` where you choose to."""
+        return self.task_id is None and self.status == "submitting" and bool(
+            self.error and self.error.startswith(OUTCOME_UNKNOWN)
+        )
 
     @property
     def downloaded(self) -> bool:
@@ -143,6 +162,7 @@ def _request_from_json(text: str) -> GenerationRequest:
     # client's placeholder (empty prompt) for a task adopted by id, which validation would refuse.
     body = json.loads(text)
     negative = body.get("negative_prompt")
+    seed = body.get("seed")
     return GenerationRequest(
         prompt=str(body.get("prompt", "")),
         model=str(body.get("model", DEFAULT_MODEL)),
@@ -151,6 +171,9 @@ def _request_from_json(text: str) -> GenerationRequest:
         n=int(body.get("n", 1)),
         negative_prompt=str(negative) if negative is not None else None,
         image_urls=tuple(str(u) for u in body.get("image_urls") or ()),
+        seed=int(seed) if isinstance(seed, int) else None,
+        prompt_extend=body.get("prompt_extend") if isinstance(body.get("prompt_extend"), bool) else None,
+        watermark=body.get("watermark") if isinstance(body.get("watermark"), bool) else None,
     )
 
 
@@ -251,6 +274,8 @@ class Store:
                 columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
                 if "origin" not in columns:  # a version-1 journal: keep its rows, add the column
                     conn.execute("ALTER TABLE jobs ADD COLUMN origin TEXT")
+                if "cost" not in columns:
+                    conn.execute("ALTER TABLE jobs ADD COLUMN cost REAL")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
@@ -329,6 +354,7 @@ class Store:
                     completed_at=row["completed_at"],
                     label=row["label"],
                     origin=row["origin"],
+                    cost=row["cost"],
                 )
             )
         return records
@@ -410,6 +436,7 @@ class Store:
         *,
         urls: Sequence[str] = (),
         error: str | None = None,
+        cost: float | None = None,
     ) -> None:
         """Record a status; an event is appended only when status or progress changed.
 
@@ -435,8 +462,8 @@ class Store:
                 completed_at = now
             conn.execute(
                 "UPDATE jobs SET status = ?, progress = ?, urls_json = ?, error = ?, updated_at = ?,"
-                " completed_at = ? WHERE key = ?",
-                (status, progress, urls_json, error, now, completed_at, key),
+                " completed_at = ?, cost = COALESCE(?, cost) WHERE key = ?",
+                (status, progress, urls_json, error, now, completed_at, cost, key),
             )
             if (status, progress) != (row["status"], row["progress"]):
                 conn.execute(
@@ -585,6 +612,34 @@ class Store:
                 "SELECT status, progress, task_id, at FROM events WHERE key = ? ORDER BY id", (key,)
             ).fetchall()
         return [dict(row) for row in rows]
+
+    def mark_outcome_unknown(self, key: str, reason: str) -> None:
+        """The submit under ``key`` got no answer: keep it as 'submitting' (it may exist, it may be
+        billed), with the reason, so that nothing resends it behind the user's back."""
+        self.record_status(key, "submitting", 0, error=f"{OUTCOME_UNKNOWN}: {reason}")
+
+    # -- origins that honour idempotency keys --
+
+    def confirm_idempotency(self, origin: str) -> None:
+        """Remember that ``origin`` answered in the versioned contract (keys are honoured there)."""
+        with self._write() as conn:
+            conn.execute(_ORIGINS_SCHEMA)
+            conn.execute(
+                "INSERT OR REPLACE INTO idempotent_origins (origin, confirmed_at) VALUES (?, ?)",
+                (origin, time.time()),
+            )
+
+    def idempotency_confirmed(self, origin: str) -> bool:
+        with self._read() as conn:
+            try:
+                row = conn.execute(
+                    "SELECT 1 FROM idempotent_origins WHERE origin = ?", (origin,)
+                ).fetchone()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return False
+                raise
+        return row is not None
 
     # -- uploaded references --
 

@@ -115,6 +115,10 @@ class Client:
         return self._async.base_url
 
     @property
+    def provider(self) -> Any:
+        return self._async.provider
+
+    @property
     def store(self) -> Any:
         return self._async.store
 
@@ -127,6 +131,8 @@ class Client:
     download: Callable[..., list[Any]] = _blocking(AsyncClient.download)
     upload: Callable[..., str] = _blocking(AsyncClient.upload)
     balance: Callable[..., Balance] = _blocking(AsyncClient.balance)
+    models: Callable[..., list[str]] = _blocking(AsyncClient.models)
+    resend: Callable[..., Generation] = _blocking(AsyncClient.resend)
 
     def pending(self) -> list[Any]:
         return self._async.pending()

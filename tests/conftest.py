@@ -18,4 +18,5 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("QIMAGE_HOME", str(home))
     # A test that forgets to point at the emulator must fail, not reach the production host.
     monkeypatch.setenv("QIMAGE_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
+    monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
     yield home

@@ -1,0 +1,65 @@
+"""The hosts qimage_nb speaks to, one module each, registered in one table.
+
+Adding a host: write ``providers/NAME.py`` with a :class:`~._base.Provider` subclass (its wire, its
+limits, its capabilities), add it to ``_MODULES`` below, give it an emulator under ``emulator/``
+and a test file. Nothing else changes: the client, the journal and the faces are host-neutral.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from importlib import import_module
+
+from .._exceptions import ValidationError
+from ._base import Call, Capabilities, ErrorInfo, Provider, Submitted
+
+__all__ = [
+    "Call",
+    "Capabilities",
+    "ErrorInfo",
+    "Provider",
+    "Submitted",
+    "all_providers",
+    "choose_provider",
+    "get_provider",
+]
+
+# name -> module; the first is the default when nothing says otherwise.
+_MODULES = {"apimart": "apimart", "dashscope": "dashscope"}
+ALIASES = {"alibaba": "dashscope", "modelstudio": "dashscope", "model-studio": "dashscope", "seed": "apimart"}
+
+
+@cache
+def get_provider(name: str) -> Provider:
+    """The provider called ``name`` (``apimart``, ``dashscope``); a ValidationError names the choices."""
+    if isinstance(name, Provider):
+        return name
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in _MODULES:
+        raise ValidationError(
+            "provider", f"unknown provider {name!r}; choose one of {', '.join(_MODULES)}"
+        )
+    module = import_module(f".{_MODULES[key]}", __name__)
+    return module.PROVIDER
+
+
+def all_providers() -> list[Provider]:
+    return [get_provider(name) for name in _MODULES]
+
+
+def choose_provider(explicit: str | Provider | None = None) -> Provider:
+    """The provider to use: ``explicit``, else ``$QIMAGE_PROVIDER``, else the one provider whose
+    key is set in the environment, else the first (the seed's API)."""
+    if isinstance(explicit, Provider):
+        return explicit
+    if explicit:
+        return get_provider(explicit)
+    configured = os.environ.get("QIMAGE_PROVIDER", "").strip()
+    if configured:
+        return get_provider(configured)
+    with_keys = [p for p in all_providers() if os.environ.get(p.key_env, "").strip()]
+    if len(with_keys) == 1:
+        return with_keys[0]
+    return get_provider(next(iter(_MODULES)))
