@@ -82,6 +82,29 @@ def _usage_errors() -> Iterator[None]:
         raise UsageError(exc.message) from None
 
 
+def _cached_ref_urls(client: AsyncClient, plan: _Plan, refs: list[Ref]) -> list[str] | None:
+    """The references' own URLs when every request of the cell is cached with them, else None.
+
+    A re-run first asks the journal with the URLs the first run sent. A reference made by this
+    package keeps its source URL, which may have expired, or (on the emulator, after a kernel
+    restart) point at a port that is gone; uploading its copy on disk instead would change the
+    request and miss the cache. Nothing is sent when every request is served from the journal.
+    """
+    from ._contract import GenerationRequest
+
+    if plan.fresh or not all(ref.url for ref in refs):
+        return None
+    urls = [str(ref.url) for ref in refs]
+    for model, size, resolution in plan.combos:
+        request = GenerationRequest.create(
+            plan.prompt, model=model, size=size, resolution=resolution, n=plan.n,
+            negative_prompt=plan.negative, image_urls=urls,
+        )
+        if client.find_cached(request) is None:
+            return None
+    return urls
+
+
 def _resume_hint(task_ids: list[str]) -> str:
     if not task_ids:
         return (
@@ -364,7 +387,9 @@ class QImageMagics(Magics):
             if say is not None:
                 say(text)
 
-        urls = await ref_urls(client, refs, tell) if refs else []
+        urls = _cached_ref_urls(client, plan, refs) if refs else None
+        if urls is None:
+            urls = await ref_urls(client, refs, tell) if refs else []
         if len(plan.combos) == 1:
             model, size, resolution = plan.combos[0]
             generation = await client.generate(
