@@ -27,14 +27,12 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Float, Int, Unicode
+from traitlets import Float, Int, Unicode, default
 
 from ._magic_args import (
     DEFAULT_OUTPUT,
     LINE_HELP,
     LINE_SUBCOMMANDS,
-    MODEL_ALIASES,
-    THUMB_FORMATS,
     cell_arguments,
     parse,
     parse_cell_line,
@@ -154,7 +152,7 @@ class QImageMagics(Magics):
     size = Unicode("1:1", help="Default aspect ratio: 1:1, 4:3, 3:4, 16:9, 9:16, 3:2 or 2:3.").tag(config=True)
     resolution = Unicode("1K", help="Default resolution tier: 1K or 2K.").tag(config=True)
     n = Int(1, help="Default number of images per request (1 to 6).").tag(config=True)
-    thumb_px = Int(256, help="Longest side of the thumbnails kept in the notebook, in pixels.").tag(config=True)
+    thumb_px = Int(help="Longest side of the thumbnails kept in the notebook, in pixels (default 256).").tag(config=True)
     thumb_format = Unicode("JPEG", help="Thumbnail format kept in the notebook: JPEG or WEBP.").tag(config=True)
     timeout = Float(900.0, help="Seconds to wait for a task before giving up waiting (it keeps running).").tag(
         config=True
@@ -175,7 +173,16 @@ class QImageMagics(Magics):
         value = getattr(self, trait)
         return UsageError(f"{message} (from %config QImageMagics.{trait} = {value!r}; fix it or pass the option)")
 
+    @default("thumb_px")
+    def _thumb_px_default(self) -> int:
+        # The display's own size, read when first needed: loading the extension imports no more.
+        from ._display import DEFAULT_THUMB_PX
+
+        return DEFAULT_THUMB_PX
+
     def _checked_display_settings(self) -> tuple[int, str, int]:
+        from ._images import THUMB_FORMATS
+
         if not 32 <= self.thumb_px <= 1024:
             raise self._config_error("thumb_px", f"thumb_px is {self.thumb_px}; use 32 to 1024 pixels")
         fmt = self.thumb_format.strip().upper()
@@ -197,7 +204,7 @@ class QImageMagics(Magics):
 
     def _plan(self, args: Any, prompt: str) -> _Plan:
         from ._contract import REFS_MAX, GenerationRequest
-        from ._display import SHORT_MODEL
+        from ._display import MODEL_ALIASES, SHORT_MODEL
         from ._exceptions import ValidationError
 
         from_config: dict[str, str] = {}
