@@ -166,6 +166,11 @@ class AsyncClient:
         Retry and polling policies (``RetryPolicy``, ``PollPolicy``).
     download_concurrency:
         Images downloaded at once across all generations of this client.
+    cache_scope:
+        Which journal entries may serve this client's cached requests: only those journaled under
+        the same scope, so one API's images are never served as another's. Defaults to
+        ``base_url``; the in-kernel emulator passes one name for all its instances, because each
+        kernel's emulator listens on a new port but its pictures on disk stay good.
     """
 
     def __init__(
@@ -182,12 +187,14 @@ class AsyncClient:
         download_concurrency: int = 6,
         allow_insecure_http: bool = False,
         provider: str | Provider | None = None,
+        cache_scope: str | None = None,
     ) -> None:
         self.provider = choose_provider(provider)
         env = self.provider
         self._key = _check_key(api_key if api_key is not None else os.environ.get(env.key_env))
         raw_url = base_url if base_url is not None else (os.environ.get(env.base_url_env) or env.default_base_url)
         self.base_url = check_base_url(raw_url, allow_insecure_http=allow_insecure_http)
+        self.cache_scope = cache_scope or self.base_url
         if isinstance(timeout, httpx.Timeout):
             self._timeout = timeout
         else:
@@ -459,7 +466,7 @@ class AsyncClient:
         key = idempotency_key or new_idempotency_key()
         fresh = self.store.get(key) is None
         if fresh:
-            self.store.begin(request, key, label=label, origin=self.base_url)
+            self.store.begin(request, key, label=label, origin=self.base_url, scope=self.cache_scope)
         return (await self._submit_journaled(request, key, fresh=fresh)).task_id
 
     def _keys_honoured(self) -> bool:
@@ -877,6 +884,10 @@ class AsyncClient:
                 self.store.record_status(job.key, "failed", 0, error=str(exc))
             raise
 
+    def find_cached(self, request: GenerationRequest) -> JobRecord | None:
+        """The journal entry that would serve ``request`` from the cache (no request sent), or None."""
+        return self.store.find_cached(request.fingerprint(), scope=self.cache_scope)
+
     def pending(self) -> list[JobRecord]:
         """This origin's journal entries submitted but never downloaded.
 
@@ -904,7 +915,7 @@ class AsyncClient:
     ) -> Generation:
         progress = _Progress(request, on_update, label, batch_index, time.monotonic())
         if cache:
-            hit = self.store.find_cached(request.fingerprint(), origin=self.base_url)
+            hit = self.find_cached(request)
             if hit is not None:
                 return await self._from_disk(hit, progress, cached=True)
             unfinished = self.store.find_unfinished(request.fingerprint(), origin=self.base_url)
@@ -922,7 +933,7 @@ class AsyncClient:
         self._auth()
         key = key or new_idempotency_key()
         fresh = self.store.get(key) is None
-        job = self.store.begin(request, key, label=label, origin=self.base_url)
+        job = self.store.begin(request, key, label=label, origin=self.base_url, scope=self.cache_scope)
         await progress.emit("submitting")
         try:
             submitted = await self._submit_journaled(request, key, fresh=fresh)
@@ -1016,6 +1027,15 @@ class AsyncClient:
         if job.origin is not None and job.origin != self.base_url:
             # Another server does not know this task; with no task id yet, resuming here would even
             # submit the request again and bill it twice.
+            if job.scope is not None and job.scope != job.origin:
+                # A server whose scope outlives its address (the in-kernel emulator): that address
+                # held an emulator of a kernel since restarted, or of another kernel.
+                raise ValidationError(
+                    "task_id",
+                    f"{job.task_id or job.key} belonged to the emulator at {job.origin}, which is gone "
+                    "(its kernel was restarted or stopped, or it runs in another kernel): an emulator's "
+                    "tasks end with it; run the cell again for new images",
+                )
             raise ValidationError(
                 "base_url",
                 f"{job.task_id or job.key} was sent to {job.origin}, not {self.base_url}: resume it with "
@@ -1028,7 +1048,7 @@ class AsyncClient:
         # and can never match a real request's fingerprint in the cache.
         placeholder = GenerationRequest(prompt="")
         key = f"adopted:{task_id}"
-        self.store.begin(placeholder, key, label="resumed by task id", origin=self.base_url)
+        self.store.begin(placeholder, key, label="resumed by task id", origin=self.base_url, scope=self.cache_scope)
         self.store.set_task_id(key, task_id)
         job = self.store.get(key)
         assert job is not None

@@ -40,14 +40,17 @@ __all__ = [
     "gallery_bundle", "gallery_html", "history_bundle", "progress_status", "stored_caption", "tile_for", "when",
 ]  # fmt: skip
 
-DEFAULT_THUMB_PX = 256
+DEFAULT_THUMB_PX = 256  # the thumbnails' longest side, everywhere one is made (magic, panel, display)
 # The most a saved notebook may keep per shown image, as a share of the base64 of the full image
 # file (what ``display(Image(data=png))`` would store): thumbnail, its markup, its text fallback.
 NOTEBOOK_SHARE = 0.02
 # What a tile's thumbnail budget leaves for the rest of the output when the caller does not say:
 # about one plain-text line (a Generation's repr is ~100 bytes).
 _TEXT_RESERVE = 100
+# The models' short names, shown in captions and tables; --model and %config accept them (and
+# "std") too, so the names people are shown are the names they can type.
 SHORT_MODEL = {"qwen-image-2.0": "standard", "qwen-image-2.0-pro": "pro"}
+MODEL_ALIASES = {**{short: model for model, short in SHORT_MODEL.items()}, "std": "qwen-image-2.0"}
 _FINISHED = ("done", "failed", "error", "cancelled")
 
 

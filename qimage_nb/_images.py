@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 from PIL import Image, ImageFile
 
 from ._contract import UPLOAD_CONTENT_TYPES, UPLOAD_MAX_BYTES
+from ._display import DEFAULT_THUMB_PX
 from ._exceptions import ImageError, ValidationError
 
 __all__ = [
@@ -577,7 +578,7 @@ def thumbnail_mime(data: bytes) -> str:
 def thumbnail(
     source: Path | str | Image.Image,
     *,
-    max_side: int = 256,
+    max_side: int = DEFAULT_THUMB_PX,
     fmt: str = "JPEG",
     quality: int = 80,
     max_bytes: int | None = None,

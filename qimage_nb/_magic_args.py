@@ -30,12 +30,6 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_OUTPUT = "qimages"
-MODEL_ALIASES = {
-    "pro": "qwen-image-2.0-pro",
-    "standard": "qwen-image-2.0",
-    "std": "qwen-image-2.0",
-}
-THUMB_FORMATS = ("JPEG", "WEBP")
 
 LINE_SUBCOMMANDS = (
     "login",

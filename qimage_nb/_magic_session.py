@@ -53,6 +53,17 @@ def history(magics: QImageMagics, line: str) -> None:
     client = get_session().client()
     entries = client.pending()[: args.limit] if args.pending else client.history(args.limit)
     display(history_bundle(entries, pending_only=args.pending), raw=True)
+    if args.pending and client.cache_scope != client.base_url:
+        # The in-kernel emulator: tasks left unfinished by an earlier kernel's emulator (or another
+        # kernel's) share its scope but not its address, and no emulator here knows them.
+        gone = [e for e in client.store.pending(scope=client.cache_scope) if e.origin != client.base_url]
+        if gone:
+            ids = ", ".join(e.task_id or e.key for e in gone[:5]) + (", ..." if len(gone) > 5 else "")
+            print(
+                f"not listed: {len(gone)} task{'s' if len(gone) != 1 else ''} of an emulator that is gone "
+                f"({ids}): each belonged to the emulator of a kernel since restarted or stopped, or of "
+                "another kernel; an emulator's tasks end with it, so run their cells again"
+            )
 
 
 def pending(magics: QImageMagics, line: str) -> None:

@@ -27,14 +27,12 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Float, Int, Unicode
+from traitlets import Float, Int, Unicode, default
 
 from ._magic_args import (
     DEFAULT_OUTPUT,
     LINE_HELP,
     LINE_SUBCOMMANDS,
-    MODEL_ALIASES,
-    THUMB_FORMATS,
     cell_arguments,
     parse,
     parse_cell_line,
@@ -80,6 +78,29 @@ def _usage_errors() -> Iterator[None]:
         yield
     except ValidationError as exc:
         raise UsageError(exc.message) from None
+
+
+def _cached_ref_urls(client: AsyncClient, plan: _Plan, refs: list[Ref]) -> list[str] | None:
+    """The references' own URLs when every request of the cell is cached with them, else None.
+
+    A re-run first asks the journal with the URLs the first run sent. A reference made by this
+    package keeps its source URL, which may have expired, or (on the emulator, after a kernel
+    restart) point at a port that is gone; uploading its copy on disk instead would change the
+    request and miss the cache. Nothing is sent when every request is served from the journal.
+    """
+    from ._contract import GenerationRequest
+
+    if plan.fresh or not all(ref.url for ref in refs):
+        return None
+    urls = [str(ref.url) for ref in refs]
+    for model, size, resolution in plan.combos:
+        request = GenerationRequest.create(
+            plan.prompt, model=model, size=size, resolution=resolution, n=plan.n,
+            negative_prompt=plan.negative, image_urls=urls,
+        )
+        if client.find_cached(request) is None:
+            return None
+    return urls
 
 
 def _resume_hint(task_ids: list[str]) -> str:
@@ -131,7 +152,7 @@ class QImageMagics(Magics):
     size = Unicode("1:1", help="Default aspect ratio: 1:1, 4:3, 3:4, 16:9, 9:16, 3:2 or 2:3.").tag(config=True)
     resolution = Unicode("1K", help="Default resolution tier: 1K or 2K.").tag(config=True)
     n = Int(1, help="Default number of images per request (1 to 6).").tag(config=True)
-    thumb_px = Int(256, help="Longest side of the thumbnails kept in the notebook, in pixels.").tag(config=True)
+    thumb_px = Int(help="Longest side of the thumbnails kept in the notebook, in pixels (default 256).").tag(config=True)
     thumb_format = Unicode("JPEG", help="Thumbnail format kept in the notebook: JPEG or WEBP.").tag(config=True)
     timeout = Float(900.0, help="Seconds to wait for a task before giving up waiting (it keeps running).").tag(
         config=True
@@ -152,7 +173,16 @@ class QImageMagics(Magics):
         value = getattr(self, trait)
         return UsageError(f"{message} (from %config QImageMagics.{trait} = {value!r}; fix it or pass the option)")
 
+    @default("thumb_px")
+    def _thumb_px_default(self) -> int:
+        # The display's own size, read when first needed: loading the extension imports no more.
+        from ._display import DEFAULT_THUMB_PX
+
+        return DEFAULT_THUMB_PX
+
     def _checked_display_settings(self) -> tuple[int, str, int]:
+        from ._images import THUMB_FORMATS
+
         if not 32 <= self.thumb_px <= 1024:
             raise self._config_error("thumb_px", f"thumb_px is {self.thumb_px}; use 32 to 1024 pixels")
         fmt = self.thumb_format.strip().upper()
@@ -174,7 +204,7 @@ class QImageMagics(Magics):
 
     def _plan(self, args: Any, prompt: str) -> _Plan:
         from ._contract import REFS_MAX, GenerationRequest
-        from ._display import SHORT_MODEL
+        from ._display import MODEL_ALIASES, SHORT_MODEL
         from ._exceptions import ValidationError
 
         from_config: dict[str, str] = {}
@@ -364,7 +394,9 @@ class QImageMagics(Magics):
             if say is not None:
                 say(text)
 
-        urls = await ref_urls(client, refs, tell) if refs else []
+        urls = _cached_ref_urls(client, plan, refs) if refs else None
+        if urls is None:
+            urls = await ref_urls(client, refs, tell) if refs else []
         if len(plan.combos) == 1:
             model, size, resolution = plan.combos[0]
             generation = await client.generate(

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 import ipywidgets as W
 
 from ._contract import GenerationRequest, _short
+from ._display import DEFAULT_THUMB_PX as THUMB_PX
 from ._display import format_seconds, progress_status
 from ._exceptions import QImageError
-from ._panel_view import LINE, MUTED, RED, THUMB_PX, describe, image_format, tile_size
+from ._panel_view import LINE, MUTED, RED, describe, image_format, tile_size
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -37,7 +37,6 @@ LINE = 360  # longest one-line message
 _LABEL_W = "92px"
 _DESC = {"description_width": _LABEL_W}
 _THUMB_AREA = 176 * 176  # gallery tiles keep the same area whatever the ratio
-THUMB_PX = 256  # longest side of the thumbnail bytes
 PREVIEW_PX = 768  # longest side of the preview JPEG (never the full-resolution file)
 REF_PX = 64
 MUTED = "#5f6b7a"

@@ -416,6 +416,33 @@ class PollPolicy:
     learn: bool = True
     calibration: Calibration = field(default_factory=Calibration, compare=False, repr=False)
 
+    @classmethod
+    def for_latency(cls, seconds: float) -> PollPolicy:
+        """A policy for a server whose tasks take about ``seconds`` (the bundled emulator, a local
+        test server).
+
+        The defaults suit the real API, whose tasks take many seconds: against tasks of a tenth of
+        a second their first poll at 1.5 s would be most of the wait. Each time bound shrinks in
+        proportion to the latency, never above its default (a slow server gets the defaults) and
+        never below a few hundredths of a second (a server with no latency is not hammered).
+        ``%qimage emulator --latency S`` uses it; so does every test that drives an emulator.
+        """
+        if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0):
+            raise ValueError(f"latency must be a number of seconds >= 0, got {seconds!r}")
+        base = cls()
+
+        def scaled(default: float, share: float, least: float) -> float:
+            return min(default, max(least, share * seconds))
+
+        return cls(
+            floor=scaled(base.floor, 0.1, 0.01),
+            ceiling=scaled(base.ceiling, 2.0, 0.2),
+            first=scaled(base.first, 0.5, 0.02),
+            margin=scaled(base.margin, 0.1, 0.005),
+            tight=scaled(base.tight, 0.25, 0.02),
+            recheck=scaled(base.recheck, 0.25, 0.02),
+        )
+
     def schedule(self, *, fresh: bool = True, slack: float = 0.0) -> PollSchedule:
         """A schedule for one task. ``fresh``: the task was just submitted, so the elapsed times fed
         to it count from (about) its creation on the server; False for a task of unknown age (a
@@ -483,11 +510,6 @@ class PollSchedule:
     @property
     def _learns(self) -> bool:
         return self.policy.learn and self.fresh
-
-    @property
-    def interval(self) -> tuple[float, float]:
-        """The current ``[lo, hi]`` for the finish, in seconds since the submit."""
-        return self._interval
 
     # -- internals --
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ._client import AsyncClient
 from ._config import _check_key, _Secret, check_base_url
 from ._contract import PRODUCTION_BASE_URL
+from ._polling import PollPolicy
 
 if TYPE_CHECKING:
     from ._sync import Client
@@ -38,7 +39,9 @@ class Session:
         self._emulator: Emulator | None = None
         self._client: AsyncClient | None = None
         self._client_settings: tuple[str | None, str] | None = None
-        self._client_options: dict[str, Any] = {}
+        # The in-kernel emulator's poll policy: one per emulator, so every client of it shares
+        # what its calibration learns.
+        self._emulator_poll: PollPolicy | None = None
 
     # -- settings --
 
@@ -58,11 +61,6 @@ class Session:
 
     def set_base_url(self, url: str | None) -> None:
         self._base_url = None if url is None else check_base_url(url)
-        self._reset_client()
-
-    def configure_client(self, **options: Any) -> None:
-        """Extra ``AsyncClient`` keyword arguments (e.g. ``store=``, ``poll=``) for this kernel."""
-        self._client_options = dict(options)
         self._reset_client()
 
     @property
@@ -123,6 +121,7 @@ class Session:
             options.setdefault("latency", 2.0)
             options.setdefault("jitter", 1.0)
             self._emulator = Emulator(**options).start()
+            self._emulator_poll = PollPolicy.for_latency(options["latency"])
             self._reset_client()
         return self._emulator
 
@@ -130,6 +129,7 @@ class Session:
         if self._emulator is not None:
             self._emulator.stop()
             self._emulator = None
+            self._emulator_poll = None
             self._reset_client()
 
     # -- the client --
@@ -153,8 +153,17 @@ class Session:
         return AsyncClient(
             api_key=self._key(),  # type: ignore[arg-type]  # _check_key passes a _Secret through
             base_url=self.base_url,
-            **self._client_options,
+            **self._client_options(),
         )
+
+    def _client_options(self) -> dict[str, Any]:
+        """What a client of the in-kernel emulator needs beyond its address: polls paced for its
+        latency, and the emulator's stable cache scope. Its port is new in every kernel, but the
+        pictures it made are on disk in the journal, so a re-run after a restart is served from
+        there; the scope is not an http URL, so its entries never serve a real API's requests."""
+        if self._emulator is None:
+            return {}
+        return {"poll": self._emulator_poll, "cache_scope": self._emulator.cache_scope}
 
     def _reset_client(self) -> None:
         # The old client may still be finishing a background run; it keeps its own connection pool
@@ -184,7 +193,7 @@ def current_client() -> Client:
     from ._sync import Client
 
     session = get_session()
-    return Client(session._key(), session.base_url, **session._client_options)
+    return Client(session._key(), session.base_url, **session._client_options())
 
 
 def reset_session() -> None:

@@ -49,7 +49,7 @@ __all__ = ["JOB_STATUSES", "JobRecord", "Store"]
 
 # "submitting" is ours: the row exists, the POST may or may not have reached the server.
 JOB_STATUSES = ("submitting", *STATUSES)
-SCHEMA_VERSION = 3  # 2: jobs.origin; 3: jobs.cost
+SCHEMA_VERSION = 4  # 2: jobs.origin; 3: jobs.scope; 4: jobs.cost
 # The error text of an entry whose submit got no answer: the task may exist (and be billed).
 OUTCOME_UNKNOWN = "outcome unknown"
 BUSY_TIMEOUT_MS = 15_000
@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at   REAL NOT NULL,
     completed_at REAL,
     label        TEXT,
-    origin       TEXT,                      -- the API base URL it was sent to: caches never cross origins
+    origin       TEXT,                      -- the API base URL it was sent to: where the task lives
+    scope        TEXT,                      -- which requests its images may serve: caches never cross scopes
     cost         REAL                       -- what the host said the task cost, when it said
 );
 CREATE INDEX IF NOT EXISTS jobs_by_fingerprint ON jobs (fingerprint, created_at);
@@ -135,6 +136,9 @@ class JobRecord:
     completed_at: float | None
     label: str | None
     origin: str | None = None
+    # Which requests its images may serve from the cache: its origin, or one name shared by every
+    # server that outlives no kernel (the in-kernel emulator, on a new port after each restart).
+    scope: str | None = None
     cost: float | None = None
 
     @property
@@ -274,6 +278,9 @@ class Store:
                 columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
                 if "origin" not in columns:  # a version-1 journal: keep its rows, add the column
                     conn.execute("ALTER TABLE jobs ADD COLUMN origin TEXT")
+                if "scope" not in columns:  # version 1 or 2: an entry's scope was its origin
+                    conn.execute("ALTER TABLE jobs ADD COLUMN scope TEXT")
+                    conn.execute("UPDATE jobs SET scope = origin")
                 if "cost" not in columns:
                     conn.execute("ALTER TABLE jobs ADD COLUMN cost REAL")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -354,6 +361,7 @@ class Store:
                     completed_at=row["completed_at"],
                     label=row["label"],
                     origin=row["origin"],
+                    scope=row["scope"],
                     cost=row["cost"],
                 )
             )
@@ -369,11 +377,17 @@ class Store:
     # -- the journal --
 
     def begin(
-        self, request: GenerationRequest, key: str, *, label: str | None = None, origin: str | None = None
+        self,
+        request: GenerationRequest,
+        key: str,
+        *,
+        label: str | None = None,
+        origin: str | None = None,
+        scope: str | None = None,
     ) -> JobRecord:
         """Journal a submit before its POST. Calling it again with the same key and request returns
         the existing record; the same key with a different request is refused (the server would
-        answer it with the first request's task)."""
+        answer it with the first request's task). ``scope`` defaults to ``origin``."""
         if not isinstance(key, str) or not key:
             raise ValueError(f"a journal key must be a non-empty string, got {key!r}")
         fingerprint = request.fingerprint()
@@ -384,8 +398,8 @@ class Store:
             if existing is None:
                 conn.execute(
                     "INSERT INTO jobs (key, fingerprint, request_json, status, progress, created_at,"
-                    " updated_at, label, origin) VALUES (?, ?, ?, 'submitting', 0, ?, ?, ?, ?)",
-                    (key, fingerprint, body, now, now, label, origin),
+                    " updated_at, label, origin, scope) VALUES (?, ?, ?, 'submitting', 0, ?, ?, ?, ?, ?)",
+                    (key, fingerprint, body, now, now, label, origin, scope if scope is not None else origin),
                 )
                 conn.execute(
                     "INSERT INTO events (key, status, progress, at) VALUES (?, 'submitting', 0, ?)",
@@ -555,28 +569,32 @@ class Store:
         with self._read() as conn:
             return self._get(conn, task_id_or_key)
 
-    def pending(self, origin: str | None = None) -> list[JobRecord]:
+    def pending(self, origin: str | None = None, *, scope: str | None = None) -> list[JobRecord]:
         """Submitted but not downloaded, newest first: running tasks, completed ones whose images are
         not all on disk, and submits whose answer was lost (no task id yet). Failed and cancelled
         entries are left out. With ``origin``, only entries sent to that API base URL (a task id
-        means nothing to another server)."""
+        means nothing to another server); with ``scope``, only entries of that cache scope."""
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT * FROM jobs WHERE status NOT IN ('failed', 'cancelled')"
-                " AND (? IS NULL OR origin = ?) ORDER BY created_at DESC, rowid DESC",
-                (origin, origin),
+                " AND (? IS NULL OR origin = ?) AND (? IS NULL OR scope = ?)"
+                " ORDER BY created_at DESC, rowid DESC",
+                (origin, origin, scope, scope),
             ).fetchall()
             records = self._records(conn, rows)
         return [record for record in records if not record.downloaded]
 
-    def _same_request(self, fingerprint: str, origin: str | None, *, downloaded: bool) -> JobRecord | None:
-        """The newest live entry for this request (and origin) whose images are, or are not, all on
-        disk. Failed and cancelled entries never count."""
+    def _same_request(
+        self, fingerprint: str, origin: str | None, scope: str | None, *, downloaded: bool
+    ) -> JobRecord | None:
+        """The newest live entry for this request (and origin, and scope) whose images are, or are
+        not, all on disk. Failed and cancelled entries never count."""
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT * FROM jobs WHERE fingerprint = ? AND status NOT IN ('failed', 'cancelled')"
-                " AND (? IS NULL OR origin = ?) ORDER BY created_at DESC, rowid DESC",
-                (fingerprint, origin, origin),
+                " AND (? IS NULL OR origin = ?) AND (? IS NULL OR scope = ?)"
+                " ORDER BY created_at DESC, rowid DESC",
+                (fingerprint, origin, origin, scope, scope),
             ).fetchall()
             for record in self._records(conn, rows):
                 if record.downloaded == downloaded:
@@ -587,13 +605,15 @@ class Store:
         """The newest entry for this request that was submitted (or is being submitted) but whose
         images are not all on disk: re-running the same request should re-attach to it, not pay for
         a second task."""
-        return self._same_request(fingerprint, origin, downloaded=False)
+        return self._same_request(fingerprint, origin, None, downloaded=False)
 
-    def find_cached(self, fingerprint: str, origin: str | None = None) -> JobRecord | None:
+    def find_cached(
+        self, fingerprint: str, origin: str | None = None, *, scope: str | None = None
+    ) -> JobRecord | None:
         """The newest completed entry for this request fingerprint whose images are all on disk.
-        With ``origin``, only entries from that API base URL: emulator pictures must never be served
-        as a real API's images."""
-        return self._same_request(fingerprint, origin, downloaded=True)
+        With ``origin``, only entries from that API base URL; with ``scope``, only entries of that
+        cache scope: emulator pictures must never be served as a real API's images."""
+        return self._same_request(fingerprint, origin, scope, downloaded=True)
 
     def history(self, limit: int = 50) -> list[JobRecord]:
         """The newest ``limit`` entries, newest first."""

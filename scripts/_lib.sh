@@ -14,6 +14,17 @@ phase_done() {
     say "$(printf '%s took %d.%01ds' "${_PHASE}" $((ms / 1000)) $((ms % 1000 / 100)))"
 }
 
+# start_total_clock: from now on, the script prints its whole wall time when it exits, last.
+start_total_clock() {
+    _TOTAL_T0=$(_now_ms)
+    trap _say_total EXIT
+}
+_say_total() {
+    local rc=$? s=$((($(_now_ms) - _TOTAL_T0) / 1000))
+    say "$(printf 'total %dm%02ds' $((s / 60)) $((s % 60)))"
+    return "${rc}"
+}
+
 # A python3 of at least 3.10: $PYTHON if given, else the first that fits on PATH.
 find_python() {
     local c

@@ -3,14 +3,18 @@
 #   1. Debian's chromium, with apt, only when /usr/bin/chromium is missing (browser tests)
 #   2. .venv (python3 >= 3.10) and `pip install -e '.[test]'`
 #   3. ruff check .
-#   4. pytest, the whole suite including browser tests; extra arguments go to pytest:
+#   4. pytest, the whole suite including browser tests, in parallel worker processes (one per CPU,
+#      at most 4; QIMAGE_TEST_WORKERS=N to choose, 0 for one process), each test file in one
+#      worker; extra arguments go to pytest:
 #        bash scripts/test.sh tests/browser -x
-# Exits with pytest's status (1 if only ruff failed; 5, "no tests collected", is a failure too).
+# Prints the wall time of the whole run last. Exits with pytest's status (1 if only ruff failed;
+# 5, "no tests collected", is a failure too).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
 # shellcheck source=scripts/_lib.sh
 source scripts/_lib.sh
+start_total_clock
 
 phase "chromium"
 if [[ -x /usr/bin/chromium ]]; then
@@ -53,8 +57,15 @@ ruff_rc=0
 phase_done
 
 phase "pytest"
+# Most of the suite waits (emulated tasks, kernels, JupyterLab, a Binder venv being built): two
+# processes overlap those waits. Each file stays in one worker (--dist loadfile), so module and
+# session fixtures (one JupyterLab, one batch of executed notebooks) are still set up once per worker.
+workers="${QIMAGE_TEST_WORKERS:-$(nproc 2>/dev/null || echo 2)}"
+((workers > 4)) && workers=4
+parallel=()
+((workers > 0)) && parallel=(-n "${workers}" --dist loadfile)
 rc=0
-"${VPY}" -m pytest -q -rfEs --durations=10 "$@" || rc=$?
+"${VPY}" -m pytest -q -rfEs --durations=10 "${parallel[@]}" "$@" || rc=$?
 if [[ ${rc} == 5 ]]; then
     say "error: pytest collected no tests (exit 5): the suite is empty or the arguments select nothing" >&2
     exit 5

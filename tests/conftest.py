@@ -20,3 +20,18 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("QIMAGE_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
     monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
     yield home
+
+
+# The longest end-to-end files (a Binder venv built from scratch, real JupyterLab in Chromium,
+# notebooks in fresh kernels) go first. Under scripts/test.sh's `-n 2 --dist loadfile` a worker
+# takes whole files in this order, so these overlap with the rest of the suite instead of running
+# alone at its end; within a file the order is unchanged.
+_FIRST = ("tests/test_binder.py", "tests/browser/", "tests/test_notebooks.py", "tests/test_secrets.py",
+          "tests/test_magic_notebook.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        return next((i for i, prefix in enumerate(_FIRST) if item.nodeid.startswith(prefix)), len(_FIRST))
+
+    items.sort(key=rank)  # stable: each file keeps its own order

@@ -13,8 +13,6 @@ from qimage_nb._polling import PollPolicy
 from qimage_nb._store import Store
 from qimage_nb.emulator import Emulator
 
-FAST = PollPolicy(floor=0.02, ceiling=0.2, first=0.05)
-
 
 @pytest.fixture
 def emu():
@@ -23,7 +21,7 @@ def emu():
 
 @pytest.fixture
 async def client(emu, tmp_path):
-    async with AsyncClient(emu.api_key, emu.in_process_base_url, transport=emu.transport(), poll=FAST,
+    async with AsyncClient(emu.api_key, emu.in_process_base_url, transport=emu.transport(), poll=PollPolicy.for_latency(emu.latency),
                            store=Store(tmp_path)) as c:
         yield c
 
@@ -95,7 +93,7 @@ async def test_images_are_lazy_and_hold_no_file_descriptors(client):
 
 def test_the_sync_facade_runs_a_batch(tmp_path):
     emu = Emulator(latency=0.2, jitter=0.1)
-    with Client(emu.api_key, emu.in_process_base_url, transport=emu.transport(), poll=FAST,
+    with Client(emu.api_key, emu.in_process_base_url, transport=emu.transport(), poll=PollPolicy.for_latency(emu.latency),
                 store=Store(tmp_path)) as client:
         results = client.generate_many(["sync a", {"prompt": "sync b", "size": "16:9"}], concurrency=2)
     assert [r.request.prompt for r in results] == ["sync a", "sync b"]

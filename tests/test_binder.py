@@ -10,6 +10,7 @@ that no notebook touches.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -100,13 +101,26 @@ def test_binder_environment_runs_the_quickstart(tmp_path, binder_env, artifacts_
     out = tmp_path / "out"
     run(
         [python, str(repo / "scripts" / "run_notebooks.py"), str(repo / "notebooks" / "quickstart.ipynb"),
-         "--out", str(out), "--timeout", "300"],
+         "--out", str(out), "--timeout", "300", "--again", "quickstart"],
         cwd=tmp_path,
         env=binder_env,
     )  # fmt: skip
     html = out / "quickstart.html"
     assert html.stat().st_size > 0
     shutil.copy(html, artifacts_dir / "binder-quickstart.html")
+    # Section 5 re-runs the first cell; after a restart (a fresh kernel) every image cell is cached.
+    assert _cached_cells(out / "quickstart.ipynb") == [False, False, False, True]
+    assert _cached_cells(out / "quickstart-again.ipynb") == [True] * 4
+
+
+def _cached_cells(path: Path) -> list[bool]:
+    """For each %%qimage cell of an executed notebook: whether its output says it came from cache."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return [
+        "from cache" in json.dumps(cell["outputs"])
+        for cell in cells
+        if cell["cell_type"] == "code" and "".join(cell["source"]).startswith("%%qimage")
+    ]
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from qimage_nb._retry import RetryPolicy
 from qimage_nb.emulator import Emulator
 
 FAST_RETRY = RetryPolicy(max_attempts=8, backoff_base=0.02, backoff_cap=0.1)
-FAST_POLL = PollPolicy(floor=0.02, ceiling=0.2, first=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def _clean(emu):
 @pytest.fixture
 async def client(emu):
     async with AsyncClient(
-        emu.api_key, emu.base_url, retry=FAST_RETRY, poll=FAST_POLL, timeout=2.0
+        emu.api_key, emu.base_url, retry=FAST_RETRY, poll=PollPolicy.for_latency(emu.latency), timeout=2.0
     ) as c:
         yield c
 
@@ -134,7 +133,7 @@ async def test_poll_faults_do_not_stop_a_generation(client, emu):
 
 async def test_poll_read_timeouts_are_survived(emu):
     emu.set_faults(poll_fault_rate=0.3, poll_fault_kinds=("timeout",), slow_seconds=1.0)
-    async with AsyncClient(emu.api_key, emu.base_url, retry=FAST_RETRY, poll=FAST_POLL, timeout=0.3) as client:
+    async with AsyncClient(emu.api_key, emu.base_url, retry=FAST_RETRY, poll=PollPolicy.for_latency(emu.latency), timeout=0.3) as client:
         generation = await client.generate("slow polls")
     assert generation.images and emu.counters()["submits_accepted"] == 1
 
@@ -142,7 +141,7 @@ async def test_poll_read_timeouts_are_survived(emu):
 @pytest.mark.parametrize("mode", ["reset", "html502", "timeout"])
 async def test_lost_submit_answer_is_replayed_not_billed_twice(emu, mode):
     emu.set_faults(lose_submit_answers=1, lose_mode=mode, slow_seconds=1.0)
-    async with AsyncClient(emu.api_key, emu.base_url, retry=FAST_RETRY, poll=FAST_POLL, timeout=0.5) as client:
+    async with AsyncClient(emu.api_key, emu.base_url, retry=FAST_RETRY, poll=PollPolicy.for_latency(emu.latency), timeout=0.5) as client:
         generation = await client.generate("lost answer")
     counters = emu.counters()
     assert generation.images
@@ -260,7 +259,7 @@ async def test_batch_keeps_going_when_one_fails(client, emu):
 async def test_in_process_transport_needs_no_sockets():
     emulator = Emulator(latency=0.05, jitter=0.0)
     async with AsyncClient(
-        emulator.api_key, emulator.in_process_base_url, transport=emulator.transport(), retry=FAST_RETRY, poll=FAST_POLL
+        emulator.api_key, emulator.in_process_base_url, transport=emulator.transport(), retry=FAST_RETRY, poll=PollPolicy.for_latency(emulator.latency)
     ) as client:
         generation = await client.generate("no sockets", n=2)
     assert [im.size for im in generation.images] == [(1024, 1024)] * 2
@@ -270,7 +269,7 @@ async def test_in_process_transport_needs_no_sockets():
 def test_png_bytes_on_disk_are_the_cdn_bytes_plus_provenance(emu):
     from qimage_nb import Client
 
-    client = Client(emu.api_key, emu.base_url, retry=FAST_RETRY, poll=FAST_POLL)
+    client = Client(emu.api_key, emu.base_url, retry=FAST_RETRY, poll=PollPolicy.for_latency(emu.latency))
     generation = client.generate("provenance 海", negative_prompt="blur")
     with Image.open(generation.paths[0]) as saved:
         text = dict(saved.text)

@@ -37,7 +37,7 @@ from qimage_nb._store import Store
 from qimage_nb.emulator import Emulator
 
 KEY = "sk-hostile-faults-0123456789"
-FAST_POLL = PollPolicy(floor=0.02, ceiling=0.2, first=0.05)
+FAST_POLL = PollPolicy(floor=0.02, ceiling=0.2, first=0.05)  # for the MockTransport servers
 ALL_POLL_FAULTS = ("500", "503", "html502", "429", "timeout", "reset")
 
 
@@ -79,7 +79,8 @@ def store(tmp_path):
 
 
 def make_client(emu, store, *, timeout: float = 2.0, retry: RetryPolicy | None = None) -> AsyncClient:
-    return AsyncClient(KEY, emu.base_url, store=store, retry=retry or fast_retry(), poll=FAST_POLL, timeout=timeout)
+    return AsyncClient(KEY, emu.base_url, store=store, retry=retry or fast_retry(), poll=PollPolicy.for_latency(emu.latency),
+                       timeout=timeout)
 
 
 # --- the audit -------------------------------------------------------------------------------

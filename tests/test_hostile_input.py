@@ -23,7 +23,6 @@ from qimage_nb._store import Store
 from qimage_nb.emulator import Emulator
 
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_cap=0.05)
-FAST_POLL = PollPolicy(floor=0.02, ceiling=0.2, first=0.05)
 SEEN: dict[str, set[str]] = {"client": set(), "magic": set(), "panel": set()}
 
 
@@ -48,7 +47,7 @@ def store(tmp_path):
 
 @pytest.fixture
 async def client(emu, store):
-    async with AsyncClient(emu.api_key, emu.base_url, store=store, retry=FAST_RETRY, poll=FAST_POLL) as c:
+    async with AsyncClient(emu.api_key, emu.base_url, store=store, retry=FAST_RETRY, poll=PollPolicy.for_latency(emu.latency)) as c:
         yield c
 
 

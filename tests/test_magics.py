@@ -28,7 +28,7 @@ from qimage_nb._magics import QImageCellError, QImageMagics
 from qimage_nb._session import EMULATOR_BANNER, get_session
 
 DATA_URI = re.compile(r'src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"')
-NAMES = ("qimages", "cats", "pics", "bg", "grid", "again", "mine", "refs", "x", "y", "back", "slow")
+NAMES = ("qimages", "cats", "pics", "bg", "grid", "again", "mine", "refs", "x", "y", "back", "slow", "hats")
 
 
 # --- fixtures --------------------------------------------------------------------------------
@@ -444,6 +444,108 @@ def test_rerunning_a_cell_that_timed_out_reattaches_instead_of_paying_again(shel
     assert len(shell.user_ns["qimages"]) == 1
     final = outputs(shell)[-1]
     assert "not billed again" in final["text/plain"] + final["text/html"]
+
+
+# --- after a kernel restart, on the in-kernel emulator ----------------------------------------
+
+
+def _restart(shell):
+    """What a kernel restart does to the session: the emulator and the namespace are gone; the
+    journal (QIMAGE_HOME) stays."""
+    _close_session()
+    for name in NAMES:
+        shell.user_ns.pop(name, None)
+
+
+def test_a_rerun_after_a_restart_is_served_from_the_journal_refs_included(shell, no_session):
+    first = get_session().start_emulator(latency=0.1, jitter=0.0)
+    shell.run_cell_magic("qimage", "-o cats --size 16:9 -n 2", "a ginger cat")
+    shell.run_cell_magic("qimage", "-o hats --ref cats[0]", "the same cat, in a hat")
+    made = [im.info["task_id"] for im in shell.user_ns["cats"] + shell.user_ns["hats"]]
+    assert first.counters()["submits_accepted"] == 2
+    old_url = first.base_url
+
+    _restart(shell)
+    second = get_session().start_emulator(latency=0.1, jitter=0.0)
+    assert second.base_url != old_url  # a new port, as in a new kernel
+    shell.run_cell_magic("qimage", "-o cats --size 16:9 -n 2", "a ginger cat")
+    assert "from cache" in outputs(shell)[-1]["text/html"]
+    shell.run_cell_magic("qimage", "-o hats --ref cats[0]", "the same cat, in a hat")
+    final = outputs(shell)[-1]
+    assert "from cache" in final["text/html"] and len(thumbs(final["text/html"])) == 1
+    assert [im.info["task_id"] for im in shell.user_ns["cats"] + shell.user_ns["hats"]] == made
+    assert [im.size for im in shell.user_ns["cats"]] == [(1280, 720), (1280, 720)]
+    # Nothing reached the new emulator: no submit, no upload of cats[0], not even a poll.
+    assert second.counters()["api_requests"] == 0 and second.counters()["uploads"] == 0
+    assert second.counters()["cdn_hits"] == 0
+
+    shell.run_cell_magic("qimage", "-o hats --ref cats[0] --new", "the same cat, in a hat")
+    # --new pays on this emulator: the old URL of cats[0] is dead, so its copy on disk is uploaded.
+    assert second.counters()["submits_accepted"] == 1 and second.counters()["uploads"] == 1
+    assert shell.user_ns["hats"][0].info["task_id"] not in made
+
+
+def test_emulator_pictures_never_serve_an_api_request_nor_the_reverse(shell, no_session):
+    from qimage_nb.emulator import Emulator
+
+    session = get_session()
+    emulator = session.start_emulator(latency=0.1, jitter=0.0)
+    shell.run_cell_magic("qimage", "", "a red kite")
+    on_emulator = shell.user_ns["qimages"][0].info["task_id"]
+    assert emulator.counters()["submits_accepted"] == 1
+    session.stop_emulator()
+
+    # A server standing in for a real API, reached with a key: it must be asked, not the journal.
+    with Emulator(api_key="sk-stand-in-KEY-4242", latency=0.1, jitter=0.0) as api:
+        session.set_base_url(api.base_url)
+        session.login("sk-stand-in-KEY-4242")
+        shell.run_cell_magic("qimage", "", "a red kite")
+        assert api.counters()["submits_accepted"] == 1
+        on_api = shell.user_ns["qimages"][0].info["task_id"]
+        assert on_api != on_emulator and "from cache" not in outputs(shell)[-1]["text/html"]
+
+        # Back on the emulator (a new one, new port): served from the emulator's own entry.
+        again = session.start_emulator(latency=0.1, jitter=0.0)
+        shell.run_cell_magic("qimage", "", "a red kite")
+        assert shell.user_ns["qimages"][0].info["task_id"] == on_emulator
+        assert "from cache" in outputs(shell)[-1]["text/html"]
+        assert again.counters()["api_requests"] == 0 and api.counters()["submits_accepted"] == 1
+
+
+def test_a_gone_emulators_task_is_named_as_such_and_never_polled(shell, no_session, capsys):
+    from qimage_nb import AsyncClient
+    from qimage_nb._sync import run_sync
+    from qimage_nb.emulator import Emulator
+
+    first = get_session().start_emulator(latency=3.0, jitter=0.0)
+    with pytest.raises(QImageCellError, match="keeps running on the server"):
+        shell.run_cell_magic("qimage", "--timeout 0.2", "a slow comet")
+    task_id = get_session().client().pending()[0].task_id
+    old_url = first.base_url
+    capsys.readouterr()
+
+    _restart(shell)
+    second = get_session().start_emulator(latency=0.1, jitter=0.0)
+    polls_before = first.counters()["polls"]
+    shell.run_line_magic("qimage", "pending")
+    printed = capsys.readouterr().out
+    assert "no pending tasks" in outputs(shell)[-1]["text/plain"]
+    assert f"1 task of an emulator that is gone ({task_id})" in printed
+    result = shell.run_cell(f"%qimage resume {task_id}")
+    shown = result.error_in_exec and str(result.error_in_exec)
+    shown = (shown or "") + outputs(shell)[-1]["text/plain"]
+    assert f"{task_id} belonged to the emulator at {old_url}, which is gone" in shown
+    assert second.counters()["api_requests"] == 0 and first.counters()["polls"] == polls_before
+
+    # Another kernel's emulator, still running its own task for the same prompt: this kernel's
+    # re-run pays its own emulator and leaves that task alone (it is not "failed").
+    with Emulator(latency=3.0, jitter=0.0) as other:
+        elsewhere = AsyncClient(other.api_key, other.base_url, cache_scope=Emulator.cache_scope)
+        their_task = run_sync(elsewhere.submit("a slow comet, elsewhere"))
+        shell.run_cell_magic("qimage", "", "a slow comet, elsewhere")
+        assert second.counters()["submits_accepted"] == 1 and other.counters()["polls"] == 0
+        assert get_session().client().store.get(their_task).status == "pending"
+        run_sync(elsewhere.aclose())
 
 
 # --- comparison grid -------------------------------------------------------------------------

@@ -8,7 +8,9 @@ clean-tree check. The five notebooks run concurrently (each in its own kernel) t
 
 Then the saved outputs are what is asserted on: no errors, the emulator said so, the expected number
 of thumbnails (static ``<img class="qimage-thumb">`` data URIs, small), the bound PIL images have the
-right sizes (each notebook's last cell asserts them), and the saved file stays small.
+right sizes (read in the kernel by a probe cell, or asserted by a notebook's last cell), and the saved
+file stays small. The quickstart then runs a second time in a fresh kernel with the same journal, as
+after Restart Kernel and Run All: every image comes from the journal, though its emulator is new.
 
 One more run uses a key: the quickstart and the batches notebook against an emulator in this test
 process standing in for the real API, to show a key makes the notebooks use that API unchanged.
@@ -45,17 +47,26 @@ ORDER = ["quickstart", "panel", "image_to_image", "batches", "resume_and_cache"]
 
 # name -> (static thumbnails in the HTML outputs, images the notebook binds in total)
 EXPECTED = {
-    "quickstart": (4, 4),
+    "quickstart": (5, 5),  # the lighthouse twice (the second from cache), cats, hats
     "panel": (2, 2),  # its widgets counted in the kernel (PROBE); the static gallery at the end
     "image_to_image": (4, 4),
     "batches": (10, 10),
     "resume_and_cache": (4, 3),  # teapots three times (one from cache, one --new), then boats
 }
 
+# What a notebook binds, read in its kernel (a tutorial does not end with test code).
+SIZES = {
+    "quickstart": {"qimages": [[1024, 1024]], "cats": [[1280, 720], [1280, 720]], "hats": [[1024, 1024]]},
+}
+
 # Appended for the run and removed before saving: facts only the live kernel knows.
 PROBE = """
 import json as _json, sys as _sys
 _facts = {"executable": _sys.executable}
+from PIL import Image as _Image
+_facts["sizes"] = {_k: [list(_im.size) for _im in _v] for _k, _v in list(globals().items())
+                   if not _k.startswith("_") and isinstance(_v, list) and _v
+                   and all(isinstance(_im, _Image.Image) for _im in _v)}
 if "panel" in globals():
     from qimage_nb._panel import walk_widgets as _walk
     _facts["panel_thumbs"] = sum("qimage-thumb" in getattr(w, "_dom_classes", ()) for w in _walk(panel.root))
@@ -92,10 +103,11 @@ def _kernel_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-async def _execute(name: str, root: Path, **extra_env: str) -> Executed:
+async def _execute(name: str, root: Path, *, run: str = "", **extra_env: str) -> Executed:
+    """Run one notebook in a fresh kernel; ``run`` names another run of it that shares its journal."""
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(PROBE.strip()))
-    workdir = root / name / "cwd"
+    workdir = root / name / f"cwd{run}"
     workdir.mkdir(parents=True)
     client = nbclient.NotebookClient(
         nb,
@@ -110,7 +122,7 @@ async def _execute(name: str, root: Path, **extra_env: str) -> Executed:
     probe = nb.cells.pop()
     printed = "".join(out.get("text", "") for out in probe.outputs)
     facts = json.loads(printed.split("PROBE", 1)[1])
-    path = root / name / f"{name}.ipynb"
+    path = root / name / f"{name}{run}.ipynb"
     nbformat.write(nb, path)
     return Executed(name, nb, seconds, path.read_bytes(), facts, workdir)
 
@@ -120,9 +132,21 @@ async def _execute_all(root: Path, names: list[str], **extra_env: str) -> dict[s
     return {r.name: r for r in results}
 
 
+async def _execute_all_and_rerun_quickstart(root: Path) -> dict[str, Executed]:
+    async def quickstart_twice() -> list[Executed]:
+        first = await _execute("quickstart", root)
+        again = await _execute("quickstart", root, run="-again")  # a new kernel, the same journal
+        again.name = "quickstart-again"
+        return [first, again]
+
+    others = [_execute(name, root) for name in ORDER if name != "quickstart"]
+    twice, *rest = await asyncio.gather(quickstart_twice(), *others)
+    return {r.name: r for r in [*twice, *rest]}
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory) -> dict[str, Executed]:
-    return asyncio.run(_execute_all(tmp_path_factory.mktemp("notebooks"), ORDER))
+    return asyncio.run(_execute_all_and_rerun_quickstart(tmp_path_factory.mktemp("notebooks")))
 
 
 # --- the committed files ---------------------------------------------------------------------
@@ -163,9 +187,11 @@ def test_notebook_runs_offline_and_shows_what_it_promises(executed, name):
     # The kernel was this environment's, and the emulator announced itself.
     assert Path(run.facts["executable"]).parent == Path(sys.executable).parent, run.facts
     assert "EMULATOR: images come from qimage_nb's bundled offline emulator" in run.texts()
-    # The last cell asserts the bound images' sizes and says so.
-    last = [c for c in run.nb.cells if c.cell_type == "code"][-1]
-    assert any(f"{name} OK" in o.get("text", "") for o in last.outputs), last.outputs
+    if name in SIZES:
+        assert run.facts["sizes"] == SIZES[name], run.facts["sizes"]
+    else:  # the notebook's last cell asserts the bound images' sizes and says so
+        last = [c for c in run.nb.cells if c.cell_type == "code"][-1]
+        assert any(f"{name} OK" in o.get("text", "") for o in last.outputs), last.outputs
 
     thumbs_expected, images = EXPECTED[name]
     thumbs = [t for o in outputs for t in THUMB.findall(o.get("data", {}).get("text/html", ""))]
@@ -196,6 +222,39 @@ def test_notebook_runs_offline_and_shows_what_it_promises(executed, name):
 
     # Nothing written next to the notebook.
     assert list(run.workdir.iterdir()) == []
+
+
+def _magic_cells(run: Executed) -> list:
+    return [c for c in run.nb.cells if c.cell_type == "code" and c.source.startswith("%%qimage")]
+
+
+def _cell_text(cell) -> str:
+    return "\n".join(o.get("data", {}).get("text/plain", "") + o.get("text", "") for o in cell.outputs)
+
+
+def test_the_quickstart_shows_a_rerun_served_from_the_journal(executed):
+    cells = [_cell_text(c) for c in _magic_cells(executed["quickstart"])]
+    assert ["from cache" in text for text in cells] == [False, False, False, True], cells
+    # Its last image cell repeats the first one: the same task, no second request.
+    ids = [re.findall(r"task_\w+", text) for text in cells]
+    assert ids[0] and set(ids[-1]) == set(ids[0]), ids
+
+
+def test_after_a_restart_every_image_of_the_quickstart_comes_from_the_journal(executed):
+    first, again = executed["quickstart"], executed["quickstart-again"]
+    assert not [o for o in again.outputs() if o.output_type == "error"]
+    assert "emulator running at" in again.texts()  # a new emulator in the new kernel
+    cells = [_cell_text(c) for c in _magic_cells(again)]
+    assert cells and all("from cache" in text for text in cells), cells
+    # The same pictures: every task id shown is one the first run made; sizes as before.
+    before = set(re.findall(r"task_\w+", first.texts()))
+    after = set(re.findall(r"task_\w+", "\n".join(cells)))
+    assert after and after <= before, (after, before)
+    assert again.facts["sizes"] == SIZES["quickstart"]
+    thumbs = [t for o in again.outputs() for t in THUMB.findall(o.get("data", {}).get("text/html", ""))]
+    assert len(thumbs) == EXPECTED["quickstart"][0]
+    for _, b64 in thumbs:
+        assert max(Image.open(io.BytesIO(base64.b64decode(b64))).size) <= 256
 
 
 def test_the_interrupted_wait_is_resumed_without_paying_twice(executed):

@@ -17,7 +17,7 @@ import ipywidgets as W
 import pytest
 from PIL import Image
 
-from qimage_nb import AsyncClient, Panel, _session
+from qimage_nb import AsyncClient, Panel, PollPolicy, _session
 from qimage_nb._contract import GenerationRequest
 from qimage_nb._panel import reproduce_cell, walk_widgets
 from qimage_nb.emulator import Emulator
@@ -100,7 +100,7 @@ def emu():
 
 @pytest.fixture
 async def client(emu):
-    c = AsyncClient(emu.api_key, emu.base_url)
+    c = AsyncClient(emu.api_key, emu.base_url, poll=PollPolicy.for_latency(emu.latency))
     yield c
     await c.aclose()
 
@@ -245,7 +245,7 @@ async def test_invalid_prompt_disables_generate_and_sends_nothing(panel, emu):
 
 async def test_two_runs_in_flight_at_once(client, tmp_path):
     with Emulator(latency=1.5, jitter=0.0) as slow:
-        c = AsyncClient(slow.api_key, slow.base_url)
+        c = AsyncClient(slow.api_key, slow.base_url, poll=PollPolicy.for_latency(slow.latency))
         panel = Panel(client=c, folder=tmp_path)
         try:
             await generate(panel, "run one: a cat")
@@ -269,7 +269,7 @@ async def test_two_runs_in_flight_at_once(client, tmp_path):
 
 async def test_cancel_stops_waiting_and_keeps_the_task_resumable(tmp_path):
     with Emulator(latency=3.0, jitter=0.0) as slow:
-        c = AsyncClient(slow.api_key, slow.base_url)
+        c = AsyncClient(slow.api_key, slow.base_url, poll=PollPolicy.for_latency(slow.latency))
         panel = Panel(client=c, folder=tmp_path)
         try:
             assert panel.cancel_button.disabled
@@ -535,7 +535,7 @@ def test_panel_builds_without_a_running_loop_and_says_so_on_generate(client_sync
 
 @pytest.fixture
 def client_sync_env(emu):
-    return AsyncClient(emu.api_key, emu.base_url)
+    return AsyncClient(emu.api_key, emu.base_url, poll=PollPolicy.for_latency(emu.latency))
 
 
 def test_reproduce_cell_refuses_what_the_magic_cannot_express():

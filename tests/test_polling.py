@@ -3,7 +3,8 @@
 Pure tests drive :class:`PollSchedule` with a fake clock against the emulator's own status model
 (pending for the first 10 %, then honest floored progress, ``estimated_time`` overstated 1.5x);
 one test watches real polls through the in-process emulator. No timing is asserted, only order,
-bounds and counts.
+bounds and counts, except one wide bound: a policy scaled to a fast emulator waits for a 0.1 s task
+for less than the default policy's first poll.
 """
 
 from __future__ import annotations
@@ -534,3 +535,33 @@ def test_a_damaged_or_foreign_timing_file_is_ignored_and_then_replaced(tmp_path,
     follow(PollPolicy(calibration=damaged), 5.0)  # no exception, whatever the file said
     _teach(damaged)
     assert Calibration(path=path).finish_from_estimate(9) == damaged.finish_from_estimate(9) is not None
+
+
+# --- a policy scaled to a fast server --------------------------------------------------------
+
+
+def test_for_latency_shrinks_every_time_bound_but_never_below_a_floor_or_above_the_defaults():
+    default = PollPolicy()
+    assert PollPolicy.for_latency(60.0) == default  # a slow server gets the defaults
+    fast = PollPolicy.for_latency(0.1)
+    assert (fast.first, fast.floor, fast.ceiling) == pytest.approx((0.05, 0.01, 0.2))
+    idle = PollPolicy.for_latency(0.0)
+    assert idle.floor >= 0.01 and idle.first >= 0.02  # never a busy loop
+    for bad in (-1, float("nan"), float("inf"), "1"):
+        with pytest.raises(ValueError, match="latency"):
+            PollPolicy.for_latency(bad)
+
+
+async def test_a_fast_emulator_is_waited_for_about_as_long_as_its_tasks_take():
+    emulator = Emulator(latency=0.1, jitter=0.0)
+    async with AsyncClient(
+        emulator.api_key, emulator.in_process_base_url, transport=emulator.transport(),
+        poll=PollPolicy.for_latency(0.1),
+    ) as client:
+        started = time.monotonic()
+        generation = await client.generate("a quick sketch")
+        took = time.monotonic() - started
+    assert len(generation.images) == 1
+    # The default policy's first poll alone comes at 1.5 s, fifteen times the task.
+    assert took < 1.0, took
+    assert emulator.counters()["polls"] <= 8

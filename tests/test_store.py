@@ -528,6 +528,40 @@ def test_version_one_journal_is_migrated_in_place(tmp_path):
     assert {job.key for job in store.pending()} == {"k-new", "k-old"}
 
 
+def test_version_two_journal_gets_scopes_equal_to_its_origins(tmp_path):
+    import sqlite3
+
+    from qimage_nb._contract import GenerationRequest
+    from qimage_nb._store import Store
+
+    root = tmp_path / "v2"
+    old = Store(root)
+    old.begin(GenerationRequest.create("kept"), "k-old", origin="https://api.example")
+    old.close()
+    conn = sqlite3.connect(root / "journal.sqlite3")  # back to what a version-2 journal held
+    conn.execute("ALTER TABLE jobs DROP COLUMN scope")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+    store = Store(root)
+    assert store.get("k-old").scope == "https://api.example"
+    assert [job.key for job in store.pending(scope="https://api.example")] == ["k-old"]
+    assert store.pending(scope="emulator:qimage_nb") == []
+
+
+def test_cached_images_are_served_within_their_scope_only(store):
+    done = request("a scoped request")
+    store.begin(done, "k-emu", origin="http://127.0.0.1:40001", scope="emulator:qimage_nb")
+    complete(store, "k-emu", [png()])
+    fingerprint = done.fingerprint()
+    # Another port of the same scope (the next kernel's emulator) is served; a real API is not.
+    assert store.find_cached(fingerprint, scope="emulator:qimage_nb").key == "k-emu"
+    assert store.find_cached(fingerprint, scope="http://127.0.0.1:40001") is None
+    assert store.find_cached(fingerprint, scope="https://api.example") is None
+    assert store.get("k-emu").origin == "http://127.0.0.1:40001"
+
+
 # --- uploaded references ---------------------------------------------------------------------
 
 

@@ -53,6 +53,9 @@ class Emulator:
 
     in_process_base_url = IN_PROCESS_API_URL
     in_process_cdn_url = IN_PROCESS_CDN_URL
+    # The journal's cache scope for the in-kernel emulator (every instance, whatever its port):
+    # not an http URL, so no real API's client can ever share it.
+    cache_scope = "emulator:qimage_nb"
 
     def __init__(
         self,
@@ -166,6 +169,11 @@ class Emulator:
     @property
     def api_key(self) -> str:
         return self._state.settings.api_key
+
+    @property
+    def latency(self) -> float:
+        """Seconds a task takes (before jitter): what ``PollPolicy.for_latency`` paces polls by."""
+        return self._state.settings.latency
 
     # -- observing and steering --
 

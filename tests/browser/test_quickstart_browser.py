@@ -2,7 +2,8 @@
 
 The server's kernels have no key (the harness removes every ``QIMAGE_*`` variable), so the notebook
 starts the emulator inside its kernel and shows the banner. Run All must leave the magic's static
-thumbnails (``img.qimage-thumb``) on the page, loaded and decoded, and no error. Screenshots go to
+thumbnails (``img.qimage-thumb``) on the page, loaded and decoded, the re-run served from the
+journal, and no error. Screenshots go to
 ``test-artifacts/``; ``lab-…-thumbnails.png`` is the README's picture (``docs/quickstart.png``).
 """
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.browser
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
 THUMBS = "img.qimage-thumb"
-EXPECTED_THUMBS = 4  # qimages (1), cats (2), hats (1)
+EXPECTED_THUMBS = 5  # qimages (1), cats (2), hats (1), qimages again from the journal (1)
 
 
 def test_quickstart_runs_in_jupyterlab_and_shows_thumbnails(jupyter_lab, open_notebook):
@@ -42,7 +43,7 @@ def test_quickstart_runs_in_jupyterlab_and_shows_thumbnails(jupyter_lab, open_no
 
     texts = "\n".join(ui.output_texts())
     assert "bundled offline emulator" in texts  # the banner says these are not real pictures
-    assert "quickstart OK: 4 images" in texts
+    assert texts.count("from cache") == 1  # section 5 runs the first cell again, at no cost
     assert ui.panel.locator(".qimage-banner").first.is_visible()
 
     # The README picture: sidebar closed, from "3. Options" down to the refined cat, all in view.
