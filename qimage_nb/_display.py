@@ -5,9 +5,10 @@ image) plus a caption made from the image's provenance. The magic draws tiles as
 ``data:`` URIs (which survives nbconvert, GitHub and VS Code); the panel draws the same tiles as
 ``ipywidgets.Image`` widgets. Full-resolution bytes stay on disk.
 
-What a saved notebook keeps per shown image is held to ``NOTEBOOK_SHARE`` (2 %) of embedding the
-full image: the thumbnail steps down in quality, format and size to fit (see ``_images.thumbnail``),
-its cell says only what the gallery's heading does not, and styling is one ``<style>`` per output.
+What a saved notebook keeps per shown image is held to the larger of ``NOTEBOOK_SHARE`` (2 %) of
+embedding the full image and ``NOTEBOOK_FLOOR_BYTES`` (16 KB): the thumbnail keeps the pixels it is
+shown at and steps down in quality and format to fit (see ``_images.thumbnail``), its cell says only
+what the gallery's heading does not, and styling is one ``<style>`` per output.
 
 :func:`progress_status` is the one status/ETA line of a generation in flight, for both faces.
 :class:`LiveGallery` is the magic's output area: one display, updated in place through its display
@@ -36,14 +37,19 @@ if TYPE_CHECKING:
     from ._contract import GenerationRequest
 
 __all__ = [
-    "DEFAULT_THUMB_PX", "NOTEBOOK_SHARE", "LiveGallery", "LiveSlot", "Tile", "caption_for", "error_line", "format_seconds",
-    "gallery_bundle", "gallery_html", "history_bundle", "progress_status", "stored_caption", "tile_for", "when",
+    "DEFAULT_THUMB_PX", "NOTEBOOK_FLOOR_BYTES", "NOTEBOOK_SHARE", "LiveGallery", "LiveSlot", "Tile", "caption_for", "error_line", "format_seconds",
+    "gallery_bundle", "gallery_html", "history_bundle", "notebook_budget", "progress_status", "stored_caption", "tile_for", "when",
 ]  # fmt: skip
 
 DEFAULT_THUMB_PX = 256
-# The most a saved notebook may keep per shown image, as a share of the base64 of the full image
-# file (what ``display(Image(data=png))`` would store): thumbnail, its markup, its text fallback.
+# The most a saved notebook may keep per shown image (thumbnail, its markup, its text fallback): a
+# share of the base64 of the full image file (what ``display(Image(data=png))`` would store), or a
+# fixed floor when that is larger. The share is what stops a notebook of photographs from bloating
+# (a 1-3 MB PNG gets 27-80 KB); the floor is what keeps a small, flat picture crisp: 2 % of a 70 KB
+# emulator PNG is under 2 KB, which only a blurred 128 px thumbnail fits, while a crisp 256 px JPEG
+# of it is 6-11 KB.
 NOTEBOOK_SHARE = 0.02
+NOTEBOOK_FLOOR_BYTES = 16 * 1024
 # What a tile's thumbnail budget leaves for the rest of the output when the caller does not say:
 # about one plain-text line (a Generation's repr is ~100 bytes).
 _TEXT_RESERVE = 100
@@ -205,7 +211,8 @@ def tile_for(
     ``stored=True`` is for a tile that goes into a notebook's saved output: its caption and tooltip
     leave out what ``heading`` says (:func:`stored_caption`), and the tile as stored (thumbnail as
     base64, its markup, its share of the gallery's markup and text) keeps to ``NOTEBOOK_SHARE`` of the
-    base64 of the image file. The thumbnail may then be WebP even if ``fmt`` is JPEG (``Tile.mime``
+    base64 of the image file, or ``NOTEBOOK_FLOOR_BYTES`` when that is more (:func:`notebook_budget`).
+    The thumbnail may then be WebP even if ``fmt`` is JPEG (``Tile.mime``
     says which). ``output_share`` is what the rest of the output (title, notes, plain-text fallback)
     stores per image; by default ``_TEXT_RESERVE``. Without ``stored`` (the panel's widgets) the
     thumbnail is ``fmt`` at full size and quality.
@@ -238,11 +245,15 @@ def _thumb_budget(tile: Tile, source: Any, thumb_px: int, output_share: int | No
         size = source.stat().st_size
     except OSError:
         return None  # thumbnail() reports the missing file
-    full_base64 = 4 * -(-size // 3)
     markup = len(gallery_html([tile], thumb_px=thumb_px).encode("utf-8"))
     rest = _TEXT_RESERVE if output_share is None else output_share
-    room = int(NOTEBOOK_SHARE * full_base64) - markup - rest
+    room = notebook_budget(size) - markup - rest
     return max(0, room) // 4 * 3
+
+
+def notebook_budget(file_size: int) -> int:
+    """The bytes a saved notebook may keep for one shown image whose file has ``file_size`` bytes."""
+    return max(int(NOTEBOOK_SHARE * 4 * -(-file_size // 3)), NOTEBOOK_FLOOR_BYTES)
 
 
 def placeholder(text: str, *, label: str | None = None, width: int = 1, height: int = 1) -> Tile:
@@ -280,7 +291,7 @@ def _cell(tile: Tile, thumb_px: int) -> str:
     if tile.thumb is None:
         body = f'<div class="qimage-placeholder" style="width:{w}px;height:{h}px">{html.escape(tile.status or "")}</div>'
     else:
-        # Shown at the gallery's size even when the budget made the thumbnail smaller (a steady
+        # Shown at the gallery's size even when the picture itself is smaller than that (a steady
         # layout). alt is empty: the caption right below (or the gallery's heading) is the text.
         title = f' title="{html.escape(tile.tooltip)}"' if tile.tooltip else ""
         body = f'<img class="qimage-thumb" src="{tile.data_uri()}" width="{w}" height="{h}" alt=""{title}>'
