@@ -198,3 +198,18 @@ def test_gallery_html_of_placeholders_and_labels_styles_them_once():
     assert html_text.count("<style>") == 1 and html_text.count(".qimage-placeholder{") == 1
     assert re.findall(r'class="qimage-label">([^<]+)<', html_text) == ["pro · 1:1 · 1K", "standard · 1:1 · 1K"]
     assert html_text.count('class="qimage-placeholder" style="width:256px;height:256px"') == 2
+
+
+def test_the_estimate_left_goes_down_as_progress_goes_up():
+    """The server's estimate is fixed and pessimistic: alone it said "about 3 s left" at 50 % and at 71 %."""
+    from qimage_nb._results import Update
+
+    request = GenerationRequest.create("a slow lighthouse")
+    live = LiveGallery([LiveSlot(request=request)], title="t", subtitle=None, banner=None, thumb_px=256, fmt="JPEG")
+    said = []
+    for progress, elapsed in ((50, 3.0), (71, 3.4), (80, 3.8)):
+        live.on_update(Update(request=request, stage="processing", task_id=TASK_ID, progress=progress,
+                              elapsed=elapsed, estimated_time=6.0))
+        said.append(live.status_lines()[0][0])
+    seconds = [int(re.search(r"about (\d+) s left", line).group(1)) for line in said]
+    assert seconds[0] == 3 and seconds[1] < seconds[0] and seconds[2] <= seconds[1], said
