@@ -71,7 +71,7 @@ from ._exceptions import (
 )
 from ._polling import Calibration, PollPolicy
 from ._results import Generation, Update, UpdateCallback, _Progress
-from ._retry import RetryPolicy, is_retryable, parse_retry_after
+from ._retry import RetryPolicy, is_retryable, note_retry, parse_retry_after
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -360,6 +360,7 @@ class AsyncClient:
             if attempt + 1 < self.retry.max_attempts:
                 delay = self.retry.backoff(attempt, retry_after)
                 logger.info("qimage_nb: %s failed (%s); retry %d in %.2fs", what, failure, attempt + 1, delay)
+                note_retry(what, failure, attempt + 1, self.retry.max_attempts - 1, delay)
                 await asyncio.sleep(delay)
         assert failure is not None
         raise failure
