@@ -7,7 +7,8 @@ zlib stream must be inflated and unfiltered), so a PNG's cost is dominated by ho
 compress: flat emulator pictures are cheap, noisy photographs are not. Both are measured, plus a
 JPEG (draft path) and a plain full decode of the same PNG as the floor no thumbnailer can beat.
 The last columns are the tile a saved notebook keeps (``tile_for(..., stored=True)``): its thumbnail
-within the byte budget (2 % of the file's base64, markup included), time and size.
+within the byte budget (the larger of 2 % of the file's base64 and 16 KB, markup included), time
+and size.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ from ._exceptions import (
 )
 from ._polling import Calibration, PollPolicy
 from ._results import Generation, Update, UpdateCallback, _Progress
-from ._retry import RetryPolicy, is_retryable, parse_retry_after
+from ._retry import RetryPolicy, is_retryable, note_retry, parse_retry_after
 from .providers import Call, ErrorInfo, Provider, Submitted, choose_provider
 
 if TYPE_CHECKING:
@@ -387,8 +387,9 @@ class AsyncClient:
                     failure, retry_after = error, error.retry_after
             if attempt + 1 < attempts:
                 delay = self.retry.backoff(attempt, retry_after)
-                logger.warning("qimage_nb: %s failed (%s); retry %d of %d in %.1f s",
-                               what, failure, attempt + 1, attempts - 1, delay)
+                logger.info("qimage_nb: %s failed (%s); retry %d of %d in %.1f s",
+                            what, failure, attempt + 1, attempts - 1, delay)
+                note_retry(what, failure, attempt + 1, attempts - 1, delay)
                 await asyncio.sleep(delay)
         assert failure is not None
         raise failure
@@ -575,8 +576,9 @@ class AsyncClient:
                     return submitted
             if attempt + 1 < self.retry.max_attempts:
                 delay = self.retry.backoff(attempt, retry_after)
-                logger.warning("qimage_nb: %s failed (%s); retry %d of %d with the same key in %.1f s",
-                               what, failure, attempt + 1, self.retry.max_attempts - 1, delay)
+                logger.info("qimage_nb: %s failed (%s); retry %d of %d with the same key in %.1f s",
+                            what, failure, attempt + 1, self.retry.max_attempts - 1, delay)
+                note_retry(what, failure, attempt + 1, self.retry.max_attempts - 1, delay)
                 await asyncio.sleep(delay)
         assert failure is not None
         if may_exist:

@@ -5,9 +5,10 @@ image) plus a caption made from the image's provenance. The magic draws tiles as
 ``data:`` URIs (which survives nbconvert, GitHub and VS Code); the panel draws the same tiles as
 ``ipywidgets.Image`` widgets. Full-resolution bytes stay on disk.
 
-What a saved notebook keeps per shown image is held to ``NOTEBOOK_SHARE`` (2 %) of embedding the
-full image: the thumbnail steps down in quality, format and size to fit (see ``_images.thumbnail``),
-its cell says only what the gallery's heading does not, and styling is one ``<style>`` per output.
+What a saved notebook keeps per shown image is held to the larger of ``NOTEBOOK_SHARE`` (2 %) of
+embedding the full image and ``NOTEBOOK_FLOOR_BYTES`` (16 KB): the thumbnail keeps the pixels it is
+shown at and steps down in quality and format to fit (see ``_images.thumbnail``), its cell says only
+what the gallery's heading does not, and styling is one ``<style>`` per output.
 
 :func:`progress_status` is the one status/ETA line of a generation in flight, for both faces.
 :class:`LiveGallery` is the magic's output area: one display, updated in place through its display
@@ -36,14 +37,19 @@ if TYPE_CHECKING:
     from ._contract import GenerationRequest
 
 __all__ = [
-    "DEFAULT_THUMB_PX", "NOTEBOOK_SHARE", "LiveGallery", "LiveSlot", "Tile", "caption_for", "error_line", "format_seconds",
-    "gallery_bundle", "gallery_html", "history_bundle", "progress_status", "stored_caption", "tile_for", "when",
+    "DEFAULT_THUMB_PX", "NOTEBOOK_FLOOR_BYTES", "NOTEBOOK_SHARE", "LiveGallery", "LiveSlot", "Tile", "caption_for", "error_line", "format_seconds",
+    "gallery_bundle", "gallery_html", "history_bundle", "notebook_budget", "progress_status", "stored_caption", "tile_for", "when",
 ]  # fmt: skip
 
 DEFAULT_THUMB_PX = 256  # the thumbnails' longest side, everywhere one is made (magic, panel, display)
-# The most a saved notebook may keep per shown image, as a share of the base64 of the full image
-# file (what ``display(Image(data=png))`` would store): thumbnail, its markup, its text fallback.
+# The most a saved notebook may keep per shown image (thumbnail, its markup, its text fallback): a
+# share of the base64 of the full image file (what ``display(Image(data=png))`` would store), or a
+# fixed floor when that is larger. The share is what stops a notebook of photographs from bloating
+# (a 1-3 MB PNG gets 27-80 KB); the floor is what keeps a small, flat picture crisp: 2 % of a 70 KB
+# emulator PNG is under 2 KB, which only a blurred 128 px thumbnail fits, while a crisp 256 px JPEG
+# of it is 6-11 KB.
 NOTEBOOK_SHARE = 0.02
+NOTEBOOK_FLOOR_BYTES = 16 * 1024
 # What a tile's thumbnail budget leaves for the rest of the output when the caller does not say:
 # about one plain-text line (a Generation's repr is ~100 bytes).
 _TEXT_RESERVE = 100
@@ -78,6 +84,22 @@ def when(timestamp: float | None) -> str:
     else:
         rel = f"{ago / 86400:.0f} days ago"
     return f"{stamp} ({rel})"
+
+
+def estimate_left(stage: str, *, progress: int, elapsed: float, estimated_time: float | None) -> float | None:
+    """Seconds left, the lower of the server's estimate and what progress so far implies; or None.
+
+    The server's ``estimated_time`` is pessimistic (often 1.5x) and fixed at submit: alone, it says
+    the same "about 3 s left" at 50 % and at 71 %. Progress is measured: at p % after ``elapsed``
+    seconds, the rest takes about ``elapsed * (100 - p) / p`` (an upper bound when part of
+    ``elapsed`` was spent queued).
+    """
+    guesses = []
+    if estimated_time is not None:
+        guesses.append(estimated_time - elapsed)
+    if stage == "processing" and 0 < progress < 100 and elapsed > 0:
+        guesses.append(elapsed * (100 - progress) / progress)
+    return max(0.0, min(guesses)) if guesses else None
 
 
 def progress_status(
@@ -117,15 +139,25 @@ def progress_status(
     return f"{stage}{task}"
 
 
-def error_line(exc: BaseException) -> tuple[str, str]:
-    """(kind, message) for one readable line; a timeout says how to get the images later."""
-    from ._exceptions import GenerationTimeout
+def error_line(exc: BaseException, *, host: str | None = None, retries: int = 0) -> tuple[str, str]:
+    """(kind, message) for one readable line that says what to do.
+
+    A timeout says how to get the images later; a network failure names ``host`` (the API's, when
+    known) and what to check, and how many retries (``retries``) were made.
+    """
+    from ._exceptions import GenerationTimeout, TransportError
 
     message = str(exc) or type(exc).__name__
     if isinstance(exc, GenerationTimeout):
         message = (
             f"task {exc.task_id} is still {exc.last_status or 'running'} after the wait deadline; "
             f"it keeps running on the server. Get its images later with: %qimage resume {exc.task_id}"
+        )
+    elif isinstance(exc, TransportError) and host:
+        tried = f" after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
+        message = (
+            f"cannot reach {host}{tried} ({message}). Check this machine's network connection, or "
+            "QIMAGE_BASE_URL if the API is at another address"
         )
     return type(exc).__name__, message
 
@@ -142,6 +174,7 @@ class Tile:
     height: int
     label: str | None = None
     status: str | None = None  # placeholder text, e.g. "processing 40%"
+    marker: bool = False  # a placeholder for an image that will not come: a small mark, not a box
 
     def data_uri(self) -> str:
         assert self.thumb is not None
@@ -208,7 +241,8 @@ def tile_for(
     ``stored=True`` is for a tile that goes into a notebook's saved output: its caption and tooltip
     leave out what ``heading`` says (:func:`stored_caption`), and the tile as stored (thumbnail as
     base64, its markup, its share of the gallery's markup and text) keeps to ``NOTEBOOK_SHARE`` of the
-    base64 of the image file. The thumbnail may then be WebP even if ``fmt`` is JPEG (``Tile.mime``
+    base64 of the image file, or ``NOTEBOOK_FLOOR_BYTES`` when that is more (:func:`notebook_budget`).
+    The thumbnail may then be WebP even if ``fmt`` is JPEG (``Tile.mime``
     says which). ``output_share`` is what the rest of the output (title, notes, plain-text fallback)
     stores per image; by default ``_TEXT_RESERVE``. Without ``stored`` (the panel's widgets) the
     thumbnail is ``fmt`` at full size and quality.
@@ -241,15 +275,20 @@ def _thumb_budget(tile: Tile, source: Any, thumb_px: int, output_share: int | No
         size = source.stat().st_size
     except OSError:
         return None  # thumbnail() reports the missing file
-    full_base64 = 4 * -(-size // 3)
     markup = len(gallery_html([tile], thumb_px=thumb_px).encode("utf-8"))
     rest = _TEXT_RESERVE if output_share is None else output_share
-    room = int(NOTEBOOK_SHARE * full_base64) - markup - rest
+    room = notebook_budget(size) - markup - rest
     return max(0, room) // 4 * 3
 
 
-def placeholder(text: str, *, label: str | None = None, width: int = 1, height: int = 1) -> Tile:
-    return Tile(thumb=None, mime="", caption="", tooltip="", width=width, height=height, label=label, status=text)
+def notebook_budget(file_size: int) -> int:
+    """The bytes a saved notebook may keep for one shown image whose file has ``file_size`` bytes."""
+    return max(int(NOTEBOOK_SHARE * 4 * -(-file_size // 3)), NOTEBOOK_FLOOR_BYTES)
+
+
+def placeholder(text: str, *, label: str | None = None, width: int = 1, height: int = 1, marker: bool = False) -> Tile:
+    return Tile(thumb=None, mime="", caption="", tooltip="", width=width, height=height, label=label, status=text,
+                marker=marker)
 
 
 # Styling shared by every tile of an output, sent once per output (not per tile) and scoped to the
@@ -280,10 +319,13 @@ def _cell(tile: Tile, thumb_px: int) -> str:
     w = thumb_px if ratio >= 1 else round(thumb_px * ratio)
     h = round(thumb_px / ratio) if ratio >= 1 else thumb_px
     label = f'<div class="qimage-label">{html.escape(tile.label)}</div>' if tile.label else ""
-    if tile.thumb is None:
+    if tile.thumb is None and tile.marker:
+        # The image will not come (failed, not waited for): the reason is said once, elsewhere.
+        body = f'<div class="qimage-placeholder qimage-marker" style="padding:2px 8px">{html.escape(tile.status or "")}</div>'
+    elif tile.thumb is None:
         body = f'<div class="qimage-placeholder" style="width:{w}px;height:{h}px">{html.escape(tile.status or "")}</div>'
     else:
-        # Shown at the gallery's size even when the budget made the thumbnail smaller (a steady
+        # Shown at the gallery's size even when the picture itself is smaller than that (a steady
         # layout). alt is empty: the caption right below (or the gallery's heading) is the text.
         title = f' title="{html.escape(tile.tooltip)}"' if tile.tooltip else ""
         body = f'<img class="qimage-thumb" src="{tile.data_uri()}" width="{w}" height="{h}" alt=""{title}>'
@@ -365,6 +407,8 @@ class LiveSlot:
     cached_at: float | None = None
     reattached: bool = False  # waiting on an earlier, already paid-for run of the same request
     unconfirmed: bool = False  # task_id is a journal key: the submit's answer never arrived
+    retry: str | None = None  # the request being retried now, and why
+    deadline: float | None = None  # monotonic time the estimate says it ends; only ever moves earlier
 
     def __post_init__(self) -> None:
         if self.request is not None and not self.tiles:
@@ -380,24 +424,39 @@ class LiveSlot:
                 return f"done: the earlier, unfinished run of this request (not billed again){task}"
             return f"done in {self.elapsed:.0f} s{task}"
         if self.stage == "interrupted":
+            if self.task_id and self.unconfirmed:
+                return (
+                    "interrupted while submitting: the API may or may not have this task. "
+                    f"%qimage resume {self.task_id} finishes it, re-sending the same Idempotency-Key, "
+                    "so it is never billed twice"
+                )
             if self.task_id:
-                return f"stopped waiting; get the images later with %qimage resume {self.task_id}"
-            return "stopped waiting before the task id arrived; see %qimage history"
+                return (
+                    f"stopped waiting. Task {self.task_id} keeps running on the server; "
+                    f"get its images later with %qimage resume {self.task_id}"
+                )
+            return "stopped waiting before the API answered with a task id; %qimage pending lists what was submitted"
         if self.stage in ("failed", "error", "cancelled"):
             return f"{self.stage}: {self.error or 'no reason given'}"
         have = sum(t is not None for t in self.tiles)
         line = progress_status(
             self.stage, progress=self.progress, eta=self.eta, task_id=self.task_id, have=have, count=self.count
         )
+        if self.retry and self.stage in ("waiting", "submitting", "pending", "processing", "downloading"):
+            line += f" · {self.retry}"
         return f"re-attached to the earlier, unfinished run of this request · {line}" if self.reattached else line
+
+    def gone(self) -> bool:
+        """Its images will not come from this cell (failed, cancelled, not waited for)."""
+        return self.stage in ("failed", "error", "cancelled", "interrupted")
 
     def placeholder_text(self) -> str:
         if self.stage == "processing":
             return f"{self.progress}%"
         if self.stage in ("failed", "error", "cancelled"):
-            return self.stage
+            return f"✕ {self.stage}"
         if self.stage == "interrupted":
-            return "not waiting"
+            return "not waited for"
         return {"waiting": "waiting", "uploading": "uploading", "submitting": "submitting",
                 "pending": "queued", "downloading": "downloading", "completed": "downloading", "done": ""}.get(self.stage, self.stage)  # fmt: skip
 
@@ -426,6 +485,11 @@ class LiveGallery:
         self.notes: list[str] = []
         self.errors: list[str] = []
         self.footer: str | None = None
+        self.host: str | None = None  # the API's host, named when the network fails
+        self.retries = 0
+        # The cell raises the failure: its one red line is the reason, so the gallery does not
+        # say it again (a status line and an error line would repeat it above the traceback).
+        self.reason_below = False
         self._handle: Any = None
         self._lock = threading.Lock()
 
@@ -451,16 +515,25 @@ class LiveGallery:
         slot = self.slots[i or 0]
         if slot.request is None or not slot.request.prompt:
             slot.request = update.request  # resume learns the request from the journal
+        if update.stage != slot.stage or update.progress != slot.progress:
+            slot.retry = None  # an answer came: whatever was retried got through
         slot.stage = update.stage
         slot.task_id = update.task_id or slot.task_id
         slot.progress = update.progress
-        slot.eta = update.eta
+        left = None if update.done else estimate_left(
+            update.stage, progress=update.progress, elapsed=update.elapsed, estimated_time=update.estimated_time
+        )
+        if left is not None:
+            now = time.monotonic()
+            slot.deadline = min(slot.deadline, now + left) if slot.deadline is not None else now + left
+            left = max(0.0, slot.deadline - now)
+        slot.eta = left
         slot.elapsed = update.elapsed
         slot.cached = update.cached
         slot.cached_at = update.cached_at
         slot.reattached = update.reattached
         if update.error is not None:
-            slot.error = error_line(update.error)[1]
+            slot.error = error_line(update.error, host=self.host, retries=self.retries)[1]
         count = len(update.images) or slot.count or update.request.n
         if count != len(slot.tiles):
             slot.tiles = (slot.tiles + [None] * count)[:count]
@@ -468,6 +541,19 @@ class LiveGallery:
         for k, image in enumerate(update.images):
             if image is not None and slot.tiles[k] is None:
                 slot.tiles[k] = self._tile(image, slot)
+        self.refresh()
+
+    def retrying(self, what: str, failure: BaseException, retry: int, retries: int, delay: float) -> None:
+        """A request is retried (from the client's retry observer): say so on its generation's line."""
+        self.retries += 1
+        text = f"{_short(str(failure), 140)}; retry {retry} of {retries} in {delay:.1f} s"
+        waiting = [s for s in self.slots if s.stage not in _FINISHED and s.stage != "interrupted"]
+        if what == "submit":
+            mine = [s for s in waiting if not s.task_id]
+        else:  # a status poll or a download names its task; an upload concerns them all
+            mine = [s for s in waiting if s.task_id and s.task_id in what] or waiting
+        for slot in mine or waiting[:1]:
+            slot.retry = text
         self.refresh()
 
     def _tile(self, image: Any, slot: LiveSlot) -> Tile | None:
@@ -486,7 +572,7 @@ class LiveGallery:
                 continue
             if gen.error is not None:
                 slot.stage = "failed" if gen.status == "failed" else "error"
-                slot.error = error_line(gen.error)[1]
+                slot.error = error_line(gen.error, host=self.host, retries=self.retries)[1]
                 slot.task_id = gen.task_id or slot.task_id
                 continue
             slot.request = gen.request
@@ -513,16 +599,27 @@ class LiveGallery:
         self.refresh()
         return ids
 
-    def fail(self, exc: BaseException) -> None:
-        kind, message = error_line(exc)
+    def fail(self, exc: BaseException, *, said_below: bool = False) -> None:
+        """Draw a failure that ended the run: on the generations it ended, or as an error line.
+
+        ``said_below``: the cell raises it, and its red line is the one place the reason is said;
+        the gallery keeps only a small mark where the images would have been.
+        """
+        kind, message = error_line(exc, host=self.host, retries=self.retries)
         task_id = getattr(exc, "task_id", None)
         absorbed = False
         for slot in self.slots:
-            if slot.stage not in _FINISHED and (task_id is None or slot.task_id in (None, task_id)):
+            if task_id is not None and slot.task_id not in (None, task_id):
+                continue
+            if slot.stage not in _FINISHED:
                 slot.stage = "failed" if kind == "TaskFailedError" else "error"
                 slot.error = message
                 absorbed = True
-        if not absorbed:
+            elif slot.stage != "done" and slot.error:
+                absorbed = True  # its line already says this failure (it came as an update)
+        if said_below:
+            self.reason_below = True
+        elif not absorbed:
             self.errors.append(f"{kind}: {message}")
         self.refresh()
 
@@ -532,8 +629,12 @@ class LiveGallery:
         out = []
         for slot in self.slots:
             w, h = slot.request.pixel_size if slot.request is not None and slot.request.prompt else (1, 1)
-            for tile in slot.tiles or [None]:
-                out.append(tile or placeholder(slot.placeholder_text(), label=slot.label, width=w, height=h))
+            tiles = slot.tiles or [None]
+            if slot.gone() and not any(tiles):
+                tiles = [None]  # one mark for the generation, not one per image that will not come
+            for tile in tiles:
+                out.append(tile or placeholder(slot.placeholder_text(), label=slot.label, width=w, height=h,
+                                               marker=slot.gone()))
         return out
 
     def status_lines(self) -> tuple[list[str], list[str]]:
@@ -542,6 +643,8 @@ class LiveGallery:
         for slot in self.slots:
             prefix = f"{slot.label}: " if slot.label else ""
             failed = slot.stage in ("failed", "error", "cancelled")
+            if failed and self.reason_below:
+                continue  # the cell's own error line says it
             (failures if failed else lines).append(prefix + slot.status())
         return lines, failures
 
@@ -600,6 +703,22 @@ class LiveGallery:
 # --- the journal -----------------------------------------------------------------------------
 
 
+def _resume_hint(pending: Sequence[Any]) -> str:
+    """The command that fetches pending entries, with a real id in it (never a TASK_ID to fill in).
+
+    An entry whose submit was never answered has no task id, only its journal key; resume takes
+    the key and re-sends the same Idempotency-Key, so the API returns the task it may have made.
+    """
+    if not pending:
+        return ""
+    first = pending[0]
+    target = first.task_id or first.key
+    unanswered = "" if first.task_id else " (no task id: the submit was never answered; resume re-sends it with the same Idempotency-Key, never billed twice)"
+    if len(pending) == 1:
+        return f"resume with: %qimage resume {target}{unanswered}"
+    return f"resume one with: %qimage resume {target}{unanswered}; or all {len(pending)} with: %qimage resume --all"
+
+
 def history_bundle(entries: Sequence[Any], *, pending_only: bool) -> dict[str, Any]:
     """The journal's entries as a table (HTML, and aligned plain text), newest first."""
     if not entries:
@@ -611,7 +730,7 @@ def history_bundle(entries: Sequence[Any], *, pending_only: bool) -> dict[str, A
         request = entry.request
         created = getattr(entry, "created_at", None)
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
-        model = SHORT_MODEL.get(request.model, request.model)
+        model = request.model  # the name the API, the magic and the panel use
         rows.append(
             (
                 stamp,
@@ -626,17 +745,13 @@ def history_bundle(entries: Sequence[Any], *, pending_only: bool) -> dict[str, A
     text_lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     text_lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     pending = [e for e in entries if not getattr(e, "downloaded", True) and getattr(e, "status", "") not in ("failed", "cancelled")]
-    if pending:
-        text_lines.append("resume with: %qimage resume TASK_ID, or %qimage resume --all")
+    hint = _resume_hint(pending)
+    if hint:
+        text_lines.append(hint)
     cells = "".join(
         "<tr>" + "".join(f'<td style="text-align:left">{html.escape(c)}</td>' for c in row) + "</tr>" for row in rows
     )
     head = "".join(f'<th style="text-align:left">{html.escape(h)}</th>' for h in header)
-    foot = (
-        '<div style="color:#555">resume with <code>%qimage resume TASK_ID</code> or '
-        "<code>%qimage resume --all</code></div>"
-        if pending
-        else ""
-    )
+    foot = f'<div style="color:#555">{html.escape(hint)}</div>' if hint else ""
     table = f'<table class="qimage-history"><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>{foot}'
     return {"text/plain": "\n".join(text_lines), "text/html": table}

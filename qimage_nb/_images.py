@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 import os
 import struct
 import threading
@@ -445,16 +444,12 @@ def open_lazy(path: Path, info: Mapping[str, str]) -> Image.Image:
 
 THUMB_FORMATS = {"JPEG": "image/jpeg", "WEBP": "image/webp"}
 
-# The legibility floor of a thumbnail squeezed into a byte budget. 128 px is the freedesktop
-# thumbnail spec's "normal" size: shown at 256 CSS px it is soft, but the composition, colours and
-# large text of a picture still read. Quality floors differ by format: below ~35 JPEG's 8x8 blocks
-# take over flat colours and text edges, while WebP's deblocking filter smooths them instead, so
-# WebP at quality 20 still looks clean (and, at a budget, a larger WebP at low quality reads better
-# than a smaller one at higher quality).
-THUMB_FLOOR_PX = 128
+# A thumbnail squeezed into a byte budget keeps its pixels: it is shown at its own size, and fewer
+# pixels stretched to that size blur the text a picture carries. Only quality and format give way,
+# down to a floor per format: below ~35 JPEG's 8x8 blocks take over flat colours and text edges,
+# while WebP's deblocking filter smooths them instead, so WebP at quality 20 still looks clean.
 THUMB_FLOOR_QUALITY = {"JPEG": 35, "WEBP": 20}
-_QUALITY_STEPS = (80, 65, 50, 35, 20)  # tried from the top within each pixel size, down to the floor
-_SIDE_STEP = 0.75  # each smaller size has ~56 % of the pixels (and roughly of the bytes)
+_QUALITY_STEPS = (80, 65, 50, 35, 20)  # tried from the top, down to the format's floor
 
 # Galleries redraw the same tiles often: keep recent thumbnails of files (keyed by the file's
 # identity and mtime, so a replaced file is never served stale). ~512 x 15 KB at most.
@@ -508,13 +503,6 @@ def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
     return out.getvalue()
 
 
-def _smaller(image: Image.Image, side: int) -> Image.Image:
-    """The already-shrunk thumbnail at a smaller longer side (a resize of a few hundred pixels)."""
-    width, height = image.size
-    scale = side / max(width, height)
-    return image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.LANCZOS)
-
-
 def _best_quality(image: Image.Image, fmt: str, qualities: list[int], max_bytes: int) -> bytes | None:
     """The encoding at the highest of ``qualities`` (descending) within ``max_bytes``: a bisection,
     as bytes grow with quality."""
@@ -530,15 +518,13 @@ def _best_quality(image: Image.Image, fmt: str, qualities: list[int], max_bytes:
 
 
 def _within(small: Image.Image, fmt: str, quality: int, max_bytes: int) -> bytes:
-    """Encode ``small`` (decoded and shrunk once) in at most ``max_bytes``, stepping down as needed.
+    """Encode ``small`` (decoded and shrunk once) in at most ``max_bytes``, never with fewer pixels.
 
-    Order: the asked format, size and quality first. On a miss, the same settings in the other of
+    Order: the asked format and quality first. On a miss, the same quality in the other of
     JPEG/WebP, and whichever is smaller is kept from then on (on flat pictures WebP is about half
-    the bytes of JPEG, so switching early keeps more pixels and quality than squeezing JPEG). Then
-    quality steps down to the format's floor, then the pixel size (each smaller size again from the
-    asked quality) down to ``THUMB_FLOOR_PX``, skipping sizes the bytes so far say cannot fit. Only
-    encoding repeats, a few milliseconds each: a size costs one encode when even its floor quality
-    misses, and a bisection of the qualities when it fits.
+    the bytes of JPEG). Then a bisection of the qualities down to the format's floor. If even the
+    floor misses, the floor is returned: the least we are willing to show. Only encoding repeats,
+    a few milliseconds each.
     """
     data = _encode(small, fmt, quality)
     if len(data) <= max_bytes:
@@ -551,23 +537,11 @@ def _within(small: Image.Image, fmt: str, quality: int, max_bytes: int) -> bytes
         if len(data) <= max_bytes:
             return data
     floor_quality = min(quality, THUMB_FLOOR_QUALITY[fmt])
-    above_floor = sorted({q for q in (quality, *_QUALITY_STEPS) if floor_quality < q <= quality}, reverse=True)
-    longest = max(small.size)
-    floor_side = min(longest, THUMB_FLOOR_PX)  # never enlarged to reach the floor
-    side, image, tried = longest, small, quality
-    while True:
-        lowest = _encode(image, fmt, floor_quality)
-        if len(lowest) <= max_bytes:
-            return _best_quality(image, fmt, [q for q in above_floor if q != tried], max_bytes) or lowest
-        if side <= floor_side:
-            # Even the floor is over budget (a small, very compressible original): keep the floor
-            # rather than a thumbnail nobody can read; it is the least we are willing to show.
-            return lowest
-        # Bytes grow about with the pixel count: jump straight to the size that might fit (headers
-        # do not shrink, so this is optimistic and the loop may step again), at least one step.
-        estimate = int(side * math.sqrt(max(0, max_bytes) / len(lowest)))
-        side, tried = max(floor_side, min(round(side * _SIDE_STEP), estimate)), None
-        image = _smaller(small, side)
+    above_floor = sorted({q for q in _QUALITY_STEPS if floor_quality < q < quality}, reverse=True)
+    lowest = _encode(small, fmt, floor_quality)
+    if len(lowest) > max_bytes:
+        return lowest
+    return _best_quality(small, fmt, above_floor, max_bytes) or lowest
 
 
 def thumbnail_mime(data: bytes) -> str:
@@ -589,9 +563,9 @@ def thumbnail(
     memory by file identity; a PIL image is never modified. Transparency is flattened onto white
     for JPEG and kept for WebP. Images are never enlarged.
 
-    ``max_bytes`` is a budget for the encoded bytes: over it, the thumbnail steps down in quality
-    (to ``THUMB_FLOOR_QUALITY``), may switch to the other of JPEG/WebP when that is smaller, then
-    shrinks (to ``THUMB_FLOOR_PX``); if even that floor is over budget, the floor is returned. The
+    ``max_bytes`` is a budget for the encoded bytes: over it, the thumbnail may switch to the other
+    of JPEG/WebP when that is smaller, then steps down in quality (to ``THUMB_FLOOR_QUALITY``); if
+    even that floor is over budget, the floor is returned. It never loses pixels to a budget. The
     pixels are decoded and shrunk once; only the encoding repeats. Use :func:`thumbnail_mime` for
     the format of the result.
     """

@@ -22,6 +22,7 @@ __all__ = [
     "LINE_HELP",
     "LINE_SUBCOMMANDS",
     "cell_arguments",
+    "keep_empty_cells",
     "parse",
     "parse_cell_line",
     "reproduce_cell",
@@ -99,7 +100,16 @@ def cell_arguments(func: F) -> F:
     """Give ``func`` the ``%%qimage`` arguments: its parser, and its docstring followed by the help."""
     for decorate in reversed(_CELL_ARGUMENTS):  # as if stacked above the function, top first
         func = decorate(func)
-    return magic_arguments(name="%qimage")(func)
+    func = magic_arguments(name="%qimage")(func)
+    # magic_arguments writes the usage as a reStructuredText literal block ("::" and an indent),
+    # which %%qimage? shows raw: plain words read better there.
+    doc = func.__doc__ or ""
+    if doc.startswith("::\n\n  "):
+        usage, _, rest = doc.removeprefix("::\n\n  ").partition("\n\n")
+        head, *more = usage.splitlines()
+        indent = " " * len("Usage: %%qimage ")
+        func.__doc__ = "\n".join(["Usage: " + head, *(indent + line.strip() for line in more)]) + "\n\n" + rest
+    return func
 
 
 @cell_arguments
@@ -117,11 +127,51 @@ def _unquote(value: Any) -> Any:
 
 
 def parse(func: Any, line: str) -> Any:
-    """``parse_argstring`` (UsageError on bad input, generated help) with quotes removed from values."""
-    args = parse_argstring(func, line)
+    """``parse_argstring`` (UsageError on bad input, generated help) with quotes removed from values.
+
+    A misspelt option gets the nearest real one suggested: argparse alone says only
+    "unrecognized arguments: --sise 16:9".
+    """
+    from IPython.core.error import UsageError
+
+    try:
+        args = parse_argstring(func, line)
+    except UsageError as exc:
+        raise UsageError(_with_suggestion(str(exc), func)) from None
     for name, value in vars(args).items():
         setattr(args, name, _unquote(value))
     return args
+
+
+def _with_suggestion(message: str, func: Any) -> str:
+    import difflib
+
+    parser = getattr(func, "parser", None)
+    if parser is None or "unrecognized arguments:" not in message:
+        return message
+    known = [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+    unknown = message.split("unrecognized arguments:", 1)[1].split()
+    for token in unknown:
+        name = token.split("=", 1)[0]
+        if name.startswith("-"):
+            close = difflib.get_close_matches(name if name.startswith("--") else "-" + name, known, n=1, cutoff=0.6)
+            if close:
+                return f"{message} (did you mean {close[0]}?)"
+    return message
+
+
+def keep_empty_cells(lines: list[str]) -> list[str]:
+    """An input transformer: a ``%%qimage`` cell with no body reaches the magic as an empty prompt.
+
+    IPython refuses a cell magic with an empty body before the magic runs ("did you mean the line
+    magic %qimage?"), while a body of spaces reaches it and gets the magic's own message ("prompt is
+    empty: describe the image..."). One newline as the body makes the two cases the same.
+    """
+    if lines and lines[0].startswith("%%qimage") and not lines[0].startswith("%%qimage?"):
+        first = lines[0][len("%%qimage"):]
+        if (not first or first[0].isspace()) and not "".join(lines[1:]):
+            return [lines[0] if lines[0].endswith("\n") else lines[0] + "\n", "\n"]
+    return lines
 
 
 def parse_cell_line(line: str) -> Any:

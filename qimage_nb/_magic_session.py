@@ -25,11 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = ["NO_KEY", "SUBCOMMANDS"]
 
+# First what works with no key at all, then how to add one; one line, as a UsageError shows it.
 NO_KEY = (
-    "no API key is set: set QIMAGE_API_KEY in the environment before starting Jupyter, or run "
-    "%qimage login (asks for the key, keeps it in this kernel's memory only). "
-    "To try everything offline, run %qimage emulator: it starts the bundled emulator in this kernel "
-    "and points the session at it (its pictures carry a banner)."
+    "no API key yet: run %qimage emulator to try everything offline now, "
+    "or %qimage login (or QIMAGE_API_KEY set before starting Jupyter) for the real API"
 )
 
 
@@ -107,13 +106,11 @@ def emulator(magics: QImageMagics, line: str) -> None:
     emu = session.start_emulator(**options)
     from IPython.display import display
 
-    text = (
-        f"{EMULATOR_BANNER}\nemulator running at {emu.base_url}; %qimage emulator --stop leaves it"
-    )
+    text = f"{EMULATOR_BANNER}\nemulator running at {emu.base_url}; %qimage emulator --stop stops it"
     banner = (
         '<div class="qimage-banner" style="background:#fff3cd;color:#664d03;padding:4px 8px;border-radius:4px">'
         f"{html.escape(EMULATOR_BANNER)}<br/><small>emulator running at {html.escape(emu.base_url)}; "
-        "<code>%qimage emulator --stop</code> leaves it</small></div>"
+        "<code>%qimage emulator --stop</code> stops it</small></div>"
     )
     display({"text/html": banner, "text/plain": text}, raw=True)
 
@@ -163,20 +160,20 @@ def config(magics: QImageMagics, line: str) -> None:
     session = get_session()
     described = session.describe()
     lines = ["qimage_nb settings:"]
-    lines.append(f"  API:       {described['base_url']}")
-    lines.append(f"  key:       {described['key']}")
-    lines.append(f"  emulator:  {described['emulator']}")
+    lines.append(f"  API:         {described['base_url']}")
+    lines.append(f"  key:         {described['key']}")
+    lines.append(f"  emulator:    {described['emulator']}")
     client = session.client()
     if session.has_key:
         try:
             balance = run_sync(client.balance())
         except KeyboardInterrupt:
-            lines.append("  balance:   (interrupted)")
+            lines.append("  balance:     (interrupted)")
         except Exception as exc:
-            lines.append(f"  balance:   unavailable ({error_line(exc)[1]})")
+            lines.append(f"  balance:     unavailable ({error_line(exc)[1]})")
         else:
             if balance.unlimited_quota:
-                lines.append("  balance:   unlimited quota")
+                lines.append("  balance:     unlimited quota")
             else:
                 credits = (
                     f" ({balance.remain_credits:g} credits)"
@@ -188,11 +185,12 @@ def config(magics: QImageMagics, line: str) -> None:
                     if balance.remain_balance is not None
                     else "unknown"
                 )
-                lines.append(f"  balance:   {amount}{credits}")
+                lines.append(f"  balance:     {amount}{credits}")
     else:
-        lines.append("  balance:   (no key) " + NO_KEY)
+        lines.append("  balance:     (no key) " + NO_KEY)
     with contextlib.suppress(Exception):
-        lines.append(f"  journal:   {Path(client.store.root)}")
+        # Where the journal and the full-size images live (QIMAGE_HOME): what "Where are my files?" asks.
+        lines.append(f"  data folder: {Path(client.store.root)} (journal and full-size images; QIMAGE_HOME)")
     lines.append("  %%qimage defaults (%config QImageMagics.<name> = value):")
     for name in (
         "model",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import keyword
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from ._magic_args import (
     LINE_HELP,
     LINE_SUBCOMMANDS,
     cell_arguments,
+    keep_empty_cells,
     parse,
     parse_cell_line,
     split_refs,
@@ -103,21 +103,10 @@ def _cached_ref_urls(client: AsyncClient, plan: _Plan, refs: list[Ref]) -> list[
     return urls
 
 
-def _resume_hint(task_ids: list[str]) -> str:
-    if not task_ids:
-        return (
-            "interrupted before the API answered with a task id; %qimage history lists the journal, "
-            "%qimage resume --all fetches whatever was submitted"
-        )
-    if len(task_ids) == 1:
-        return (
-            f"interrupted: stopped waiting. Task {task_ids[0]} keeps running on the server; "
-            f"get its images later with: %qimage resume {task_ids[0]}"
-        )
-    return (
-        f"interrupted: stopped waiting. Tasks {', '.join(task_ids)} keep running on the server; "
-        "get their images later with: %qimage resume --all"
-    )
+def _host(client: Any) -> str | None:
+    from urllib.parse import urlsplit
+
+    return urlsplit(getattr(client, "base_url", "") or "").netloc or None
 
 
 # --- the plan of one cell --------------------------------------------------------------------
@@ -166,6 +155,9 @@ class QImageMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         self._background_tasks: set[Any] = set()
         self._background_threads: list[threading.Thread] = []
+        transforms = getattr(shell, "input_transformers_cleanup", None)
+        if transforms is not None and keep_empty_cells not in transforms:
+            transforms.append(keep_empty_cells)  # an empty %%qimage cell gets the magic's own message
 
     # -- settings -----------------------------------------------------------------------------
 
@@ -293,18 +285,20 @@ class QImageMagics(Magics):
         """Generate images with Qwen Image 2.0; the cell body is the prompt.
 
         The prompt is sent exactly as written (surrounding whitespace trimmed): braces, quotes,
-        ``$`` and any language pass through untouched. When it finishes, NAME (``-o``, default
-        ``qimages``) holds a list of PIL images in the API's order; full images stay on disk and
-        the notebook keeps small thumbnails only.
+        $ and any language pass through untouched. When it finishes, NAME (-o, default qimages)
+        holds a list of PIL images in the API's order; full images stay on disk and the notebook
+        keeps small thumbnails only.
 
         An identical request that already completed is served from the journal with no request
-        to the API ("from cache"); ``--new`` pays for fresh images. Comma-separated values for
+        to the API ("from cache"); --new pays for fresh images. Comma-separated values for
         --model, --size and --resolution run every combination concurrently as a comparison grid.
 
-        Examples::
+        For example, two wide pictures into the variable cats:
 
             %%qimage -o cats --size 16:9 -n 2
             a watercolour cat reading "Qwen" on a sign
+
+        and the first of them refined with the pro model:
 
             %%qimage --ref cats[0] --pro
             the same cat, wearing a hat
@@ -319,7 +313,7 @@ class QImageMagics(Magics):
 
         refs = resolve_refs(split_refs(args.ref), self.shell.user_ns)
 
-        from ._session import EMULATOR_BANNER, get_session
+        from ._session import get_session
 
         session = get_session()
         if not session.has_key:
@@ -328,7 +322,8 @@ class QImageMagics(Magics):
             raise UsageError(NO_KEY)
         client = session.client()
 
-        live = self._live_for(plan, thumb_px, fmt, EMULATOR_BANNER if session.using_emulator else None)
+        live = self._live_for(plan, thumb_px, fmt, emulator=session.using_emulator)
+        live.host = _host(client)
         live.show()
         if plan.background:
             self._start_background(plan, refs, live, concurrency)
@@ -341,22 +336,15 @@ class QImageMagics(Magics):
         try:
             generations = run_sync(self._execute(client, plan, refs, live, concurrency, say=print))
         except KeyboardInterrupt:
+            # Each generation's line says it once: stopped waiting, and the command that resumes it.
             _adopt_journal_ids(client, live, started)
-            ids = live.interrupted()
-            if any(slot.unconfirmed for slot in live.slots):
-                print(
-                    "interrupted while submitting: the API may or may not have the task. "
-                    f"%qimage resume {ids[0] if len(ids) == 1 else '--all'} finishes it, re-sending the "
-                    "same Idempotency-Key so it is never billed twice"
-                )
-            else:
-                print(_resume_hint(ids))
+            live.interrupted()
             return
         except BaseException as exc:
             raise self._surface(exc, live) from None
         self._conclude(plan, generations, live)
 
-    def _live_for(self, plan: _Plan, thumb_px: int, fmt: str, banner: str | None) -> LiveGallery:
+    def _live_for(self, plan: _Plan, thumb_px: int, fmt: str, *, emulator: bool) -> LiveGallery:
         from ._contract import GenerationRequest, _short
         from ._display import LiveGallery, LiveSlot
 
@@ -373,11 +361,14 @@ class QImageMagics(Magics):
             subtitle = f"comparison grid: {len(plan.combos)} combinations x {plan.n} -> {plan.name}"
         if plan.negative:
             subtitle += f" · negative: {_short(plan.negative, 80)}"
+        if emulator:
+            # %qimage emulator said what the emulator is, once; each output only names it.
+            subtitle += " · from the emulator"
         return LiveGallery(
             slots,
             title=_short(plan.prompt, 200),
             subtitle=subtitle,
-            banner=banner,
+            banner=None,
             thumb_px=thumb_px,
             fmt=fmt,
             columns=plan.columns,
@@ -388,6 +379,9 @@ class QImageMagics(Magics):
     ) -> list[Generation]:
         from ._contract import GenerationRequest
         from ._refs import ref_urls
+        from ._retry import retry_observer
+
+        retry_observer.set(live.retrying)  # this run's retries show on its lines while they happen
 
         def tell(text: str) -> None:
             live.note(text)
@@ -428,8 +422,13 @@ class QImageMagics(Magics):
             cache=not plan.fresh,
         )
 
-    def _conclude(self, plan: _Plan, generations: list[Generation], live: LiveGallery, *, quiet: bool = False) -> None:
-        """Bind the images, draw the final static output, and report failures in one line each."""
+    def _conclude(self, plan: _Plan, generations: list[Generation], live: LiveGallery, *, raising: bool = True) -> None:
+        """Bind the images, draw the final static output, and say each failure once.
+
+        One generation that failed: the cell raises, and its red line is the reason (the output
+        keeps a small mark). Several: each failed generation's reason is a labelled red line in the
+        output, and the cell raises only when none succeeded, without repeating them.
+        """
         from ._display import error_line
 
         images = [image for gen in generations if gen.error is None for image in gen.images]
@@ -437,41 +436,41 @@ class QImageMagics(Magics):
         if images or not failures:
             self.shell.user_ns[plan.name] = images
         live.footer = f"{plan.name}: {len(images)} image{'s' if len(images) != 1 else ''}" if images else None
+        single = len(generations) == 1
+        if failures and single and raising:
+            live.reason_below = True
         live.finish(list(generations))
-        if not failures:
+        if not failures or len(failures) < len(generations) or not raising:
             return
-        lines = []
-        for gen in failures:
-            assert gen.error is not None
-            kind, message = error_line(gen.error)
-            label = f"{gen.request.model} · {gen.request.size} {gen.request.resolution}: " if len(generations) > 1 else ""
-            lines.append(f"{label}{kind}: {message}")
-        if len(failures) == len(generations):
-            first = failures[0].error
-            assert first is not None
-            kind, message = error_line(first)
-            if len(failures) > 1:
-                message += f" (and {len(failures) - 1} more failed; see above)"
-            raise QImageCellError(message, kind, getattr(first, "task_id", None))
-        if not quiet:
-            print(f"{len(failures)} of {len(generations)} generations failed:", *lines, sep="\n  ", file=sys.stderr)
+        first = failures[0].error
+        assert first is not None
+        kind, message = error_line(first, host=live.host, retries=live.retries)
+        if not single:
+            kinds = {type(gen.error).__name__ for gen in failures}
+            kind = kind if len(kinds) == 1 else "QImageError"
+            message = f"all {len(failures)} generations failed; each one's reason is in the output above"
+        raise QImageCellError(message, kind, getattr(first, "task_id", None))
 
-    def _surface(self, exc: BaseException, live: LiveGallery) -> BaseException:
-        """The one line a user sees for a failure: UsageError for bad input, the API's reason otherwise."""
+    def _surface(self, exc: BaseException, live: LiveGallery, *, raising: bool = True) -> BaseException:
+        """The one line a user sees for a failure: UsageError for bad input, the API's reason otherwise.
+
+        ``raising``: the cell raises what this returns, so that line is the only place the reason
+        is said; otherwise (a background run) the output area says it.
+        """
         from ._display import error_line
         from ._exceptions import QImageError, ValidationError
 
         if isinstance(exc, (UsageError, QImageCellError)):
             return exc
         if isinstance(exc, ValidationError):
-            live.fail(exc)
+            live.fail(exc, said_below=raising)
             return UsageError(exc.message)
         if isinstance(exc, QImageError):
-            live.fail(exc)
-            kind, message = error_line(exc)
+            live.fail(exc, said_below=raising)
+            kind, message = error_line(exc, host=live.host, retries=live.retries)
             return QImageCellError(message, kind, exc.task_id)
         if isinstance(exc, Exception):
-            live.fail(exc)
+            live.fail(exc, said_below=raising)
             return QImageCellError(f"{type(exc).__name__}: {exc}", "QImageError")
         return exc
 
@@ -487,16 +486,12 @@ class QImageMagics(Magics):
         async def run(client: AsyncClient, owned: bool) -> None:
             try:
                 generations = await self._execute(client, plan, refs, live, concurrency, say=None)
-                self._conclude(plan, generations, live, quiet=True)
-            except QImageCellError:
-                pass  # every failure is already drawn in the output area by _conclude
+                self._conclude(plan, generations, live, raising=False)
             except asyncio.CancelledError:
-                ids = live.interrupted()
-                live.errors.append(_resume_hint(ids))
-                live.refresh()
+                live.interrupted()  # each generation's line says how to resume it
                 raise
             except BaseException as exc:  # never lost: a background failure lands in its output area
-                self._surface(exc, live)
+                self._surface(exc, live, raising=False)
                 if not isinstance(exc, Exception):
                     raise
             finally:
@@ -555,7 +550,7 @@ class QImageMagics(Magics):
         from ._client import Generation
         from ._contract import GenerationRequest
         from ._exceptions import QImageError, ValidationError
-        from ._session import EMULATOR_BANNER, get_session
+        from ._session import get_session
         from ._sync import run_sync
 
         session = get_session()
@@ -574,20 +569,24 @@ class QImageMagics(Magics):
                 )
         from ._display import LiveGallery, LiveSlot
 
-        slots = [LiveSlot(request=None, label=task_id if len(ids) > 1 else None) for task_id in ids]
+        slots = [LiveSlot(request=None, label=task_id if len(ids) > 1 else None, task_id=task_id) for task_id in ids]
         live = LiveGallery(
             slots,
             title=f"resuming {', '.join(ids)}",
-            subtitle=f"-> {name}",
-            banner=EMULATOR_BANNER if session.using_emulator else None,
+            subtitle=f"-> {name}" + (" · from the emulator" if session.using_emulator else ""),
+            banner=None,
             thumb_px=thumb_px,
             fmt=fmt,
         )
+        live.host = _host(client)
         live.show()
 
         async def resume_all() -> list[Generation]:
             # generate_many's gate, for resume: a failure is that task's Generation.error, not the
             # end of the others. (An AsyncClient.resume_many would make this one call.)
+            from ._retry import retry_observer
+
+            retry_observer.set(live.retrying)
             gate = asyncio.Semaphore(concurrency)
 
             async def one(index: int, task_id: str) -> Generation:
@@ -603,13 +602,13 @@ class QImageMagics(Magics):
         try:
             generations = run_sync(resume_all())
         except KeyboardInterrupt:
-            print(_resume_hint(live.interrupted() or ids))
+            live.interrupted()  # each task's line says how to resume it again
             return
         except BaseException as exc:
             raise self._surface(exc, live) from None
         for gen in generations:
             if isinstance(gen.error, ValidationError):
-                live.fail(gen.error)
+                live.fail(gen.error, said_below=True)
                 raise UsageError(gen.error.message)
         plan = _Plan(
             prompt="", negative=None, n=0, combos=[], labels=[], name=name, timeout=self.timeout,

@@ -334,7 +334,7 @@ class Panel(PanelView):
         self.hint.value = (
             f'<span style="color:{RED if is_error else MUTED}">{html.escape(_short(reason, LINE))}</span>'
             if reason else
-            f'<span style="color:{MUTED}">Runs in the background: the kernel stays free for other cells.</span>'
+            f'<span style="color:{MUTED}">The kernel stays free while it runs.</span>'
         )
         if is_error and reason:
             self._show_error(reason, validation=True)
@@ -500,14 +500,16 @@ class Panel(PanelView):
         try:
             self.cell.value = reproduce_cell(run.request)
             self.cell_label.value = (
-                f'<span style="color:{MUTED}">The %%qimage cell that reproduces it (this image is '
-                f"<code>qimages[{index}]</code>; unchanged, it is served from the journal for free):</span>"
+                f'<span style="color:{MUTED}">The %%qimage cell that reproduces it (after you run it, '
+                f"this image is <code>qimages[{index}]</code>; unchanged, it is served from the journal "
+                "for free):</span>"
             )
         except ValueError as exc:
             self.cell.value = ""
             self.cell_label.value = f'<span style="color:{MUTED}">No %%qimage cell: {html.escape(str(exc))}.</span>'
 
         self.action_note.value = ""
+        self.preview_pane.layout.display = None
         self.preview_empty.layout.display = "none"
         self.preview_actions.layout.display = None
         # Show the thumbnail at once, then swap in a sharper mid-size JPEG made in a worker thread.

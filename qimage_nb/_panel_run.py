@@ -18,7 +18,7 @@ import ipywidgets as W
 
 from ._contract import GenerationRequest, _short
 from ._display import DEFAULT_THUMB_PX as THUMB_PX
-from ._display import format_seconds, progress_status
+from ._display import error_line, estimate_left, format_seconds, progress_status
 from ._exceptions import QImageError
 from ._panel_view import LINE, MUTED, RED, describe, image_format, tile_size
 
@@ -121,6 +121,9 @@ class Run:
         self.finished_at: float | None = None
         self._cancel_requested = False
         self.slots: list[RunSlot] = []
+        self._deadline: float | None = None  # when the estimate says it ends; only ever moves earlier
+        self.retry_note: str | None = None  # a request being retried now, and why
+        self.retries = 0
 
         self.header = W.HTML(self._header_html())
         self.header.add_class("qimage-run-header")
@@ -214,15 +217,12 @@ class Run:
     def _running_text(self) -> str:
         u = self.update
         if u is None:
-            return progress_status("submitting")
-        # Counted from the run's start, so the ticker makes it count down between server answers.
-        eta = (
-            None
-            if u.estimated_time is None
-            else u.estimated_time - (time.monotonic() - self.started)
-        )
+            text = progress_status("submitting")
+            return f"{text} · {self.retry_note}" if self.retry_note else text
+        # A deadline, so the ticker makes it count down between server answers.
+        eta = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
         have = sum(1 for i in u.images if i is not None)
-        return progress_status(
+        text = progress_status(
             u.stage,
             progress=u.progress,
             eta=eta,
@@ -230,10 +230,13 @@ class Run:
             have=have,
             count=len(u.images),
         )
+        return f"{text} · {self.retry_note}" if self.retry_note else text
 
     def render(self) -> None:
         running = self.state in ("starting", "submitting", "running")
         self.stop_button.layout.display = None if running else "none"
+        # A run that ended without images gives its bar's room to the line that says why.
+        self.progress.layout.display = None if running or self.state == "done" else "none"
         if running:
             self.status.value = self._status_html(self._running_text())
             if self.update is not None:
@@ -255,13 +258,25 @@ class Run:
             self.progress.value = 100
             self.progress.bar_style = "success"
         elif self.state == "failed":
-            self.status.value = self._status_html(
-                f"failed: {describe(self.error)}" if self.error else "failed", color=RED
-            )
+            self.status.value = self._status_html(f"failed: {self._reason()}" if self.error else "failed", color=RED)
             self.progress.bar_style = "danger"
         elif self.state == "cancelled":
             self.status.value = self._status_html(self.cancel_message(), color="#8a5a00")
             self.progress.bar_style = "warning"
+
+    def _reason(self) -> str:
+        """Why it failed, in one line; a network failure names the API's host and what to check."""
+        from urllib.parse import urlsplit
+
+        if not isinstance(self.error, QImageError):
+            return describe(self.error) if self.error else ""
+        host = urlsplit(getattr(self.client, "base_url", "") or "").netloc or None
+        return _short(error_line(self.error, host=host, retries=self.retries)[1], LINE)
+
+    def _retrying(self, what: str, failure: BaseException, retry: int, retries: int, delay: float) -> None:
+        self.retries += 1
+        self.retry_note = f"{_short(str(failure), 120)}; retry {retry} of {retries} in {delay:.1f} s"
+        self.render()
 
     def cancel_message(self) -> str:
         if self.task_id:
@@ -297,7 +312,10 @@ class Run:
             self.task.cancel()
 
     async def main(self) -> None:
+        from ._retry import retry_observer
+
         panel = self.panel
+        retry_observer.set(self._retrying)  # this run's retries show on its status line
         ticker = asyncio.ensure_future(self._tick())
         try:
             self.state = "submitting"
@@ -337,7 +355,8 @@ class Run:
             if not isinstance(exc, QImageError):
                 logger.exception("qimage_nb: panel run #%d failed", self.number)
             self._record_unfinished(exc)
-            panel._show_error(f"Run #{self.number}: {describe(exc)}")
+            # The run's own status line says why, in red, where the user looks for this run: the
+            # panel's error line is for what belongs to no run (settings, uploads, a bad prompt).
         finally:
             ticker.cancel()
             self.finished_at = time.monotonic()
@@ -374,7 +393,15 @@ class Run:
                 self.render()
 
     async def on_update(self, update: Update) -> None:
+        if self.update is None or (update.stage, update.progress) != (self.update.stage, self.update.progress):
+            self.retry_note = None  # an answer came: whatever was retried got through
         self.update = update
+        left = None if update.done else estimate_left(
+            update.stage, progress=update.progress, elapsed=update.elapsed, estimated_time=update.estimated_time
+        )
+        if left is not None:
+            deadline = time.monotonic() + left
+            self._deadline = deadline if self._deadline is None else min(self._deadline, deadline)
         if update.task_id:
             self.task_id = update.task_id
         if update.stage != "submitting" and self.state == "submitting":

@@ -161,7 +161,7 @@ class PanelView:
 
         # prompt and negative prompt, each with a live count against its limit
         self.prompt, self.prompt_count = _counted_text(
-            "Prompt", "Describe the image: subject, style, light, text to render…", "84px", "qimage-prompt"
+            "Prompt", "Describe the image: subject, style, light, text to render…", "72px", "qimage-prompt"
         )
         self.negative, self.negative_count = _counted_text(
             "Negative", "Optional: what to avoid (blurry, watermark, extra fingers…)", "44px", "qimage-negative"
@@ -185,15 +185,16 @@ class PanelView:
             layout=W.Layout(width="auto", flex="1 1 auto"),
         )
         self.ref_url.add_class("qimage-ref-url")
+        # Sized by its words (an icon, padding and "Add" do not fit in 70 px: it read "+ A...").
         self.ref_add_button = W.Button(
-            description="Add", icon="plus", layout=W.Layout(width="70px")
+            description="Add", icon="plus", layout=W.Layout(width="auto", min_width="80px", flex="0 0 auto")
         )
         self.ref_add_button.add_class("qimage-ref-add")
         self.uploader = W.FileUpload(
             accept="image/png,image/jpeg,image/webp,image/gif",
             multiple=True,
             description="Upload",
-            layout=W.Layout(width="124px", flex="0 0 auto"),
+            layout=W.Layout(width="auto", min_width="110px", flex="0 0 auto"),
         )
         self.uploader.add_class("qimage-upload")
         self.refs_box = W.HBox(
@@ -212,11 +213,11 @@ class PanelView:
             description="Cancel",
             icon="stop",
             disabled=True,
-            layout=W.Layout(width="110px"),
+            layout=W.Layout(width="auto", min_width="110px", flex="0 0 auto"),  # "Cancel 3" fits too
             tooltip="Stop waiting on the runs in flight (their task ids stay in the journal)",
         )
         self.cancel_button.add_class("qimage-cancel")
-        self.hint = W.HTML(layout=W.Layout(flex="1 1 auto", margin="0"))
+        self.hint = W.HTML(layout=W.Layout(flex="1 1 200px", margin="0 0 0 8px"))
         self.hint.add_class("qimage-hint")
 
         self.error = W.HTML(layout=W.Layout(width="100%", display="none"))
@@ -245,15 +246,17 @@ class PanelView:
                 self.count,
                 row(self.ref_url, self.ref_add_button, self.uploader),
                 self.refs_box,
+                # The hint shares the buttons' row: every line the controls save brings the newest
+                # run (drawn below them) closer to where the user just clicked.
                 row(
                     W.HTML(layout=W.Layout(width=_LABEL_W, min_width=_LABEL_W)),
                     self.generate_button,
                     self.cancel_button,
+                    self.hint,
                     margin="6px 0 0 0",
                 ),
-                row(W.HTML(layout=W.Layout(width=_LABEL_W, min_width=_LABEL_W)), self.hint),
             ],
-            layout=W.Layout(flex="1 1 480px", min_width="440px"),
+            layout=W.Layout(width="100%"),
         )
         self.controls.add_class("qimage-controls")
 
@@ -286,14 +289,14 @@ class PanelView:
         self.save_button = W.Button(
             description="Save PNG",
             icon="download",
-            layout=W.Layout(width="110px"),
+            layout=W.Layout(width="auto", min_width="110px", flex="0 0 auto"),
             tooltip="Copy the full-resolution PNG (with its provenance) into the folder",
         )
         self.save_button.add_class("qimage-save")
         self.use_ref_button = W.Button(
             description="Use as reference",
             icon="share",
-            layout=W.Layout(width="150px"),
+            layout=W.Layout(width="auto", min_width="150px", flex="0 0 auto"),
             tooltip="Add this image's public URL to the references of the next run",
         )
         self.use_ref_button.add_class("qimage-use-ref")
@@ -302,6 +305,7 @@ class PanelView:
         self.cell_label = W.HTML(
             f'<span style="color:{MUTED}">The %%qimage cell that reproduces it:</span>'
         )
+        self.cell_label.add_class("qimage-cell-label")
         self.cell = W.Textarea(layout=W.Layout(width="100%", height="96px"))
         self.cell.add_class("qimage-cell")
         self.preview_actions = W.VBox(
@@ -318,16 +322,18 @@ class PanelView:
             ],
             layout=W.Layout(display="none", width="100%"),
         )
+        # Hidden until a thumbnail is clicked: at a narrow cell it wraps below the controls, and an
+        # empty box there pushed the newest run out of view (the Runs title says how to fill it).
         self.preview_pane = W.VBox(
             [self.preview_empty, self.preview, self.preview_actions],
-            layout=W.Layout(flex="1 1 340px", min_width="300px", margin="0 0 0 16px"),
+            layout=W.Layout(flex="1 1 340px", min_width="300px", margin="0 0 0 16px", display="none"),
         )
         self.preview_pane.add_class("qimage-preview-pane")
 
         # this session's runs, newest first, then the journal's earlier entries
         self.history_title = W.HTML(
             f'<div style="font-weight:600;margin-top:6px">Runs <span style="color:{MUTED};'
-            'font-weight:400">newest first</span></div>'
+            'font-weight:400">newest first · click a thumbnail to preview, save or reuse it</span></div>'
         )
         self.history = W.VBox([], layout=W.Layout(width="100%"))
         self.history.add_class("qimage-history")
@@ -356,18 +362,22 @@ class PanelView:
         )
         self.journal.add_class("qimage-journal")
 
+        # The runs sit right under the controls, in the same column, and the preview beside them:
+        # the newest run lands just below the Generate button that started it, and where a cell is
+        # too narrow for two columns the preview wraps below the runs rather than between.
+        self.main = W.VBox(
+            [self.controls, self.error, self.history_title, self.history, self.journal],
+            layout=W.Layout(flex="1 1 480px", min_width="440px"),
+        )
+        self.main.add_class("qimage-main")
         self.root = W.VBox(
             [
                 self.banner,
                 header,
                 W.Box(
-                    [self.controls, self.preview_pane],
+                    [self.main, self.preview_pane],
                     layout=W.Layout(flex_flow="row wrap", width="100%", align_items="flex-start"),
                 ),
-                self.error,
-                self.history_title,
-                self.history,
-                self.journal,
             ],
             layout=W.Layout(width="100%", max_width="1240px", padding="4px"),
         )
@@ -389,8 +399,9 @@ class PanelView:
                 picture = W.Image(value=ref.thumb, format="jpeg")
             else:
                 picture = W.Image(value=(ref.url or "").encode("utf-8"), format="url")
+            # The whole picture, letterboxed: "cover" cropped a 16:9 image to the middle of its words.
             picture.layout = W.Layout(
-                width=f"{REF_PX}px", height=f"{REF_PX}px", object_fit="cover", margin="0"
+                width=f"{REF_PX}px", height=f"{REF_PX}px", object_fit="contain", margin="0"
             )
             picture.add_class("qimage-ref-img")
             remove = W.Button(

@@ -8,10 +8,13 @@ second one. ``Retry-After`` wins over our own backoff, in both of its forms (sec
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import email.utils
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._contract import RETRYABLE_STATUS
@@ -76,3 +79,18 @@ class RetryPolicy:
     def honours(self, retry_after: float | None) -> bool:
         """False when the server's hint is too long to wait for here."""
         return retry_after is None or retry_after <= self.max_retry_after
+
+
+# Whoever shows a request's progress (the magic's output area, a panel run) sets this inside its own
+# coroutine, so it sees each retry while it waits rather than a silent pause: (what, the failure,
+# retry number, retries allowed, seconds until it). Tasks started from that coroutine inherit it.
+RetryObserver = Callable[[str, BaseException, int, int, float], None]
+retry_observer: contextvars.ContextVar[RetryObserver | None] = contextvars.ContextVar("qimage_retry_observer", default=None)
+
+
+def note_retry(what: str, failure: BaseException, retry: int, retries: int, delay: float) -> None:
+    """Tell the current observer, if any, that ``what`` is retried; an observer's own failure is not ours."""
+    observer = retry_observer.get()
+    if observer is not None:
+        with contextlib.suppress(Exception):  # a display must never break a paid request
+            observer(what, failure, retry, retries, delay)

@@ -26,7 +26,7 @@ __all__ = ["Session", "current_client", "get_session"]
 
 EMULATOR_BANNER = (
     "EMULATOR: images come from qimage_nb's bundled offline emulator, not from Qwen Image. "
-    "Set QIMAGE_API_KEY (or run %qimage login) and restart to use the real API."
+    "%qimage login switches to the real API at once."
 )
 
 

@@ -449,37 +449,36 @@ def test_thumbnail_within_a_roomy_budget_is_the_plain_thumbnail(tmp_path):
     assert thumbnail_mime(plain) == "image/jpeg"
 
 
-def test_thumbnail_steps_down_to_fit_its_budget(tmp_path):
+def test_thumbnail_steps_down_in_quality_never_in_pixels_to_fit_its_budget(tmp_path):
     path = emulator_png(tmp_path)
     plain = thumbnail(path)
-    for budget in (len(plain) // 2, len(plain) // 4, len(plain) // 8):
+    for budget in (len(plain) // 2, len(plain) // 3):
         data = thumbnail(path, max_bytes=budget)
         assert len(data) <= budget, (budget, len(data))
         shown = _decoded(data)
         assert shown.format == {"image/jpeg": "JPEG", "image/webp": "WEBP"}[thumbnail_mime(data)]
-        assert _images.THUMB_FLOOR_PX <= max(shown.size) <= 256
-        assert abs(shown.size[0] - shown.size[1]) <= 1  # the aspect ratio is kept while shrinking
+        assert shown.size == (256, 256)  # the size it is shown at: fewer pixels would blur its text
 
 
-def test_thumbnail_over_budget_even_at_the_floor_returns_the_floor(tmp_path):
+def test_thumbnail_over_budget_even_at_the_floor_returns_the_floor_quality_at_full_size(tmp_path):
     path = emulator_png(tmp_path, size="16:9")
     data = thumbnail(path, max_bytes=1)
     shown = _decoded(data)
-    assert max(shown.size) == _images.THUMB_FLOOR_PX and shown.size == (128, 72)
+    assert shown.size == (256, 144)
     fmt = shown.format
     # The floor quality: what the same pixels cost there, within encoder noise.
     at_floor = _images._encode(shown.convert("RGB"), fmt, _images.THUMB_FLOOR_QUALITY[fmt])
     assert len(data) <= len(at_floor) * 1.25
 
 
-def test_thumbnail_under_a_budget_never_enlarges(tmp_path):
+def test_thumbnail_under_a_budget_never_enlarges_nor_shrinks_below_max_side(tmp_path):
     small = tmp_path / "small.png"
     gradient((100, 50)).save(small)
-    assert _decoded(thumbnail(small, max_bytes=1)).size == (100, 50)  # under the floor already: kept
+    assert _decoded(thumbnail(small, max_bytes=1)).size == (100, 50)  # never enlarged
     mid = tmp_path / "mid.png"
     gradient((400, 300)).save(mid)
-    assert _decoded(thumbnail(mid, max_side=64, max_bytes=1)).size == (64, 48)  # max_side wins over the floor
-    assert _decoded(thumbnail(gradient((1000, 500)), max_bytes=1)).size == (128, 64)  # PIL images too
+    assert _decoded(thumbnail(mid, max_side=64, max_bytes=1)).size == (64, 48)
+    assert _decoded(thumbnail(gradient((1000, 500)), max_bytes=1)).size == (256, 128)  # PIL images too
 
 
 def test_thumbnail_budget_decodes_once_and_only_encodes_again(tmp_path, monkeypatch):
@@ -496,11 +495,11 @@ def test_thumbnail_budget_is_part_of_the_cache_key(tmp_path):
     path = emulator_png(tmp_path)
     _images._THUMB_CACHE.clear()
     plain = thumbnail(path)
-    squeezed = thumbnail(path, max_bytes=len(plain) // 4)
-    assert len(squeezed) <= len(plain) // 4 < len(plain)
+    squeezed = thumbnail(path, max_bytes=len(plain) // 3)
+    assert len(squeezed) <= len(plain) // 3 < len(plain)
     assert thumbnail(path) == plain  # the budgeted one did not replace it
-    assert thumbnail(path, max_bytes=len(plain) // 4) == squeezed
-    assert {key[-1] for key in _images._THUMB_CACHE} == {None, len(plain) // 4}
+    assert thumbnail(path, max_bytes=len(plain) // 3) == squeezed
+    assert {key[-1] for key in _images._THUMB_CACHE} == {None, len(plain) // 3}
 
 
 def test_thumbnail_rejects_a_bad_budget():

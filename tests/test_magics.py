@@ -103,6 +103,19 @@ def last_html(sh) -> str:
     return outputs(sh)[-1]["text/html"]
 
 
+def visible(html_text: str) -> str:
+    """The words an HTML output shows on screen (tags dropped, entities decoded)."""
+    text = re.sub(r"<style>.*?</style>", "", html_text, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", "\n", text))
+
+
+def user_sees(sh, capsys) -> str:
+    """Everything the user sees for the cells run so far: each output area as it ended (as HTML, what
+    JupyterLab draws), printed lines, and the error line IPython prints for a failed cell."""
+    printed = capsys.readouterr()
+    return "\n".join([*(visible(area.get("text/html", "")) for area in outputs(sh)), printed.out, printed.err])
+
+
 def thumbs(html_text: str) -> list[tuple[str, bytes]]:
     return [(mime, base64.b64decode(b64)) for mime, b64 in DATA_URI.findall(html_text)]
 
@@ -149,7 +162,10 @@ def test_help_is_generated_from_the_arguments(shell, capsys):
         assert option in doc
     assert "default: qimages" in doc
     shell.run_cell("%%qimage?")
-    assert "%%qimage [-o NAME]" in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert "Usage: %%qimage [-o NAME]" in help_text
+    # Plain words, not reStructuredText markup shown raw.
+    assert "::" not in help_text and "``" not in help_text
     shell.run_line_magic("qimage", "help")
     printed = capsys.readouterr().out
     for sub in ("login", "logout", "config", "emulator", "resume", "history", "pending", "panel"):
@@ -176,12 +192,13 @@ def test_cell_binds_pil_images_in_api_order_and_leaves_static_thumbnails(shell, 
     assert len(shown) == 3
     for mime, data in shown:
         assert mime in ("image/jpeg", "image/webp")  # WebP where JPEG would not fit the byte budget
-        assert len(data) < 40_000
-        assert max(Image.open(io.BytesIO(data)).size) <= 256
-    for needle in ("a cat in a teacup", "qwen-image-2.0", "16:9", task_id):
+        assert len(data) <= 16 * 1024
+        assert Image.open(io.BytesIO(data)).size == (256, 144)  # the size it is shown at: crisp
+    for needle in ("a cat in a teacup", "qwen-image-2.0", "16:9", task_id, "from the emulator"):
         assert needle in final["text/html"]
         assert needle in final["text/plain"]
-    assert html.escape(EMULATOR_BANNER) in final["text/html"] and EMULATOR_BANNER in final["text/plain"]
+    # %qimage emulator showed the banner once; each output only names the emulator.
+    assert "qimage-banner" not in final["text/html"] and EMULATOR_BANNER not in final["text/plain"]
     assert "<script" not in final["text/html"]
     counters = emu.counters()
     assert counters["submits_accepted"] == 1
@@ -293,6 +310,30 @@ def test_without_a_key_the_message_says_how_to_set_one(shell, no_session):
     message = str(caught.value)
     for needle in ("QIMAGE_API_KEY", "%qimage login", "%qimage emulator"):
         assert needle in message
+    # One line, and what works without a key comes first.
+    assert "\n" not in message
+    assert message.index("%qimage emulator") < message.index("%qimage login") < message.index("QIMAGE_API_KEY")
+
+
+@pytest.mark.parametrize("cell", ["%%qimage", "%%qimage\n", "%%qimage -n 2\n", "%%qimage\n   \n\t\n"])
+def test_an_empty_or_blank_cell_says_the_prompt_is_empty(shell, emu, capsys, cell):
+    result = shell.run_cell(cell)
+    assert isinstance(result.error_in_exec, UsageError)
+    printed = "".join(capsys.readouterr())  # IPython prints a UsageError to stderr
+    assert "UsageError: prompt is empty: describe the image" in printed
+    assert "line magic" not in printed
+    assert emu.counters()["api_requests"] == 0
+
+
+def test_a_misspelt_option_suggests_the_real_one(shell, emu):
+    with pytest.raises(UsageError, match=r"--sise 16:9 \(did you mean --size\?\)"):
+        shell.run_cell_magic("qimage", "--sise 16:9", "a cat")
+    with pytest.raises(UsageError, match=r"did you mean --background\?"):
+        shell.run_cell_magic("qimage", "--backgrund", "a cat")
+    with pytest.raises(UsageError) as caught:
+        shell.run_cell_magic("qimage", "--colour red", "a cat")
+    assert "did you mean" not in str(caught.value)  # nothing close: no guess
+    assert emu.counters()["api_requests"] == 0
 
 
 # --- references ------------------------------------------------------------------------------
@@ -336,15 +377,18 @@ def test_ref_to_another_pil_image_and_a_url_mix(shell, emu, capsys):
 # --- failures, interrupts, background --------------------------------------------------------
 
 
-def test_a_refusal_is_one_readable_line(shell, emu, capsys):
+def test_a_refusal_is_said_once_in_one_red_line(shell, emu, capsys):
     emu.set_faults(moderation_words=("FAIL_MODERATION",))
     result = shell.run_cell("%%qimage\nFAIL_MODERATION a cat\n")
-    assert isinstance(result.error_in_exec, QImageCellError)
-    printed = capsys.readouterr().out
-    assert "Input data may contain inappropriate content" in printed
-    assert "Traceback" not in printed and "File " not in printed
+    assert isinstance(result.error_in_exec, QImageCellError)  # the cell counts as failed
+    everything = user_sees(shell, capsys)
+    assert everything.count("Input data may contain inappropriate content") == 1, everything
+    assert everything.count("✕ failed") == 1  # a small mark where the image would have been
+    assert "Traceback" not in everything and "File " not in everything
     assert "qimages" not in shell.user_ns
-    assert "Input data may contain inappropriate content" in last_html(shell)
+    # The red line is IPython's error output; the gallery keeps a small mark, not a 256 px box.
+    assert result.error_in_exec._render_traceback_()[0].startswith("\x1b[0;31mTaskFailedError")
+    assert "qimage-marker" in last_html(shell) and "height:256px" not in last_html(shell)
 
 
 def test_interrupt_stops_the_wait_and_says_how_to_resume(shell, capsys):
@@ -365,12 +409,13 @@ def test_interrupt_stops_the_wait_and_says_how_to_resume(shell, capsys):
 
         threading.Thread(target=interrupter, daemon=True).start()
         shell.run_cell_magic("qimage", "", "a slow cathedral")
-        printed = capsys.readouterr().out
-        match = re.search(r"%qimage resume (\S+)", printed)
-        assert match, printed
-        assert "Traceback" not in printed and "qimages" not in shell.user_ns
+        everything = user_sees(shell, capsys)
+        match = re.search(r"%qimage resume (\S+)", everything)
+        assert match, everything
+        assert "Traceback" not in everything and "qimages" not in shell.user_ns
         task_id = match.group(1)
-        assert "%qimage resume " + task_id in last_html(shell)
+        assert everything.count("%qimage resume") == 1 and everything.count("stopped waiting") == 1, everything
+        assert "qimage-marker" in last_html(shell) and "height:256px" not in last_html(shell)
 
         shell.display_pub.hook = None
         shell.run_line_magic("qimage", "pending")
@@ -402,7 +447,8 @@ def test_background_returns_at_once_and_binds_when_the_images_arrive(shell, caps
         shell.run_cell_magic("qimage", "--background -o back", "FAIL_MODERATION boat")
         magics(shell)._join_background(60)
         assert "back" not in shell.user_ns
-        assert "inappropriate content" in last_html(shell)
+        # No error line can follow a cell that already returned: the output area says it, once.
+        assert visible(last_html(shell)).count("inappropriate content") == 1
         assert "inappropriate content" in outputs(shell)[-1]["text/plain"]
     finally:
         _close_session()
@@ -659,7 +705,7 @@ def test_login_config_logout_never_show_the_key(shell, no_session, monkeypatch, 
         shell.run_line_magic("qimage", "logout")
         shell.run_line_magic("qimage", "config")
         printed += capsys.readouterr().out
-        assert "key:       not set" in printed
+        assert re.search(r"key: +not set", printed)
         everything = printed + repr(shell.display_pub.outputs)
         assert secret not in everything
         assert server.counters()["submits_accepted"] == 1
@@ -669,7 +715,15 @@ def test_emulator_subcommand_auto_stop_and_banner(shell, no_session, monkeypatch
     shell.run_line_magic("qimage", "emulator --auto --latency 0.1")
     session = get_session()
     assert session.using_emulator
-    assert EMULATOR_BANNER in outputs(shell)[-1]["text/plain"]
+    banner = visible(outputs(shell)[-1]["text/html"])
+    assert EMULATOR_BANNER in outputs(shell)[-1]["text/plain"] and EMULATOR_BANNER in banner
+    # It says what really switches (at once, no restart) and what --stop does.
+    assert "%qimage login switches to the real API at once" in banner and "restart" not in banner
+    assert "%qimage emulator --stop stops it" in " ".join(banner.split())
+    shell.run_cell_magic("qimage", "-o x", "a kite")
+    shell.run_cell_magic("qimage", "-o y", "a second kite")
+    shown = [visible(area.get("text/html", "")) for area in outputs(shell)]
+    assert sum(EMULATOR_BANNER in text for text in shown) == 1  # once, not above every output
     shell.run_line_magic("qimage", "emulator --stop")
     assert not session.using_emulator
     assert "emulator stopped" in capsys.readouterr().out
@@ -689,9 +743,10 @@ def test_history_lists_the_journal_and_resume_all(shell, emu, capsys):
     task_id = shell.user_ns["qimages"][0].info["task_id"]
     shell.run_line_magic("qimage", "history")
     table = outputs(shell)[-1]
-    for needle in (task_id, "a lantern festival", "completed", "standard · 1:1 1K"):
+    for needle in (task_id, "a lantern festival", "completed", "qwen-image-2.0 · 1:1 1K"):
         assert needle in table["text/plain"]
         assert needle in table["text/html"]
+    assert "standard" not in table["text/plain"]  # the model's name, as everywhere else
     shell.run_line_magic("qimage", "resume --all")
     assert "nothing to resume" in capsys.readouterr().out
     shell.run_line_magic("qimage", f"resume {task_id} -o again")
@@ -718,9 +773,10 @@ def test_a_timeout_stops_waiting_and_says_how_to_resume(shell, no_session, capsy
     emulator = get_session().start_emulator(latency=3.0, jitter=0.0)
     result = shell.run_cell("%%qimage --timeout 0.5 -o slow\na slow sunrise\n")
     assert isinstance(result.error_in_exec, QImageCellError)
-    printed = capsys.readouterr().out
-    match = re.search(r"%qimage resume (task_\w+)", printed)
-    assert match and "Traceback" not in printed, printed
+    everything = user_sees(shell, capsys)
+    match = re.search(r"%qimage resume (task_\w+)", everything)
+    assert match and "Traceback" not in everything, everything
+    assert everything.count("%qimage resume") == 1, everything
     assert "slow" not in shell.user_ns
     shell.run_line_magic("qimage", f"resume {match.group(1)} -o slow")
     assert len(shell.user_ns["slow"]) == 1
@@ -737,9 +793,10 @@ def test_an_interrupt_before_the_task_id_is_known_names_the_journal_entry(shell,
 
     shell.display_pub.hook = hook
     shell.run_cell_magic("qimage", "", "an early interrupt")
-    printed = capsys.readouterr().out
-    match = re.search(r"%qimage resume (\S+)", printed)
-    assert match and match.group(1) != "--all", printed  # names this cell's entry, not everything
+    everything = user_sees(shell, capsys)
+    match = re.search(r"%qimage resume (\S+)", everything)
+    assert match and match.group(1) != "--all", everything  # names this cell's entry, not everything
+    assert everything.count("%qimage resume") == 1, everything
     shell.run_line_magic("qimage", f"resume {match.group(1)}")
     assert shell.user_ns["qimages"][0].info["prompt"] == "an early interrupt"
     assert emulator.counters()["submits_accepted"] == 1
@@ -858,3 +915,55 @@ def test_reproduce_cell_refuses_a_line_break_in_an_argument():
 
     with pytest.raises(ValueError, match="line break"):
         reproduce_cell(GenerationRequest.create("a cat", negative_prompt="dogs\nwolves"))
+
+
+# --- the network down ------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens once it is closed: connections are refused
+
+
+def test_a_network_failure_shows_its_retries_then_one_line_naming_the_host(shell, no_session, monkeypatch, capsys):
+    from qimage_nb._retry import RetryPolicy
+
+    port = _closed_port()
+    monkeypatch.setenv("QIMAGE_API_KEY", "sk-test-KEY-0000")
+    monkeypatch.setenv("QIMAGE_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr(RetryPolicy, "backoff", lambda self, attempt, retry_after=None: 0.05)  # fast, same count
+    while_waiting: list[str] = []
+    shell.display_pub.hook = lambda data: while_waiting.append(visible(data.get("text/html", "")))
+    try:
+        result = shell.run_cell("%%qimage\na lighthouse in fog\n")
+    finally:
+        shell.display_pub.hook = None
+    assert isinstance(result.error_in_exec, QImageCellError)
+    # While it waits, the output says that it is retrying and why.
+    retries = [t for t in while_waiting if re.search(r"submitting\.\.\. · submit: network error .*; retry \d of 5 in", t)]
+    assert retries, while_waiting
+    assert any("retry 5 of 5" in t for t in retries)
+    everything = user_sees(shell, capsys)
+    # Then one line: the host, what failed, and what to check.
+    assert everything.count("network error") == 1, everything
+    line = next(line for line in everything.splitlines() if "network error" in line)
+    assert f"cannot reach 127.0.0.1:{port} after 5 retries" in line
+    assert "network connection" in line and "QIMAGE_BASE_URL" in line
+
+    # The journal kept the unanswered submit; pending names the command with its real key.
+    shell.run_line_magic("qimage", "pending")
+    table = outputs(shell)[-1]["text/plain"]
+    assert "TASK_ID" not in table
+    key = re.search(r"\(no id yet; key (\S+)\)", table).group(1)
+    assert f"resume with: %qimage resume {key} (no task id" in table
+
+
+def test_config_names_the_data_folder(shell, no_session, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("QIMAGE_HOME", str(tmp_path))
+    shell.run_line_magic("qimage", "config")
+    printed = capsys.readouterr().out
+    assert f"data folder: {tmp_path}" in printed
+    assert "journal:" not in printed

@@ -198,6 +198,9 @@ def _server_env(base: Path, extra: dict[str, str] | None) -> dict[str, str]:
         path.mkdir(parents=True, exist_ok=True)
         env[name] = str(path)
     env["JUPYTER_PLATFORM_DIRS"] = "1"
+    # The kernel imports the package from this checkout, the code under test, even when the venv's
+    # install points at another one (several worktrees share one venv).
+    env["PYTHONPATH"] = str(REPO)
     # The kernelspec says "python": make it, and any `jupyter` subcommand, the venv's.
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     labconfig = base / "config" / "labconfig"

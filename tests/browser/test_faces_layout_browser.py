@@ -1,0 +1,146 @@
+"""What a newcomer sees at the widths JupyterLab and Notebook 7 give a cell: the panel after Generate
+and after a refusal, and the magic's error paths. Each message once, nothing cut.
+
+Screenshots go to ``test-artifacts/`` (``lab-…-1280-…png``, ``lab-…-1024-…png``): look at them.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+SETUP = "%load_ext qimage_nb\n%qimage emulator --latency 2"
+PANEL_CELL = "from qimage_nb import Panel\n\npanel = Panel()\npanel"
+PROMPT = "A lighthouse on a cliff at dusk, warm windows, the word QWEN painted on the tower"
+
+# Every button, toggle, label and text of the panel whose words could be cut: none may overflow.
+CUT = """(root) => {
+    const cut = [];
+    for (const el of root.querySelectorAll('button, .widget-label, .widget-html-content, .qimage-status')) {
+        if (!el.offsetParent) continue;  // not shown
+        const text = (el.innerText || '').trim();
+        if (text && el.scrollWidth > el.clientWidth + 1) cut.push(text.slice(0, 40));
+    }
+    for (const img of root.querySelectorAll('.qimage-ref img, img.qimage-ref-img')) {
+        const fit = getComputedStyle(img).objectFit;
+        const box = img.clientWidth / img.clientHeight, pic = img.naturalWidth / img.naturalHeight;
+        if (fit === 'cover' && Math.abs(box - pic) > 0.02) cut.push('reference thumbnail cropped');
+    }
+    return cut;
+}"""
+
+
+def count_text(text: str, needle: str) -> int:
+    return text.count(needle)
+
+
+def run_cell(ui, index: int) -> None:
+    cell = ui.panel.locator(".jp-CodeCell").nth(index)
+    cell.locator(".jp-InputArea-editor").click()
+    ui.page.keyboard.press("Escape")
+    ui.page.keyboard.press("Shift+Enter")
+    ui.page.wait_for_function(
+        "(el) => /\\[\\d+\\]/.test(el.querySelector('.jp-InputPrompt')?.textContent ?? '')",
+        arg=cell.element_handle(),
+    )
+
+
+def in_view(locator, height: int) -> bool:
+    box = locator.bounding_box()
+    return box is not None and box["y"] >= 0 and box["y"] + box["height"] <= height
+
+
+@pytest.mark.parametrize("width", [1280, 1024])
+def test_panel_after_generate_and_a_refusal_at_the_widths_of_a_cell(jupyter_lab, open_notebook, width):
+    nb = new_notebook(cells=[new_markdown_cell("# Panel"), new_code_cell(SETUP), new_code_cell(PANEL_CELL)])
+    ui = open_notebook(jupyter_lab, nb, name=f"panel-{width}.ipynb")
+    page = ui.page
+    page.set_viewport_size({"width": width, "height": 1000})
+    run_cell(ui, 0)
+    run_cell(ui, 1)
+    root = ui.panel.locator(".qimage-panel")
+    root.wait_for(state="visible")
+    assert ui.error_texts() == []
+    root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+
+    # Generate: the newest run shows up where the user is looking, without scrolling.
+    root.locator(".qimage-prompt textarea").fill(PROMPT)
+    root.locator(".qimage-size button", has_text="16:9").click()
+    generate = root.locator("button.qimage-generate")
+    page.wait_for_function("(el) => !el.disabled", arg=generate.element_handle())
+    generate.click()
+    newest = root.locator(".qimage-run").first
+    newest.wait_for(state="visible")
+    page.wait_for_timeout(300)
+    ui.screenshot(f"{width}-generating", full_page=False)
+    assert in_view(newest.locator(".qimage-status"), 1000), newest.bounding_box()
+    assert in_view(newest.locator(".qimage-gallery > *").first, 1000)
+    expect(newest.locator(".qimage-thumb")).to_have_count(1, timeout=30_000)
+    expect(newest.locator(".qimage-status")).to_contain_text("done")
+
+    # Its image as a reference: the chip shows the whole picture, and no button reads "+ A...".
+    newest.locator(".qimage-thumb").first.click()
+    root.locator("button.qimage-use-ref").click()
+    root.locator(".qimage-ref").first.wait_for(state="visible")
+    page.wait_for_function(
+        "(el) => el.complete && el.naturalWidth > 0", arg=root.locator(".qimage-ref img").first.element_handle()
+    )
+    # The preview's words are true: the image is qimages[0] only once the cell has run.
+    label = root.locator(".qimage-cell-label").inner_text()
+    assert "after you run it" in label, label
+    root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+    ui.screenshot(f"{width}-reference", full_page=False)
+    assert root.evaluate(CUT) == []
+
+    # A refusal: its reason once, in the run's own line; no empty tile left behind.
+    root.locator(".qimage-prompt textarea").fill("FAIL_MODERATION " + PROMPT)
+    root.locator(".qimage-ref-remove").first.click()
+    root.evaluate("(el) => el.scrollIntoView({block: 'start'})")  # the panel in view, as when it was made
+    generate.click()
+    refused = root.locator(".qimage-run").first
+    expect(refused.locator(".qimage-status")).to_contain_text("inappropriate", timeout=30_000)
+    page.wait_for_timeout(300)
+    assert count_text(root.inner_text(), "inappropriate") == 1, root.inner_text()
+    assert refused.locator(".qimage-thumb, .qimage-placeholder").count() == 0
+    assert in_view(refused.locator(".qimage-status"), 1000)
+    ui.screenshot(f"{width}-refusal", full_page=False)
+    assert root.evaluate(CUT) == []
+    assert ui.error_texts() == []
+
+
+def test_magic_error_paths_say_each_thing_once(jupyter_lab, open_notebook):
+    cells = [
+        "%load_ext qimage_nb",
+        "%%qimage\na cat without a key",
+        "%qimage emulator --latency 1",
+        "%%qimage\nFAIL_MODERATION a cat",
+        "%%qimage --sise 16:9\na cat",
+        "%%qimage",
+        "%%qimage -o cats --size 16:9\na ginger cat reading a newspaper",
+    ]
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    ui = open_notebook(jupyter_lab, nb, name="magic-errors.ipynb")
+    ui.page.set_viewport_size({"width": 1280, "height": 1000})
+    for index in range(len(cells)):
+        run_cell(ui, index)
+    ui.wait_for_execution()
+    outputs = [ui.panel.locator(".jp-CodeCell").nth(i).locator(".jp-OutputArea").inner_text() for i in range(len(cells))]
+    no_key, refusal, misspelt, empty, cats = outputs[1], outputs[3], outputs[4], outputs[5], outputs[6]
+    assert no_key.strip().startswith("UsageError: no API key yet: run %qimage emulator"), no_key
+    assert refusal.count("inappropriate content") == 1, refusal
+    assert "✕ failed" in refusal
+    assert "did you mean --size?" in misspelt
+    assert "prompt is empty" in empty and "line magic" not in empty
+    assert "bundled offline emulator" in outputs[2]
+    assert sum("bundled offline emulator" in text for text in outputs) == 1  # the banner once
+    thumb = ui.panel.locator(".jp-CodeCell").nth(6).locator("img.qimage-thumb")
+    ui.page.wait_for_function("(el) => el.complete && el.naturalWidth > 0", arg=thumb.element_handle())
+    assert thumb.evaluate("(el) => [el.naturalWidth, el.naturalHeight]") == [256, 144]  # crisp: 1 px per px
+    ui.panel.locator(".jp-CodeCell").nth(3).evaluate("(el) => el.scrollIntoView({block: 'start'})")
+    ui.screenshot("magic-errors", full_page=False)
+    assert re.search(r"cats: 1 image", cats)
