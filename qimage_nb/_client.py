@@ -661,7 +661,7 @@ class AsyncClient:
                 if wake > deadline:
                     await asyncio.sleep(max(0.0, deadline - now))
                     raise GenerationTimeout(
-                        f"task {task_id} still {status.status if status else 'unconfirmed'} after {deadline_s:.0f} s; "
+                        f"task {task_id} still {status.phase if status else 'unconfirmed'} after {deadline_s:.0f} s; "
                         f"fetch it later with resume({task_id!r})",
                         task_id=task_id,
                         last_status=status.status if status else None,
@@ -674,7 +674,7 @@ class AsyncClient:
                     wake = time.monotonic() + revised
             if polled and time.monotonic() >= deadline:
                 raise GenerationTimeout(
-                    f"task {task_id} still {status.status if status else 'unconfirmed'} after {deadline_s:.0f} s; "
+                    f"task {task_id} still {status.phase if status else 'unconfirmed'} after {deadline_s:.0f} s; "
                     f"fetch it later with resume({task_id!r})",
                     task_id=task_id,
                     last_status=status.status if status else None,

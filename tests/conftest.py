@@ -19,6 +19,10 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     # A test that forgets to point at the emulator must fail, not reach the production host.
     monkeypatch.setenv("QIMAGE_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
     monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
+    # The model list is cached per origin for a process's session; each test is a new session.
+    from qimage_nb import _client
+
+    _client._LISTED_MODELS.clear()
     yield home
 
 

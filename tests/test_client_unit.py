@@ -21,6 +21,7 @@ from qimage_nb._exceptions import (
     ProtocolError,
     RateLimitError,
     ServerError,
+    SubmitOutcomeUnknown,
     TaskFailedError,
     ValidationError,
 )
@@ -43,7 +44,9 @@ def png_bytes(size=(64, 48), color=(200, 30, 30)) -> bytes:
 class FakeAPI:
     """A scripted provider: answers are queued per route; every request is recorded."""
 
-    def __init__(self, *, n_images: int = 1, polls_before_done: int = 1) -> None:
+    def __init__(self, *, n_images: int = 1, polls_before_done: int = 1, versioned: bool = False) -> None:
+        # versioned: answer submits in the versioned contract (API.md 7.1), which proves keys are honoured
+        self.versioned = versioned
         self.requests: list[httpx.Request] = []
         self.submit_answers: list[httpx.Response] = []
         self.poll_answers: list[httpx.Response] = []
@@ -71,6 +74,11 @@ class FakeAPI:
         if request.method == "POST" and url == f"{API}/v1/images/generations":
             if self.submit_answers:
                 return self.submit_answers.pop(0)
+            if self.versioned:
+                return httpx.Response(
+                    202, headers={"X-APIMart-Response-Version": "2026-07-27"},
+                    json={"code": 202, "data": {"object": "generation.task", "id": "task_T1", "status": "queued"}},
+                )
             return httpx.Response(200, json={"code": 200, "data": [{"status": "submitted", "task_id": "task_T1"}]})
         if request.method == "GET" and url.startswith(f"{API}/v1/tasks/"):
             if self.poll_answers:
@@ -123,48 +131,130 @@ async def test_authorization_only_to_the_api_origin():
     assert all("authorization" not in r.headers for r in fake.cdn_requests())
 
 
-async def test_submit_retries_reuse_one_idempotency_key():
+def _submits(fake: FakeAPI) -> list[httpx.Request]:
+    return [r for r in fake.requests if r.method == "POST"]
+
+
+HTML_502 = httpx.Response(502, text="<html><title>502 Bad Gateway</title></html>", headers={"content-type": "text/html"})
+
+
+async def test_every_submit_carries_the_key_and_the_versioned_contract_header():
     fake = FakeAPI()
-    fake.submit_answers = [
-        httpx.Response(500, json={"error": {"code": 500, "message": "boom", "type": "server_error"}}),
-        httpx.Response(502, text="<html><title>502 Bad Gateway</title></html>", headers={"content-type": "text/html"}),
-    ]
+    async with make(fake) as client:
+        await client.generate("x")
+    (submit,) = _submits(fake)
+    assert submit.headers["x-apimart-response-version"] == "2026-07-27"
+    assert len(submit.headers["idempotency-key"]) >= 32
+
+
+async def test_on_an_origin_that_honours_keys_a_lost_answer_is_resent_with_the_same_key():
+    fake = FakeAPI(versioned=True)
+    async with make(fake) as client:
+        await client.generate("x")  # its versioned answer proves keys are honoured here
+        fake.submit_answers = [HTML_502, httpx.Response(503, json={"error": {"message": "busy"}})]
+        gen = await client.generate("y")
+    later = _submits(fake)[1:]
+    assert len(later) == 3
+    assert {r.headers["idempotency-key"] for r in later} == {gen.idempotency_key}
+    assert len({r.content for r in later}) == 1  # the identical body every time
+
+
+async def test_on_an_unproven_origin_a_lost_answer_is_reported_never_resent():
+    fake = FakeAPI()  # legacy answers: nothing proves this host honours Idempotency-Key
+    fake.submit_answers = [HTML_502]
+    async with make(fake) as client:
+        with pytest.raises(SubmitOutcomeUnknown) as info:
+            await client.generate("x")
+        (entry,) = client.pending()
+    message = str(info.value)
+    assert len(_submits(fake)) == 1
+    assert "may exist and may be billed" in message and "\n" not in message
+    assert f"%qimage resume --resend {info.value.idempotency_key}" in message
+    assert entry.outcome_unknown and entry.key == info.value.idempotency_key
+    # the user chooses to resend: the identical body under the same key, once
+    async with make(fake) as client:
+        gen = await client.resend(entry.key)
+    first, second = _submits(fake)
+    assert gen.images and second.headers["idempotency-key"] == first.headers["idempotency-key"]
+    assert second.content == first.content
+
+
+async def test_a_500_on_submit_is_shown_at_once_and_never_resent():
+    fake = FakeAPI(versioned=True)
+    fake.submit_answers = [httpx.Response(500, json={"error": {
+        "code": "build_request_failed", "message": "build_request_failed: invalid size", "type": "server_error",
+        "param": "size"}})]
+    async with make(fake) as client:
+        with pytest.raises(BadRequestError) as info:
+            await client.generate("x")
+        assert client.pending() == []
+    assert len(_submits(fake)) == 1
+    error = info.value
+    assert (error.status_code, error.code, error.param) == (500, "build_request_failed", "size")
+    assert "invalid size" in str(error) and "\n" not in str(error)
+
+
+async def test_a_rate_limited_submit_is_resent_with_the_same_key_even_on_an_unproven_origin():
+    fake = FakeAPI()
+    fake.submit_answers = [httpx.Response(429, headers={"Retry-After": "0"}, json={"error": {"message": "slow"}})]
     async with make(fake) as client:
         gen = await client.generate("x")
-    submits = [r for r in fake.requests if r.method == "POST"]
-    assert len(submits) == 3
-    keys = {r.headers["idempotency-key"] for r in submits}
-    assert len(keys) == 1 and gen.idempotency_key in keys
+    assert len(_submits(fake)) == 2 and {r.headers["idempotency-key"] for r in _submits(fake)} == {gen.idempotency_key}
 
 
-async def test_two_generates_use_two_keys():
+async def test_idempotency_in_progress_waits_retry_after_and_resends_the_same_key():
     fake = FakeAPI()
+    fake.submit_answers = [httpx.Response(409, headers={"Retry-After": "0.2"}, json={"error": {
+        "code": "idempotency_in_progress", "message": "still processing", "type": "invalid_request_error"}})]
     async with make(fake) as client:
-        await client.generate("x")
-        await client.generate("x")
-    keys = [r.headers["idempotency-key"] for r in fake.requests if r.method == "POST"]
-    assert len(keys) == 2 and keys[0] != keys[1]
+        gen = await client.generate("x")
+    first, second = _submits(fake)
+    assert gen.images and first.headers["idempotency-key"] == second.headers["idempotency-key"]
+    assert second.extensions["sent_at"] - first.extensions["sent_at"] >= 0.2
 
 
-async def test_non_retryable_error_is_raised_at_once():
+async def test_a_reused_key_is_a_clear_error_and_not_resent():
     fake = FakeAPI()
-    fake.submit_answers = [
-        httpx.Response(400, json={"error": {"code": 400, "message": "prompt is bad", "type": "invalid_request_error", "param": "prompt"}})
-    ]
+    fake.submit_answers = [httpx.Response(409, json={"error": {
+        "code": "idempotency_key_reused", "message": "key used with another body", "type": "invalid_request_error"}})]
     async with make(fake) as client:
-        with pytest.raises(BadRequestError, match="prompt is bad") as info:
+        with pytest.raises(BadRequestError, match="key used with another body") as info:
             await client.generate("x")
-    assert info.value.param == "prompt"
-    assert len([r for r in fake.requests if r.method == "POST"]) == 1
+        assert client.pending() == []
+    assert info.value.code == "idempotency_key_reused" and len(_submits(fake)) == 1
+
+
+async def test_an_indeterminate_idempotency_result_is_outcome_unknown_not_resent():
+    fake = FakeAPI()
+    fake.submit_answers = [httpx.Response(409, json={"error": {"code": "idempotency_result_indeterminate", "message": "cannot tell"}})]
+    async with make(fake) as client:
+        with pytest.raises(SubmitOutcomeUnknown, match="cannot tell whether it created the task"):
+            await client.generate("x")
+        assert client.pending()[0].outcome_unknown
+    assert len(_submits(fake)) == 1
+
+
+async def test_idempotency_unavailable_is_retried_with_the_same_key():
+    fake = FakeAPI()
+    unavailable = httpx.Response(503, headers={"Retry-After": "0"}, json={"error": {"code": "idempotency_unavailable", "message": "later"}})
+    fake.submit_answers = [unavailable]
+    async with make(fake) as client:
+        assert (await client.generate("x")).images
+    assert len(_submits(fake)) == 2 and len({r.headers["idempotency-key"] for r in _submits(fake)}) == 1
+    stuck = FakeAPI()
+    stuck.submit_answers = [unavailable] * 4
+    async with make(stuck) as client:
+        with pytest.raises(ServerError, match="idempotency_unavailable"):
+            await client.generate("x")
+        assert client.pending() == []  # it never created anything: nothing to resend, nothing billed
+    assert len(_submits(stuck)) == 4
 
 
 async def test_html_error_page_becomes_a_clear_error():
-    fake = FakeAPI()
     page = httpx.Response(502, text="<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>", headers={"content-type": "text/html"})
-    fake.submit_answers = [page] * 4
-    async with make(fake) as client:
-        with pytest.raises(ServerError) as info:
-            await client.generate("x")
+    client = Client(KEY, API, transport=httpx.MockTransport(lambda request: page), retry=FAST_RETRY)
+    with pytest.raises(ServerError) as info:
+        client.balance()
     message = str(info.value)
     assert "502 Bad Gateway" in message and "HTML" in message and "\n" not in message
     assert "Traceback" not in message and "JSONDecodeError" not in message
@@ -259,17 +349,25 @@ def test_bad_timeouts_are_refused(timeout):
         AsyncClient(KEY, API, timeout=timeout)
 
 
-async def test_unknown_status_is_tolerated_briefly_then_loud():
+async def test_an_unfamiliar_status_word_means_still_running():
     weird = httpx.Response(200, json={"code": 200, "data": {"id": "task_T1", "status": "paused", "progress": 5}})
     fake = FakeAPI()
-    fake.poll_answers = [weird]
+    fake.poll_answers = [weird] * 5
     async with make(fake) as client:
         gen = await client.generate("x")
-    assert gen.images  # one odd answer did not cost the paid task
+    assert gen.images  # a word the documents do not know did not cost the paid task
+
+
+async def test_an_answer_with_no_status_is_tolerated_briefly_then_loud():
+    broken = httpx.Response(200, json={"code": 200, "data": {"id": "task_T1", "progress": 5}})
+    fake = FakeAPI()
+    fake.poll_answers = [broken]
+    async with make(fake) as client:
+        assert (await client.generate("x")).images
     fake2 = FakeAPI()
-    fake2.poll_answers = [weird] * 3
+    fake2.poll_answers = [broken] * 3
     async with make(fake2) as client:
-        with pytest.raises(ProtocolError, match="paused") as info:
+        with pytest.raises(ProtocolError, match="no status") as info:
             await client.generate("x")
     assert info.value.task_id == "task_T1"
 
@@ -305,14 +403,20 @@ async def test_non_image_body_is_a_clear_error():
     assert info.value.task_id == "task_T1"
 
 
-async def test_malformed_json_is_retried_then_reported():
+async def test_a_garbled_submit_answer_is_outcome_unknown_unless_keys_are_honoured():
     fake = FakeAPI()
     fake.submit_answers = [httpx.Response(200, text="{not json")] * 4
     async with make(fake) as client:
-        with pytest.raises(ProtocolError, match="not valid JSON"):
+        with pytest.raises(SubmitOutcomeUnknown, match="could not be read"):
             await client.generate("x")
-    keys = {r.headers["idempotency-key"] for r in fake.requests if r.method == "POST"}
-    assert len(keys) == 1
+    assert len(_submits(fake)) == 1
+    confirmed = FakeAPI(versioned=True)
+    async with make(confirmed) as client:
+        await client.generate("first")
+        confirmed.submit_answers = [httpx.Response(200, text="{not json")] * 2
+        gen = await client.generate("x")
+    later = _submits(confirmed)[1:]
+    assert gen.images and len(later) == 3 and len({r.headers["idempotency-key"] for r in later}) == 1
 
 
 def test_sync_facade_in_a_plain_script():
@@ -372,16 +476,45 @@ async def test_408_while_polling_is_transient():
 
 
 async def test_a_refusal_after_an_ambiguous_attempt_keeps_the_submit_resumable():
-    fake = FakeAPI()
-    fake.submit_answers = [
-        httpx.Response(500, json={"error": {"code": 500, "message": "maybe created", "type": "server_error"}}),
-        httpx.Response(402, json={"error": {"code": 402, "message": "balance spent", "type": "payment_required"}}),
-    ]
+    fake = FakeAPI(versioned=True)
     async with make(fake) as client:
+        await client.generate("first")
+        fake.submit_answers = [
+            HTML_502,
+            httpx.Response(402, json={"error": {"code": 402, "message": "balance spent", "type": "payment_required"}}),
+        ]
         with pytest.raises(InsufficientBalanceError):
             await client.generate("x")
         pending = client.pending()
-    assert len(pending) == 1 and pending[0].task_id is None  # resume will replay the same key
+    assert len(pending) == 1 and pending[0].task_id is None and pending[0].outcome_unknown
+
+
+async def test_errors_inside_a_200_are_typed_errors_of_their_code():
+    fake = FakeAPI()
+    fake.submit_answers = [httpx.Response(200, json={"code": 402, "error": {"code": 402, "message": "no money", "type": "payment_required"}})]
+    async with make(fake) as client:
+        with pytest.raises(InsufficientBalanceError, match="no money"):
+            await client.generate("x")
+    token = Client(KEY, API, transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, json={"success": False, "message": "Token Not Found"})))
+    with pytest.raises(AuthenticationError) as info:
+        token.balance()
+    assert "Token Not Found" in str(info.value) and "QIMAGE_API_KEY" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+async def test_a_result_answered_at_once_is_downloaded_without_polling():
+    fake = FakeAPI(n_images=2)
+    fake.submit_answers = [httpx.Response(200, json={"code": 200, "data": {
+        "object": "generation.result", "id": "gen_S1", "status": "completed", "cost": 0.02,
+        "result": {"images": [{"url": [u]} for u in fake.images]}}})]
+    async with make(fake) as client:
+        gen = await client.generate("x", n=2)
+        (entry,) = client.history(1)
+    assert [r for r in fake.requests if "/v1/tasks/" in str(r.url)] == []
+    assert gen.task_id == "gen_S1" and len(gen.images) == 2 and gen.cost == 0.02
+    assert gen.images[0].info["task_id"] == "gen_S1" and gen.images[1].info["source_url"] == list(fake.images)[1]
+    assert entry.status == "completed" and entry.cost == 0.02 and entry.downloaded
 
 
 async def test_a_definite_refusal_closes_the_journal_entry():
@@ -404,7 +537,7 @@ async def test_a_deadline_shorter_than_the_first_poll_still_asks_once():
     fake = FakeAPI(polls_before_done=10**6)
     slow_first = PollPolicy(floor=0.001, ceiling=5, first=3.0)
     async with make(fake, poll=slow_first) as client:
-        with pytest.raises(GenerationTimeout, match="still processing"):
+        with pytest.raises(GenerationTimeout, match="still running"):
             await client.generate("x", timeout=0.1)
     assert len([r for r in fake.requests if "/v1/tasks/" in str(r.url)]) == 1
 

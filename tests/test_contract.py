@@ -1,4 +1,4 @@
-"""The contract module: validation before traffic, and one parser per endpoint for every envelope."""
+"""The contract: validation before traffic, and the seed API's parsers for every envelope (API.md 1-7)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ from qimage_nb._contract import (
     RATIOS,
     RESOLUTIONS,
     GenerationRequest,
+)
+from qimage_nb._exceptions import ProtocolError, ValidationError
+from qimage_nb.providers import get_provider
+from qimage_nb.providers.apimart import (
+    error_in_success,
     parse_balance,
     parse_error,
+    parse_models,
     parse_submit,
     parse_task,
     parse_upload,
 )
-from qimage_nb._exceptions import ProtocolError, ValidationError
 
 # --- the pixel table, straight from API.md --------------------------------------------------
 
@@ -90,11 +95,13 @@ BAD_INPUTS = [
     ({"n": "3"}, "n", "whole number"),
     ({"n": True}, "n", "whole number"),
     ({"n": 2.0}, "n", "whole number"),
-    ({"size": "5:4"}, "size", "one of 1:1"),
-    ({"size": 169}, "size", "must be one of"),
+    ({"size": "5:4"}, "size", "1:1, 4:3"),
+    ({"size": 169}, "size", "must be a ratio"),
     ({"resolution": "4K"}, "resolution", "1K, 2K"),
-    ({"model": "qwen-image-2"}, "model", "did you mean"),
-    ({"model": "dall-e-3"}, "model", "qwen-image-2.0, qwen-image-2.0-pro"),
+    ({"model": ""}, "model", "must be a model id"),
+    ({"seed": -1}, "seed", "0 to 2147483647"),
+    ({"seed": 2**31}, "seed", "0 to 2147483647"),
+    ({"prompt_extend": "yes"}, "prompt_extend", "True, False or None"),
     ({"image_urls": "https://example.org/a.png"}, "image_urls", "must be a list"),
     ({"image_urls": ["https://e.org/1.png"] * 4}, "image_urls", "1 to 3"),
     ({"image_urls": ["data:image/png;base64,AAAA"]}, "image_urls[0]", "data: URI"),
@@ -121,6 +128,32 @@ def test_bad_inputs_raise_one_clear_line(fields, field, fragment):
     assert "\n" not in str(error)
 
 
+@pytest.mark.parametrize(
+    ("model", "fragment"),
+    [("qwen-image-2", "did you mean 'qwen-image-2.0'"), ("dall-e-3", "known: qwen-image-2.0, qwen-image-2.0-pro")],
+)
+def test_a_model_the_seed_api_neither_documents_nor_lists_is_refused_with_the_known_names(model, fragment):
+    request = GenerationRequest.create("a cat", model=model)
+    with pytest.raises(ValidationError) as info:
+        get_provider("apimart").check(request, listed=())
+    assert info.value.field == "model" and fragment in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_listed_model_passes_with_the_universal_checks_only():
+    request = GenerationRequest.create("a cat", model="qwen-image-3.0", size="21:9", n=6)
+    get_provider("apimart").check(request, listed=["qwen-image-2.0", "qwen-image-3.0"])
+    assert request.size == "21:9" and request.pixel_size is None
+
+
+def test_the_seed_api_refuses_options_it_does_not_document_in_one_line_naming_it():
+    for option, value in (("seed", 7), ("prompt_extend", False), ("watermark", True)):
+        request = GenerationRequest.create("a cat", **{option: value})
+        with pytest.raises(ValidationError, match=rf"APIMart API does not support {option}.*dashscope"):
+            get_provider("apimart").check(request)
+    with pytest.raises(ValidationError, match="ratio and a resolution, not 1024x768"):
+        get_provider("apimart").check(GenerationRequest.create("a cat", size="1024x768"))
+
+
 def test_local_reference_error_points_to_upload():
     with pytest.raises(ValidationError, match=r"public http\(s\) URL.*upload"):
         GenerationRequest.create("x", image_urls=["data:image/png;base64,AAAA"])
@@ -140,7 +173,27 @@ def test_local_reference_error_points_to_upload():
     ],
 )
 def test_parse_submit_accepts_every_variant(payload):
-    assert parse_submit(payload) == "task_A"
+    submitted = parse_submit(payload)
+    assert submitted.task_id == "task_A" and submitted.result is None
+    assert not submitted.confirms_idempotency  # a legacy answer proves nothing about keys
+
+
+def test_parse_submit_versioned_202_confirms_idempotency_and_replays():
+    payload = {"code": 202, "data": {"object": "generation.task", "id": "task_V", "status": "QUEUED"}, "request_id": "r1"}
+    fresh = parse_submit(payload, {"x-apimart-response-version": "2026-07-27"})
+    assert (fresh.task_id, fresh.confirms_idempotency, fresh.replayed) == ("task_V", True, False)
+    replay = parse_submit(payload, {"Idempotency-Replayed": "true"})
+    assert replay.confirms_idempotency and replay.replayed
+
+
+def test_parse_submit_generation_result_is_a_finished_task():
+    payload = {"code": 200, "data": {"object": "generation.result", "id": "gen_1", "status": "Completed",
+                                     "result": {"images": [{"url": ["https://cdn.example/a.png"], "expires_at": 5}]},
+                                     "cost": 0.01}}
+    submitted = parse_submit(payload)
+    assert submitted.task_id == "gen_1"
+    assert submitted.result.status == "completed" and submitted.result.urls == ("https://cdn.example/a.png",)
+    assert submitted.result.cost == 0.01 and submitted.result.expires_at == 5
 
 
 @pytest.mark.parametrize(
@@ -148,7 +201,6 @@ def test_parse_submit_accepts_every_variant(payload):
     [
         {"code": 200, "data": []},
         {"code": 200, "data": [{"status": "submitted"}]},
-        {"code": 500, "data": [{"task_id": "task_A"}], "message": "boom"},
         ["task_A"],
         "task_A",
     ],
@@ -190,7 +242,24 @@ def test_parse_task_url_as_string_and_order_kept():
 def test_parse_task_known_statuses(status):
     parsed = parse_task(_task(status=status, progress=40, credits_cost=3, brand_new_field=[1, 2]))
     assert parsed.status == status
-    assert parsed.cost == 3
+    assert parsed.credits_cost == 3
+
+
+@pytest.mark.parametrize(
+    ("word", "status", "phase"),
+    [
+        ("submitted", "pending", "queued"), ("queued", "pending", "queued"), ("PENDING", "pending", "queued"),
+        ("in_progress", "processing", "running"), ("Processing", "processing", "running"),
+        ("paused", "processing", "running"), ("COMPLETED", "completed", "completed"),
+        ("canceled", "cancelled", "cancelled"), ("Failed", "failed", "failed"),
+    ],
+)
+def test_parse_task_reads_every_status_word_of_section_7(word, status, phase):
+    extra = {"result": {"images": [{"url": "u"}]}} if status == "completed" else {}
+    parsed = parse_task(_task(status=word, cost=0.02, **extra))
+    assert (parsed.status, parsed.phase, parsed.raw_status) == (status, phase, word)
+    assert parsed.terminal == (status in ("completed", "failed", "cancelled"))
+    assert parsed.cost == 0.02
 
 
 def test_parse_task_progress_is_clamped_and_tolerant():
@@ -207,9 +276,19 @@ def test_parse_task_failure_carries_reason():
     assert parsed.error.code == 400
 
 
-def test_parse_task_rejects_unknown_status_loudly():
-    with pytest.raises(ProtocolError, match=r"'paused'.*not one the contract knows") as info:
-        parse_task(_task(status="paused"))
+def test_parse_task_keeps_string_error_codes_type_and_param():
+    parsed = parse_task(_task(status="failed", error={
+        "code": "OutputImageSensitiveContentDetected", "message": "blocked", "type": "content_filter", "param": "prompt"}))
+    failure = parsed.error
+    assert (failure.code, failure.type, failure.param) == ("OutputImageSensitiveContentDetected", "content_filter", "prompt")
+    assert "OutputImageSensitiveContentDetected" in failure.message and "blocked" in failure.message
+    plain = parse_task(_task(status="failed", error="task_failed: upstream timeout"))
+    assert plain.error.message == "task_failed: upstream timeout"
+
+
+def test_parse_task_without_a_status_word_is_a_protocol_error():
+    with pytest.raises(ProtocolError) as info:
+        parse_task(_task(progress=3))
     assert info.value.task_id == "task_B"
 
 
@@ -236,6 +315,42 @@ def test_parse_upload_and_balance():
         parse_upload({"url": "ftp://x"})
 
 
+def test_an_unlimited_quota_is_never_a_negative_balance():
+    balance = parse_balance({"success": True, "remain_balance": -1, "used_balance": 2, "unlimited_quota": True})
+    assert balance.unlimited_quota and balance.remain_balance is None and balance.remain_credits is None
+    assert parse_balance({"success": True, "remain_balance": -1}).unlimited_quota
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code", "fragment"),
+    [
+        ({"code": 400, "error": {"code": 400, "message": "bad size", "type": "invalid_request_error"}}, 400, 400, "bad size"),
+        ({"code": 500, "data": [{"task_id": "task_A"}], "message": "boom"}, 500, None, "boom"),
+        ({"error": {"code": "content_rejected", "message": "no"}}, 400, "content_rejected", "content_rejected: no"),
+        ({"error": "plain words"}, 400, None, "plain words"),
+        ({"success": False, "message": "Token Not Found"}, 401, None, "Token Not Found"),
+        ({"success": False, "message": "quota exhausted"}, 400, None, "quota exhausted"),
+    ],
+)
+def test_errors_inside_a_200_are_read_as_the_errors_they_are(payload, status, code, fragment):
+    found = error_in_success(payload)
+    assert found is not None
+    assert found[0] == status and found[1].code == code and fragment in found[1].message
+
+
+def test_ordinary_answers_carry_no_error():
+    for payload in ({"code": 200, "data": []}, {"code": "success", "data": {}}, {"success": True, "remain_balance": 1},
+                    {"code": 202, "data": {"id": "t"}}, {"data": [{"id": "m"}]}):
+        assert error_in_success(payload) is None
+
+
+def test_parse_models_lists_ids_in_order():
+    assert parse_models({"object": "list", "data": [{"id": "qwen-image-2.0"}, {"id": "qwen-image-3.0"}, {"x": 1}]}) == [
+        "qwen-image-2.0", "qwen-image-3.0"]
+    with pytest.raises(ProtocolError):
+        parse_models({"data": "nope"})
+
+
 def test_parse_error_json_and_html():
     body = json.dumps({"error": {"code": 400, "message": "prompt too long", "type": "invalid_request_error", "param": "prompt"}})
     info = parse_error(400, "application/json", body.encode())
@@ -244,6 +359,12 @@ def test_parse_error_json_and_html():
     assert html.html and "502 Bad Gateway" in html.message and "\n" not in html.message
     junk = parse_error(500, "text/plain", b"oops")
     assert junk.message == "HTTP 500: oops"
+    coded = parse_error(500, "application/json", json.dumps({"error": {
+        "code": "build_request_failed", "message": "build_request_failed: invalid size", "type": "server_error",
+        "param": "size"}}).encode())
+    assert (coded.code, coded.param, coded.message) == ("build_request_failed", "size", "build_request_failed: invalid size")
+    plain = parse_error(400, "application/json", b'{"error": "Invalid task ID"}')
+    assert plain.message == "Invalid task ID"
 
 
 def test_models_are_the_documented_two():

@@ -104,28 +104,31 @@ def test_sigkill_mid_poll_then_resume_in_a_new_process(home):
 def test_lost_submit_answer_and_a_kill_replays_the_same_key(home):
     # The submit is accepted (and will be billed) but its answer never arrives; the process dies
     # while retrying. Resume must replay the journaled Idempotency-Key, not create a second task.
+    # An earlier generation on this host proved (in the shared journal) that it honours keys: only
+    # there does the retrying child, or resume, ever resend a submit.
     with Emulator(latency=0.3, jitter=0.0) as emu:
+        client = Client(emu.api_key, emu.base_url, retry=FAST_RETRY, poll=PollPolicy(floor=0.05, first=0.1))
+        client.generate("an earlier generation")
         emu.set_faults(lose_submit_answers=50, lose_mode="reset")
         child = _spawn(emu, home, "lost answer")
         _read_until(child, "START")
         deadline = time.monotonic() + 10
-        while emu.counters()["submits_accepted"] < 1 and time.monotonic() < deadline:
+        while emu.counters()["submits_accepted"] < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.2)
         child.send_signal(signal.SIGKILL)
         child.wait(10)
-        assert emu.counters()["submits_accepted"] == 1
+        assert emu.counters()["submits_accepted"] == 2
 
         emu.set_faults(lose_submit_answers=0)
-        client = Client(emu.api_key, emu.base_url, retry=FAST_RETRY, poll=PollPolicy(floor=0.05, first=0.1))
         pending = client.pending()
         assert len(pending) == 1 and pending[0].task_id is None
 
         generation = client.resume(pending[0].key)
         assert len(generation.images) == 2
         counters = emu.counters()
-        assert counters["submits_accepted"] == 1
-        assert counters["submit_replays"] >= 1
+        assert counters["submits_accepted"] == 2
+        assert counters["submit_replays"] >= 1 and counters["tasks_per_key"][pending[0].key] == 1
 
 
 def test_identical_rerun_is_served_from_cache_without_requests(home):

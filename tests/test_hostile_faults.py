@@ -23,9 +23,9 @@ from qimage_nb._contract import PIXEL_SIZES
 from qimage_nb._exceptions import (
     GenerationTimeout,
     ImageError,
-    ProtocolError,
     QImageError,
     RateLimitError,
+    SubmitOutcomeUnknown,
     TaskCancelledError,
     TaskError,
     TaskFailedError,
@@ -34,7 +34,7 @@ from qimage_nb._exceptions import (
 from qimage_nb._polling import PollPolicy
 from qimage_nb._retry import RetryPolicy
 from qimage_nb._store import Store
-from qimage_nb.emulator import Emulator
+from qimage_nb.emulator import Emulator, Faults
 
 KEY = "sk-hostile-faults-0123456789"
 FAST_POLL = PollPolicy(floor=0.02, ceiling=0.2, first=0.05)  # for the MockTransport servers
@@ -170,7 +170,7 @@ async def test_429_storm_on_submits_and_polls_honours_retry_after(emu, store, fo
         assert 0 <= after <= hint + 1e-6 and delay == after
 
 
-async def test_a_429_storm_longer_than_we_wait_is_a_typed_error_then_resumable(emu, store):
+async def test_a_429_storm_longer_than_we_wait_is_a_typed_error_and_nothing_dangles(emu, store):
     emu.set_faults(rate_limit_submits=1, retry_after=600)
     async with make_client(emu, store) as client:
         with pytest.raises(RateLimitError) as info:
@@ -178,10 +178,9 @@ async def test_a_429_storm_longer_than_we_wait_is_a_typed_error_then_resumable(e
         text = one_line_error(info.value, task_id=None)
         assert "rate limited" in text and "retry after 600 s" in text
         assert emu.counters()["submits_accepted"] == 0
-        # the submit may be retried later with the same key: it is pending, never lost
-        (entry,) = client.pending()
-        generation = await client.resume(entry.key)
-        assert generation.ok and generation.idempotency_key == entry.key
+        # a 429 is a refusal: nothing exists, nothing is billed, nothing is left to resume
+        assert client.pending() == []
+        generation = await client.generate("patience")
         audit(emu, client, [generation], logical=1)
 
 
@@ -207,33 +206,35 @@ async def test_thirty_percent_of_polls_fail_in_every_way(emu, store):
 
 @pytest.mark.parametrize("mode", ["reset", "html502", "timeout"])
 async def test_lost_submit_answers_under_rate_limits_and_poll_faults(emu, store, mode):
-    emu.set_faults(
-        lose_submit_answers=3, lose_mode=mode, slow_seconds=1.0,
-        rate_limit_submits=2, retry_after=0.02,
-        poll_fault_rate=0.3, poll_fault_kinds=("500", "reset", "html502"),
-    )
     async with make_client(emu, store, timeout=0.4) as client:
+        first = await client.generate("warm-up: its versioned answer proves keys are honoured here")
+        emu.set_faults(
+            lose_submit_answers=3, lose_mode=mode, slow_seconds=1.0,
+            rate_limit_submits=2, retry_after=0.02,
+            poll_fault_rate=0.3, poll_fault_kinds=("500", "reset", "html502"),
+        )
         generations = await client.generate_many([f"lost {mode} {i}" for i in range(5)], concurrency=5)
         assert all(g.ok for g in generations), [g.error for g in generations]
-        counters = audit(emu, client, generations, logical=5)
+        counters = audit(emu, client, [first, *generations], logical=6)
     assert counters["faults_injected"][f"lose_submit_answer_{mode}"] == 3
     assert counters["submit_replays"] >= 3  # each lost answer was asked again with the same key
 
 
 async def test_every_answer_of_an_accepted_submit_lost_then_resume_bills_once(emu, store):
-    emu.set_faults(lose_submit_answers=100, lose_mode="reset")
     async with make_client(emu, store, retry=fast_retry(attempts=3)) as client:
-        with pytest.raises(TransportError) as info:
+        first = await client.generate("warm-up: keys are honoured here")
+        emu.set_faults(lose_submit_answers=100, lose_mode="reset")
+        with pytest.raises(SubmitOutcomeUnknown) as info:
             await client.generate("answers lost")
         text = one_line_error(info.value, task_id=None)
-        assert "submit" in text and "network" in text
-        assert emu.counters()["submits_accepted"] == 1  # the server made (and will bill) the task
+        assert "submit" in text and "may be billed" in text and "after 3 attempts" in text
+        assert emu.counters()["submits_accepted"] == 2  # the server made (and will bill) the task
         (entry,) = client.pending()
-        assert entry.task_id is None and entry.status == "submitting"
+        assert entry.task_id is None and entry.outcome_unknown
         emu.set_faults(lose_submit_answers=0)
         generation = await client.resume(entry.key)
         assert generation.ok
-        counters = audit(emu, client, [generation], logical=1)
+        counters = audit(emu, client, [first, generation], logical=2)
     assert counters["submit_replays"] >= 3
 
 
@@ -305,15 +306,15 @@ async def test_an_unknown_status_now_and_then_is_survived(emu, store):
     assert counters["faults_injected"]["malformed_json"] == 2
 
 
-async def test_a_status_that_stays_unknown_is_a_typed_error_then_resumable(emu, store):
+async def test_a_status_word_that_never_ends_means_running_until_the_deadline_then_resumable(emu, store):
     emu.set_faults(unknown_status=1000)
     async with make_client(emu, store) as client:
-        with pytest.raises(ProtocolError) as info:
-            await client.generate("paused forever")
+        with pytest.raises(GenerationTimeout) as info:
+            await client.generate("paused forever", timeout=0.8)
         task_id = info.value.task_id
         assert task_id
         text = one_line_error(info.value, task_id=task_id)
-        assert "'paused'" in text and "not one the contract knows" in text
+        assert "still running" in text and f"resume({task_id!r})" in text
         (entry,) = client.pending()
         assert entry.task_id == task_id
         emu.set_faults(unknown_status=0)
@@ -323,16 +324,17 @@ async def test_a_status_that_stays_unknown_is_a_typed_error_then_resumable(emu, 
 
 
 async def test_a_garbled_answer_to_every_submit_attempt_is_typed_and_replayed_once(emu, store):
-    emu.set_faults(malformed_json=3)  # the task is made; its answer arrives cut mid-object, three times
     async with make_client(emu, store, retry=fast_retry(attempts=3)) as client:
-        with pytest.raises(ProtocolError) as info:
+        first = await client.generate("warm-up: keys are honoured here")
+        emu.set_faults(malformed_json=3)  # the task is made; its answer arrives cut mid-object, three times
+        with pytest.raises(SubmitOutcomeUnknown) as info:
             await client.generate("garbled")
         text = one_line_error(info.value, task_id=None)
-        assert "submit" in text and "not valid JSON" in text
+        assert "submit" in text and "not valid JSON" in text and "may be billed" in text
         (entry,) = client.pending()
         generation = await client.resume(entry.key)
         assert generation.ok
-        counters = audit(emu, client, [generation], logical=1)
+        counters = audit(emu, client, [first, generation], logical=2)
     assert counters["submit_replays"] >= 2
 
 
@@ -355,7 +357,15 @@ SOAK_GENERATIONS = 200
 SOAK_CONCURRENCY = 16
 
 
-async def test_soak_200_generations_under_mixed_faults(store, capsys):
+@pytest.mark.parametrize(
+    "deployment",
+    [
+        {},  # the documented contract, keys honoured on every submit
+        {"dialect": "wild", "idempotency": "versioned"},  # API.md section 7 as the provider serves it
+    ],
+    ids=["documented", "wild-versioned"],
+)
+async def test_soak_200_generations_under_mixed_faults(store, capsys, deployment):
     faults = {
         "rate_limit_submits": 6,
         "rate_limit_polls": 8,
@@ -376,15 +386,18 @@ async def test_soak_200_generations_under_mixed_faults(store, capsys):
         {"prompt": f"soak {i}", "size": ("1:1", "16:9", "2:3")[i % 3], "n": 1 + (i % 7 == 0)}
         for i in range(SOAK_GENERATIONS)
     ]
-    with Emulator(api_key=KEY, latency=0.1, jitter=0.05, seed=11) as emu:
-        emu.set_faults(**faults)
+    with Emulator(api_key=KEY, latency=0.1, jitter=0.05, seed=11, faults=Faults(**deployment)) as emu:
         started = time.monotonic()
         async with make_client(emu, store, timeout=0.25, retry=fast_retry(attempts=12)) as client:
+            # A user's first generation on this host: its versioned answer is what proves the host
+            # honours Idempotency-Key, and only then is a lost submit answer ever resent.
+            first = await client.generate("warm-up")
+            emu.set_faults(**faults)
             generations = await asyncio.wait_for(
                 client.generate_many(requests, concurrency=SOAK_CONCURRENCY), timeout=240
             )
             wall = time.monotonic() - started
-            counters = audit(emu, client, generations, logical=SOAK_GENERATIONS)
+            counters = audit(emu, client, [first, *generations], logical=SOAK_GENERATIONS + 1)
             peak = tasks_running_at_once(emu)
     assert 1 < peak <= SOAK_CONCURRENCY
     assert [g.request.prompt for g in generations] == [r["prompt"] for r in requests]  # input order

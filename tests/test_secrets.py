@@ -146,11 +146,12 @@ async def test_a_server_that_echoes_the_key_never_gets_it_shown_logged_or_kept(w
                          store=store, retry=FAST_RETRY, poll=FAST_POLL)
     async with client:
         with pytest.raises(QImageError) as info:
-            await client.generate("echo chamber", on_update=updates.append)
+            # a status word that is the key reads as "still running" (API.md 7.2) until the deadline
+            await client.generate("echo chamber", on_update=updates.append, timeout=0.5)
         assert seen, "the server was never asked"
         assert_keyless(everything_about(info.value), *logs.lines, *map(repr, updates))
         assert "\n" not in str(info.value)
-        assert "***" in str(info.value) or where in ("failed-task",) or "HTML" in str(info.value) or where == "text"
+        assert "***" in str(info.value) or where in ("failed-task", "status", "text") or "HTML" in str(info.value)
         assert_keyless(*(repr(job) for job in store.history()))
     store.close()
     assert files_holding(tmp_path) == []
@@ -177,7 +178,7 @@ async def test_a_transport_error_that_quotes_the_key_is_redacted(tmp_path, logs)
                            store=store, retry=FAST_RETRY) as client:
         with pytest.raises(QImageError) as info:
             await client.balance()
-    assert "network error" in str(info.value)
+    assert "could not connect to api.example.com" in str(info.value)
     assert_keyless(everything_about(info.value), *logs.lines)
     store.close()
     assert files_holding(tmp_path) == []
@@ -231,12 +232,13 @@ def test_key_errors_never_echo_what_was_typed():
 
 async def test_a_full_run_with_retries_logs_no_key(tmp_path, logs):
     with Emulator(api_key=KEY, latency=0.1, jitter=0.05, seed=3) as emu:
-        emu.set_faults(rate_limit_submits=2, retry_after=0.02, poll_fault_rate=0.4,
-                       poll_fault_kinds=("500", "503", "html502", "429", "reset"), lose_submit_answers=1,
-                       cdn_truncate=1, malformed_json=1, unknown_status=1)
         store = Store(tmp_path / "home")
         async with AsyncClient(KEY, emu.base_url, store=store, retry=RetryPolicy(max_attempts=8, backoff_base=0.02,
                                backoff_cap=0.1), poll=FAST_POLL) as client:
+            await client.generate("first: keys are honoured here, so a lost answer is resent")
+            emu.set_faults(rate_limit_submits=2, retry_after=0.02, poll_fault_rate=0.4,
+                           poll_fault_kinds=("500", "503", "html502", "429", "reset"), lose_submit_answers=1,
+                           cdn_truncate=1, malformed_json=1, unknown_status=1)
             results = await client.generate_many([f"logged {i}" for i in range(6)] + ["FAIL_MODERATION"],
                                                  concurrency=4)
             url = await client.upload(PNG_BYTES)

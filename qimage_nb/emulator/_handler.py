@@ -54,7 +54,7 @@ class Handler:
             self.state.settle()
             self.state.counters["api_requests"] += 1
         response = self._api(request, path)
-        if response.status == 200 and not response.reset:
+        if 200 <= response.status < 300 and not response.reset:
             with self.state.lock:
                 garble = self.state.take("malformed_json")
                 if garble:

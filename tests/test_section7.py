@@ -1,0 +1,252 @@
+"""The client against the emulator serving what the provider really serves (API.md section 7).
+
+Each test names a deployment (dialect, idempotency mode) and counts what the server billed and how
+many submits it saw: a duplicate submit and an abandoned paid task are the two worst bugs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from qimage_nb import AsyncClient, Client
+from qimage_nb._exceptions import (
+    AuthenticationError,
+    BadRequestError,
+    InsufficientBalanceError,
+    SubmitOutcomeUnknown,
+    TaskFailedError,
+    ValidationError,
+)
+from qimage_nb._polling import PollPolicy
+from qimage_nb._retry import RetryPolicy
+from qimage_nb.emulator import Emulator, Faults
+
+FAST_RETRY = RetryPolicy(max_attempts=6, backoff_base=0.02, backoff_cap=0.1)
+LATENCY = 0.15
+
+
+@pytest.fixture(scope="module")
+def emu():
+    with Emulator(latency=LATENCY, jitter=0.05) as emulator:
+        yield emulator
+
+
+@pytest.fixture(autouse=True)
+def _clean(emu):
+    emu.reset()
+    yield
+    emu.reset()
+
+
+def client_for(emu: Emulator, **kwargs) -> AsyncClient:
+    kwargs.setdefault("retry", FAST_RETRY)
+    kwargs.setdefault("poll", PollPolicy.for_latency(emu.latency))
+    kwargs.setdefault("timeout", 0.6)
+    return AsyncClient(emu.api_key, emu.base_url, **kwargs)
+
+
+def billed(emu: Emulator) -> int:
+    """Tasks the server created: each bills once it completes, whether or not anyone waits."""
+    return emu.counters()["submits_accepted"]
+
+
+# --- lost submit answers: the core -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["reset", "html502", "timeout"])
+async def test_a_lost_answer_where_keys_are_ignored_bills_once_and_says_so(emu, mode):
+    emu.set_faults(idempotency="never", lose_submit_answers=1, lose_mode=mode, slow_seconds=1.0)
+    async with client_for(emu) as client:
+        with pytest.raises(SubmitOutcomeUnknown) as info:
+            await client.generate("a lost answer")
+        (entry,) = client.pending()
+    counters = emu.counters()
+    assert counters["submit_attempts"] == 1 and billed(emu) == 1
+    message = str(info.value)
+    assert "may exist and may be billed" in message and "\n" not in message
+    assert f"%qimage resume --resend {entry.key}" in message and entry.outcome_unknown
+
+
+@pytest.mark.parametrize("mode", ["reset", "html502", "timeout"])
+async def test_a_lost_answer_on_the_versioned_contract_yields_the_original_task(emu, mode):
+    emu.set_faults(idempotency="versioned")
+    async with client_for(emu) as client:
+        await client.generate("first: its 202 answer proves keys are honoured here")
+        emu.set_faults(lose_submit_answers=1, lose_mode=mode, slow_seconds=1.0)
+        generation = await client.generate("a lost answer")
+    counters = emu.counters()
+    assert generation.images and billed(emu) == 2  # one per generation, none twice
+    assert counters["submit_replays"] == 1
+    assert counters["submits_per_key"][generation.idempotency_key] == 2
+
+
+async def test_what_an_origin_proved_is_remembered_across_processes(emu):
+    emu.set_faults(idempotency="versioned")
+    async with client_for(emu) as client:
+        await client.generate("first")
+    emu.set_faults(lose_submit_answers=1)
+    async with client_for(emu) as fresh:  # a new client, as after a kernel restart: same journal
+        generation = await fresh.generate("lost, then replayed")
+    assert generation.images and billed(emu) == 2
+
+
+async def test_the_first_answer_lost_is_unknown_then_a_chosen_resend_returns_the_original(emu):
+    emu.set_faults(idempotency="versioned", lose_submit_answers=1)
+    async with client_for(emu) as client:
+        with pytest.raises(SubmitOutcomeUnknown) as info:
+            await client.generate("first ever, lost")
+        generation = await client.resend(info.value.idempotency_key)
+    counters = emu.counters()
+    assert generation.images and billed(emu) == 1 and counters["submit_replays"] == 1
+    assert client.pending() == []
+
+
+async def test_a_resend_where_keys_are_ignored_is_the_users_explicit_choice(emu):
+    emu.set_faults(idempotency="never", lose_submit_answers=1)
+    with Client(emu.api_key, emu.base_url, retry=FAST_RETRY, poll=PollPolicy.for_latency(emu.latency)) as client:
+        with pytest.raises(SubmitOutcomeUnknown) as info:
+            client.generate("lost where keys are ignored")
+        assert billed(emu) == 1
+        generation = client.resend(info.value.idempotency_key)
+    assert generation.images and billed(emu) == 2  # the user was told it may bill twice, and chose
+
+
+async def test_resume_of_an_unknown_outcome_never_resends_on_its_own(emu):
+    emu.set_faults(idempotency="never", lose_submit_answers=1)
+    async with client_for(emu) as client:
+        with pytest.raises(SubmitOutcomeUnknown) as info:
+            await client.generate("lost")
+        key = info.value.idempotency_key
+        with pytest.raises(SubmitOutcomeUnknown):
+            await client.resume(key)
+        with pytest.raises(SubmitOutcomeUnknown):  # a re-run of the same cell (cache=True) neither
+            await client.generate("lost", cache=True)
+    assert emu.counters()["submit_attempts"] == 1 and billed(emu) == 1
+
+
+# --- conflicts, 500s, errors in a 200 ----------------------------------------------------------
+
+
+async def test_a_first_submit_answered_idempotency_in_progress_gets_the_original_task(emu):
+    emu.set_faults(idempotency="versioned", idempotency_in_progress=1, retry_after=0.1)
+    async with client_for(emu) as client:
+        generation = await client.generate("in progress")
+    counters = emu.counters()
+    assert generation.images and billed(emu) == 1
+    assert counters["submit_attempts"] == 2 and counters["submit_replays"] == 1
+
+
+async def test_an_indeterminate_result_is_reported_and_not_resent(emu):
+    emu.set_faults(idempotency="versioned", idempotency_indeterminate=1)
+    async with client_for(emu) as client:
+        with pytest.raises(SubmitOutcomeUnknown, match="cannot tell"):
+            await client.generate("indeterminate")
+    assert emu.counters()["submit_attempts"] == 1
+
+
+async def test_idempotency_unavailable_is_resent_with_the_same_key(emu):
+    emu.set_faults(idempotency="versioned", idempotency_unavailable=2, retry_after=0.05)
+    async with client_for(emu) as client:
+        generation = await client.generate("unavailable twice")
+    counters = emu.counters()
+    assert generation.images and billed(emu) == 1 and counters["submit_attempts"] == 3
+    assert counters["submits_per_key"][generation.idempotency_key] == 3
+
+
+async def test_a_500_for_a_bad_parameter_is_sent_once_and_shown_at_once(emu):
+    emu.set_faults(dialect="wild")
+    async with client_for(emu) as client:
+        await client.models()
+        # A listed model of its own parameters: the server, not the client, refuses its size.
+        with pytest.raises(BadRequestError) as info:
+            await client.generate("bad size", model="qwen-image-3.0", size="banana")
+    error = info.value
+    assert emu.counters()["submit_attempts"] == 1 and billed(emu) == 0
+    assert error.status_code == 500 and error.code == "build_request_failed" and error.param == "size"
+    assert "size" in str(error) and "\n" not in str(error)
+
+
+async def test_an_error_inside_a_200_is_the_typed_error_of_its_code(emu):
+    emu.set_faults(error_in_200=1)
+    async with AsyncClient("sk-wrong-key", emu.base_url, retry=FAST_RETRY) as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.generate("wrong key")
+    assert "QIMAGE_API_KEY" in str(info.value)
+    with Emulator(latency=LATENCY, balance=0.001, faults=Faults(error_in_200=1)) as poor:
+        async with client_for(poor) as client:
+            with pytest.raises(InsufficientBalanceError, match="Insufficient balance"):
+                await client.generate("no money left")
+            assert client.pending() == []  # a definite refusal: nothing to resend, nothing billed
+        assert poor.counters()["submit_attempts"] == 1
+
+
+async def test_balance_unlimited_and_token_not_found(emu):
+    async with client_for(emu) as client:
+        emu.set_faults(balance_answer="unlimited")
+        balance = await client.balance()
+        assert balance.unlimited_quota and balance.remain_balance is None
+        emu.set_faults(balance_answer="token-not-found")
+        with pytest.raises(AuthenticationError) as info:
+            await client.balance()
+    assert "Token Not Found" in str(info.value) and "\n" not in str(info.value)
+
+
+# --- the wild dialect ------------------------------------------------------------------------
+
+
+async def test_wild_statuses_never_abandon_a_paid_task_and_updates_say_queued_then_running(emu):
+    emu.set_faults(dialect="wild", status_case="upper")
+    seen: list[str] = []
+    async with client_for(emu) as client:
+        generation = await client.generate("wild", on_update=lambda u: seen.append(u.stage))
+    assert generation.images and generation.cost is not None and generation.cost > 0
+    assert seen[0] == "submitting" and seen[-1] == "done"
+
+
+async def test_string_error_codes_reach_the_user_with_type_and_param(emu):
+    emu.set_faults(dialect="wild")
+    async with client_for(emu) as client:
+        with pytest.raises(TaskFailedError) as info:
+            await client.generate("FAIL_MODERATION please")
+    error = info.value
+    assert error.code == "OutputImageSensitiveContentDetected" and isinstance(error.type, str)
+    assert "OutputImageSensitiveContentDetected" in str(error) and "\n" not in str(error)
+
+
+async def test_a_listed_model_the_table_does_not_know_is_accepted_at_the_size_it_returns(emu):
+    emu.set_faults(dialect="wild")
+    async with client_for(emu) as client:
+        assert "qwen-image-3.0" in await client.models()
+        generation = await client.generate("a newer model", model="qwen-image-3.0")
+    assert generation.images[0].size == (1328, 1328)  # not in the 2.0 pixel table
+
+
+async def test_a_model_in_neither_the_table_nor_the_list_is_refused_before_any_submit(emu):
+    async with client_for(emu) as client:
+        with pytest.raises(ValidationError) as info:
+            await client.generate("typo", model="qwen-image-2.1")
+    assert "known: qwen-image-2.0, qwen-image-2.0-pro" in str(info.value)
+    assert "did you mean 'qwen-image-2.0'" in str(info.value)
+    assert emu.counters()["submit_attempts"] == 0
+
+
+async def test_models_are_fetched_once_per_origin(emu):
+    emu.set_faults(dialect="wild")
+    async with client_for(emu) as client:
+        assert emu.counters()["api_requests"] == 0
+        first = await client.models()
+        await client.generate("a", model="qwen-image-3.0")
+        await client.generate("b", model="qwen-image-3.0")
+    async with client_for(emu) as other:
+        assert await other.models() == first
+    assert emu.counters()["api_requests"] - emu.counters()["polls"] - emu.counters()["submit_attempts"] == 1
+
+
+async def test_a_synchronous_answer_is_downloaded_and_journaled_like_a_task(emu):
+    emu.set_faults(sync_models=("qwen-image-2.0",))
+    async with client_for(emu) as client:
+        generation = await client.generate("at once", n=2)
+        (entry,) = client.history(1)
+    assert len(generation.images) == 2 and emu.counters()["polls"] == 0
+    assert generation.images[0].info["task_id"] == generation.task_id
+    assert entry.downloaded and entry.status == "completed" and entry.cost == generation.cost
