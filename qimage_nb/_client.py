@@ -1057,11 +1057,12 @@ class AsyncClient:
         return job
 
     def _provenance(
-        self, request: GenerationRequest, task_id: str, url: str, index: int, expires_at: float | None = None
+        self, request: GenerationRequest, task_id: str, url: str, index: int, status: TaskStatus | None = None
     ) -> dict[str, str]:
         # expires_at and origin let a face decide whether source_url can still serve as a reference
         # (an expired CDN URL, or one from another API, must be re-uploaded from the disk copy).
-        return {
+        expires_at = status.expires_at if status is not None else None
+        info = {
             "prompt": request.prompt,
             "negative_prompt": request.negative_prompt or "",
             "model": request.model,
@@ -1073,8 +1074,19 @@ class AsyncClient:
             "source_url": url,
             "expires_at": "" if expires_at is None else str(int(expires_at)),
             "origin": self.base_url,
+            "provider": self.provider.name,
             "created": _now_iso(),
         }
+        # What the host says it did (its rewritten prompt, the seed it used), else what was asked.
+        seed = status.seed if status is not None and status.seed is not None else request.seed
+        if seed is not None:
+            info["seed"] = str(seed)
+        if status is not None and status.actual_prompt:
+            info["actual_prompt"] = status.actual_prompt
+        for option in ("prompt_extend", "watermark"):
+            if getattr(request, option) is not None:
+                info[option] = str(getattr(request, option)).lower()
+        return info
 
     async def _from_disk(self, job: JobRecord, progress: _Progress, *, cached: bool) -> Generation:
         from ._images import open_lazy, read_provenance
@@ -1116,7 +1128,7 @@ class AsyncClient:
         slots = self._pool()[1]
 
         async def fetch(index: int, url: str) -> tuple[Image.Image, Path]:
-            info = self._provenance(job.request, status.task_id, url, index, status.expires_at)
+            info = self._provenance(job.request, status.task_id, url, index, status)
             path = on_disk[index]
             if path is None or not Path(path).exists():
                 async with slots:

@@ -95,7 +95,7 @@ class Generation:
     def __repr__(self) -> str:
         prompt = self.request.prompt
         short = prompt if len(prompt) <= 40 else prompt[:37] + "..."
-        pixels = self.request.pixel_size
+        pixels = self.images[0].size if self.images else self.request.pixel_size
         size = f" {pixels[0]}x{pixels[1]}" if pixels else ""
         state = f"error={type(self.error).__name__}" if self.error else f"{len(self.images)} images{size}"
         cached = " cached" if self.cached else ""
