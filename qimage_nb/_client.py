@@ -398,13 +398,10 @@ class AsyncClient:
         return httpx.URL(self.base_url).host or self.base_url
 
     def _network_failure(self, exc: httpx.TransportError) -> str:
-        """One line for a network failure: which host, what happened, what to check."""
+        """One line for a network failure: which host, what happened (the faces add what to check)."""
         detail = self._redact(str(exc))[:120] or type(exc).__name__
         if isinstance(exc, httpx.ConnectError):
-            return (
-                f"could not connect to {self._host()} ({detail}): check the network, or the base URL "
-                f"({self.provider.base_url_env})"
-            )
+            return f"network error: could not connect to {self._host()} ({detail})"
         return f"network error talking to {self._host()} ({type(exc).__name__}: {detail})"
 
     # -- single operations --

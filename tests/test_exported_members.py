@@ -12,7 +12,7 @@ PUBLIC = [
     "Generation", "GenerationRequest", "GenerationTimeout", "ImageError", "InsufficientBalanceError",
     "JobRecord", "NotFoundError", "Panel", "PayloadTooLargeError", "PermissionDeniedError",
     "PollPolicy", "ProtocolError", "QImageError", "QImageWarning", "RateLimitError",
-    "RequestTimeoutError", "RetryPolicy", "ServerError", "Store", "TaskCancelledError", "TaskError",
+    "RequestTimeoutError", "RetryPolicy", "ServerError", "Store", "SubmitOutcomeUnknown", "TaskCancelledError", "TaskError",
     "TaskFailedError", "TaskStatus", "TransportError", "Update", "ValidationError", "current_client",
     "load_ipython_extension",
 ]  # fmt: skip

@@ -178,7 +178,7 @@ async def test_a_transport_error_that_quotes_the_key_is_redacted(tmp_path, logs)
                            store=store, retry=FAST_RETRY) as client:
         with pytest.raises(QImageError) as info:
             await client.balance()
-    assert "could not connect to api.example.com" in str(info.value)
+    assert "network error: could not connect to api.example.com" in str(info.value)
     assert_keyless(everything_about(info.value), *logs.lines)
     store.close()
     assert files_holding(tmp_path) == []
