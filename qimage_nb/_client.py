@@ -9,6 +9,8 @@ id as soon as it is known, and every image as soon as its bytes are on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -39,7 +41,6 @@ from ._exceptions import (
     APIError,
     AuthenticationError,
     BadRequestError,
-    GenerationTimeout,
     InsufficientBalanceError,
     NotFoundError,
     PayloadTooLargeError,
@@ -55,7 +56,7 @@ from ._exceptions import (
     TransportError,
     ValidationError,
 )
-from ._polling import Calibration, PollPolicy
+from ._polling import Calibration, PollPolicy, poll_updates
 from ._results import Generation, Update, UpdateCallback, _Progress
 from ._retry import RetryPolicy, is_retryable, note_retry, parse_retry_after
 from .providers import Call, ErrorInfo, Provider, Submitted, choose_provider
@@ -69,9 +70,6 @@ __all__ = ["AsyncClient", "Generation", "Update"]
 
 logger = logging.getLogger("qimage_nb")
 
-# How many consecutive contract breaches (unknown status, odd envelope) a wait tolerates before it
-# gives up loudly: one garbled answer from a proxy should not cost the user a paid task.
-_MAX_PROTOCOL_ERRORS = 3
 _ANSWERED_KEPT = 4096  # submit answer times kept for the schedules of tasks not yet waited on
 
 
@@ -108,17 +106,6 @@ def _now_iso() -> str:
 
 
 # --- the client ------------------------------------------------------------------------------
-
-
-def _scheduled(call: Callable[..., Any], *args: Any, fallback: Any = None) -> Any:
-    """A call into the poll schedule. Its arithmetic only decides *when* to poll: a bug there
-    (or a provider's numbers it never anticipated) must not end the wait on a task already paid
-    for, so it falls back to polling every ``fallback`` seconds."""
-    try:
-        return call(*args)
-    except Exception:
-        logger.warning("qimage_nb: the poll schedule failed; polling at a fixed pace", exc_info=True)
-        return fallback
 
 
 def _shared_timing(base_url: str, store: Store | None) -> Calibration:
@@ -622,9 +609,8 @@ class AsyncClient:
         Transient failures (network, 5xx, 429, a garbled answer) do not end the wait: the task is
         already billed, so only the deadline (``GenerationTimeout``) or a definite answer does.
         """
-        deadline_s = _check_seconds("timeout", timeout, allow_none=True) or self.wait_timeout
+        timeout_s = _check_seconds("timeout", timeout, allow_none=True) or self.wait_timeout
         start = time.monotonic() if started is None else started
-        deadline = start + deadline_s
         # The schedule's clock starts when the server created the task, which estimated_time and
         # progress count from: some time during this client's submit exchange, so its middle,
         # give or take half of it. Any other task (a resume, a second wait) is of unknown age: it
@@ -635,71 +621,13 @@ class AsyncClient:
         else:
             origin, slack = (exchange[0] + exchange[1]) / 2, (exchange[1] - exchange[0]) / 2
             immediate = False  # its age is known: the schedule places even the first poll
-        schedule = self.poll.schedule(fresh=not immediate, slack=slack)
-        status: TaskStatus | None = None
-        last_seen: tuple[str, int] | None = None
-        protocol_errors = 0
-        hold = 0.0  # a server's Retry-After outranks our schedule
-        polled = False
-        first = True
-        failed = False  # the last poll got no answer: nothing new to feed the schedule
-        while True:
-            if failed:
-                delay = self.poll.floor
-            elif first and immediate:
-                delay = 0.0
-            else:
-                delay = _scheduled(schedule.next_delay, status, time.monotonic() - origin, fallback=1.0)
-            delay, hold, first = max(delay, hold), 0.0, False
-            wake = time.monotonic() + delay
-            if not polled and wake > deadline:
-                wake = deadline  # ask once before giving up, so a timeout never reports an unseen task
-            while (now := time.monotonic()) < wake:
-                if wake > deadline:
-                    await asyncio.sleep(max(0.0, deadline - now))
-                    raise GenerationTimeout(
-                        f"task {task_id} still {status.phase if status else 'unconfirmed'} after {deadline_s:.0f} s; "
-                        f"fetch it later with resume({task_id!r})",
-                        task_id=task_id,
-                        last_status=status.status if status else None,
-                    )
-                # A probe may move when another task of this policy teaches it something meanwhile.
-                revisable = not failed and schedule.revisable
-                await asyncio.sleep(min(wake - now, self.poll.recheck) if revisable else wake - now)
-                revised = _scheduled(schedule.revise, time.monotonic() - origin) if revisable else None
-                if revised is not None:
-                    wake = time.monotonic() + revised
-            if polled and time.monotonic() >= deadline:
-                raise GenerationTimeout(
-                    f"task {task_id} still {status.phase if status else 'unconfirmed'} after {deadline_s:.0f} s; "
-                    f"fetch it later with resume({task_id!r})",
-                    task_id=task_id,
-                    last_status=status.status if status else None,
-                )
-            polled = True
-            failed = True
-            try:
-                fresh = await self.get_task(task_id)
-            except ProtocolError as exc:
-                protocol_errors += 1
-                if protocol_errors >= _MAX_PROTOCOL_ERRORS:
-                    raise
-                logger.warning("qimage_nb: %s; polling on", exc)
-                continue
-            except (TransportError, ServerError, RateLimitError, RequestTimeoutError) as exc:
-                hold = getattr(exc, "retry_after", None) or 0.0
-                logger.warning("qimage_nb: %s; polling on until the deadline", exc)
-                continue
-            failed = False
-            protocol_errors = 0
-            status = fresh
-            if status.terminal:  # before the yield: a caller may stop iterating at the last status
-                _scheduled(schedule.finish, status, time.monotonic() - origin)
-            if (status.status, status.progress) != last_seen:
-                last_seen = (status.status, status.progress)
+        updates = poll_updates(
+            functools.partial(self.get_task, task_id), task_id, policy=self.poll, started=start,
+            timeout=timeout_s, origin=origin, slack=slack, immediate=immediate,
+        )
+        async with contextlib.aclosing(updates):
+            async for status in updates:
                 yield status
-            if status.terminal:
-                return
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskStatus:
         """Wait for a task to complete; raise ``TaskFailedError``/``TaskCancelledError``/``GenerationTimeout``."""
