@@ -58,7 +58,7 @@ from ._exceptions import (
 )
 from ._polling import Calibration, PollPolicy, poll_updates
 from ._results import Generation, Update, UpdateCallback, _Progress
-from ._retry import RetryPolicy, is_retryable, note_retry, parse_retry_after
+from ._retry import RetryPolicy, TryAgain, is_retryable, note_retry, parse_retry_after, retrying
 from .providers import Call, ErrorInfo, Provider, Submitted, choose_provider
 
 if TYPE_CHECKING:
@@ -345,41 +345,31 @@ class AsyncClient:
         """One idempotent API request (a GET; never a submit) with retries on transient failures;
         returns the decoded JSON body. ``retry=False``: one attempt (uploads have no key)."""
         auth = self._auth()
-        failure: QImageError | None = None
-        attempts = self.retry.max_attempts if retry else 1
-        for attempt in range(attempts):
-            retry_after = None
+
+        async def attempt() -> Any:
             try:
                 response = await self._send(call, auth=auth)
             except httpx.TimeoutException as exc:
-                failure = TransportError(f"{what}: {self._host()} did not answer in time ({type(exc).__name__})", task_id=task_id)
+                raise TryAgain(TransportError(
+                    f"{what}: {self._host()} did not answer in time ({type(exc).__name__})", task_id=task_id
+                )) from None
             except httpx.TransportError as exc:
-                failure = TransportError(f"{what}: {self._network_failure(exc)}", task_id=task_id)
-            else:
-                if response.is_success:
-                    try:
-                        return self._decoded(response, what, task_id)
-                    except ProtocolError as exc:
-                        failure = exc
-                    except APIError as error:
-                        if not is_retryable(error.status_code, error.type):
-                            raise
-                        failure = error
-                else:
-                    error = self._error_of(response, what, task_id)
-                    if not is_retryable(response.status_code, error.type) or not self.retry.honours(
-                        error.retry_after
-                    ):
-                        raise error
-                    failure, retry_after = error, error.retry_after
-            if attempt + 1 < attempts:
-                delay = self.retry.backoff(attempt, retry_after)
-                logger.info("qimage_nb: %s failed (%s); retry %d of %d in %.1f s",
-                            what, failure, attempt + 1, attempts - 1, delay)
-                note_retry(what, failure, attempt + 1, attempts - 1, delay)
-                await asyncio.sleep(delay)
-        assert failure is not None
-        raise failure
+                raise TryAgain(TransportError(f"{what}: {self._network_failure(exc)}", task_id=task_id)) from None
+            if response.is_success:
+                try:
+                    return self._decoded(response, what, task_id)
+                except ProtocolError as exc:
+                    raise TryAgain(exc) from None
+                except APIError as error:
+                    if not is_retryable(error.status_code, error.type):
+                        raise
+                    raise TryAgain(error) from None
+            error = self._error_of(response, what, task_id)
+            if not is_retryable(response.status_code, error.type) or not self.retry.honours(error.retry_after):
+                raise error
+            raise TryAgain(error, error.retry_after)
+
+        return await retrying(attempt, policy=self.retry, what=what, attempts=None if retry else 1)
 
     def _host(self) -> str:
         return httpx.URL(self.base_url).host or self.base_url
