@@ -19,7 +19,6 @@ import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +35,7 @@ from ._config import (
     is_loopback_host,
 )
 from ._contract import Balance, GenerationRequest, TaskStatus
-from ._download import fetch_image
+from ._download import store_image
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -57,6 +56,7 @@ from ._exceptions import (
     ValidationError,
 )
 from ._polling import Calibration, PollPolicy, poll_updates
+from ._provenance import open_stored
 from ._results import Generation, Update, UpdateCallback, _Progress
 from ._retry import RetryPolicy, TryAgain, is_retryable, note_retry, parse_retry_after, retrying
 from .providers import Call, ErrorInfo, Provider, Submitted, choose_provider
@@ -99,10 +99,6 @@ _HINTS: dict[type[APIError], str] = {
     RequestTimeoutError: "the API timed out reading the request",
     ServerError: "the API failed",
 }
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -971,49 +967,9 @@ class AsyncClient:
         assert job is not None
         return job
 
-    def _provenance(
-        self, request: GenerationRequest, task_id: str, url: str, index: int, status: TaskStatus | None = None
-    ) -> dict[str, str]:
-        # expires_at and origin let a face decide whether source_url can still serve as a reference
-        # (an expired CDN URL, or one from another API, must be re-uploaded from the disk copy).
-        expires_at = status.expires_at if status is not None else None
-        info = {
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt or "",
-            "model": request.model,
-            "size": request.size,
-            "resolution": request.resolution,
-            "n": str(request.n),
-            "index": str(index),
-            "task_id": task_id,
-            "source_url": url,
-            "expires_at": "" if expires_at is None else str(int(expires_at)),
-            "origin": self.base_url,
-            "provider": self.provider.name,
-            "created": _now_iso(),
-        }
-        # What the host says it did (its rewritten prompt, the seed it used), else what was asked.
-        seed = status.seed if status is not None and status.seed is not None else request.seed
-        if seed is not None:
-            info["seed"] = str(seed)
-        if status is not None and status.actual_prompt:
-            info["actual_prompt"] = status.actual_prompt
-        for option in ("prompt_extend", "watermark"):
-            if getattr(request, option) is not None:
-                info[option] = str(getattr(request, option)).lower()
-        return info
-
     async def _from_disk(self, job: JobRecord, progress: _Progress, *, cached: bool) -> Generation:
-        from ._images import open_lazy, read_provenance
-
-        images = []
-        for index, path in enumerate(job.image_paths):
-            assert path is not None
-            info = self._provenance(job.request, job.task_id or "", job.urls[index] if index < len(job.urls) else "", index)
-            # What the file itself records wins: when it was made, when its URL expires, where from.
-            info.update(read_provenance(path))
-            info["path"] = str(path)
-            images.append(open_lazy(path, info))
+        # What each file records: when it was made, when its URL expires, where from.
+        images = [open_stored(path) for path in job.image_paths if path is not None]
         progress.reset(len(images))
         for index, image in enumerate(images):
             progress.images[index] = image
@@ -1035,24 +991,20 @@ class AsyncClient:
         self, job: JobRecord, status: TaskStatus, progress: _Progress
     ) -> tuple[list[Image.Image], list[Path]]:
         """Fetch every image of a completed task concurrently, each journaled as soon as it lands."""
-        from ._images import open_lazy
-
         urls = list(status.urls)
         progress.reset(len(urls))
         on_disk = list(job.image_paths) + [None] * max(0, len(urls) - len(job.image_paths))
-        slots = self._pool()[1]
+        http, slots = self._pool()
 
         async def fetch(index: int, url: str) -> tuple[Image.Image, Path]:
-            info = self._provenance(job.request, status.task_id, url, index, status)
             path = on_disk[index]
             if path is None or not Path(path).exists():
                 async with slots:
-                    temp, facts = await self._fetch_image(url, task_id=status.task_id)
-                    path = self.store.save_image(
-                        job.key, index, url, temp, info, width=facts.width, height=facts.height
+                    path = await store_image(
+                        http, self.store, key=job.key, request=job.request, status=status, index=index,
+                        url=url, retry=self.retry, origin=self.base_url, provider=self.provider.name,
                     )
-            info["path"] = str(path)
-            image = open_lazy(Path(path), info)
+            image = open_stored(Path(path))
             progress.images[index] = image
             await progress.emit("downloading", task_id=status.task_id, status=status, new_image=index)
             return image, Path(path)
@@ -1071,11 +1023,6 @@ class AsyncClient:
         self.store.record_status(job.key, "completed", 100, urls=urls)
         pairs = [r for r in results if not isinstance(r, BaseException)]
         return [image for image, _ in pairs], [path for _, path in pairs]
-
-    async def _fetch_image(self, url: str, *, task_id: str) -> tuple[Path, Any]:
-        return await fetch_image(
-            self._client(), url, temp_path=self.store.temp_path, retry=self.retry, task_id=task_id
-        )
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Downloading one result image from the CDN: streamed to disk, capped, checked, retried.
+"""Downloading one result image from the CDN: streamed to disk, capped, checked, retried, then
+kept in the journal with its provenance (built here, once: ``_provenance.describe``).
 
 The CDN is another origin: these requests never carry the Authorization header (the shared httpx
 client has none by default; only API requests add it through ``_BearerAuth``).
@@ -8,15 +9,41 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
 from ._exceptions import ImageError, TransportError
 from ._images import MAX_DOWNLOAD_BYTES, ImageFacts, inspect_image
+from ._provenance import describe
 from ._retry import RetryPolicy, TryAgain, is_retryable, parse_retry_after, retrying
 
-__all__ = ["fetch_image"]
+if TYPE_CHECKING:
+    from ._contract import GenerationRequest, TaskStatus
+    from ._store import Store
+
+__all__ = ["fetch_image", "store_image"]
+
+
+async def store_image(
+    http: httpx.AsyncClient,
+    store: Store,
+    *,
+    key: str,
+    request: GenerationRequest,
+    status: TaskStatus,
+    index: int,
+    url: str,
+    retry: RetryPolicy,
+    origin: str,
+    provider: str,
+) -> Path:
+    """Image ``index`` of a completed task into the journal: fetched and checked, described (its
+    provenance, written into the file by the store), journaled under ``key``. Returns its path."""
+    temp, facts = await fetch_image(http, url, temp_path=store.temp_path, retry=retry, task_id=status.task_id)
+    info = describe(request, status, url, index, origin=origin, provider=provider)
+    return store.save_image(key, index, url, temp, info, width=facts.width, height=facts.height)
 
 
 async def fetch_image(

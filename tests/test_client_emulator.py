@@ -287,3 +287,17 @@ def test_png_bytes_on_disk_are_the_cdn_bytes_plus_provenance(emu):
     buffer = io.BytesIO()
     generation.images[0].save(buffer, "PNG")
     assert Image.open(buffer).size == (1024, 1024)
+
+
+async def test_an_image_carries_what_its_file_says_fresh_or_from_the_journal(client, emu):
+    from qimage_nb._images import read_provenance
+
+    fresh = await client.generate("said once", n=2, cache=True)
+    again = await client.generate("said once", n=2, cache=True)
+    assert again.cached and not fresh.cached
+    for made, served, path in zip(fresh.images, again.images, fresh.paths, strict=True):
+        # Built once, at download, and written into the file; both runs show the file's words.
+        on_file = read_provenance(path)
+        assert on_file["task_id"] == fresh.task_id and on_file["origin"] == emu.base_url
+        assert int(on_file["expires_at"]) > 0 and on_file["provider"] == "apimart"
+        assert made.info == served.info == {**on_file, "path": str(path)}
