@@ -34,7 +34,7 @@ from ._config import (
     check_base_url,
     is_loopback_host,
 )
-from ._contract import Balance, GenerationRequest, TaskStatus
+from ._contract import Balance, GenerationRequest, TaskStatus, UploadedImage
 from ._download import store_image
 from ._exceptions import (
     APIError,
@@ -71,6 +71,9 @@ __all__ = ["AsyncClient", "Generation", "Update"]
 logger = logging.getLogger("qimage_nb")
 
 _ANSWERED_KEPT = 4096  # submit answer times kept for the schedules of tasks not yet waited on
+# Provider upload URLs live 72 h; reuse ours for less than that so a re-run sends the same URL
+# (and so hits the cache) without ever handing the API a URL about to expire.
+UPLOAD_REUSE_SECONDS = 48 * 3600
 
 
 _ERRORS_BY_STATUS: dict[int, type[APIError]] = {
@@ -407,17 +410,38 @@ class AsyncClient:
         self.provider.check(request, listed)
         return request
 
-    async def upload(self, image: Any) -> str:
+    async def upload(self, image: Any, *, reuse: bool = False) -> str:
         """Upload a local image (path, bytes or PIL image) and return its public URL for ``image_urls``.
+
+        Each upload is remembered in the journal by its content (SHA-256) and this API's origin.
+        ``reuse=True``: the same bytes uploaded to this API within ``UPLOAD_REUSE_SECONDS`` (48 h; the
+        host keeps uploads 72 h) are not sent again: that URL is returned. A re-run cell then sends
+        the same URL, and so hits the cache, instead of paying for a new task.
 
         Uploads carry no idempotency key: one attempt, never resent behind your back."""
         from ._images import prepare_upload
 
         self._needs("upload", "upload endpoint: pass public https URLs as references")
         upload = prepare_upload(image)
+        digest = hashlib.sha256(upload.data).hexdigest()
+        if reuse:
+            earlier = self.store.find_upload(digest, self.base_url, UPLOAD_REUSE_SECONDS)
+            if earlier is not None:
+                return earlier[0]
         call = self.provider.upload(upload.filename, upload.data, upload.content_type)
         payload = await self._call(call, what=f"upload of {upload.filename}", retry=False)
-        return self.provider.read_upload(payload).url
+        url = self.provider.read_upload(payload).url
+        self.store.remember_upload(digest, self.base_url, url)
+        return url
+
+    def find_upload(self, image: Any) -> UploadedImage | None:
+        """The upload that ``upload(image, reuse=True)`` would return without sending anything (its
+        URL and when it was uploaded), or None."""
+        from ._images import prepare_upload
+
+        digest = hashlib.sha256(prepare_upload(image).data).hexdigest()
+        earlier = self.store.find_upload(digest, self.base_url, UPLOAD_REUSE_SECONDS)
+        return None if earlier is None else UploadedImage(url=earlier[0], created_at=earlier[1])
 
     async def submit(
         self,
