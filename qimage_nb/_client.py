@@ -20,7 +20,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -69,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient", "Generation", "Update"]
 
 logger = logging.getLogger("qimage_nb")
+T = TypeVar("T")
 
 _ANSWERED_KEPT = 4096  # submit answer times kept for the schedules of tasks not yet waited on
 # Provider upload URLs live 72 h; reuse ours for less than that so a re-run sends the same URL
@@ -220,6 +221,14 @@ class AsyncClient:
 
             self._store = Store.default()
         return self._store
+
+    async def _journal(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A journal call run in a worker thread: a write commits with SQLite's synchronous=FULL and
+        an image is fsynced, and the loop this runs on (a kernel's: the panel, widgets, other
+        cells' tasks) must keep moving meanwhile. Awaited where it stands, so the journal's order
+        relative to the network is unchanged. A coroutine cancelled meanwhile leaves the call to
+        finish in its thread: a write begun is never cut in half."""
+        return await asyncio.to_thread(call, *args, **kwargs)
 
     def _pool(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
@@ -425,13 +434,13 @@ class AsyncClient:
         upload = prepare_upload(image)
         digest = hashlib.sha256(upload.data).hexdigest()
         if reuse:
-            earlier = self.store.find_upload(digest, self.base_url, UPLOAD_REUSE_SECONDS)
+            earlier = await self._journal(self.store.find_upload, digest, self.base_url, UPLOAD_REUSE_SECONDS)
             if earlier is not None:
                 return earlier[0]
         call = self.provider.upload(upload.filename, upload.data, upload.content_type)
         payload = await self._call(call, what=f"upload of {upload.filename}", retry=False)
         url = self.provider.read_upload(payload).url
-        self.store.remember_upload(digest, self.base_url, url)
+        await self._journal(self.store.remember_upload, digest, self.base_url, url)
         return url
 
     def find_upload(self, image: Any) -> UploadedImage | None:
@@ -459,22 +468,24 @@ class AsyncClient:
         self._auth()  # refuse before journaling when no key is set
         await self.check(request)
         key = idempotency_key or new_idempotency_key()
-        fresh = self.store.get(key) is None
+        fresh = await self._journal(self.store.get, key) is None
         if fresh:
-            self.store.begin(request, key, label=label, origin=self.base_url, scope=self.cache_scope)
+            await self._journal(self.store.begin, request, key, label=label, origin=self.base_url, scope=self.cache_scope)
         return (await self._submit_journaled(request, key, fresh=fresh)).task_id
 
-    def _keys_honoured(self) -> bool:
+    async def _keys_honoured(self) -> bool:
         """Whether this origin has shown that it honours the Idempotency-Key (API.md 7.1), in this
         process or an earlier one: the journal remembers it per origin."""
-        return self.provider.capabilities.idempotency_keys and self.store.idempotency_confirmed(self.base_url)
+        return self.provider.capabilities.idempotency_keys and await self._journal(
+            self.store.idempotency_confirmed, self.base_url
+        )
 
-    def _confirm_keys(self) -> None:
-        self.store.confirm_idempotency(self.base_url)
+    async def _confirm_keys(self) -> None:
+        await self._journal(self.store.confirm_idempotency, self.base_url)
 
-    def _unknown(self, key: str, reason: str) -> SubmitOutcomeUnknown:
+    async def _unknown(self, key: str, reason: str) -> SubmitOutcomeUnknown:
         """Journal a submit with no answer as 'outcome unknown' and say so, once, with the way out."""
-        self.store.mark_outcome_unknown(key, reason)
+        await self._journal(self.store.mark_outcome_unknown, key, reason)
         why = (
             "nothing was resent, because this host has not shown that it honours Idempotency-Key"
             if self.provider.capabilities.idempotency_keys
@@ -507,7 +518,7 @@ class AsyncClient:
         may_exist = False  # some attempt may have created the task without our knowing
         failure: QImageError | None = None
         for attempt in range(self.retry.max_attempts):
-            safe = force or self._keys_honoured()
+            safe = force or await self._keys_honoured()
             retry_after: float | None = None
             sent = time.monotonic()
             try:
@@ -522,7 +533,7 @@ class AsyncClient:
                     else f"the connection to {self._host()} broke before the answer ({type(exc).__name__})"
                 )
                 if not safe:
-                    raise self._unknown(key, reason) from None
+                    raise await self._unknown(key, reason) from None
                 failure = TransportError(f"{what}: {reason}")
             else:
                 answered = time.monotonic()
@@ -534,39 +545,39 @@ class AsyncClient:
                 except ProtocolError as exc:
                     may_exist = True  # an answer we cannot read may still stand for a task
                     if not safe:
-                        raise self._unknown(key, f"its answer could not be read ({exc})") from None
+                        raise await self._unknown(key, f"its answer could not be read ({exc})") from None
                     failure = exc
                 except APIError as error:
                     code = error.code
                     if code in ("idempotency_in_progress", "idempotency_unavailable",
                                 "idempotency_result_indeterminate", "idempotency_key_reused"):
-                        self._confirm_keys()  # only a host that honours keys answers these
+                        await self._confirm_keys()  # only a host that honours keys answers these
                     if code == "idempotency_key_reused":
-                        self.store.record_status(key, "failed", 0, error=str(error))
+                        await self._journal(self.store.record_status, key, "failed", 0, error=str(error))
                         raise
                     if code == "idempotency_result_indeterminate":
-                        raise self._unknown(key, f"{self._host()} cannot tell whether it created the task") from None
+                        raise await self._unknown(key, f"{self._host()} cannot tell whether it created the task") from None
                     if code in ("idempotency_in_progress", "idempotency_unavailable"):
                         failure, retry_after = error, error.retry_after if error.retry_after is not None else 1.0
                     elif error.status_code in (408, 429) and is_retryable(error.status_code, error.type):
                         if not self.retry.honours(error.retry_after):
-                            self._settle_refused(key, error, may_exist)
+                            await self._settle_refused(key, error, may_exist)
                             raise
                         failure, retry_after = error, error.retry_after  # refused outright: nothing exists
                     elif error.status_code in (502, 503, 504) and is_retryable(error.status_code, error.type):
                         may_exist = True
                         if not safe:
-                            raise self._unknown(key, f"{self._host()} answered HTTP {error.status_code} ({error.message})") from None
+                            raise await self._unknown(key, f"{self._host()} answered HTTP {error.status_code} ({error.message})") from None
                         failure, retry_after = error, error.retry_after
                     else:
                         # A definite answer, 500 included (the provider's word for a bad parameter):
                         # shown at once, never resent.
-                        self._settle_refused(key, error, may_exist)
+                        await self._settle_refused(key, error, may_exist)
                         raise
                 else:
                     if submitted.confirms_idempotency:
-                        self._confirm_keys()
-                    self._journal_submitted(key, submitted, fresh=fresh, sent=sent, answered=answered)
+                        await self._confirm_keys()
+                    await self._journal_submitted(key, submitted, fresh=fresh, sent=sent, answered=answered)
                     return submitted
             if attempt + 1 < self.retry.max_attempts:
                 delay = self.retry.backoff(attempt, retry_after)
@@ -576,25 +587,27 @@ class AsyncClient:
                 await asyncio.sleep(delay)
         assert failure is not None
         if may_exist:
-            raise self._unknown(key, f"no definite answer after {self.retry.max_attempts} attempts ({failure})") from None
-        self.store.record_status(key, "failed", 0, error=str(failure))
+            raise await self._unknown(key, f"no definite answer after {self.retry.max_attempts} attempts ({failure})") from None
+        await self._journal(self.store.record_status, key, "failed", 0, error=str(failure))
         raise failure
 
-    def _settle_refused(self, key: str, error: APIError, may_exist: bool) -> None:
+    async def _settle_refused(self, key: str, error: APIError, may_exist: bool) -> None:
         """A definite refusal. After an attempt that may have created the task, the refusal does
         not prove nothing exists: the entry stays open ('outcome unknown') for the user to decide."""
         if may_exist:
-            self.store.mark_outcome_unknown(key, f"a later attempt was refused ({error.message})")
+            await self._journal(self.store.mark_outcome_unknown, key, f"a later attempt was refused ({error.message})")
         else:
-            self.store.record_status(key, "failed", 0, error=str(error))
+            await self._journal(self.store.record_status, key, "failed", 0, error=str(error))
 
-    def _journal_submitted(self, key: str, submitted: Submitted, *, fresh: bool, sent: float, answered: float) -> None:
+    async def _journal_submitted(
+        self, key: str, submitted: Submitted, *, fresh: bool, sent: float, answered: float
+    ) -> None:
         if fresh and not submitted.replayed:
             self._answered[submitted.task_id] = (sent, answered)
             while len(self._answered) > _ANSWERED_KEPT:
                 self._answered.popitem(last=False)
-        self.store.set_task_id(key, submitted.task_id)
-        self.store.record_status(key, "pending", 0)
+        await self._journal(self.store.set_task_id, key, submitted.task_id)
+        await self._journal(self.store.record_status, key, "pending", 0)
 
     async def get_task(self, task_id: str) -> TaskStatus:
         """One status poll of the task."""
@@ -652,9 +665,9 @@ class AsyncClient:
         """Download a completed task's images (from disk when this journal already has them)."""
         status = task if isinstance(task, TaskStatus) else await self.get_task(task)
         _raise_for_terminal(status)
-        job = self.store.get(status.task_id)
+        job = await self._journal(self.store.get, status.task_id)
         if job is None:
-            job = self._adopt(status.task_id)
+            job = await self._adopt(status.task_id)
         progress = _Progress(job.request, None, job.label, None, time.monotonic())
         images, _ = await self._download_all(job, status, progress)
         return images
@@ -718,7 +731,7 @@ class AsyncClient:
         where it does not, this may create (and bill) a second task: that is your call to make.
         """
         key = _check_task_id(key, "resend")
-        job = self.store.get(key)
+        job = await self._journal(self.store.get, key)
         if job is None:
             raise ValidationError("key", f"no journal entry {key!r}: see %qimage pending for what can be resent")
         if job.task_id is not None:
@@ -778,7 +791,7 @@ class AsyncClient:
                     settled=settled,
                 )
             except QImageError as exc:
-                job = self.store.get(key)
+                job = await self._journal(self.store.get, key)
                 return Generation(
                     task_id=exc.task_id or (job.task_id if job else None),
                     request=request,
@@ -801,8 +814,8 @@ class AsyncClient:
         lost is replayed with its original Idempotency-Key, so the server returns the same task.
         """
         task_id = _check_task_id(task_id, "resume")
-        known = self.store.get(task_id)
-        job = known or self._adopt(task_id)
+        known = await self._journal(self.store.get, task_id)
+        job = known or await self._adopt(task_id)
         progress = _Progress(job.request, on_update, job.label, None, time.monotonic())
         if job.downloaded:
             return await self._from_disk(job, progress, cached=False)
@@ -818,7 +831,7 @@ class AsyncClient:
             if known is None:
                 # A task id the server does not know: close the row adopted for it, or pending()
                 # and `%qimage resume --all` would keep asking about it forever.
-                self.store.record_status(job.key, "failed", 0, error=str(exc))
+                await self._journal(self.store.record_status, job.key, "failed", 0, error=str(exc))
             raise
 
     def find_cached(self, request: GenerationRequest) -> JobRecord | None:
@@ -852,10 +865,10 @@ class AsyncClient:
     ) -> Generation:
         progress = _Progress(request, on_update, label, batch_index, time.monotonic())
         if cache:
-            hit = self.find_cached(request)
+            hit = await self._journal(self.find_cached, request)
             if hit is not None:
                 return await self._from_disk(hit, progress, cached=True)
-            unfinished = self.store.find_unfinished(request.fingerprint(), origin=self.base_url)
+            unfinished = await self._journal(self.store.find_unfinished, request.fingerprint(), origin=self.base_url)
             if unfinished is not None:
                 # The same request was already paid for (an interrupt, a timeout, a dead kernel):
                 # a re-run waits for that task instead of buying another.
@@ -864,13 +877,15 @@ class AsyncClient:
                 try:
                     return await self._track(unfinished, progress, timeout=timeout, immediate=True, settled=settled)
                 except (NotFoundError, BadRequestError) as exc:
-                    self.store.record_status(unfinished.key, "failed", 0, error=str(exc))
+                    await self._journal(self.store.record_status, unfinished.key, "failed", 0, error=str(exc))
                     logger.warning("qimage_nb: %s; submitting afresh", exc)
                     progress = _Progress(request, on_update, label, batch_index, time.monotonic())
         self._auth()
         key = key or new_idempotency_key()
-        fresh = self.store.get(key) is None
-        job = self.store.begin(request, key, label=label, origin=self.base_url, scope=self.cache_scope)
+        fresh = await self._journal(self.store.get, key) is None
+        job = await self._journal(
+            self.store.begin, request, key, label=label, origin=self.base_url, scope=self.cache_scope
+        )
         await progress.emit("submitting")
         try:
             submitted = await self._submit_journaled(request, key, fresh=fresh)
@@ -880,7 +895,7 @@ class AsyncClient:
         # Tell the display the task id now, not at the first poll: a user who stops waiting in
         # between must be told which task to resume.
         await progress.emit("pending", task_id=submitted.task_id)
-        job = self.store.get(key)
+        job = await self._journal(self.store.get, key)
         assert job is not None
         return await self._track(
             job, progress, timeout=timeout, immediate=False, settled=settled, result=submitted.result
@@ -903,8 +918,8 @@ class AsyncClient:
         try:
             task_id = job.task_id
             if task_id is None:
-                if not (force or self._keys_honoured()):
-                    raise self._unknown(job.key, "its submit never got an answer")
+                if not (force or await self._keys_honoured()):
+                    raise await self._unknown(job.key, "its submit never got an answer")
                 submitted = await self._submit_journaled(job.request, job.key, fresh=False, force=force)
                 task_id, result = submitted.task_id, submitted.result
                 await progress.emit("pending", task_id=task_id)
@@ -915,8 +930,8 @@ class AsyncClient:
                 else self.iter_updates(task_id, timeout=timeout, immediate=immediate, started=progress.started)
             )
             async for last in updates:
-                self.store.record_status(
-                    job.key, last.status, last.progress, urls=last.urls,
+                await self._journal(
+                    self.store.record_status, job.key, last.status, last.progress, urls=last.urls,
                     error=last.error.message if last.error else None, cost=last.cost,
                 )
                 await progress.emit(last.status, task_id=task_id, status=last)
@@ -979,21 +994,23 @@ class AsyncClient:
                 f"a client for that API (base_url={job.origin!r})",
             )
 
-    def _adopt(self, task_id: str) -> JobRecord:
+    async def _adopt(self, task_id: str) -> JobRecord:
         """Journal a task this store never saw (submitted elsewhere) so it can be polled and kept."""
         # The prompt is unknown: an unvalidated request with an empty prompt keeps provenance honest
         # and can never match a real request's fingerprint in the cache.
         placeholder = GenerationRequest(prompt="")
         key = f"adopted:{task_id}"
-        self.store.begin(placeholder, key, label="resumed by task id", origin=self.base_url, scope=self.cache_scope)
-        self.store.set_task_id(key, task_id)
-        job = self.store.get(key)
+        await self._journal(
+            self.store.begin, placeholder, key, label="resumed by task id", origin=self.base_url, scope=self.cache_scope
+        )
+        await self._journal(self.store.set_task_id, key, task_id)
+        job = await self._journal(self.store.get, key)
         assert job is not None
         return job
 
     async def _from_disk(self, job: JobRecord, progress: _Progress, *, cached: bool) -> Generation:
         # What each file records: when it was made, when its URL expires, where from.
-        images = [open_stored(path) for path in job.image_paths if path is not None]
+        images = await self._journal(lambda: [open_stored(path) for path in job.image_paths if path is not None])
         progress.reset(len(images))
         for index, image in enumerate(images):
             progress.images[index] = image
@@ -1028,7 +1045,7 @@ class AsyncClient:
                         http, self.store, key=job.key, request=job.request, status=status, index=index,
                         url=url, retry=self.retry, origin=self.base_url, provider=self.provider.name,
                     )
-            image = open_stored(Path(path))
+            image = await self._journal(open_stored, Path(path))
             progress.images[index] = image
             await progress.emit("downloading", task_id=status.task_id, status=status, new_image=index)
             return image, Path(path)
@@ -1044,7 +1061,7 @@ class AsyncClient:
                 first.task_id = first.task_id or status.task_id
                 raise first
             raise first
-        self.store.record_status(job.key, "completed", 100, urls=urls)
+        await self._journal(self.store.record_status, job.key, "completed", 100, urls=urls)
         pairs = [r for r in results if not isinstance(r, BaseException)]
         return [image for image, _ in pairs], [path for _, path in pairs]
 

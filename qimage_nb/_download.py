@@ -7,6 +7,7 @@ client has none by default; only API requests add it through ``_BearerAuth``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +44,10 @@ async def store_image(
     provenance, written into the file by the store), journaled under ``key``. Returns its path."""
     temp, facts = await fetch_image(http, url, temp_path=store.temp_path, retry=retry, task_id=status.task_id)
     info = describe(request, status, url, index, origin=origin, provider=provider)
-    return store.save_image(key, index, url, temp, info, width=facts.width, height=facts.height)
+    # Off the event loop: moving the file in, its provenance chunks, two fsyncs and a journal commit.
+    return await asyncio.to_thread(
+        store.save_image, key, index, url, temp, info, width=facts.width, height=facts.height
+    )
 
 
 async def fetch_image(
