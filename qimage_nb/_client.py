@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from . import __version__
 from ._config import (
     _BearerAuth,
     _check_count,
@@ -59,6 +58,7 @@ from ._polling import Calibration, PollPolicy, poll_updates
 from ._provenance import open_stored
 from ._results import Generation, Update, UpdateCallback, _Progress
 from ._retry import RetryPolicy, TryAgain, is_retryable, note_retry, parse_retry_after, retrying
+from ._version import __version__
 from .providers import Call, ErrorInfo, Provider, Submitted, choose_provider
 
 if TYPE_CHECKING:
