@@ -61,12 +61,13 @@ def widen_backlog() -> None:
 
 _SERVER = r"""
 import sys
-from qimage_nb.emulator import Emulator
+import qimage_nb.emulator
 from qimage_nb.emulator._server import OriginServer
 OriginServer.request_queue_size = int(sys.argv[1])
-kwargs = eval(sys.argv[2])  # a dict literal written by the parent
-emu = Emulator(**kwargs).start()
-print(emu.base_url, emu.api_key, flush=True)
+kind = getattr(qimage_nb.emulator, sys.argv[2])
+kwargs = eval(sys.argv[3])  # a dict literal written by the parent
+emu = kind(**kwargs).start()
+print(emu.base_url, getattr(emu, "origin", emu.base_url), emu.api_key, flush=True)
 sys.stdin.read()  # run until the parent closes our stdin
 emu.stop()
 """
@@ -74,18 +75,19 @@ emu.stop()
 
 class EmulatorProcess:
     """The bundled emulator in its own process (a provider's server does not share the client's
-    CPU); stops when the ``with`` block ends."""
+    CPU); stops when the ``with`` block ends. ``kind``: ``"Emulator"`` (the seed's API) or
+    ``"DashScopeEmulator"``; ``origin`` is where its control endpoints live (``/_emulator/...``)."""
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, kind: str = "Emulator", **kwargs: object) -> None:
         import subprocess
         import sys
 
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVER, str(LISTEN_BACKLOG), repr(kwargs)],
+            [sys.executable, "-c", _SERVER, str(LISTEN_BACKLOG), kind, repr(kwargs)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
         assert self._proc.stdout is not None
-        self.base_url, self.api_key = self._proc.stdout.readline().split()
+        self.base_url, self.origin, self.api_key = self._proc.stdout.readline().split()
 
     def __enter__(self) -> EmulatorProcess:
         return self

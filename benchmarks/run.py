@@ -19,7 +19,14 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable a
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks import bench_batches, bench_images, bench_imports, bench_polling
+from benchmarks import (
+    bench_batches,
+    bench_images,
+    bench_imports,
+    bench_loop,
+    bench_polling,
+    bench_providers,
+)
 from benchmarks._common import Row, private_home
 
 
@@ -58,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     home = private_home("run")
     started = time.monotonic()
     rows: list[Row] = []
-    for name, module in (("polling", bench_polling), ("batches", bench_batches),
-                         ("images", bench_images), ("imports", bench_imports)):
+    for name, module in (("polling", bench_polling), ("providers", bench_providers), ("batches", bench_batches),
+                         ("images", bench_images), ("imports", bench_imports), ("event loop", bench_loop)):
         print(f"... {name}", file=sys.stderr, flush=True)
         rows += module.run(quick=args.quick, home=home) if module is bench_batches else module.run(quick=args.quick)
     print(f"qimage_nb benchmarks{' (--quick)' if args.quick else ''}: Python {platform.python_version()}, "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 # public name -> private module that defines it
 _EXPORTS = {
@@ -19,7 +19,7 @@ _EXPORTS = {
     "BadRequestError": "_exceptions",
     "Balance": "_contract",
     "Client": "_sync",
-    "Generation": "_client",
+    "Generation": "_results",
     "GenerationRequest": "_contract",
     "GenerationTimeout": "_exceptions",
     "ImageError": "_exceptions",
@@ -44,7 +44,7 @@ _EXPORTS = {
     "TaskFailedError": "_exceptions",
     "TaskStatus": "_contract",
     "TransportError": "_exceptions",
-    "Update": "_client",
+    "Update": "_results",
     "ValidationError": "_exceptions",
     "current_client": "_session",
 }
@@ -88,7 +88,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ._client import AsyncClient, Generation, Update
+    from ._client import AsyncClient
     from ._contract import Balance, GenerationRequest, TaskStatus
     from ._exceptions import (
         APIError,
@@ -115,6 +115,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from ._panel import Panel
     from ._polling import PollPolicy
+    from ._results import Generation, Update
     from ._retry import RetryPolicy
     from ._session import current_client
     from ._store import JobRecord, Store

@@ -9,6 +9,8 @@ id as soon as it is known, and every image as soon as its bytes are on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -17,13 +19,11 @@ import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from . import __version__
 from ._config import (
     _BearerAuth,
     _check_count,
@@ -33,13 +33,12 @@ from ._config import (
     check_base_url,
     is_loopback_host,
 )
-from ._contract import Balance, GenerationRequest, TaskStatus
-from ._download import fetch_image
+from ._contract import Balance, GenerationRequest, TaskStatus, UploadedImage
+from ._download import store_image
 from ._exceptions import (
     APIError,
     AuthenticationError,
     BadRequestError,
-    GenerationTimeout,
     InsufficientBalanceError,
     NotFoundError,
     PayloadTooLargeError,
@@ -55,9 +54,11 @@ from ._exceptions import (
     TransportError,
     ValidationError,
 )
-from ._polling import Calibration, PollPolicy
+from ._polling import Calibration, PollPolicy, poll_updates
+from ._provenance import open_stored
 from ._results import Generation, Update, UpdateCallback, _Progress
-from ._retry import RetryPolicy, is_retryable, note_retry, parse_retry_after
+from ._retry import RetryPolicy, TryAgain, is_retryable, note_retry, parse_retry_after, retrying
+from ._version import __version__
 from .providers import Call, ErrorInfo, Provider, Submitted, choose_provider
 
 if TYPE_CHECKING:
@@ -68,11 +69,12 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient", "Generation", "Update"]
 
 logger = logging.getLogger("qimage_nb")
+T = TypeVar("T")
 
-# How many consecutive contract breaches (unknown status, odd envelope) a wait tolerates before it
-# gives up loudly: one garbled answer from a proxy should not cost the user a paid task.
-_MAX_PROTOCOL_ERRORS = 3
 _ANSWERED_KEPT = 4096  # submit answer times kept for the schedules of tasks not yet waited on
+# Provider upload URLs live 72 h; reuse ours for less than that so a re-run sends the same URL
+# (and so hits the cache) without ever handing the API a URL about to expire.
+UPLOAD_REUSE_SECONDS = 48 * 3600
 
 
 _ERRORS_BY_STATUS: dict[int, type[APIError]] = {
@@ -103,22 +105,7 @@ _HINTS: dict[type[APIError], str] = {
 }
 
 
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 # --- the client ------------------------------------------------------------------------------
-
-
-def _scheduled(call: Callable[..., Any], *args: Any, fallback: Any = None) -> Any:
-    """A call into the poll schedule. Its arithmetic only decides *when* to poll: a bug there
-    (or a provider's numbers it never anticipated) must not end the wait on a task already paid
-    for, so it falls back to polling every ``fallback`` seconds."""
-    try:
-        return call(*args)
-    except Exception:
-        logger.warning("qimage_nb: the poll schedule failed; polling at a fixed pace", exc_info=True)
-        return fallback
 
 
 def _shared_timing(base_url: str, store: Store | None) -> Calibration:
@@ -234,6 +221,14 @@ class AsyncClient:
 
             self._store = Store.default()
         return self._store
+
+    async def _journal(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A journal call run in a worker thread: a write commits with SQLite's synchronous=FULL and
+        an image is fsynced, and the loop this runs on (a kernel's: the panel, widgets, other
+        cells' tasks) must keep moving meanwhile. Awaited where it stands, so the journal's order
+        relative to the network is unchanged. A coroutine cancelled meanwhile leaves the call to
+        finish in its thread: a write begun is never cut in half."""
+        return await asyncio.to_thread(call, *args, **kwargs)
 
     def _pool(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
@@ -358,41 +353,31 @@ class AsyncClient:
         """One idempotent API request (a GET; never a submit) with retries on transient failures;
         returns the decoded JSON body. ``retry=False``: one attempt (uploads have no key)."""
         auth = self._auth()
-        failure: QImageError | None = None
-        attempts = self.retry.max_attempts if retry else 1
-        for attempt in range(attempts):
-            retry_after = None
+
+        async def attempt() -> Any:
             try:
                 response = await self._send(call, auth=auth)
             except httpx.TimeoutException as exc:
-                failure = TransportError(f"{what}: {self._host()} did not answer in time ({type(exc).__name__})", task_id=task_id)
+                raise TryAgain(TransportError(
+                    f"{what}: {self._host()} did not answer in time ({type(exc).__name__})", task_id=task_id
+                )) from None
             except httpx.TransportError as exc:
-                failure = TransportError(f"{what}: {self._network_failure(exc)}", task_id=task_id)
-            else:
-                if response.is_success:
-                    try:
-                        return self._decoded(response, what, task_id)
-                    except ProtocolError as exc:
-                        failure = exc
-                    except APIError as error:
-                        if not is_retryable(error.status_code, error.type):
-                            raise
-                        failure = error
-                else:
-                    error = self._error_of(response, what, task_id)
-                    if not is_retryable(response.status_code, error.type) or not self.retry.honours(
-                        error.retry_after
-                    ):
-                        raise error
-                    failure, retry_after = error, error.retry_after
-            if attempt + 1 < attempts:
-                delay = self.retry.backoff(attempt, retry_after)
-                logger.info("qimage_nb: %s failed (%s); retry %d of %d in %.1f s",
-                            what, failure, attempt + 1, attempts - 1, delay)
-                note_retry(what, failure, attempt + 1, attempts - 1, delay)
-                await asyncio.sleep(delay)
-        assert failure is not None
-        raise failure
+                raise TryAgain(TransportError(f"{what}: {self._network_failure(exc)}", task_id=task_id)) from None
+            if response.is_success:
+                try:
+                    return self._decoded(response, what, task_id)
+                except ProtocolError as exc:
+                    raise TryAgain(exc) from None
+                except APIError as error:
+                    if not is_retryable(error.status_code, error.type):
+                        raise
+                    raise TryAgain(error) from None
+            error = self._error_of(response, what, task_id)
+            if not is_retryable(response.status_code, error.type) or not self.retry.honours(error.retry_after):
+                raise error
+            raise TryAgain(error, error.retry_after)
+
+        return await retrying(attempt, policy=self.retry, what=what, attempts=None if retry else 1)
 
     def _host(self) -> str:
         return httpx.URL(self.base_url).host or self.base_url
@@ -434,17 +419,38 @@ class AsyncClient:
         self.provider.check(request, listed)
         return request
 
-    async def upload(self, image: Any) -> str:
+    async def upload(self, image: Any, *, reuse: bool = False) -> str:
         """Upload a local image (path, bytes or PIL image) and return its public URL for ``image_urls``.
+
+        Each upload is remembered in the journal by its content (SHA-256) and this API's origin.
+        ``reuse=True``: the same bytes uploaded to this API within ``UPLOAD_REUSE_SECONDS`` (48 h; the
+        host keeps uploads 72 h) are not sent again: that URL is returned. A re-run cell then sends
+        the same URL, and so hits the cache, instead of paying for a new task.
 
         Uploads carry no idempotency key: one attempt, never resent behind your back."""
         from ._images import prepare_upload
 
         self._needs("upload", "upload endpoint: pass public https URLs as references")
         upload = prepare_upload(image)
+        digest = hashlib.sha256(upload.data).hexdigest()
+        if reuse:
+            earlier = await self._journal(self.store.find_upload, digest, self.base_url, UPLOAD_REUSE_SECONDS)
+            if earlier is not None:
+                return earlier[0]
         call = self.provider.upload(upload.filename, upload.data, upload.content_type)
         payload = await self._call(call, what=f"upload of {upload.filename}", retry=False)
-        return self.provider.read_upload(payload).url
+        url = self.provider.read_upload(payload).url
+        await self._journal(self.store.remember_upload, digest, self.base_url, url)
+        return url
+
+    def find_upload(self, image: Any) -> UploadedImage | None:
+        """The upload that ``upload(image, reuse=True)`` would return without sending anything (its
+        URL and when it was uploaded), or None."""
+        from ._images import prepare_upload
+
+        digest = hashlib.sha256(prepare_upload(image).data).hexdigest()
+        earlier = self.store.find_upload(digest, self.base_url, UPLOAD_REUSE_SECONDS)
+        return None if earlier is None else UploadedImage(url=earlier[0], created_at=earlier[1])
 
     async def submit(
         self,
@@ -462,22 +468,24 @@ class AsyncClient:
         self._auth()  # refuse before journaling when no key is set
         await self.check(request)
         key = idempotency_key or new_idempotency_key()
-        fresh = self.store.get(key) is None
+        fresh = await self._journal(self.store.get, key) is None
         if fresh:
-            self.store.begin(request, key, label=label, origin=self.base_url, scope=self.cache_scope)
+            await self._journal(self.store.begin, request, key, label=label, origin=self.base_url, scope=self.cache_scope)
         return (await self._submit_journaled(request, key, fresh=fresh)).task_id
 
-    def _keys_honoured(self) -> bool:
+    async def _keys_honoured(self) -> bool:
         """Whether this origin has shown that it honours the Idempotency-Key (API.md 7.1), in this
         process or an earlier one: the journal remembers it per origin."""
-        return self.provider.capabilities.idempotency_keys and self.store.idempotency_confirmed(self.base_url)
+        return self.provider.capabilities.idempotency_keys and await self._journal(
+            self.store.idempotency_confirmed, self.base_url
+        )
 
-    def _confirm_keys(self) -> None:
-        self.store.confirm_idempotency(self.base_url)
+    async def _confirm_keys(self) -> None:
+        await self._journal(self.store.confirm_idempotency, self.base_url)
 
-    def _unknown(self, key: str, reason: str) -> SubmitOutcomeUnknown:
+    async def _unknown(self, key: str, reason: str) -> SubmitOutcomeUnknown:
         """Journal a submit with no answer as 'outcome unknown' and say so, once, with the way out."""
-        self.store.mark_outcome_unknown(key, reason)
+        await self._journal(self.store.mark_outcome_unknown, key, reason)
         why = (
             "nothing was resent, because this host has not shown that it honours Idempotency-Key"
             if self.provider.capabilities.idempotency_keys
@@ -510,7 +518,7 @@ class AsyncClient:
         may_exist = False  # some attempt may have created the task without our knowing
         failure: QImageError | None = None
         for attempt in range(self.retry.max_attempts):
-            safe = force or self._keys_honoured()
+            safe = force or await self._keys_honoured()
             retry_after: float | None = None
             sent = time.monotonic()
             try:
@@ -525,7 +533,7 @@ class AsyncClient:
                     else f"the connection to {self._host()} broke before the answer ({type(exc).__name__})"
                 )
                 if not safe:
-                    raise self._unknown(key, reason) from None
+                    raise await self._unknown(key, reason) from None
                 failure = TransportError(f"{what}: {reason}")
             else:
                 answered = time.monotonic()
@@ -537,39 +545,39 @@ class AsyncClient:
                 except ProtocolError as exc:
                     may_exist = True  # an answer we cannot read may still stand for a task
                     if not safe:
-                        raise self._unknown(key, f"its answer could not be read ({exc})") from None
+                        raise await self._unknown(key, f"its answer could not be read ({exc})") from None
                     failure = exc
                 except APIError as error:
                     code = error.code
                     if code in ("idempotency_in_progress", "idempotency_unavailable",
                                 "idempotency_result_indeterminate", "idempotency_key_reused"):
-                        self._confirm_keys()  # only a host that honours keys answers these
+                        await self._confirm_keys()  # only a host that honours keys answers these
                     if code == "idempotency_key_reused":
-                        self.store.record_status(key, "failed", 0, error=str(error))
+                        await self._journal(self.store.record_status, key, "failed", 0, error=str(error))
                         raise
                     if code == "idempotency_result_indeterminate":
-                        raise self._unknown(key, f"{self._host()} cannot tell whether it created the task") from None
+                        raise await self._unknown(key, f"{self._host()} cannot tell whether it created the task") from None
                     if code in ("idempotency_in_progress", "idempotency_unavailable"):
                         failure, retry_after = error, error.retry_after if error.retry_after is not None else 1.0
                     elif error.status_code in (408, 429) and is_retryable(error.status_code, error.type):
                         if not self.retry.honours(error.retry_after):
-                            self._settle_refused(key, error, may_exist)
+                            await self._settle_refused(key, error, may_exist)
                             raise
                         failure, retry_after = error, error.retry_after  # refused outright: nothing exists
                     elif error.status_code in (502, 503, 504) and is_retryable(error.status_code, error.type):
                         may_exist = True
                         if not safe:
-                            raise self._unknown(key, f"{self._host()} answered HTTP {error.status_code} ({error.message})") from None
+                            raise await self._unknown(key, f"{self._host()} answered HTTP {error.status_code} ({error.message})") from None
                         failure, retry_after = error, error.retry_after
                     else:
                         # A definite answer, 500 included (the provider's word for a bad parameter):
                         # shown at once, never resent.
-                        self._settle_refused(key, error, may_exist)
+                        await self._settle_refused(key, error, may_exist)
                         raise
                 else:
                     if submitted.confirms_idempotency:
-                        self._confirm_keys()
-                    self._journal_submitted(key, submitted, fresh=fresh, sent=sent, answered=answered)
+                        await self._confirm_keys()
+                    await self._journal_submitted(key, submitted, fresh=fresh, sent=sent, answered=answered)
                     return submitted
             if attempt + 1 < self.retry.max_attempts:
                 delay = self.retry.backoff(attempt, retry_after)
@@ -579,25 +587,27 @@ class AsyncClient:
                 await asyncio.sleep(delay)
         assert failure is not None
         if may_exist:
-            raise self._unknown(key, f"no definite answer after {self.retry.max_attempts} attempts ({failure})") from None
-        self.store.record_status(key, "failed", 0, error=str(failure))
+            raise await self._unknown(key, f"no definite answer after {self.retry.max_attempts} attempts ({failure})") from None
+        await self._journal(self.store.record_status, key, "failed", 0, error=str(failure))
         raise failure
 
-    def _settle_refused(self, key: str, error: APIError, may_exist: bool) -> None:
+    async def _settle_refused(self, key: str, error: APIError, may_exist: bool) -> None:
         """A definite refusal. After an attempt that may have created the task, the refusal does
         not prove nothing exists: the entry stays open ('outcome unknown') for the user to decide."""
         if may_exist:
-            self.store.mark_outcome_unknown(key, f"a later attempt was refused ({error.message})")
+            await self._journal(self.store.mark_outcome_unknown, key, f"a later attempt was refused ({error.message})")
         else:
-            self.store.record_status(key, "failed", 0, error=str(error))
+            await self._journal(self.store.record_status, key, "failed", 0, error=str(error))
 
-    def _journal_submitted(self, key: str, submitted: Submitted, *, fresh: bool, sent: float, answered: float) -> None:
+    async def _journal_submitted(
+        self, key: str, submitted: Submitted, *, fresh: bool, sent: float, answered: float
+    ) -> None:
         if fresh and not submitted.replayed:
             self._answered[submitted.task_id] = (sent, answered)
             while len(self._answered) > _ANSWERED_KEPT:
                 self._answered.popitem(last=False)
-        self.store.set_task_id(key, submitted.task_id)
-        self.store.record_status(key, "pending", 0)
+        await self._journal(self.store.set_task_id, key, submitted.task_id)
+        await self._journal(self.store.record_status, key, "pending", 0)
 
     async def get_task(self, task_id: str) -> TaskStatus:
         """One status poll of the task."""
@@ -622,9 +632,8 @@ class AsyncClient:
         Transient failures (network, 5xx, 429, a garbled answer) do not end the wait: the task is
         already billed, so only the deadline (``GenerationTimeout``) or a definite answer does.
         """
-        deadline_s = _check_seconds("timeout", timeout, allow_none=True) or self.wait_timeout
+        timeout_s = _check_seconds("timeout", timeout, allow_none=True) or self.wait_timeout
         start = time.monotonic() if started is None else started
-        deadline = start + deadline_s
         # The schedule's clock starts when the server created the task, which estimated_time and
         # progress count from: some time during this client's submit exchange, so its middle,
         # give or take half of it. Any other task (a resume, a second wait) is of unknown age: it
@@ -635,71 +644,13 @@ class AsyncClient:
         else:
             origin, slack = (exchange[0] + exchange[1]) / 2, (exchange[1] - exchange[0]) / 2
             immediate = False  # its age is known: the schedule places even the first poll
-        schedule = self.poll.schedule(fresh=not immediate, slack=slack)
-        status: TaskStatus | None = None
-        last_seen: tuple[str, int] | None = None
-        protocol_errors = 0
-        hold = 0.0  # a server's Retry-After outranks our schedule
-        polled = False
-        first = True
-        failed = False  # the last poll got no answer: nothing new to feed the schedule
-        while True:
-            if failed:
-                delay = self.poll.floor
-            elif first and immediate:
-                delay = 0.0
-            else:
-                delay = _scheduled(schedule.next_delay, status, time.monotonic() - origin, fallback=1.0)
-            delay, hold, first = max(delay, hold), 0.0, False
-            wake = time.monotonic() + delay
-            if not polled and wake > deadline:
-                wake = deadline  # ask once before giving up, so a timeout never reports an unseen task
-            while (now := time.monotonic()) < wake:
-                if wake > deadline:
-                    await asyncio.sleep(max(0.0, deadline - now))
-                    raise GenerationTimeout(
-                        f"task {task_id} still {status.phase if status else 'unconfirmed'} after {deadline_s:.0f} s; "
-                        f"fetch it later with resume({task_id!r})",
-                        task_id=task_id,
-                        last_status=status.status if status else None,
-                    )
-                # A probe may move when another task of this policy teaches it something meanwhile.
-                revisable = not failed and schedule.revisable
-                await asyncio.sleep(min(wake - now, self.poll.recheck) if revisable else wake - now)
-                revised = _scheduled(schedule.revise, time.monotonic() - origin) if revisable else None
-                if revised is not None:
-                    wake = time.monotonic() + revised
-            if polled and time.monotonic() >= deadline:
-                raise GenerationTimeout(
-                    f"task {task_id} still {status.phase if status else 'unconfirmed'} after {deadline_s:.0f} s; "
-                    f"fetch it later with resume({task_id!r})",
-                    task_id=task_id,
-                    last_status=status.status if status else None,
-                )
-            polled = True
-            failed = True
-            try:
-                fresh = await self.get_task(task_id)
-            except ProtocolError as exc:
-                protocol_errors += 1
-                if protocol_errors >= _MAX_PROTOCOL_ERRORS:
-                    raise
-                logger.warning("qimage_nb: %s; polling on", exc)
-                continue
-            except (TransportError, ServerError, RateLimitError, RequestTimeoutError) as exc:
-                hold = getattr(exc, "retry_after", None) or 0.0
-                logger.warning("qimage_nb: %s; polling on until the deadline", exc)
-                continue
-            failed = False
-            protocol_errors = 0
-            status = fresh
-            if status.terminal:  # before the yield: a caller may stop iterating at the last status
-                _scheduled(schedule.finish, status, time.monotonic() - origin)
-            if (status.status, status.progress) != last_seen:
-                last_seen = (status.status, status.progress)
+        updates = poll_updates(
+            functools.partial(self.get_task, task_id), task_id, policy=self.poll, started=start,
+            timeout=timeout_s, origin=origin, slack=slack, immediate=immediate,
+        )
+        async with contextlib.aclosing(updates):
+            async for status in updates:
                 yield status
-            if status.terminal:
-                return
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskStatus:
         """Wait for a task to complete; raise ``TaskFailedError``/``TaskCancelledError``/``GenerationTimeout``."""
@@ -714,9 +665,9 @@ class AsyncClient:
         """Download a completed task's images (from disk when this journal already has them)."""
         status = task if isinstance(task, TaskStatus) else await self.get_task(task)
         _raise_for_terminal(status)
-        job = self.store.get(status.task_id)
+        job = await self._journal(self.store.get, status.task_id)
         if job is None:
-            job = self._adopt(status.task_id)
+            job = await self._adopt(status.task_id)
         progress = _Progress(job.request, None, job.label, None, time.monotonic())
         images, _ = await self._download_all(job, status, progress)
         return images
@@ -780,7 +731,7 @@ class AsyncClient:
         where it does not, this may create (and bill) a second task: that is your call to make.
         """
         key = _check_task_id(key, "resend")
-        job = self.store.get(key)
+        job = await self._journal(self.store.get, key)
         if job is None:
             raise ValidationError("key", f"no journal entry {key!r}: see %qimage pending for what can be resent")
         if job.task_id is not None:
@@ -840,7 +791,7 @@ class AsyncClient:
                     settled=settled,
                 )
             except QImageError as exc:
-                job = self.store.get(key)
+                job = await self._journal(self.store.get, key)
                 return Generation(
                     task_id=exc.task_id or (job.task_id if job else None),
                     request=request,
@@ -863,8 +814,8 @@ class AsyncClient:
         lost is replayed with its original Idempotency-Key, so the server returns the same task.
         """
         task_id = _check_task_id(task_id, "resume")
-        known = self.store.get(task_id)
-        job = known or self._adopt(task_id)
+        known = await self._journal(self.store.get, task_id)
+        job = known or await self._adopt(task_id)
         progress = _Progress(job.request, on_update, job.label, None, time.monotonic())
         if job.downloaded:
             return await self._from_disk(job, progress, cached=False)
@@ -880,7 +831,7 @@ class AsyncClient:
             if known is None:
                 # A task id the server does not know: close the row adopted for it, or pending()
                 # and `%qimage resume --all` would keep asking about it forever.
-                self.store.record_status(job.key, "failed", 0, error=str(exc))
+                await self._journal(self.store.record_status, job.key, "failed", 0, error=str(exc))
             raise
 
     def find_cached(self, request: GenerationRequest) -> JobRecord | None:
@@ -914,10 +865,10 @@ class AsyncClient:
     ) -> Generation:
         progress = _Progress(request, on_update, label, batch_index, time.monotonic())
         if cache:
-            hit = self.find_cached(request)
+            hit = await self._journal(self.find_cached, request)
             if hit is not None:
                 return await self._from_disk(hit, progress, cached=True)
-            unfinished = self.store.find_unfinished(request.fingerprint(), origin=self.base_url)
+            unfinished = await self._journal(self.store.find_unfinished, request.fingerprint(), origin=self.base_url)
             if unfinished is not None:
                 # The same request was already paid for (an interrupt, a timeout, a dead kernel):
                 # a re-run waits for that task instead of buying another.
@@ -926,13 +877,15 @@ class AsyncClient:
                 try:
                     return await self._track(unfinished, progress, timeout=timeout, immediate=True, settled=settled)
                 except (NotFoundError, BadRequestError) as exc:
-                    self.store.record_status(unfinished.key, "failed", 0, error=str(exc))
+                    await self._journal(self.store.record_status, unfinished.key, "failed", 0, error=str(exc))
                     logger.warning("qimage_nb: %s; submitting afresh", exc)
                     progress = _Progress(request, on_update, label, batch_index, time.monotonic())
         self._auth()
         key = key or new_idempotency_key()
-        fresh = self.store.get(key) is None
-        job = self.store.begin(request, key, label=label, origin=self.base_url, scope=self.cache_scope)
+        fresh = await self._journal(self.store.get, key) is None
+        job = await self._journal(
+            self.store.begin, request, key, label=label, origin=self.base_url, scope=self.cache_scope
+        )
         await progress.emit("submitting")
         try:
             submitted = await self._submit_journaled(request, key, fresh=fresh)
@@ -942,7 +895,7 @@ class AsyncClient:
         # Tell the display the task id now, not at the first poll: a user who stops waiting in
         # between must be told which task to resume.
         await progress.emit("pending", task_id=submitted.task_id)
-        job = self.store.get(key)
+        job = await self._journal(self.store.get, key)
         assert job is not None
         return await self._track(
             job, progress, timeout=timeout, immediate=False, settled=settled, result=submitted.result
@@ -965,8 +918,8 @@ class AsyncClient:
         try:
             task_id = job.task_id
             if task_id is None:
-                if not (force or self._keys_honoured()):
-                    raise self._unknown(job.key, "its submit never got an answer")
+                if not (force or await self._keys_honoured()):
+                    raise await self._unknown(job.key, "its submit never got an answer")
                 submitted = await self._submit_journaled(job.request, job.key, fresh=False, force=force)
                 task_id, result = submitted.task_id, submitted.result
                 await progress.emit("pending", task_id=task_id)
@@ -977,8 +930,8 @@ class AsyncClient:
                 else self.iter_updates(task_id, timeout=timeout, immediate=immediate, started=progress.started)
             )
             async for last in updates:
-                self.store.record_status(
-                    job.key, last.status, last.progress, urls=last.urls,
+                await self._journal(
+                    self.store.record_status, job.key, last.status, last.progress, urls=last.urls,
                     error=last.error.message if last.error else None, cost=last.cost,
                 )
                 await progress.emit(last.status, task_id=task_id, status=last)
@@ -1041,61 +994,23 @@ class AsyncClient:
                 f"a client for that API (base_url={job.origin!r})",
             )
 
-    def _adopt(self, task_id: str) -> JobRecord:
+    async def _adopt(self, task_id: str) -> JobRecord:
         """Journal a task this store never saw (submitted elsewhere) so it can be polled and kept."""
         # The prompt is unknown: an unvalidated request with an empty prompt keeps provenance honest
         # and can never match a real request's fingerprint in the cache.
         placeholder = GenerationRequest(prompt="")
         key = f"adopted:{task_id}"
-        self.store.begin(placeholder, key, label="resumed by task id", origin=self.base_url, scope=self.cache_scope)
-        self.store.set_task_id(key, task_id)
-        job = self.store.get(key)
+        await self._journal(
+            self.store.begin, placeholder, key, label="resumed by task id", origin=self.base_url, scope=self.cache_scope
+        )
+        await self._journal(self.store.set_task_id, key, task_id)
+        job = await self._journal(self.store.get, key)
         assert job is not None
         return job
 
-    def _provenance(
-        self, request: GenerationRequest, task_id: str, url: str, index: int, status: TaskStatus | None = None
-    ) -> dict[str, str]:
-        # expires_at and origin let a face decide whether source_url can still serve as a reference
-        # (an expired CDN URL, or one from another API, must be re-uploaded from the disk copy).
-        expires_at = status.expires_at if status is not None else None
-        info = {
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt or "",
-            "model": request.model,
-            "size": request.size,
-            "resolution": request.resolution,
-            "n": str(request.n),
-            "index": str(index),
-            "task_id": task_id,
-            "source_url": url,
-            "expires_at": "" if expires_at is None else str(int(expires_at)),
-            "origin": self.base_url,
-            "provider": self.provider.name,
-            "created": _now_iso(),
-        }
-        # What the host says it did (its rewritten prompt, the seed it used), else what was asked.
-        seed = status.seed if status is not None and status.seed is not None else request.seed
-        if seed is not None:
-            info["seed"] = str(seed)
-        if status is not None and status.actual_prompt:
-            info["actual_prompt"] = status.actual_prompt
-        for option in ("prompt_extend", "watermark"):
-            if getattr(request, option) is not None:
-                info[option] = str(getattr(request, option)).lower()
-        return info
-
     async def _from_disk(self, job: JobRecord, progress: _Progress, *, cached: bool) -> Generation:
-        from ._images import open_lazy, read_provenance
-
-        images = []
-        for index, path in enumerate(job.image_paths):
-            assert path is not None
-            info = self._provenance(job.request, job.task_id or "", job.urls[index] if index < len(job.urls) else "", index)
-            # What the file itself records wins: when it was made, when its URL expires, where from.
-            info.update(read_provenance(path))
-            info["path"] = str(path)
-            images.append(open_lazy(path, info))
+        # What each file records: when it was made, when its URL expires, where from.
+        images = await self._journal(lambda: [open_stored(path) for path in job.image_paths if path is not None])
         progress.reset(len(images))
         for index, image in enumerate(images):
             progress.images[index] = image
@@ -1117,24 +1032,20 @@ class AsyncClient:
         self, job: JobRecord, status: TaskStatus, progress: _Progress
     ) -> tuple[list[Image.Image], list[Path]]:
         """Fetch every image of a completed task concurrently, each journaled as soon as it lands."""
-        from ._images import open_lazy
-
         urls = list(status.urls)
         progress.reset(len(urls))
         on_disk = list(job.image_paths) + [None] * max(0, len(urls) - len(job.image_paths))
-        slots = self._pool()[1]
+        http, slots = self._pool()
 
         async def fetch(index: int, url: str) -> tuple[Image.Image, Path]:
-            info = self._provenance(job.request, status.task_id, url, index, status)
             path = on_disk[index]
             if path is None or not Path(path).exists():
                 async with slots:
-                    temp, facts = await self._fetch_image(url, task_id=status.task_id)
-                    path = self.store.save_image(
-                        job.key, index, url, temp, info, width=facts.width, height=facts.height
+                    path = await store_image(
+                        http, self.store, key=job.key, request=job.request, status=status, index=index,
+                        url=url, retry=self.retry, origin=self.base_url, provider=self.provider.name,
                     )
-            info["path"] = str(path)
-            image = open_lazy(Path(path), info)
+            image = await self._journal(open_stored, Path(path))
             progress.images[index] = image
             await progress.emit("downloading", task_id=status.task_id, status=status, new_image=index)
             return image, Path(path)
@@ -1150,14 +1061,9 @@ class AsyncClient:
                 first.task_id = first.task_id or status.task_id
                 raise first
             raise first
-        self.store.record_status(job.key, "completed", 100, urls=urls)
+        await self._journal(self.store.record_status, job.key, "completed", 100, urls=urls)
         pairs = [r for r in results if not isinstance(r, BaseException)]
         return [image for image, _ in pairs], [path for _, path in pairs]
-
-    async def _fetch_image(self, url: str, *, task_id: str) -> tuple[Path, Any]:
-        return await fetch_image(
-            self._client(), url, temp_path=self.store.temp_path, retry=self.retry, task_id=task_id
-        )
 
 
 # --- helpers ---------------------------------------------------------------------------------

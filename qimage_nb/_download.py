@@ -1,4 +1,5 @@
-"""Downloading one result image from the CDN: streamed to disk, capped, checked, retried.
+"""Downloading one result image from the CDN: streamed to disk, capped, checked, retried, then
+kept in the journal with its provenance (built here, once: ``_provenance.describe``).
 
 The CDN is another origin: these requests never carry the Authorization header (the shared httpx
 client has none by default; only API requests add it through ``_BearerAuth``).
@@ -9,15 +10,44 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
-from ._exceptions import ImageError, QImageError, TransportError
+from ._exceptions import ImageError, TransportError
 from ._images import MAX_DOWNLOAD_BYTES, ImageFacts, inspect_image
-from ._retry import RetryPolicy, is_retryable, parse_retry_after
+from ._provenance import describe
+from ._retry import RetryPolicy, TryAgain, is_retryable, parse_retry_after, retrying
 
-__all__ = ["fetch_image"]
+if TYPE_CHECKING:
+    from ._contract import GenerationRequest, TaskStatus
+    from ._store import Store
+
+__all__ = ["fetch_image", "store_image"]
+
+
+async def store_image(
+    http: httpx.AsyncClient,
+    store: Store,
+    *,
+    key: str,
+    request: GenerationRequest,
+    status: TaskStatus,
+    index: int,
+    url: str,
+    retry: RetryPolicy,
+    origin: str,
+    provider: str,
+) -> Path:
+    """Image ``index`` of a completed task into the journal: fetched and checked, described (its
+    provenance, written into the file by the store), journaled under ``key``. Returns its path."""
+    temp, facts = await fetch_image(http, url, temp_path=store.temp_path, retry=retry, task_id=status.task_id)
+    info = describe(request, status, url, index, origin=origin, provider=provider)
+    # Off the event loop: moving the file in, its provenance chunks, two fsyncs and a journal commit.
+    return await asyncio.to_thread(
+        store.save_image, key, index, url, temp, info, width=facts.width, height=facts.height
+    )
 
 
 async def fetch_image(
@@ -28,7 +58,8 @@ async def fetch_image(
     retry: RetryPolicy,
     task_id: str,
 ) -> tuple[Path, ImageFacts]:
-    """Stream one image to a temp file under a byte cap and check it; retried like any GET.
+    """Stream one image to a temp file under a byte cap and check it; retried like any GET (each
+    retry shown to the faces, like an API call's).
 
     Returns the temp file (the caller moves it into the store) and what its header says.
     """
@@ -40,9 +71,8 @@ async def fetch_image(
             task_id=task_id,
             url=url,
         )
-    failure: QImageError | None = None
-    for attempt in range(retry.max_attempts):
-        retry_after = None
+
+    async def attempt() -> tuple[Path, ImageFacts]:
         temp = temp_path()
         keep = False
         try:
@@ -58,52 +88,49 @@ async def fetch_image(
                             task_id=task_id,
                             url=url,
                         )
-                    failure = ImageError(message, task_id=task_id, url=url)
-                else:
-                    declared = response.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
-                        raise ImageError(
-                            f"refusing an image of {int(declared)} bytes (cap {MAX_DOWNLOAD_BYTES}) for task {task_id}",
-                            task_id=task_id,
-                            url=url,
-                        )
-                    received = 0
-                    with open(temp, "wb") as sink:
-                        async for chunk in response.aiter_bytes(1 << 16):
-                            received += len(chunk)
-                            if received > MAX_DOWNLOAD_BYTES:
-                                raise ImageError(
-                                    f"refusing an image over {MAX_DOWNLOAD_BYTES} bytes for task {task_id}",
-                                    task_id=task_id,
-                                    url=url,
-                                )
-                            sink.write(chunk)
-                    if declared and declared.isdigit() and received != int(declared):
-                        failure = ImageError(
-                            f"image download for task {task_id} was cut short ({received} of {declared} bytes)",
-                            task_id=task_id,
-                            url=url,
-                        )
-                    else:
-                        try:
-                            facts = inspect_image(temp, url=url, task_id=task_id)
-                        except ImageError as exc:
-                            if not getattr(exc, "truncated", False):
-                                raise
-                            failure = exc
-                        else:
-                            keep = True
-                            return temp, facts
+                    raise TryAgain(ImageError(message, task_id=task_id, url=url), retry_after)
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > MAX_DOWNLOAD_BYTES:
+                    raise ImageError(
+                        f"refusing an image of {int(declared)} bytes (cap {MAX_DOWNLOAD_BYTES}) for task {task_id}",
+                        task_id=task_id,
+                        url=url,
+                    )
+                received = 0
+                with open(temp, "wb") as sink:
+                    async for chunk in response.aiter_bytes(1 << 16):
+                        received += len(chunk)
+                        if received > MAX_DOWNLOAD_BYTES:
+                            raise ImageError(
+                                f"refusing an image over {MAX_DOWNLOAD_BYTES} bytes for task {task_id}",
+                                task_id=task_id,
+                                url=url,
+                            )
+                        sink.write(chunk)
+                if declared and declared.isdigit() and received != int(declared):
+                    raise TryAgain(ImageError(
+                        f"image download for task {task_id} was cut short ({received} of {declared} bytes)",
+                        task_id=task_id,
+                        url=url,
+                    ))
+                try:
+                    facts = inspect_image(temp, url=url, task_id=task_id)
+                except ImageError as exc:
+                    if not getattr(exc, "truncated", False):
+                        raise
+                    raise TryAgain(exc) from None
+                keep = True
+                return temp, facts
         except httpx.TimeoutException as exc:
-            failure = TransportError(f"image download for task {task_id} timed out ({type(exc).__name__})", task_id=task_id)
+            raise TryAgain(TransportError(
+                f"image download for task {task_id} timed out ({type(exc).__name__})", task_id=task_id
+            )) from None
         except httpx.TransportError as exc:
-            failure = TransportError(
+            raise TryAgain(TransportError(
                 f"image download for task {task_id} failed ({type(exc).__name__})", task_id=task_id
-            )
+            )) from None
         finally:
             if not keep:
                 temp.unlink(missing_ok=True)
-        if attempt + 1 < retry.max_attempts:
-            await asyncio.sleep(retry.backoff(attempt, retry_after))
-    assert failure is not None
-    raise failure
+
+    return await retrying(attempt, policy=retry, what=f"image download for task {task_id}")

@@ -35,7 +35,6 @@ from urllib.parse import urlsplit
 from PIL import Image, ImageFile
 
 from ._contract import UPLOAD_CONTENT_TYPES, UPLOAD_MAX_BYTES
-from ._display import DEFAULT_THUMB_PX
 from ._exceptions import ImageError, ValidationError
 
 __all__ = [
@@ -443,6 +442,10 @@ def open_lazy(path: Path, info: Mapping[str, str]) -> Image.Image:
 # --- thumbnails ------------------------------------------------------------------------------
 
 THUMB_FORMATS = {"JPEG": "image/jpeg", "WEBP": "image/webp"}
+# thumbnail()'s longest side when the caller does not say: the galleries' size. Defined here, not
+# taken from _display (whose DEFAULT_THUMB_PX it equals): an image module importing a face was an
+# import cycle (_display draws its tiles with this module).
+THUMB_PX = 256
 
 # A thumbnail squeezed into a byte budget keeps its pixels: it is shown at its own size, and fewer
 # pixels stretched to that size blur the text a picture carries. Only quality and format give way,
@@ -552,7 +555,7 @@ def thumbnail_mime(data: bytes) -> str:
 def thumbnail(
     source: Path | str | Image.Image,
     *,
-    max_side: int = DEFAULT_THUMB_PX,
+    max_side: int = THUMB_PX,
     fmt: str = "JPEG",
     quality: int = 80,
     max_bytes: int | None = None,

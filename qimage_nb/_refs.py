@@ -3,9 +3,9 @@
 The API takes references as public URLs. A URL passes through (checked); an image this package
 generated is sent by its source URL (the API already has it, nothing to upload); anything local (a
 file, a PIL image, bytes from the panel's upload button) is checked before a single request is
-sent, then uploaded through the provider's endpoint. Uploads are remembered by content hash in the
-journal (``Store.remember_upload``), per API origin, so re-running a cell sends the same URL and hits
-the cache instead of paying again; a URL is reused for less than its 72 h life.
+sent, then uploaded through the client (``upload(..., reuse=True)``), which remembers uploads by
+content hash in the journal, per API origin, so re-running a cell sends the same URL and hits the
+cache instead of paying again; a URL is reused for less than its 72 h life.
 
 Every refusal is a one-line ``ValidationError`` (nothing was sent); the magic shows it as a
 ``UsageError``, the panel in its error line.
@@ -29,11 +29,8 @@ from ._exceptions import ValidationError
 if TYPE_CHECKING:
     from ._client import AsyncClient
 
-__all__ = ["UPLOAD_REUSE_SECONDS", "Ref", "local_ref", "ref_urls", "resolve_refs", "upload"]
+__all__ = ["Ref", "local_ref", "ref_urls", "resolve_refs", "upload"]
 
-# Provider upload URLs live 72 h; reuse ours for less than that so a re-run sends the same URL
-# (and so hits the cache) without ever handing the API a URL about to expire.
-UPLOAD_REUSE_SECONDS = 48 * 3600
 # A URI scheme of two letters or more (one letter is a Windows drive, C:\\...).
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 _FIELD = "image_urls"
@@ -268,22 +265,16 @@ def local_ref(material: Any, shown: str, *, option: str = "") -> Ref:
 
 
 async def upload(client: AsyncClient, ref: Ref, say: Callable[[str], Any] | None = None) -> str:
-    """The URL of a local reference: the journal's earlier upload of the same bytes to the same API
-    when it is recent enough, else a new upload (remembered for next time)."""
+    """The URL of a local reference: the client's earlier upload of the same bytes to the same API
+    when it is recent enough, else a new upload (the client remembers it for next time)."""
     from ._display import when
 
-    assert ref.digest is not None
-    store, origin = client.store, client.base_url
-    hit = store.find_upload(ref.digest, origin, UPLOAD_REUSE_SECONDS)
-    if hit is not None:
-        if say is not None:
-            say(f"reusing the upload of {ref.shown} from {when(hit[1])}")
-        return hit[0]
-    if say is not None:
+    earlier = client.find_upload(ref.local) if say is not None else None
+    if earlier is not None:
+        say(f"reusing the upload of {ref.shown} from {when(earlier.created_at)}")
+    elif say is not None:
         say(f"uploading {ref.shown} as a reference...")
-    url = await client.upload(ref.local)
-    store.remember_upload(ref.digest, origin, url)
-    return url
+    return await client.upload(ref.local, reuse=True)
 
 
 async def ref_urls(

@@ -4,20 +4,32 @@ Status polls and downloads are idempotent GETs: they retry on connection errors,
 The submit POST is retried on the same failures *only* because every attempt carries the same
 Idempotency-Key, so the server answers a retry with the task it already created instead of billing a
 second one. ``Retry-After`` wins over our own backoff, in both of its forms (seconds, HTTP date).
+
+:func:`retrying` is the one loop that runs the attempts of an API call or a download: each caller
+decides what is worth another attempt (by raising :class:`TryAgain`); the loop does the accounting
+(attempts, backoff, ``Retry-After``) and tells the faces through :func:`note_retry`. The submit keeps
+its own loop (resending a submit is a question of billing, not of transience) but uses the same
+backoff and ``note_retry``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import email.utils
+import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ._contract import RETRYABLE_STATUS
+
+T = TypeVar("T")
+logger = logging.getLogger("qimage_nb")
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -94,3 +106,37 @@ def note_retry(what: str, failure: BaseException, retry: int, retries: int, dela
     if observer is not None:
         with contextlib.suppress(Exception):  # a display must never break a paid request
             observer(what, failure, retry, retries, delay)
+
+
+class TryAgain(Exception):
+    """Raised by one attempt of :func:`retrying`: ``failure`` is worth another attempt, after the
+    server's ``retry_after`` when it gave one (else our backoff). The last one's failure is raised."""
+
+    def __init__(self, failure: Exception, retry_after: float | None = None) -> None:
+        super().__init__(str(failure))
+        self.failure = failure
+        self.retry_after = retry_after
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], *, policy: RetryPolicy, what: str, attempts: int | None = None) -> T:
+    """Await ``attempt()`` until it returns, at most ``attempts`` times (default
+    ``policy.max_attempts``). An attempt that raises :class:`TryAgain` is retried after
+    ``policy.backoff`` (the server's ``Retry-After`` when it gave one), logged and shown to the
+    current retry observer; any other exception ends the loop at once. ``what`` names the request
+    in both (a poll or a download names its task id there, so a face can tell whose it is)."""
+    attempts = policy.max_attempts if attempts is None else attempts
+    failure: Exception | None = None
+    for number in range(attempts):
+        try:
+            return await attempt()
+        except TryAgain as again:
+            failure = again.failure
+            retry_after = again.retry_after
+        if number + 1 < attempts:
+            delay = policy.backoff(number, retry_after)
+            logger.info("qimage_nb: %s failed (%s); retry %d of %d in %.1f s",
+                        what, failure, number + 1, attempts - 1, delay)
+            note_retry(what, failure, number + 1, attempts - 1, delay)
+            await asyncio.sleep(delay)
+    assert failure is not None
+    raise failure

@@ -488,10 +488,13 @@ class Store:
     # -- files --
 
     def temp_path(self, suffix: str = ".part") -> Path:
-        """A fresh path under ``root/tmp`` (same filesystem as the images, for atomic moves)."""
-        with self._lock:
-            self._connection()  # creates the directories
-        return self.root / "tmp" / f"{uuid.uuid4().hex}{suffix}"
+        """A fresh path under ``root/tmp`` (same filesystem as the images, for atomic moves).
+
+        Takes no lock and opens no database: a download asks for one on the event loop, which must
+        not wait while another thread commits a journal write."""
+        tmp = self.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp / f"{uuid.uuid4().hex}{suffix}"
 
     def save_image(
         self,

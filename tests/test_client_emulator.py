@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import time
 
 import pytest
 from PIL import Image
@@ -84,6 +85,26 @@ async def test_uploading_a_generated_pil_image(client, emu):
     first = await client.generate("seed image")
     url = await client.upload(first.images[0])
     assert url.startswith(emu.cdn_url)
+
+
+async def test_an_upload_is_reused_per_content_and_api_only_when_asked(client, emu, tmp_path):
+    source, copy = tmp_path / "cat.png", tmp_path / "same-cat.png"
+    Image.new("RGB", (300, 200), (10, 200, 30)).save(source)
+    copy.write_bytes(source.read_bytes())
+    assert client.find_upload(source) is None
+    url = await client.upload(source, reuse=True)
+    assert emu.counters()["uploads"] == 1
+    # The same bytes under another name, to the same API: the journal's URL, nothing sent.
+    assert await client.upload(copy, reuse=True) == url and emu.counters()["uploads"] == 1
+    earlier = client.find_upload(copy)
+    assert earlier is not None and earlier.url == url and earlier.created_at <= time.time()
+    assert await client.upload(source) != url and emu.counters()["uploads"] == 2  # not asked: sent again
+    async with AsyncClient(emu.api_key, emu.base_url.replace("127.0.0.1", "localhost"), store=client.store,
+                           retry=FAST_RETRY) as elsewhere:
+        # Another API origin (one server, two names): an upload URL is its provider's, never shared.
+        assert elsewhere.find_upload(source) is None
+        await elsewhere.upload(source, reuse=True)
+    assert emu.counters()["uploads"] == 3
 
 
 async def test_balance_decreases_with_billed_images(client):
@@ -287,3 +308,17 @@ def test_png_bytes_on_disk_are_the_cdn_bytes_plus_provenance(emu):
     buffer = io.BytesIO()
     generation.images[0].save(buffer, "PNG")
     assert Image.open(buffer).size == (1024, 1024)
+
+
+async def test_an_image_carries_what_its_file_says_fresh_or_from_the_journal(client, emu):
+    from qimage_nb._images import read_provenance
+
+    fresh = await client.generate("said once", n=2, cache=True)
+    again = await client.generate("said once", n=2, cache=True)
+    assert again.cached and not fresh.cached
+    for made, served, path in zip(fresh.images, again.images, fresh.paths, strict=True):
+        # Built once, at download, and written into the file; both runs show the file's words.
+        on_file = read_provenance(path)
+        assert on_file["task_id"] == fresh.task_id and on_file["origin"] == emu.base_url
+        assert int(on_file["expires_at"]) > 0 and on_file["provider"] == "apimart"
+        assert made.info == served.info == {**on_file, "path": str(path)}

@@ -200,3 +200,45 @@ def test_resume_refuses_another_origin(home):
             other.resume(entry.key)
         assert one.base_url in str(refused.value)
         assert two.counters()["submit_attempts"] == 0
+
+
+async def test_journal_writes_and_image_fsyncs_run_off_the_event_loop_in_the_same_order(tmp_path):
+    import threading
+
+    import httpx
+
+    from qimage_nb import AsyncClient
+    from qimage_nb._store import Store
+
+    emu = Emulator(latency=0.1, jitter=0.0)
+    store, loop_thread, events = Store(tmp_path / "home"), threading.current_thread(), []
+
+    def spy(name, method):
+        def call(*args, **kwargs):
+            result = method(*args, **kwargs)
+            events.append((name, threading.current_thread() is loop_thread))
+            return result
+        return call
+
+    for name in ("begin", "set_task_id", "record_status", "save_image", "get", "idempotency_confirmed"):
+        setattr(store, name, spy(name, getattr(store, name)))
+    inner = emu.transport()
+
+    class Watching(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request):
+            if request.method == "POST":
+                # What the journal holds as the POST leaves: the row, and no task id yet.
+                (entry,) = store.history(5)
+                events.append(("POST", entry.status == "submitting" and entry.task_id is None))
+            return await inner.handle_async_request(request)
+
+    async with AsyncClient(emu.api_key, emu.in_process_base_url, transport=Watching(), store=store,
+                           poll=PollPolicy.for_latency(0.1)) as client:
+        generation = await client.generate("written off the loop", n=2)
+    assert generation.ok and len(generation.paths) == 2
+    on_loop = [name for name, there in events if name != "POST" and there]
+    assert on_loop == [], f"journal calls ran on the event loop: {on_loop}"
+    order = [name for name, _ in events if name in ("begin", "POST", "set_task_id", "save_image")]
+    assert order == ["begin", "POST", "set_task_id", "save_image", "save_image"]
+    assert ("POST", True) in events
+    assert store.history(1)[0].downloaded

@@ -255,6 +255,25 @@ async def test_truncated_slow_and_dripping_downloads_complete_whole(emu, store):
         pixels_ok(generation)
 
 
+async def test_a_retried_download_is_shown_to_the_face_waiting_on_it(emu, store):
+    from qimage_nb._retry import retry_observer
+
+    notes = []
+    retry_observer.set(lambda what, failure, retry, retries, delay: notes.append((what, str(failure), retry, retries)))
+    emu.set_faults(cdn_truncate=2)
+    async with make_client(emu, store, retry=fast_retry(attempts=4)) as client:
+        generation = await client.generate("cut short twice")
+    assert generation.ok
+    task_id = generation.task_id
+    # The same observer an API call's retries reach, naming the task (a face finds its line by it).
+    assert [(what, retry, retries) for what, _, retry, retries in notes] == [
+        (f"image download for task {task_id}", 1, 3), (f"image download for task {task_id}", 2, 3)
+    ]
+    # What the line shows: the body ended early (the socket closed mid-body, or fewer bytes than declared).
+    assert all(task_id in text and ("RemoteProtocolError" in text or "cut short" in text) for _, text, _, _ in notes)
+    pixels_ok(generation)
+
+
 async def test_a_download_that_never_arrives_is_typed_and_resumable_without_paying_again(emu, store):
     emu.set_faults(cdn_delay=1.0)  # longer than the read timeout, on every attempt
     async with make_client(emu, store, timeout=0.3, retry=fast_retry(attempts=2)) as client:

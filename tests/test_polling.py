@@ -565,3 +565,59 @@ async def test_a_fast_emulator_is_waited_for_about_as_long_as_its_tasks_take():
     # The default policy's first poll alone comes at 1.5 s, fifteen times the task.
     assert took < 1.0, took
     assert emulator.counters()["polls"] <= 8
+
+
+# --- the waiting loop over any get_task ------------------------------------------------------
+
+
+def _scripted(script):
+    """A get_task coroutine function answering from ``script`` (a status, or an exception to raise),
+    recording when each poll happened."""
+    times = []
+
+    async def get_task():
+        times.append(time.monotonic())
+        step = script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+    return get_task, times
+
+
+async def test_poll_updates_yields_each_change_over_any_get_task_and_holds_for_retry_after():
+    from qimage_nb._exceptions import ProtocolError, RateLimitError
+    from qimage_nb._polling import poll_updates
+
+    limited = RateLimitError("slow down", status_code=429, retry_after=0.3)
+    get_task, times = _scripted([
+        TaskStatus("t1", "pending", 0), ProtocolError("garbled"), TaskStatus("t1", "pending", 0),
+        limited, TaskStatus("t1", "processing", 50), TaskStatus("t1", "completed", 100),
+    ])
+    now = time.monotonic()
+    seen = [
+        (s.status, s.progress)
+        async for s in poll_updates(get_task, "t1", policy=PollPolicy.for_latency(0.05), started=now,
+                                    timeout=10, origin=now, immediate=True)
+    ]
+    # Changes only: the repeated pending is not told twice; a garbled answer and a 429 end nothing.
+    assert seen == [("pending", 0), ("processing", 50), ("completed", 100)]
+    assert times[4] - times[3] >= 0.3 - 0.01  # the server's Retry-After outranks the schedule
+
+
+async def test_poll_updates_gives_up_on_repeated_garbage_and_at_the_deadline():
+    from qimage_nb._exceptions import GenerationTimeout, ProtocolError
+    from qimage_nb._polling import MAX_PROTOCOL_ERRORS, poll_updates
+
+    policy, now = PollPolicy.for_latency(0.05), time.monotonic()
+    get_task, _ = _scripted([ProtocolError(f"garbled {i}") for i in range(MAX_PROTOCOL_ERRORS)])
+    with pytest.raises(ProtocolError, match=f"garbled {MAX_PROTOCOL_ERRORS - 1}"):
+        async for _ in poll_updates(get_task, "t2", policy=policy, started=now, timeout=10, origin=now):
+            pass
+    get_task, times = _scripted([TaskStatus("t3", "processing", 10)] * 100)
+    started = time.monotonic()
+    with pytest.raises(GenerationTimeout, match=r"task t3 still running after 0 s; fetch it later with resume") as caught:
+        async for _ in poll_updates(get_task, "t3", policy=policy, started=started, timeout=0.3, origin=started):
+            pass
+    assert caught.value.task_id == "t3" and caught.value.last_status == "processing"
+    assert times and time.monotonic() - started == pytest.approx(0.3, abs=0.15)

@@ -1,0 +1,61 @@
+"""An image's provenance: built once, by the download step, and from then on read from the file.
+
+The download step (``_download.store_image``) describes each image from the request and what the
+host answered (:func:`describe`), and the journal writes that into the file itself (PNG text
+chunks, or a JSON sidecar next to a JPEG/WebP). From then on the file is the record: every image
+handed to a user, just downloaded or served from the journal later, carries what its file says
+(:func:`open_stored`), so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ._contract import GenerationRequest, TaskStatus
+
+__all__ = ["describe", "open_stored"]
+
+
+def describe(
+    request: GenerationRequest, status: TaskStatus, url: str, index: int, *, origin: str, provider: str
+) -> dict[str, str]:
+    """What image ``index`` of a completed task (``status``) is: the request, where it came from,
+    and what the host says it did (its rewritten prompt, the seed it used), else what was asked."""
+    # expires_at and origin let a face decide whether source_url can still serve as a reference
+    # (an expired CDN URL, or one from another API, must be re-uploaded from the disk copy).
+    info = {
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt or "",
+        "model": request.model,
+        "size": request.size,
+        "resolution": request.resolution,
+        "n": str(request.n),
+        "index": str(index),
+        "task_id": status.task_id,
+        "source_url": url,
+        "expires_at": "" if status.expires_at is None else str(int(status.expires_at)),
+        "origin": origin,
+        "provider": provider,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    seed = status.seed if status.seed is not None else request.seed
+    if seed is not None:
+        info["seed"] = str(seed)
+    if status.actual_prompt:
+        info["actual_prompt"] = status.actual_prompt
+    for option in ("prompt_extend", "watermark"):
+        if getattr(request, option) is not None:
+            info[option] = str(getattr(request, option)).lower()
+    return info
+
+
+def open_stored(path: Path) -> Image.Image:
+    """An image from the journal's files, lazily opened, carrying what its file says (and its path)."""
+    from ._images import open_lazy, read_provenance
+
+    return open_lazy(Path(path), read_provenance(path))
