@@ -60,6 +60,7 @@ from ._results import Generation, Update, UpdateCallback, _Progress
 from ._retry import RetryPolicy, TryAgain, is_retryable, note_retry, parse_retry_after, retrying
 from ._version import __version__
 from .providers import Call, ErrorInfo, Provider, Submitted, choose_provider
+from .providers import check as check_request
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -416,7 +417,7 @@ class AsyncClient:
         if request.model not in self.provider.models and self.provider.capabilities.list_models:
             self._auth()
             listed = await self.models()
-        self.provider.check(request, listed)
+        check_request(self.provider, request, listed)
         return request
 
     async def upload(self, image: Any, *, reuse: bool = False) -> str:

@@ -32,6 +32,12 @@ UPLOAD_PATH = "/v1/uploads/images"
 BALANCE_PATH = "/v1/balance"
 
 MODELS = ("qwen-image-2.0", "qwen-image-2.0-pro")
+# Every Qwen Image model some provider documents, each validated exactly by that provider (sizes
+# are checked as ratios for these); any other id is a host's own listing (API.md 7.7).
+QWEN_IMAGE_MODELS = (
+    *MODELS, "qwen-image-2.0-2026-03-03", "qwen-image-2.0-pro-2026-03-03", "qwen-image-max",
+    "qwen-image-plus", "qwen-image",
+)
 DEFAULT_MODEL = MODELS[0]
 RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
 DEFAULT_RATIO = "1:1"
@@ -190,7 +196,7 @@ def _check_size(value: Any, model: str) -> str:
     pixels = parse_pixel_size(value)
     if pixels is not None:
         return f"{pixels[0]}x{pixels[1]}"
-    if model not in documented_models():
+    if model not in QWEN_IMAGE_MODELS:
         return value.strip()
     normal = value.strip().upper()
     if normal not in RATIOS:
@@ -203,23 +209,13 @@ def _check_size(value: Any, model: str) -> str:
 
 
 def _check_model(value: Any) -> str:
-    known = documented_models()
+    known = QWEN_IMAGE_MODELS
     if not isinstance(value, str) or not value.strip():
         raise ValidationError("model", f"model must be a model id such as {_choices(known[:2])}, got {_brief(value)}")
     model = value.strip().lower()
     if any(c.isspace() or ord(c) < 32 for c in model) or len(model) > 100:
         raise ValidationError("model", f"model {_brief(value)} is not a model id; known: {_choices(known)}")
     return model
-
-
-def documented_models() -> tuple[str, ...]:
-    """Every model some provider documents (each validated exactly by its provider)."""
-    from .providers import all_providers
-
-    seen: dict[str, None] = {}
-    for provider in all_providers():
-        seen.update(dict.fromkeys(provider.models))
-    return tuple(seen)
 
 
 def _check_optional_bool(name: str, value: Any) -> bool | None:

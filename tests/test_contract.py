@@ -14,7 +14,7 @@ from qimage_nb._contract import (
     GenerationRequest,
 )
 from qimage_nb._exceptions import ProtocolError, ValidationError
-from qimage_nb.providers import get_provider
+from qimage_nb.providers import check, get_provider
 from qimage_nb.providers.apimart import (
     error_in_success,
     parse_balance,
@@ -148,10 +148,18 @@ def test_a_listed_model_passes_with_the_universal_checks_only():
 def test_the_seed_api_refuses_options_it_does_not_document_in_one_line_naming_it():
     for option, value in (("seed", 7), ("prompt_extend", False), ("watermark", True)):
         request = GenerationRequest.create("a cat", **{option: value})
-        with pytest.raises(ValidationError, match=rf"APIMart API does not support {option}.*dashscope"):
-            get_provider("apimart").check(request)
+        with pytest.raises(ValidationError, match=rf"APIMart API does not support {option}.*\(dashscope\)"):
+            check(get_provider("apimart"), request)
     with pytest.raises(ValidationError, match="ratio and a resolution, not 1024x768"):
         get_provider("apimart").check(GenerationRequest.create("a cat", size="1024x768"))
+
+
+def test_every_model_a_provider_documents_is_one_the_contract_checks_as_qwen_image():
+    from qimage_nb._contract import QWEN_IMAGE_MODELS
+    from qimage_nb.providers import all_providers
+
+    for provider in all_providers():
+        assert set(provider.models) <= set(QWEN_IMAGE_MODELS), provider
 
 
 def test_local_reference_error_points_to_upload():

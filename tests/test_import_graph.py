@@ -15,11 +15,6 @@ import qimage_nb
 
 ROOT = Path(qimage_nb.__file__).parent
 
-# The provider registry's lookups: the contract asks it which models some provider documents, and a
-# provider's base asks which providers support an option, while each provider module imports the
-# contract and the base. Lazy on both sides, and the lead's seam: reported, not restructured here.
-# Any other cycle, or one reaching beyond these modules, fails.
-TOLERATED = ("qimage_nb._contract", "qimage_nb.providers")
 
 
 def _modules() -> dict[str, Path]:
@@ -128,10 +123,7 @@ def test_the_walker_sees_lazy_imports_and_skips_type_checking_ones():
 
 
 def test_qimage_nb_has_no_import_cycles():
-    def tolerated(component: set[str]) -> bool:
-        return all(member == TOLERATED[0] or member.startswith(TOLERATED[1]) for member in component)
-
-    found = [sorted(component) for component in cycles(import_graph()) if not tolerated(component)]
+    found = [sorted(component) for component in cycles(import_graph())]
     assert found == []
 
 

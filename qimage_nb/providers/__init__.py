@@ -10,9 +10,15 @@ from __future__ import annotations
 import os
 from functools import cache
 from importlib import import_module
+from typing import TYPE_CHECKING
 
 from .._exceptions import ValidationError
 from ._base import Call, Capabilities, ErrorInfo, Provider, Submitted
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
+
+    from .._contract import GenerationRequest
 
 __all__ = [
     "Call",
@@ -21,6 +27,7 @@ __all__ = [
     "Provider",
     "Submitted",
     "all_providers",
+    "check",
     "choose_provider",
     "get_provider",
 ]
@@ -63,3 +70,17 @@ def choose_provider(explicit: str | Provider | None = None) -> Provider:
     if len(with_keys) == 1:
         return with_keys[0]
     return get_provider(next(iter(_MODULES)))
+
+
+def check(provider: Provider, request: GenerationRequest, listed: Collection[str] = ()) -> None:
+    """Check a request against a provider: an option it does not take is one line naming the hosts
+    that do; then the provider's own rules (models, sizes, counts)."""
+    for option in ("seed", "prompt_extend", "watermark"):
+        if getattr(request, option) is not None and option not in provider.capabilities.options:
+            others = [p.name for p in all_providers() if option in p.capabilities.options]
+            raise ValidationError(
+                option,
+                f"{provider.title} does not support {option}: remove it, or choose a provider that "
+                f"does ({', '.join(others) or 'none does'})",
+            )
+    provider.check(request, listed)

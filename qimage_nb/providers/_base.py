@@ -16,8 +16,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import ValidationError
-
 if TYPE_CHECKING:
     from .._contract import Balance, GenerationRequest, TaskStatus, UploadedImage
 
@@ -97,15 +95,9 @@ class Provider:
     # -- requests --
 
     def check(self, request: GenerationRequest, listed: Collection[str] = ()) -> None:
-        """Refuse, in one line naming this host, what it does not support. ``listed``: model ids
-        the host's own model listing returned (a model there is accepted with universal checks)."""
-        for option in ("seed", "prompt_extend", "watermark"):
-            if getattr(request, option) is not None and option not in self.capabilities.options:
-                raise ValidationError(
-                    option,
-                    f"{self.title} does not support {option}: remove it, or choose a provider that "
-                    f"does ({_who_supports(option)})",
-                )
+        """Refuse, in one line naming this host, what it does not support (its models, sizes, counts).
+        ``listed``: model ids the host's own model listing returned (a model there is accepted with
+        the universal checks). Options it lacks are refused before this, by ``providers.check``."""
 
     def submit(self, request: GenerationRequest, key: str) -> Call:
         raise NotImplementedError
@@ -152,13 +144,6 @@ class Provider:
 
     def cancel(self, task_id: str) -> Call | None:
         return None
-
-
-def _who_supports(option: str) -> str:
-    from . import all_providers
-
-    names = [p.name for p in all_providers() if option in p.capabilities.options]
-    return ", ".join(names) if names else "none does"
 
 
 def decode_json(body: bytes) -> Any:

@@ -59,7 +59,6 @@ class APIMart(Provider):
     # -- requests --
 
     def check(self, request: GenerationRequest, listed: Collection[str] = ()) -> None:
-        super().check(request, listed)
         if request.model not in self.models and request.model not in listed:
             known = list(dict.fromkeys([*self.models, *listed]))
             close = difflib.get_close_matches(request.model, known, n=1, cutoff=0.6)

@@ -71,7 +71,6 @@ class DashScope(Provider):
     # -- requests --
 
     def check(self, request: GenerationRequest, listed: Collection[str] = ()) -> None:
-        super().check(request, listed)
         if request.model not in self.models:
             raise ValidationError(
                 "model", f"model {request.model!r} is not a Qwen Image model of {self.title}; known: {', '.join(self.models)}"
