@@ -414,10 +414,22 @@ class AsyncClient:
         """Check a request against this client's provider (models, sizes, options); nothing is sent
         unless the model is one the provider does not document, which asks the host's model list."""
         listed: list[str] = []
+        unreadable = None
         if request.model not in self.provider.models and self.provider.capabilities.list_models:
             self._auth()
-            listed = await self.models()
-        check_request(self.provider, request, listed)
+            try:
+                listed = await self.models()
+            except AuthenticationError:
+                raise
+            except (APIError, TransportError, ProtocolError) as exc:
+                # Without the list the model cannot be shown to exist here: refuse it, and say why.
+                unreadable = exc
+        try:
+            check_request(self.provider, request, listed)
+        except ValidationError as exc:
+            if unreadable is None or exc.field != "model":
+                raise
+            raise ValidationError("model", f"{exc.message} (the host's model list could not be read: {unreadable})") from None
         return request
 
     async def upload(self, image: Any, *, reuse: bool = False) -> str:
@@ -609,6 +621,23 @@ class AsyncClient:
                 self._answered.popitem(last=False)
         await self._journal(self.store.set_task_id, key, submitted.task_id)
         await self._journal(self.store.record_status, key, "pending", 0)
+
+    async def cancel(self, task_id: str) -> TaskStatus:
+        """Ask the host to cancel a task, then return its status. DashScope cancels a task only
+        while it is still queued (PENDING); the seed's API has no cancel endpoint (API.md 7.8)."""
+        task_id = _check_task_id(task_id, "cancel")
+        call = self.provider.cancel(task_id)
+        if call is None:
+            raise ValidationError(
+                "task_id", f"{self.provider.title} has no way to cancel a task: it runs to its end "
+                "(a failed task is not billed); stop waiting instead, and resume it later"
+            )
+        await self._call(call, what=f"cancel of {task_id}", task_id=task_id)
+        status = await self.get_task(task_id)
+        job = await self._journal(self.store.get, task_id)
+        if job is not None and status.terminal:
+            await self._journal(self.store.record_status, job.key, status.status, status.progress)
+        return status
 
     async def get_task(self, task_id: str) -> TaskStatus:
         """One status poll of the task."""

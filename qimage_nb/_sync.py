@@ -127,6 +127,7 @@ class Client:
     resume: Callable[..., Generation] = _blocking(AsyncClient.resume)
     submit: Callable[..., str] = _blocking(AsyncClient.submit)
     get_task: Callable[..., TaskStatus] = _blocking(AsyncClient.get_task)
+    cancel: Callable[..., TaskStatus] = _blocking(AsyncClient.cancel)
     wait: Callable[..., TaskStatus] = _blocking(AsyncClient.wait)
     download: Callable[..., list[Any]] = _blocking(AsyncClient.download)
     upload: Callable[..., str] = _blocking(AsyncClient.upload)

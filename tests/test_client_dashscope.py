@@ -7,6 +7,8 @@ sizes, a lost answer (no idempotency key there: never resent), and bad values re
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from PIL import Image
 
@@ -153,3 +155,28 @@ def test_dashscope_base_url_means_what_the_sdk_means(monkeypatch, ds):
     with Client(retry=FAST_RETRY, poll=PollPolicy.for_latency(ds.latency)) as client:
         assert client.provider.name == "dashscope" and client.base_url == ds.base_url
         assert client.generate("from the environment").images
+
+
+async def test_a_queued_task_can_be_cancelled_and_a_running_one_cannot(ds):
+    with DashScopeEmulator(latency=0.6, jitter=0.0, max_concurrent=1) as busy:
+        async with client_for(busy) as client:
+            running = await client.submit("the first takes the only worker", model="qwen-image")
+            queued = await client.submit("the second waits its turn", model="qwen-image")
+            status = await client.cancel(queued)
+            assert status.status == "cancelled" and status.terminal
+            (entry,) = [job for job in client.history() if job.task_id == queued]
+            assert entry.status == "cancelled"
+            while (await client.get_task(running)).status != "processing":
+                await asyncio.sleep(0.02)
+            with pytest.raises(BadRequestError):  # only while PENDING, as the host says
+                await client.cancel(running)
+
+
+async def test_the_seed_api_has_no_cancel_and_says_so(ds):
+    from qimage_nb.emulator import Emulator
+
+    with Emulator(latency=0.1) as emu:
+        async with AsyncClient(emu.api_key, emu.base_url, retry=FAST_RETRY) as client:
+            with pytest.raises(ValidationError, match="no way to cancel a task"):
+                await client.cancel("task_0123")
+        assert emu.counters()["api_requests"] == 0

@@ -250,3 +250,18 @@ async def test_a_synchronous_answer_is_downloaded_and_journaled_like_a_task(emu)
     assert len(generation.images) == 2 and emu.counters()["polls"] == 0
     assert generation.images[0].info["task_id"] == generation.task_id
     assert entry.downloaded and entry.status == "completed" and entry.cost == generation.cost
+
+
+async def test_a_model_list_that_cannot_be_read_refuses_an_unknown_model_and_says_why():
+    import httpx
+
+    def host(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"error": {"message": "no such endpoint"}})
+
+    async with AsyncClient("sk-unit", "https://api.test.example", transport=httpx.MockTransport(host),
+                           retry=FAST_RETRY) as client:
+        with pytest.raises(ValidationError) as info:
+            await client.generate("x", model="qwen-image-9")
+    message = str(info.value)
+    assert "known: qwen-image-2.0" in message and "model list could not be read" in message
+    assert "\n" not in message
