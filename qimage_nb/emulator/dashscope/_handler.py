@@ -128,7 +128,8 @@ class DashScopeHandler:
         state = self.state
         actual = wire.extended(job.prompt) if job.prompt_extend else job.prompt
         seed = job.seed if job.seed is not None else secrets.randbelow(wire.SEED_MAX + 1)
-        task = state.create_task({"prompt": actual, "n": job.n, "job": job, "kind": kind, "seed": seed}, None)
+        task = state.create_task({"prompt": actual, "n": job.n, "job": job, "kind": kind, "seed": seed}, None,
+                                 pixels=(job.width, job.height))
         # The host's task ids are UUIDs, not the seed API's task_01...: re-key the task.
         del state.tasks[task.id]
         task.id = str(uuid.uuid4())
