@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from ._contract import GenerationRequest
 
 __all__ = [
-    "DEFAULT_THUMB_PX", "NOTEBOOK_FLOOR_BYTES", "NOTEBOOK_SHARE", "LiveGallery", "LiveSlot", "Tile", "caption_for", "error_line", "format_seconds",
-    "gallery_bundle", "gallery_html", "history_bundle", "notebook_budget", "progress_status", "stored_caption", "tile_for", "when",
+    "DEFAULT_THUMB_PX", "NOTEBOOK_FLOOR_BYTES", "NOTEBOOK_SHARE", "LiveGallery", "LiveSlot", "Tile", "caption_for", "error_line", "format_cost", "format_seconds",
+    "gallery_bundle", "gallery_html", "history_bundle", "notebook_budget", "progress_status", "resend_command", "stored_caption", "tile_for", "when",
 ]  # fmt: skip
 
 DEFAULT_THUMB_PX = 256  # the thumbnails' longest side, everywhere one is made (magic, panel, display)

@@ -25,6 +25,7 @@ from ._contract import (
     RESOLUTIONS,
     GenerationRequest,
     _short,
+    parse_pixel_size,
 )
 from ._exceptions import QImageError
 
@@ -43,9 +44,9 @@ MUTED = "#5f6b7a"
 RED = "#b3261e"
 
 
-def tile_size(ratio: str) -> tuple[int, int]:
-    """Display size of a gallery tile: equal area for every ratio, so grids look balanced."""
-    w, h = PIXEL_SIZES.get((ratio, "1K"), (1, 1))
+def tile_size(size: str) -> tuple[int, int]:
+    """Display size of a gallery tile: equal area for every ratio (or WIDTHxHEIGHT), so grids look balanced."""
+    w, h = parse_pixel_size(size) or PIXEL_SIZES.get((size, "1K"), (1, 1))
     r = w / h
     return round(math.sqrt(_THUMB_AREA * r)), round(math.sqrt(_THUMB_AREA / r))
 
@@ -167,15 +168,57 @@ class PanelView:
             "Negative", "Optional: what to avoid (blurry, watermark, extra fingers…)", "44px", "qimage-negative"
         )
 
-        self.model = _toggles(
-            list(MODELS), "Model", "168px", "qimage-model",
-            tooltips=["standard", "better text rendering, finer realistic texture"],
+        # The hosts, each by name; the panel picks the session's and lists models, sizes and options
+        # from what the chosen one supports (provider.capabilities), never from its name.
+        from .providers import all_providers
+
+        self.provider = W.Dropdown(
+            options=[(p.title, p.name) for p in all_providers()],
+            description="Provider",
+            style=_DESC,
+            layout=W.Layout(width="auto", min_width="340px"),
         )
+        self.provider.add_class("qimage-provider")
+        self.provider_note = W.HTML(layout=W.Layout(margin="0 0 0 10px"))
+        self.provider_note.add_class("qimage-provider-note")
+        # A dropdown: a host may serve many models (DashScope lists seven).
+        self.model = W.Dropdown(
+            options=list(MODELS), value=MODELS[0], description="Model", style=_DESC,
+            layout=W.Layout(width="auto", min_width="340px"),
+        )
+        self.model.add_class("qimage-model")
         self.ratio = _toggles(list(RATIOS), "Ratio", "50px", "qimage-size")
+        self.free_size = W.Text(
+            placeholder="or W x H, e.g. 1024x768",
+            layout=W.Layout(width="190px", margin="0 0 0 10px"),
+            tooltip="A free pixel size (each side 512 to 2048) instead of the ratio and resolution",
+        )
+        self.free_size.add_class("qimage-free-size")
         self.resolution = _toggles(list(RESOLUTIONS), "Resolution", "50px", "qimage-resolution")
         self.pixels = W.HTML()
         self.pixels.add_class("qimage-pixels")
         self.count = _toggles(list(range(N_MIN, N_MAX + 1)), "Images", "34px", "qimage-count")
+
+        # Options only some hosts take; enabled where the provider supports them.
+        self.seed = W.Text(
+            placeholder="random", description="Seed", style=_DESC, layout=W.Layout(width="220px")
+        )
+        self.seed.add_class("qimage-seed")
+        self.extend = W.ToggleButtons(
+            options=[("host default", "default"), ("rewrite", "on"), ("as written", "off")],
+            value="default",
+            style={"button_width": "92px"},
+            tooltips=[
+                "let the host decide whether to rewrite the prompt",
+                "the host may rewrite the prompt to add detail",
+                "send the prompt exactly as written",
+            ],
+            layout=W.Layout(margin="0 0 0 10px"),
+        )
+        self.extend.add_class("qimage-extend")
+        self.watermark = W.Checkbox(value=False, description="Watermark", indent=False,
+                                    layout=W.Layout(width="auto", margin="0 0 0 10px"))
+        self.watermark.add_class("qimage-watermark")
 
         # references: URL + Add, or local files through the provider's upload endpoint
         self.ref_url = W.Text(
@@ -240,10 +283,12 @@ class PanelView:
                 right(self.prompt_count),
                 self.negative,
                 right(self.negative_count),
+                row(self.provider, self.provider_note),
                 self.model,
-                self.ratio,
+                row(self.ratio, self.free_size),
                 row(self.resolution, self.pixels),
                 self.count,
+                row(self.seed, self.extend, self.watermark),
                 row(self.ref_url, self.ref_add_button, self.uploader),
                 self.refs_box,
                 # The hint shares the buttons' row: every line the controls save brings the newest
@@ -435,13 +480,19 @@ class PanelView:
         created = getattr(entry, "created_at", None)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
         downloaded = bool(getattr(entry, "downloaded", False))
+        from ._contract import PHASE_WORDS
+        from ._display import format_cost
+
+        unknown = getattr(entry, "outcome_unknown", False) or (not task_id and status == "submitting")
+        cost = getattr(entry, "cost", None)
         bits = [
             when,
-            status + (" · on disk" if downloaded else ""),
+            "outcome unknown" if unknown else PHASE_WORDS.get(status, status) + (" · on disk" if downloaded else ""),
             request.model,
-            f"{request.size} {request.resolution}",
+            request.size if parse_pixel_size(request.size) else f"{request.size} {request.resolution}",
             f"n={request.n}",
-            str(task_id or "no task id yet"),
+            format_cost(cost) if cost is not None else "",
+            str(task_id or "no task id"),
         ]
         error = getattr(entry, "error", None)
         prompt = (
@@ -461,7 +512,16 @@ class PanelView:
             layout=W.Layout(flex="1 1 auto"),
         )
         children: list[W.Widget] = [text]
-        if status not in ("failed", "cancelled") and (task_id or key):
+        if unknown:
+            # Resending may bill a second task where the host ignores keys: the user's call, in a cell.
+            from ._display import resend_command
+
+            hint = W.HTML(
+                f'<span style="color:{MUTED}">resend with <code>{html.escape(resend_command(str(key)))}</code></span>'
+            )
+            hint.add_class("qimage-resend-hint")
+            children.append(hint)
+        elif status not in ("failed", "cancelled") and (task_id or key):
             label = "Show" if downloaded else "Resume"
             tip = (
                 "Show these images from disk (no request)"
