@@ -198,7 +198,9 @@ class Tile:
 def caption_for(info: dict[str, Any] | Any) -> tuple[str, str]:
     """(short caption, full tooltip) from an image's provenance ``info`` (the panel's words)."""
     short_prompt = _short(info.get("prompt", ""), 60)
-    parts = [info.get("model", ""), f"{info.get('size', '')} {info.get('resolution', '')}".strip()]
+    pixels = parse_pixel_size(str(info.get("size") or ""))
+    size = info.get("size", "") if pixels else f"{info.get('size', '')} {info.get('resolution', '')}"
+    parts = [info.get("model", ""), str(size).strip()]
     caption = " · ".join(p for p in (short_prompt, *parts) if p)
     tooltip = "\n".join(
         f"{key}: {info[key]}"
@@ -228,7 +230,9 @@ def stored_caption(info: dict[str, Any] | Any, heading: str = "") -> tuple[str, 
     short_prompt = "" if said(prompt) else _short(prompt, 60)
     # A grid's labels name the model by its short name ("pro · 16:9 · 1K").
     model_said = said(model) or said(SHORT_MODEL.get(model, ""))
-    size = " ".join(str(info.get(k) or "") for k in ("size", "resolution") if not said(str(info.get(k) or "")))
+    # A pixel size (DashScope's 1536x640) has no tier to name.
+    keys = ("size",) if parse_pixel_size(str(info.get("size") or "")) else ("size", "resolution")
+    size = " ".join(str(info.get(k) or "") for k in keys if not said(str(info.get(k) or "")))
     caption = " · ".join(p for p in (short_prompt, "" if model_said else model, size.strip()) if p)
     tips = []
     if short_prompt != prompt and not said(prompt):

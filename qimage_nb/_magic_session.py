@@ -134,12 +134,13 @@ def emulator(magics: QImageMagics, line: str) -> None:
     emu = session.start_emulator(name, **options)
     from IPython.display import display
 
-    whose = f"{provider.title}'s API" if name != "apimart" else "the API"
     where = f"{provider.title} emulator running at {emu.base_url}" if name != "apimart" else f"emulator running at {emu.base_url}"
     stop = "%qimage emulator --stop" + (f" --provider {name}" if args.provider else "")
-    banner_text = EMULATOR_BANNER.replace("the real API", whose) if name != "apimart" else EMULATOR_BANNER
+    banner_text = EMULATOR_BANNER
     if name != "apimart":
-        banner_text = banner_text.replace("%qimage login", f"%qimage login --provider {name}")
+        banner_text = banner_text.replace(
+            "%qimage login switches to the real API", f"%qimage login --provider {name} switches to the real {provider.title}"
+        )
     text = f"{banner_text}\n{where}; {stop} stops it"
     banner = (
         '<div class="qimage-banner" style="background:#fff3cd;color:#664d03;padding:4px 8px;border-radius:4px">'
