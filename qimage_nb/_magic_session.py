@@ -103,7 +103,7 @@ def pending(magics: QImageMagics, line: str) -> None:
 def emulator(magics: QImageMagics, line: str) -> None:
     """%qimage emulator [--provider P] [--auto] [--stop] [--latency S]: a bundled offline emulator in this kernel."""
     args = parse(emulator, line)
-    from ._session import EMULATOR_BANNER, get_session
+    from ._session import emulator_banner, get_session
 
     session = get_session()
     provider = session.provider(args.provider)
@@ -136,11 +136,7 @@ def emulator(magics: QImageMagics, line: str) -> None:
 
     where = f"{provider.title} emulator running at {emu.base_url}" if name != "apimart" else f"emulator running at {emu.base_url}"
     stop = "%qimage emulator --stop" + (f" --provider {name}" if args.provider else "")
-    banner_text = EMULATOR_BANNER
-    if name != "apimart":
-        banner_text = banner_text.replace(
-            "%qimage login switches to the real API", f"%qimage login --provider {name} switches to the real {provider.title}"
-        )
+    banner_text = emulator_banner(provider)
     text = f"{banner_text}\n{where}; {stop} stops it"
     banner = (
         '<div class="qimage-banner" style="background:#fff3cd;color:#664d03;padding:4px 8px;border-radius:4px">'

@@ -149,6 +149,9 @@ class Panel(PanelView):
         self.uploader.tooltip = "" if provider.capabilities.upload else (
             f"{provider.title} has no upload endpoint: add public https URLs"
         )
+        from ._session import emulator_banner
+
+        self.banner.value = self._banner_html(emulator_banner(provider))
         self.banner.layout.display = None if self._using_emulator() else "none"
         self.server.value = self._server_html()
         self.provider_note.value = self._provider_note()

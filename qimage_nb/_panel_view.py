@@ -138,11 +138,7 @@ class PanelView:
         """Every widget, laid out; no callbacks yet (the panel wires them)."""
         from ._session import EMULATOR_BANNER
 
-        self.banner = W.HTML(
-            f'<div style="background:#fff3cd;color:#664d03;padding:6px 10px;border-radius:4px">'
-            f"<b>EMULATOR</b> · {html.escape(EMULATOR_BANNER.removeprefix('EMULATOR: '))}</div>",
-            layout=W.Layout(width="100%"),
-        )
+        self.banner = W.HTML(self._banner_html(EMULATOR_BANNER), layout=W.Layout(width="100%"))
         self.banner.add_class("qimage-banner")
         self.banner.layout.display = "none"
 
@@ -205,9 +201,10 @@ class PanelView:
         )
         self.seed.add_class("qimage-seed")
         self.extend = W.ToggleButtons(
-            options=[("host default", "default"), ("rewrite", "on"), ("as written", "off")],
+            options=[("default", "default"), ("rewrite", "on"), ("as written", "off")],
             value="default",
-            style={"button_width": "92px"},
+            description="Prompt",
+            style={"button_width": "96px", "description_width": "56px"},
             tooltips=[
                 "let the host decide whether to rewrite the prompt",
                 "the host may rewrite the prompt to add detail",
@@ -215,6 +212,7 @@ class PanelView:
             ],
             layout=W.Layout(margin="0 0 0 10px"),
         )
+        _inline(self.extend)
         self.extend.add_class("qimage-extend")
         self.watermark = W.Checkbox(value=False, description="Watermark", indent=False,
                                     layout=W.Layout(width="auto", margin="0 0 0 10px"))
@@ -429,6 +427,13 @@ class PanelView:
         self.root.add_class("qimage-panel")
 
     # -- drawing --
+
+    @staticmethod
+    def _banner_html(text: str) -> str:
+        return (
+            f'<div style="background:#fff3cd;color:#664d03;padding:6px 10px;border-radius:4px">'
+            f"<b>EMULATOR</b> · {html.escape(text.removeprefix('EMULATOR: '))}</div>"
+        )
 
     def _count_html(self, length: int, limit: int) -> str:
         if length > limit:

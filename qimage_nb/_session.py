@@ -23,12 +23,21 @@ if TYPE_CHECKING:
     from ._sync import Client
     from .emulator import Emulator
 
-__all__ = ["Session", "current_client", "get_session"]
+__all__ = ["Session", "current_client", "emulator_banner", "get_session"]
 
 EMULATOR_BANNER = (
     "EMULATOR: images come from qimage_nb's bundled offline emulator, not from Qwen Image. "
     "%qimage login switches to the real API at once."
 )
+
+
+def emulator_banner(provider: Provider) -> str:
+    """EMULATOR_BANNER for ``provider``'s emulator: the login that leaves it names that host."""
+    if provider.name == "apimart":
+        return EMULATOR_BANNER
+    return EMULATOR_BANNER.replace(
+        "%qimage login switches to the real API", f"%qimage login --provider {provider.name} switches to the real {provider.title}"
+    )
 
 
 # The bundled emulator of each host (a table, not a branch per host in the faces).
