@@ -159,7 +159,7 @@ def _login_provider(line: str) -> str | None:
     if len(words) == 1 and words[0].startswith("--provider="):
         return words[0].split("=", 1)[1]
     raise UsageError(
-        "%qimage login takes only --provider P: run it and paste the key at the hidden prompt, "
+        "%qimage login takes no arguments but --provider P: run it and paste the key at the hidden prompt, "
         "so the key never lands in the notebook (delete anything else from this cell)"
     )
 

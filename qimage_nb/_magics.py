@@ -615,7 +615,7 @@ class QImageMagics(Magics):
         submitting again (or, with --resend, send a submit whose outcome is unknown again)."""
         args = parse(self._cmd_resume, line)
         if sum(map(bool, (args.task_id, args.all, args.resend))) > 1:
-            raise UsageError("pass one of a task id, --all or --resend KEY")
+            raise UsageError("pass one of a task id, --all or --resend KEY, not both")
         name = self._checked_name(args.output)
         thumb_px, fmt, concurrency = self._checked_display_settings()
         import asyncio

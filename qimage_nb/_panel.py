@@ -145,6 +145,10 @@ class Panel(PanelView):
         ):
             widget.disabled = option not in options
             widget.tooltip = f"{provider.title} {disabled}" if widget.disabled else enabled
+        # A row with nothing the provider takes is left out: every line the controls save keeps the
+        # newest run in view after Generate.
+        self.options_row.layout.display = None if options & {"seed", "prompt_extend", "watermark"} else "none"
+        self.free_size.layout.display = None if "pixel_size" in options else "none"
         self.uploader.disabled = not provider.capabilities.upload
         self.uploader.tooltip = "" if provider.capabilities.upload else (
             f"{provider.title} has no upload endpoint: add public https URLs"
@@ -282,8 +286,16 @@ class Panel(PanelView):
 
         provider = self._provider()
         source = get_session().key_source_for(provider.name)
-        text = f"key from {source}" if source else f"no key: ${provider.key_env}, %qimage login --provider {provider.name} or %qimage emulator --provider {provider.name}"
-        return f'<span style="color:{MUTED}">{html.escape(text)}</span>'
+        if source == "the bundled emulator":
+            return ""  # the banner above says it, once
+        short = {"%qimage login (memory only)": "%qimage login"}
+        text = f"key: {short.get(source, source)}" if source else f"no key (${provider.key_env})"
+        tip = (
+            f"the {provider.title} key comes from {source} (never shown)" if source else
+            f"set ${provider.key_env}, run %qimage login --provider {provider.name}, or "
+            f"%qimage emulator --provider {provider.name}"
+        )
+        return f'<span style="color:{MUTED};white-space:nowrap" title="{html.escape(tip)}">{html.escape(text)}</span>'
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         """The loop runs live on: the panel's home loop, else (no loop at construction) the caller's."""

@@ -143,16 +143,31 @@ class PanelView:
         self.banner.layout.display = "none"
 
         self.title = W.HTML(
-            '<div style="font-size:15px;font-weight:600">Qwen Image 2.0</div>',
-            layout=W.Layout(flex="1 1 auto"),
+            '<div style="font-size:15px;font-weight:600;white-space:nowrap">Qwen Image 2.0</div>',
+            layout=W.Layout(flex="0 0 auto"),
         )
         self.server = W.HTML()
         self.server.add_class("qimage-server")
         self.balance = W.HTML("")
         self.balance.add_class("qimage-balance")
+        # The hosts, each by name; the panel picks the session's and lists models, sizes and options
+        # from what the chosen one supports (provider.capabilities), never from its name.
+        from .providers import all_providers
+
+        # In the header, after the title: the host is what the whole panel talks to (and a row of
+        # its own would push the newest run further down).
+        self.provider = W.Dropdown(
+            options=[(p.title, p.name) for p in all_providers()],
+            tooltip="the host the panel sends to",
+            layout=W.Layout(width="auto", min_width="190px", flex="0 1 250px", margin="0 12px 0 8px"),
+        )
+        self.provider.add_class("qimage-provider")
+        # Where the chosen provider's key comes from (never the key), beside its server.
+        self.provider_note = W.HTML(layout=W.Layout(margin="0 12px 0 0"))
+        self.provider_note.add_class("qimage-provider-note")
         header = W.HBox(
-            [self.title, self.server, self.balance],
-            layout=W.Layout(align_items="baseline", width="100%"),
+            [self.title, self.provider, self.server, self.provider_note, self.balance],
+            layout=W.Layout(align_items="center", width="100%", flex_flow="row wrap"),
         )
         header.add_class("qimage-header")
 
@@ -164,23 +179,10 @@ class PanelView:
             "Negative", "Optional: what to avoid (blurry, watermark, extra fingers…)", "44px", "qimage-negative"
         )
 
-        # The hosts, each by name; the panel picks the session's and lists models, sizes and options
-        # from what the chosen one supports (provider.capabilities), never from its name.
-        from .providers import all_providers
-
-        self.provider = W.Dropdown(
-            options=[(p.title, p.name) for p in all_providers()],
-            description="Provider",
-            style=_DESC,
-            layout=W.Layout(width="auto", min_width="340px"),
-        )
-        self.provider.add_class("qimage-provider")
-        self.provider_note = W.HTML(layout=W.Layout(margin="0 0 0 10px"))
-        self.provider_note.add_class("qimage-provider-note")
         # A dropdown: a host may serve many models (DashScope lists seven).
         self.model = W.Dropdown(
             options=list(MODELS), value=MODELS[0], description="Model", style=_DESC,
-            layout=W.Layout(width="auto", min_width="340px"),
+            layout=W.Layout(width="auto", min_width="300px", max_width="420px"),
         )
         self.model.add_class("qimage-model")
         self.ratio = _toggles(list(RATIOS), "Ratio", "50px", "qimage-size")
@@ -194,6 +196,7 @@ class PanelView:
         self.pixels = W.HTML()
         self.pixels.add_class("qimage-pixels")
         self.count = _toggles(list(range(N_MIN, N_MAX + 1)), "Images", "34px", "qimage-count")
+        self.count.style.description_width = "56px"
 
         # Options only some hosts take; enabled where the provider supports them.
         self.seed = W.Text(
@@ -217,6 +220,11 @@ class PanelView:
         self.watermark = W.Checkbox(value=False, description="Watermark", indent=False,
                                     layout=W.Layout(width="auto", margin="0 0 0 10px"))
         self.watermark.add_class("qimage-watermark")
+        # Shown only for a provider that takes at least one of them (the panel decides).
+        self.options_row = W.HBox(
+            [self.seed, self.extend, self.watermark], layout=W.Layout(align_items="center", width="100%")
+        )
+        self.options_row.add_class("qimage-options")
 
         # references: URL + Add, or local files through the provider's upload endpoint
         self.ref_url = W.Text(
@@ -281,12 +289,12 @@ class PanelView:
                 right(self.prompt_count),
                 self.negative,
                 right(self.negative_count),
-                row(self.provider, self.provider_note),
+                # Two controls a row where they fit: each line the controls save keeps the newest
+                # run (drawn below them) in view after Generate, at 1024 px too.
                 self.model,
                 row(self.ratio, self.free_size),
-                row(self.resolution, self.pixels),
-                self.count,
-                row(self.seed, self.extend, self.watermark),
+                row(self.resolution, self.count, self.pixels),
+                self.options_row,
                 row(self.ref_url, self.ref_add_button, self.uploader),
                 self.refs_box,
                 # The hint shares the buttons' row: every line the controls save brings the newest

@@ -54,15 +54,18 @@ async def test_the_provider_choice_decides_models_and_which_options_are_enabled(
             "the APIMart API", "Alibaba Model Studio (DashScope)"]
         assert list(panel.model.options) == ["qwen-image-2.0", "qwen-image-2.0-pro"]
         assert panel.seed.disabled and panel.extend.disabled and panel.watermark.disabled and panel.free_size.disabled
+        (options,) = by_class(panel, "qimage-options")
+        assert not visible(options) and not visible(panel.free_size)  # nothing there this host takes
         assert panel.seed.tooltip == "the APIMart API takes no seed"
         assert not panel.uploader.disabled
-        assert "key from the bundled emulator" in text_of(panel.provider_note)
+        assert text_of(panel.provider_note) == ""  # the emulator's banner says where the key is
 
         panel.provider.value = "dashscope"
         await panel.wait()
         assert list(panel.model.options) == list(get_provider("dashscope").models)
         assert panel.model.value == "qwen-image-2.0"
         assert not (panel.seed.disabled or panel.extend.disabled or panel.watermark.disabled or panel.free_size.disabled)
+        assert visible(options) and visible(panel.free_size)
         assert panel.uploader.disabled and "no upload endpoint" in panel.uploader.tooltip
         assert panel.seed.tooltip.startswith("the same seed")
         (banner,) = by_class(panel, "qimage-banner")
@@ -141,7 +144,8 @@ async def test_a_provider_without_a_key_says_which_variable(session, monkeypatch
     try:
         panel.provider.value = "dashscope"
         await panel.wait()
-        assert "no key: $DASHSCOPE_API_KEY" in text_of(panel.provider_note)
+        assert text_of(panel.provider_note) == "no key ($DASHSCOPE_API_KEY)"
+        assert "%qimage emulator --provider dashscope" in panel.provider_note.value  # its tooltip
         await generate(panel, "anything")
         (error,) = by_class(panel, "qimage-error")
         assert visible(error)
