@@ -924,7 +924,7 @@ class AsyncClient:
             raise
         # Tell the display the task id now, not at the first poll: a user who stops waiting in
         # between must be told which task to resume.
-        await progress.emit("pending", task_id=submitted.task_id)
+        await progress.emit("queued", task_id=submitted.task_id)
         job = await self._journal(self.store.get, key)
         assert job is not None
         return await self._track(
@@ -952,7 +952,7 @@ class AsyncClient:
                     raise await self._unknown(job.key, "its submit never got an answer")
                 submitted = await self._submit_journaled(job.request, job.key, fresh=False, force=force)
                 task_id, result = submitted.task_id, submitted.result
-                await progress.emit("pending", task_id=task_id)
+                await progress.emit("queued", task_id=task_id)
             last: TaskStatus | None = result
             updates = (
                 _one_status(result)
@@ -964,7 +964,7 @@ class AsyncClient:
                     self.store.record_status, job.key, last.status, last.progress, urls=last.urls,
                     error=last.error.message if last.error else None, cost=last.cost,
                 )
-                await progress.emit(last.status, task_id=task_id, status=last)
+                await progress.emit(last.phase, task_id=task_id, status=last)
             assert last is not None
             if settled is not None:
                 settled()  # the task is over on the server: its batch slot can take the next one

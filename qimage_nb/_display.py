@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._contract import _short
+from ._contract import PHASE_WORDS, _short, parse_pixel_size
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from ._contract import GenerationRequest
 
 __all__ = [
-    "DEFAULT_THUMB_PX", "NOTEBOOK_FLOOR_BYTES", "NOTEBOOK_SHARE", "LiveGallery", "LiveSlot", "Tile", "caption_for", "error_line", "format_seconds",
-    "gallery_bundle", "gallery_html", "history_bundle", "notebook_budget", "progress_status", "stored_caption", "tile_for", "when",
+    "DEFAULT_THUMB_PX", "NOTEBOOK_FLOOR_BYTES", "NOTEBOOK_SHARE", "LiveGallery", "LiveSlot", "Tile", "caption_for", "error_line", "format_cost", "format_seconds",
+    "gallery_bundle", "gallery_html", "history_bundle", "notebook_budget", "progress_status", "resend_command", "stored_caption", "tile_for", "when",
 ]  # fmt: skip
 
 DEFAULT_THUMB_PX = 256  # the thumbnails' longest side, everywhere one is made (magic, panel, display)
@@ -69,6 +69,13 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds} s" if seconds < 90 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
+def format_cost(cost: float) -> str:
+    """What the host said a task cost, as money: ``$0.006``, ``$0.05``, ``$1.20``."""
+    if cost == 0 or (cost >= 0.01 and round(cost, 2) == round(cost, 6)):
+        return f"${cost:,.2f}"
+    return "$" + f"{cost:.6f}".rstrip("0").rstrip(".")
+
+
 def when(timestamp: float | None) -> str:
     """A past moment as a date and how long ago: ``2024-05-01 10:12 (3 h ago)``."""
     if timestamp is None:
@@ -97,7 +104,7 @@ def estimate_left(stage: str, *, progress: int, elapsed: float, estimated_time: 
     guesses = []
     if estimated_time is not None:
         guesses.append(estimated_time - elapsed)
-    if stage == "processing" and 0 < progress < 100 and elapsed > 0:
+    if stage == "running" and 0 < progress < 100 and elapsed > 0:
         guesses.append(elapsed * (100 - progress) / progress)
     return max(0.0, min(guesses)) if guesses else None
 
@@ -119,7 +126,7 @@ def progress_status(
     task = f" · task {task_id}" if task_id else ""
     if eta is None:
         left = ""
-    elif eta <= 0 or (stage == "processing" and progress >= 90):
+    elif eta <= 0 or (stage == "running" and progress >= 90):
         # The server's estimate is pessimistic: near the end, progress says more than it does.
         left = " · almost done"
     else:
@@ -130,35 +137,42 @@ def progress_status(
         return "uploading references..."
     if stage == "submitting":
         return "submitting..."
-    if stage == "pending":
+    if stage == "queued":
         return f"queued{left}{task}"
-    if stage == "processing":
-        return f"processing {progress}%{left}{task}"
+    if stage == "running":
+        return f"running {progress}%{left}{task}"
     if stage in ("downloading", "completed"):
         return f"downloading {have} of {count}{task}"
     return f"{stage}{task}"
 
 
-def error_line(exc: BaseException, *, host: str | None = None, retries: int = 0) -> tuple[str, str]:
+def error_line(
+    exc: BaseException, *, host: str | None = None, retries: int = 0, setting: str = "QIMAGE_BASE_URL"
+) -> tuple[str, str]:
     """(kind, message) for one readable line that says what to do.
 
     A timeout says how to get the images later; a network failure names ``host`` (the API's, when
-    known) and what to check, and how many retries (``retries``) were made.
+    known), how many retries (``retries``) were made, and what to check (``setting``: the
+    provider's base URL variable), said once.
     """
     from ._exceptions import GenerationTimeout, TransportError
 
     message = str(exc) or type(exc).__name__
     if isinstance(exc, GenerationTimeout):
+        phase = PHASE_WORDS.get(exc.last_status or "", exc.last_status or "running")
         message = (
-            f"task {exc.task_id} is still {exc.last_status or 'running'} after the wait deadline; "
+            f"task {exc.task_id} is still {phase} after the wait deadline; "
             f"it keeps running on the server. Get its images later with: %qimage resume {exc.task_id}"
         )
     elif isinstance(exc, TransportError) and host:
         tried = f" after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
-        message = (
-            f"cannot reach {host}{tried} ({message}). Check this machine's network connection, or "
-            "QIMAGE_BASE_URL if the API is at another address"
-        )
+        if "check the network" in message:  # the client already said what to check
+            message = f"cannot reach {host}{tried}: {message}"
+        else:
+            message = (
+                f"cannot reach {host}{tried} ({message}). Check this machine's network connection, or "
+                f"{setting} if the API is at another address"
+            )
     return type(exc).__name__, message
 
 
@@ -184,7 +198,9 @@ class Tile:
 def caption_for(info: dict[str, Any] | Any) -> tuple[str, str]:
     """(short caption, full tooltip) from an image's provenance ``info`` (the panel's words)."""
     short_prompt = _short(info.get("prompt", ""), 60)
-    parts = [info.get("model", ""), f"{info.get('size', '')} {info.get('resolution', '')}".strip()]
+    pixels = parse_pixel_size(str(info.get("size") or ""))
+    size = info.get("size", "") if pixels else f"{info.get('size', '')} {info.get('resolution', '')}"
+    parts = [info.get("model", ""), str(size).strip()]
     caption = " · ".join(p for p in (short_prompt, *parts) if p)
     tooltip = "\n".join(
         f"{key}: {info[key]}"
@@ -214,7 +230,9 @@ def stored_caption(info: dict[str, Any] | Any, heading: str = "") -> tuple[str, 
     short_prompt = "" if said(prompt) else _short(prompt, 60)
     # A grid's labels name the model by its short name ("pro · 16:9 · 1K").
     model_said = said(model) or said(SHORT_MODEL.get(model, ""))
-    size = " ".join(str(info.get(k) or "") for k in ("size", "resolution") if not said(str(info.get(k) or "")))
+    # A pixel size (DashScope's 1536x640) has no tier to name.
+    keys = ("size",) if parse_pixel_size(str(info.get("size") or "")) else ("size", "resolution")
+    size = " ".join(str(info.get(k) or "") for k in keys if not said(str(info.get(k) or "")))
     caption = " · ".join(p for p in (short_prompt, "" if model_said else model, size.strip()) if p)
     tips = []
     if short_prompt != prompt and not said(prompt):
@@ -409,6 +427,7 @@ class LiveSlot:
     unconfirmed: bool = False  # task_id is a journal key: the submit's answer never arrived
     retry: str | None = None  # the request being retried now, and why
     deadline: float | None = None  # monotonic time the estimate says it ends; only ever moves earlier
+    cost: float | None = None  # what the host said the task cost, when it said
 
     def __post_init__(self) -> None:
         if self.request is not None and not self.tiles:
@@ -420,15 +439,16 @@ class LiveSlot:
         if self.stage == "done":
             if self.cached:
                 return f"from cache, {when(self.cached_at)}; --new for fresh images{task}"
+            cost = f" · {format_cost(self.cost)}" if self.cost is not None else ""
             if self.reattached:
-                return f"done: the earlier, unfinished run of this request (not billed again){task}"
-            return f"done in {self.elapsed:.0f} s{task}"
+                return f"done: the earlier, unfinished run of this request (not billed again){cost}{task}"
+            return f"done in {self.elapsed:.0f} s{cost}{task}"
         if self.stage == "interrupted":
             if self.task_id and self.unconfirmed:
                 return (
-                    "interrupted while submitting: the API may or may not have this task. "
-                    f"%qimage resume {self.task_id} finishes it, re-sending the same Idempotency-Key, "
-                    "so it is never billed twice"
+                    "interrupted while submitting: the API may or may not have this task (it may be billed). "
+                    f"{resend_command(self.task_id)} sends the identical request with the same key "
+                    "(a host that honours the key answers with the task it made)"
                 )
             if self.task_id:
                 return (
@@ -442,7 +462,7 @@ class LiveSlot:
         line = progress_status(
             self.stage, progress=self.progress, eta=self.eta, task_id=self.task_id, have=have, count=self.count
         )
-        if self.retry and self.stage in ("waiting", "submitting", "pending", "processing", "downloading"):
+        if self.retry and self.stage in ("waiting", "submitting", "queued", "running", "downloading"):
             line += f" · {self.retry}"
         return f"re-attached to the earlier, unfinished run of this request · {line}" if self.reattached else line
 
@@ -451,14 +471,14 @@ class LiveSlot:
         return self.stage in ("failed", "error", "cancelled", "interrupted")
 
     def placeholder_text(self) -> str:
-        if self.stage == "processing":
+        if self.stage == "running":
             return f"{self.progress}%"
         if self.stage in ("failed", "error", "cancelled"):
             return f"✕ {self.stage}"
         if self.stage == "interrupted":
             return "not waited for"
         return {"waiting": "waiting", "uploading": "uploading", "submitting": "submitting",
-                "pending": "queued", "downloading": "downloading", "completed": "downloading", "done": ""}.get(self.stage, self.stage)  # fmt: skip
+                "queued": "queued", "downloading": "downloading", "completed": "downloading", "done": ""}.get(self.stage, self.stage)  # fmt: skip
 
 
 class LiveGallery:
@@ -486,6 +506,7 @@ class LiveGallery:
         self.errors: list[str] = []
         self.footer: str | None = None
         self.host: str | None = None  # the API's host, named when the network fails
+        self.setting = "QIMAGE_BASE_URL"  # the provider's base URL variable, named with it
         self.retries = 0
         # The cell raises the failure: its one red line is the reason, so the gallery does not
         # say it again (a status line and an error line would repeat it above the traceback).
@@ -533,7 +554,7 @@ class LiveGallery:
         slot.cached_at = update.cached_at
         slot.reattached = update.reattached
         if update.error is not None:
-            slot.error = error_line(update.error, host=self.host, retries=self.retries)[1]
+            slot.error = error_line(update.error, host=self.host, retries=self.retries, setting=self.setting)[1]
         count = len(update.images) or slot.count or update.request.n
         if count != len(slot.tiles):
             slot.tiles = (slot.tiles + [None] * count)[:count]
@@ -572,13 +593,14 @@ class LiveGallery:
                 continue
             if gen.error is not None:
                 slot.stage = "failed" if gen.status == "failed" else "error"
-                slot.error = error_line(gen.error, host=self.host, retries=self.retries)[1]
+                slot.error = error_line(gen.error, host=self.host, retries=self.retries, setting=self.setting)[1]
                 slot.task_id = gen.task_id or slot.task_id
                 continue
             slot.request = gen.request
             slot.task_id = gen.task_id
             slot.stage = "done"
             slot.cached = gen.cached
+            slot.cost = None if gen.cached else gen.cost
             if gen.cached:
                 slot.cached_at = gen.completed_at
             slot.count = len(gen.images)
@@ -605,7 +627,7 @@ class LiveGallery:
         ``said_below``: the cell raises it, and its red line is the one place the reason is said;
         the gallery keeps only a small mark where the images would have been.
         """
-        kind, message = error_line(exc, host=self.host, retries=self.retries)
+        kind, message = error_line(exc, host=self.host, retries=self.retries, setting=self.setting)
         task_id = getattr(exc, "task_id", None)
         absorbed = False
         for slot in self.slots:
@@ -703,20 +725,37 @@ class LiveGallery:
 # --- the journal -----------------------------------------------------------------------------
 
 
-def _resume_hint(pending: Sequence[Any]) -> str:
-    """The command that fetches pending entries, with a real id in it (never a TASK_ID to fill in).
+def resend_command(key: str) -> str:
+    return f"%qimage resume --resend {key}"
 
-    An entry whose submit was never answered has no task id, only its journal key; resume takes
-    the key and re-sends the same Idempotency-Key, so the API returns the task it may have made.
+
+def _resume_hints(pending: Sequence[Any]) -> list[str]:
+    """The commands that fetch pending entries, with real ids in them (never a TASK_ID to fill in).
+
+    An entry whose submit was never answered has no task id, only its journal key: the task may
+    exist and may be billed, and only the user can decide to resend it (the same body with the same
+    Idempotency-Key: a host that honours keys answers with the task it made; another may bill a
+    second one). Each such entry gets its own exact resend command.
     """
-    if not pending:
-        return ""
-    first = pending[0]
-    target = first.task_id or first.key
-    unanswered = "" if first.task_id else " (no task id: the submit was never answered; resume re-sends it with the same Idempotency-Key, never billed twice)"
-    if len(pending) == 1:
-        return f"resume with: %qimage resume {target}{unanswered}"
-    return f"resume one with: %qimage resume {target}{unanswered}; or all {len(pending)} with: %qimage resume --all"
+    unanswered = [e for e in pending if not e.task_id]
+    tasks = [e for e in pending if e.task_id]
+    hints = []
+    if len(tasks) == 1:
+        hints.append(f"resume with: %qimage resume {tasks[0].task_id}")
+    elif tasks:
+        hints.append(f"resume one with: %qimage resume {tasks[0].task_id}; or all {len(tasks)} with: %qimage resume --all")
+    for entry in unanswered:
+        hints.append(
+            f"outcome unknown (the submit got no answer; the task may exist and may be billed): "
+            f"to resend the identical request with the same key, {resend_command(entry.key)}"
+        )
+    return hints
+
+
+def _status_word(entry: Any) -> str:
+    if getattr(entry, "outcome_unknown", False) or (not entry.task_id and getattr(entry, "status", "") == "submitting"):
+        return "outcome unknown"
+    return PHASE_WORDS.get(str(getattr(entry, "status", "")), str(getattr(entry, "status", "")))
 
 
 def history_bundle(entries: Sequence[Any], *, pending_only: bool) -> dict[str, Any]:
@@ -724,34 +763,35 @@ def history_bundle(entries: Sequence[Any], *, pending_only: bool) -> dict[str, A
     if not entries:
         text = "no pending tasks" if pending_only else "the journal is empty: no generations yet"
         return {"text/plain": text, "text/html": f"<div>{html.escape(text)}</div>"}
-    header = ("time", "status", "task id", "prompt", "n", "model / size")
+    header = ("time", "status", "task id", "prompt", "n", "model / size", "cost")
     rows = []
     for entry in entries:
         request = entry.request
         created = getattr(entry, "created_at", None)
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
         model = request.model  # the name the API, the magic and the panel use
+        cost = getattr(entry, "cost", None)
         rows.append(
             (
                 stamp,
-                str(getattr(entry, "status", "")),
-                entry.task_id or f"(no id yet; key {entry.key})",
+                _status_word(entry),
+                entry.task_id or f"(no id; key {entry.key})",
                 _short(request.prompt or "(unknown prompt)", 50),
                 str(request.n),
-                f"{model} · {request.size} {request.resolution}",
+                f"{model} · {request.size}" + ("" if parse_pixel_size(request.size) else f" {request.resolution}"),
+                format_cost(cost) if cost is not None else "",
             )
         )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    text_lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    text_lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    text_lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    text_lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     pending = [e for e in entries if not getattr(e, "downloaded", True) and getattr(e, "status", "") not in ("failed", "cancelled")]
-    hint = _resume_hint(pending)
-    if hint:
-        text_lines.append(hint)
+    hints = _resume_hints(pending)
+    text_lines += hints
     cells = "".join(
         "<tr>" + "".join(f'<td style="text-align:left">{html.escape(c)}</td>' for c in row) + "</tr>" for row in rows
     )
     head = "".join(f'<th style="text-align:left">{html.escape(h)}</th>' for h in header)
-    foot = f'<div style="color:#555">{html.escape(hint)}</div>' if hint else ""
+    foot = "".join(f'<div style="color:#555">{html.escape(hint)}</div>' for hint in hints)
     table = f'<table class="qimage-history"><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>{foot}'
     return {"text/plain": "\n".join(text_lines), "text/html": table}

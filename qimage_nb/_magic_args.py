@@ -37,6 +37,7 @@ LINE_SUBCOMMANDS = (
     "logout",
     "config",
     "emulator",
+    "models",
     "resume",
     "history",
     "pending",
@@ -46,14 +47,17 @@ LINE_HELP = "\n".join(
     [
         "%qimage SUBCOMMAND: manage the session (generation is the %%qimage cell magic).",
         "",
-        "  %qimage login                  ask for the API key (hidden prompt; memory only)",
-        "  %qimage logout                 forget it",
-        "  %qimage config                 effective settings (never the key) and the balance",
-        "  %qimage emulator [--auto] [--stop] [--latency S]",
-        "                                 the bundled offline emulator in this kernel (--auto: only",
-        "                                 when no key is configured)",
-        "  %qimage resume [TASK_ID | --all] [-o NAME]",
-        "                                 fetch a task's images without submitting it again",
+        "  %qimage login [--provider P]   ask for the provider's API key (hidden prompt; memory only)",
+        "  %qimage logout [--provider P]  forget it",
+        "  %qimage config                 effective settings (never the key), the balance, the cost",
+        "                                 of this session's generations",
+        "  %qimage emulator [--provider P] [--auto] [--stop] [--latency S]",
+        "                                 the provider's bundled offline emulator in this kernel",
+        "                                 (--auto: only when no key is configured)",
+        "  %qimage models [--provider P]  the model ids the API in use lists",
+        "  %qimage resume [TASK_ID | --all | --resend KEY] [-o NAME]",
+        "                                 fetch a task's images without submitting it again; --resend",
+        "                                 sends a submit whose outcome is unknown again, same key",
         "  %qimage history [-n N] [--pending]",
         "                                 the journal of generations on this machine",
         "  %qimage pending                tasks submitted but never downloaded",
@@ -69,18 +73,31 @@ _CELL_ARGUMENTS = (
         f"(default: {DEFAULT_OUTPUT}, or %%config QImageMagics.output)",
     ),
     argument(
+        "--provider", metavar="P", default=None,
+        help="the host: apimart (the seed's API) or dashscope (Alibaba Model Studio); default: "
+        "%%config QImageMagics.provider, $QIMAGE_PROVIDER, or the one whose key is set",
+    ),
+    argument(
         "--model", action="append", metavar="M",
-        help="qwen-image-2.0 (default) or qwen-image-2.0-pro ('standard' and 'pro' work too); "
-        "comma-separated values make a comparison grid",
+        help="qwen-image-2.0 (default) or qwen-image-2.0-pro ('standard' and 'pro' work too), or "
+        "another model the provider serves (%%qimage models); comma-separated values make a comparison grid",
     ),
     argument("--pro", action="store_true", help="use qwen-image-2.0-pro (better text, finer texture)"),
     argument(
-        "--size", action="append", metavar="RATIO",
-        help="aspect ratio: 1:1 (default), 4:3, 3:4, 16:9, 9:16, 3:2, 2:3; comma-separated for a grid",
+        "--size", action="append", metavar="SIZE",
+        help="aspect ratio: 1:1 (default), 4:3, 3:4, 16:9, 9:16, 3:2, 2:3; or WIDTHxHEIGHT where the "
+        "provider takes pixel sizes (dashscope); comma-separated for a grid",
     ),
     argument("--resolution", action="append", metavar="1K|2K", help="1K (default) or 2K; comma-separated for a grid"),
     argument("-n", type=int, default=None, metavar="N", help="images per request, 1 to 6 (default 1)"),
     argument("--negative", metavar="TEXT", default=None, help="negative prompt (quote it), up to 500 characters"),
+    argument(
+        "--seed", action="append", metavar="N",
+        help="seed, 0 to 2147483647, where the provider takes one (dashscope); comma-separated for a grid",
+    ),
+    argument("--extend", action="store_true", help="let the provider rewrite the prompt (where it can: dashscope)"),
+    argument("--no-extend", action="store_true", help="send the prompt as written, no rewriting (dashscope)"),
+    argument("--watermark", action="store_true", help="ask the provider for its watermark (dashscope)"),
     argument(
         "--ref", action="append", nargs="+", metavar="URL_OR_NAME",
         help="reference image(s), at most 3: an http(s) URL, a variable holding images this package "
@@ -216,14 +233,17 @@ def _quote(value: str) -> str:
     raise ValueError("a value with both ' and \" cannot be passed as a %%qimage argument")
 
 
-def reproduce_cell(request: GenerationRequest, *, name: str = DEFAULT_OUTPUT) -> str:
+def reproduce_cell(request: GenerationRequest, *, name: str = DEFAULT_OUTPUT, provider: str | None = None) -> str:
     """The exact ``%%qimage`` cell that makes this request again (served from the journal when unchanged).
 
-    Raises ``ValueError`` when an argument (negative prompt or reference URL) holds both kinds of
-    quote or a line break, which the magic's argument syntax cannot express.
+    ``provider``: the host's name, written as ``--provider`` when given. Raises ``ValueError`` when
+    an argument (negative prompt or reference URL) holds both kinds of quote or a line break, which
+    the magic's argument syntax cannot express.
     """
-    options = [
-        ("-o", name),
+    options = [("-o", name)]
+    if provider:
+        options.append(("--provider", provider))
+    options += [
         ("--model", request.model),
         ("--size", request.size),
         ("--resolution", request.resolution),
@@ -231,10 +251,17 @@ def reproduce_cell(request: GenerationRequest, *, name: str = DEFAULT_OUTPUT) ->
     ]
     if request.negative_prompt:
         options.append(("--negative", request.negative_prompt))
+    if request.seed is not None:
+        options.append(("--seed", str(request.seed)))
     options += [("--ref", url) for url in request.image_urls]
+    flags = []
+    if request.prompt_extend is not None:
+        flags.append("--extend" if request.prompt_extend else "--no-extend")
+    if request.watermark:
+        flags.append("--watermark")
     return (
         "%%qimage "
-        + " ".join(f"{option} {_quote(value)}" for option, value in options)
+        + " ".join([*(f"{option} {_quote(value)}" for option, value in options), *flags])
         + "\n"
         + request.prompt
     )

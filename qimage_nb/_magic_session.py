@@ -23,7 +23,7 @@ from ._magic_args import parse
 if TYPE_CHECKING:
     from ._magics import QImageMagics
 
-__all__ = ["NO_KEY", "SUBCOMMANDS"]
+__all__ = ["NO_KEY", "SUBCOMMANDS", "no_key"]
 
 # First what works with no key at all, then how to add one; one line, as a UsageError shows it.
 NO_KEY = (
@@ -32,13 +32,32 @@ NO_KEY = (
 )
 
 
-def _key_state(session: Any) -> str:
-    return f"set (from {session.key_source})" if session.has_key else "not set"
+def no_key(provider: Any) -> str:
+    """NO_KEY for ``provider``: its own variable, and ``--provider`` when it is not the one in use."""
+    from ._session import get_session
+
+    if provider.name == get_session().provider().name and provider.key_env == "QIMAGE_API_KEY":
+        return NO_KEY
+    option = "" if provider.name == get_session().provider().name else f" --provider {provider.name}"
+    return (
+        f"no API key yet for {provider.title}: run %qimage emulator{option} to try everything offline "
+        f"now, or %qimage login{option} (or {provider.key_env} set before starting Jupyter) for the real API"
+    )
+
+
+def _key_state(session: Any, provider: str | None = None) -> str:
+    source = session.key_source_for(provider)
+    return f"set (from {source})" if source else "not set"
+
+
+def _provider_option(func: Any) -> Any:
+    return argument("--provider", metavar="P", default=None, help="apimart or dashscope (default: the one in use)")(func)
 
 
 @magic_arguments(name="qimage history")
 @argument("-n", "--limit", type=int, default=20, help="how many entries, newest first (default 20)")
 @argument("--pending", action="store_true", help="only tasks submitted but never downloaded")
+@_provider_option
 def history(magics: QImageMagics, line: str) -> None:
     """%qimage history [-n N] [--pending]: the journal of this machine's generations."""
     args = parse(history, line)
@@ -49,7 +68,7 @@ def history(magics: QImageMagics, line: str) -> None:
     from ._display import history_bundle
     from ._session import get_session
 
-    client = get_session().client()
+    client = get_session().client(args.provider)
     entries = client.pending()[: args.limit] if args.pending else client.history(args.limit)
     display(history_bundle(entries, pending_only=args.pending), raw=True)
     if args.pending and client.cache_scope != client.base_url:
@@ -76,95 +95,172 @@ def pending(magics: QImageMagics, line: str) -> None:
 @argument(
     "--latency", type=float, default=None, metavar="S", help="seconds a task takes (default 2)"
 )
+@argument(
+    "--provider", metavar="P", default=None,
+    help="whose emulator: apimart (the seed's API) or dashscope (Alibaba Model Studio); it becomes "
+    "the provider in use (default: the one in use)",
+)
 def emulator(magics: QImageMagics, line: str) -> None:
-    """%qimage emulator [--auto] [--stop] [--latency S]: the bundled offline emulator in this kernel."""
+    """%qimage emulator [--provider P] [--auto] [--stop] [--latency S]: a bundled offline emulator in this kernel."""
     args = parse(emulator, line)
-    from ._session import EMULATOR_BANNER, get_session
+    from ._session import emulator_banner, get_session
 
     session = get_session()
+    provider = session.provider(args.provider)
+    name = provider.name
     if args.stop:
-        if not session.using_emulator:
-            print(f"the emulator is not running; using the API at {session.base_url}")
+        if session.emulator_for(name) is None:
+            print(f"the {provider.title} emulator is not running; using the API at {session.base_url_for(name)}")
             return
-        session.stop_emulator()
-        print(f"emulator stopped; using the API at {session.base_url} (key {_key_state(session)})")
+        session.stop_emulator(name)
+        print(f"emulator stopped; using {provider.title} at {session.base_url_for(name)} (key {_key_state(session, name)})")
         return
     if args.latency is not None and not args.latency >= 0:
         raise UsageError(f"--latency {args.latency} must be zero or more seconds")
-    if args.auto and session.has_key and not session.using_emulator:
-        print(f"using the real API at {session.base_url} (key from {session.key_source})")
+    if args.provider:
+        session.choose(name)  # the emulator of a host is for using that host
+    if args.auto and session.has_key_for(name) and session.emulator_for(name) is None:
+        of = f" of {provider.title}" if name != "apimart" else ""
+        print(f"using the real API{of} at {session.base_url_for(name)} (key from {session.key_source_for(name)})")
         return
-    if session.using_emulator:
-        emu = session.emulator
-        assert emu is not None
+    running = session.emulator_for(name)
+    if running is not None:
         note = " (stop it first to change --latency)" if args.latency is not None else ""
-        print(f"the emulator is already running at {emu.base_url}{note}")
+        print(f"the {provider.title} emulator is already running at {running.base_url}{note}")
         return
     options: dict[str, Any] = {}
     if args.latency is not None:
         options = {"latency": args.latency, "jitter": args.latency / 2}
-    emu = session.start_emulator(**options)
+    emu = session.start_emulator(name, **options)
     from IPython.display import display
 
-    text = f"{EMULATOR_BANNER}\nemulator running at {emu.base_url}; %qimage emulator --stop stops it"
+    where = f"{provider.title} emulator running at {emu.base_url}" if name != "apimart" else f"emulator running at {emu.base_url}"
+    stop = "%qimage emulator --stop" + (f" --provider {name}" if args.provider else "")
+    banner_text = emulator_banner(provider)
+    text = f"{banner_text}\n{where}; {stop} stops it"
     banner = (
         '<div class="qimage-banner" style="background:#fff3cd;color:#664d03;padding:4px 8px;border-radius:4px">'
-        f"{html.escape(EMULATOR_BANNER)}<br/><small>emulator running at {html.escape(emu.base_url)}; "
-        "<code>%qimage emulator --stop</code> stops it</small></div>"
+        f"{html.escape(banner_text)}<br/><small>{html.escape(where)}; "
+        f"<code>{html.escape(stop)}</code> stops it</small></div>"
     )
     display({"text/html": banner, "text/plain": text}, raw=True)
 
 
+def _login_provider(line: str) -> str | None:
+    """The provider named by ``--provider P`` (the only argument login takes); None when absent.
+
+    Anything else is refused without being echoed: it may be the key itself, pasted in the cell.
+    """
+    words = line.split()
+    if not words:
+        return None
+    if len(words) == 2 and words[0] == "--provider":
+        return words[1]
+    if len(words) == 1 and words[0].startswith("--provider="):
+        return words[0].split("=", 1)[1]
+    raise UsageError(
+        "%qimage login takes no arguments but --provider P: run it and paste the key at the hidden prompt, "
+        "so the key never lands in the notebook (delete anything else from this cell)"
+    )
+
+
 def login(magics: QImageMagics, line: str) -> None:
-    """%qimage login: type the API key at a hidden prompt; kept in this kernel's memory only."""
-    if line.strip():
-        # Never echo what was typed: it may be the key itself, which now sits in the cell.
-        raise UsageError(
-            "%qimage login takes no arguments: run it alone and paste the key at the hidden prompt, "
-            "so the key never lands in the notebook (delete it from this cell)"
-        )
+    """%qimage login [--provider P]: type the provider's API key at a hidden prompt; kept in this
+    kernel's memory only. With --provider, that provider becomes the one in use."""
     import getpass
 
     from ._session import get_session
 
-    key = getpass.getpass("Qwen Image API key (kept in this kernel's memory only): ")
     session = get_session()
+    named = _login_provider(line.strip())
+    provider = session.provider(named)
+    key = getpass.getpass(f"{provider.title} API key (kept in this kernel's memory only): ")
     try:
-        session.login(key)  # a bad key is a ValidationError that never echoes it
+        session.login(key, provider.name)  # a bad key is a ValidationError that never echoes it
     finally:
         del key
+    if named:
+        session.choose(provider.name)
     stopped = ""
-    if session.using_emulator:
-        session.stop_emulator()
+    if session.emulator_for(provider.name) is not None:
+        session.stop_emulator(provider.name)
         stopped = "emulator stopped; "
     print(
-        f"key set for this kernel (memory only, never saved); {stopped}using the API at {session.base_url}"
+        f"key set for this kernel (memory only, never saved); {stopped}using {provider.title} at "
+        f"{session.base_url_for(provider.name)}"
     )
 
 
 def logout(magics: QImageMagics, line: str) -> None:
-    """%qimage logout: forget the key typed with %qimage login."""
+    """%qimage logout [--provider P]: forget the key typed with %qimage login."""
     from ._session import get_session
 
     session = get_session()
-    session.logout()
-    print(f"forgot the key typed with %qimage login; key now {_key_state(session)}")
+    provider = session.provider(_login_provider(line.strip()))
+    session.logout(provider.name)
+    print(f"forgot the {provider.title} key typed with %qimage login; key now {_key_state(session, provider.name)}")
 
 
-def config(magics: QImageMagics, line: str) -> None:
-    """%qimage config: the effective settings (never the key) and, with a key, the balance."""
-    from ._display import error_line
+@magic_arguments(name="qimage models")
+@_provider_option
+def models(magics: QImageMagics, line: str) -> None:
+    """%qimage models [--provider P]: the model ids the API in use lists (the documented ones marked)."""
+    args = parse(models, line)
     from ._session import get_session
     from ._sync import run_sync
 
     session = get_session()
+    provider = session.provider(args.provider)
+    if not provider.capabilities.list_models:
+        print(
+            f"{provider.title} has no model listing; the Qwen Image models it serves: {', '.join(provider.models)}"
+        )
+        return
+    if not session.has_key_for(provider.name):
+        raise UsageError(no_key(provider))
+    client = session.client(provider.name)
+    try:
+        listed = run_sync(client.models())
+    except KeyboardInterrupt:
+        print("interrupted")
+        return
+    documented = set(provider.models)
+    where = "the emulator of " if session.emulator_for(provider.name) is not None else ""
+    lines = [f"models listed by {where}{provider.title} ({client.base_url}); * = documented, checked exactly:"]
+    lines += [f"  {'*' if model in documented else ' '} {model}" for model in listed]
+    lines.append(
+        "others are sent with the universal checks only (the host decides their sizes): "
+        "%%qimage --model ID"
+    )
+    print("\n".join(lines))
+
+
+def config(magics: QImageMagics, line: str) -> None:
+    """%qimage config: the effective settings (never the key), the balance where the host has one,
+    and what this session's generations cost."""
+    from ._display import error_line, format_cost
+    from ._session import get_session
+    from ._sync import run_sync
+
+    if line.strip():
+        raise UsageError("%qimage config takes no arguments")
+    session = get_session()
+    provider = session.provider()
     described = session.describe()
     lines = ["qimage_nb settings:"]
-    lines.append(f"  API:         {described['base_url']}")
+    lines.append(f"  provider:    {described['provider']}{_provider_why(session)}")
+    lines.append(f"  API:         {described['base_url']} ({described['base_url_source']})")
     lines.append(f"  key:         {described['key']}")
     lines.append(f"  emulator:    {described['emulator']}")
+    others = [name for name in session._emulators if name != provider.name]
+    if others:
+        lines.append(f"               (also running: the emulator of {', '.join(others)})")
     client = session.client()
-    if session.has_key:
+    if not session.has_key:
+        lines.append("  balance:     (no key) " + no_key(provider))
+    elif not provider.capabilities.balance:
+        lines.append(f"  balance:     {provider.title} has no balance endpoint (see its console)")
+    else:
         try:
             balance = run_sync(client.balance())
         except KeyboardInterrupt:
@@ -186,13 +282,20 @@ def config(magics: QImageMagics, line: str) -> None:
                     else "unknown"
                 )
                 lines.append(f"  balance:     {amount}{credits}")
+    total, count = session.spent
+    if count:
+        lines.append(
+            f"  this session: {format_cost(total)} for {count} generation{'s' if count != 1 else ''} "
+            "(as the hosts priced them; cached re-runs cost nothing)"
+        )
     else:
-        lines.append("  balance:     (no key) " + NO_KEY)
+        lines.append("  this session: no priced generations yet (a host that gives no price is not counted)")
     with contextlib.suppress(Exception):
         # Where the journal and the full-size images live (QIMAGE_HOME): what "Where are my files?" asks.
         lines.append(f"  data folder: {Path(client.store.root)} (journal and full-size images; QIMAGE_HOME)")
     lines.append("  %%qimage defaults (%config QImageMagics.<name> = value):")
     for name in (
+        "provider",
         "model",
         "size",
         "resolution",
@@ -207,6 +310,20 @@ def config(magics: QImageMagics, line: str) -> None:
     print("\n".join(lines))
 
 
+def _provider_why(session: Any) -> str:
+    """Why this provider is the one in use."""
+    import os
+
+    if session.chosen:
+        return " (chosen in this kernel)"
+    if os.environ.get("QIMAGE_PROVIDER", "").strip():
+        return " (from $QIMAGE_PROVIDER)"
+    provider = session.provider()
+    if os.environ.get(provider.key_env, "").strip():
+        return f" (the only provider whose key is set: ${provider.key_env})"
+    return " (the default; --provider, %config QImageMagics.provider or $QIMAGE_PROVIDER choose another)"
+
+
 def panel(magics: QImageMagics, line: str) -> None:
     """%qimage panel: the interactive panel (ipywidgets) that shares this kernel's session."""
     from IPython.display import display
@@ -219,6 +336,6 @@ def panel(magics: QImageMagics, line: str) -> None:
 
 
 SUBCOMMANDS: dict[str, Callable[[QImageMagics, str], None]] = {
-    "login": login, "logout": logout, "config": config, "emulator": emulator,
+    "login": login, "logout": logout, "config": config, "emulator": emulator, "models": models,
     "history": history, "pending": pending, "panel": panel,
 }  # fmt: skip

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import contextlib
 import keyword
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Float, Int, Unicode, default
+from traitlets import Float, Int, Unicode, default, observe
 
 from ._magic_args import (
     DEFAULT_OUTPUT,
@@ -42,6 +44,7 @@ from ._magic_args import (
 
 if TYPE_CHECKING:
     from ._client import AsyncClient, Generation
+    from ._contract import GenerationRequest
     from ._display import LiveGallery
     from ._refs import Ref
 
@@ -80,29 +83,6 @@ def _usage_errors() -> Iterator[None]:
         raise UsageError(exc.message) from None
 
 
-def _cached_ref_urls(client: AsyncClient, plan: _Plan, refs: list[Ref]) -> list[str] | None:
-    """The references' own URLs when every request of the cell is cached with them, else None.
-
-    A re-run first asks the journal with the URLs the first run sent. A reference made by this
-    package keeps its source URL, which may have expired, or (on the emulator, after a kernel
-    restart) point at a port that is gone; uploading its copy on disk instead would change the
-    request and miss the cache. Nothing is sent when every request is served from the journal.
-    """
-    from ._contract import GenerationRequest
-
-    if plan.fresh or not all(ref.url for ref in refs):
-        return None
-    urls = [str(ref.url) for ref in refs]
-    for model, size, resolution in plan.combos:
-        request = GenerationRequest.create(
-            plan.prompt, model=model, size=size, resolution=resolution, n=plan.n,
-            negative_prompt=plan.negative, image_urls=urls,
-        )
-        if client.find_cached(request) is None:
-            return None
-    return urls
-
-
 def _host(client: Any) -> str | None:
     from urllib.parse import urlsplit
 
@@ -114,16 +94,30 @@ def _host(client: Any) -> str | None:
 
 @dataclass
 class _Plan:
+    """What a cell asks for, before any request is built: the grid's axes as the user gave them."""
+
     prompt: str
     negative: str | None
     n: int
-    combos: list[tuple[str, str, str]]
-    labels: list[str | None]
+    combos: list[tuple[str, str, str, int | None]]  # model, size, resolution, seed
     name: str
     timeout: float
-    columns: int | None
     fresh: bool
     background: bool
+    provider: str | None = None  # --provider, else the session's
+    prompt_extend: bool | None = None
+    watermark: bool | None = None
+    from_config: dict[str, str] = dataclass_field(default_factory=dict)  # field -> the trait it came from
+
+
+@dataclass
+class _Cell:
+    """The cell's generations: one validated request each (built once, sent as is), their labels."""
+
+    plan: _Plan
+    requests: list[GenerationRequest]
+    labels: list[str | None]
+    columns: int | None
 
 
 # --- the magics ------------------------------------------------------------------------------
@@ -137,6 +131,10 @@ class QImageMagics(Magics):
     notebook, or ``c.QImageMagics.model = ...`` in ``ipython_config.py``.
     """
 
+    provider = Unicode(
+        "", help="Provider: apimart (the seed's API) or dashscope (Alibaba Model Studio); empty: "
+        "$QIMAGE_PROVIDER, else the one provider whose key is set, else apimart."
+    ).tag(config=True)
     model = Unicode("qwen-image-2.0", help="Default model: qwen-image-2.0 or qwen-image-2.0-pro (or pro, std).").tag(config=True)
     size = Unicode("1:1", help="Default aspect ratio: 1:1, 4:3, 3:4, 16:9, 9:16, 3:2 or 2:3.").tag(config=True)
     resolution = Unicode("1K", help="Default resolution tier: 1K or 2K.").tag(config=True)
@@ -153,6 +151,7 @@ class QImageMagics(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
+        self._pushed_provider = ""
         self._background_tasks: set[Any] = set()
         self._background_threads: list[threading.Thread] = []
         transforms = getattr(shell, "input_transformers_cleanup", None)
@@ -160,6 +159,22 @@ class QImageMagics(Magics):
             transforms.append(keep_empty_cells)  # an empty %%qimage cell gets the magic's own message
 
     # -- settings -----------------------------------------------------------------------------
+
+    @observe("provider")
+    def _provider_changed(self, change: Any) -> None:
+        # Into the session at once when there is one (so a Panel() made next follows it too); a
+        # value from ipython_config.py waits for the first %qimage, so loading stays light.
+        if "qimage_nb._session" in sys.modules:
+            self._push_provider()
+
+    def _push_provider(self) -> None:
+        """The session's provider follows %config QImageMagics.provider whenever that changes (a
+        later %qimage login/emulator --provider wins until it changes again)."""
+        if self.provider != self._pushed_provider:
+            from ._session import get_session
+
+            get_session().prefer(self.provider.strip() or None)
+            self._pushed_provider = self.provider
 
     def _config_error(self, trait: str, message: str) -> UsageError:
         value = getattr(self, trait)
@@ -195,9 +210,7 @@ class QImageMagics(Magics):
         return name
 
     def _plan(self, args: Any, prompt: str) -> _Plan:
-        from ._contract import REFS_MAX, GenerationRequest
-        from ._display import MODEL_ALIASES, SHORT_MODEL
-        from ._exceptions import ValidationError
+        from ._display import MODEL_ALIASES
 
         from_config: dict[str, str] = {}
         models = [MODEL_ALIASES.get(m.lower(), m) for m in split_values(args.model)]
@@ -216,6 +229,14 @@ class QImageMagics(Magics):
         if not resolutions:
             resolutions = [self.resolution]
             from_config["resolution"] = "resolution"
+        seeds: list[int | None] = []
+        for value in split_values(args.seed):
+            try:
+                seeds.append(int(value))
+            except ValueError:
+                raise UsageError(f"--seed {value!r} is not a whole number; e.g. --seed 42 or --seed 1,2,3") from None
+        if args.extend and args.no_extend:
+            raise UsageError("--extend and --no-extend disagree; pass one of them")
         n = args.n
         if n is None:
             n = self.n
@@ -227,54 +248,75 @@ class QImageMagics(Magics):
                 raise self._config_error("timeout", f"timeout is {timeout}; use a positive number of seconds")
         elif not 0 < timeout < float("inf"):
             raise UsageError(f"--timeout {timeout} must be a positive number of seconds")
-
-        refs_count = sum(1 for _ in split_refs(args.ref))
-        placeholders = [f"https://reference.invalid/{i}" for i in range(min(refs_count, REFS_MAX))] or None
-        combos = list(product(models, sizes, resolutions))
-        normal: list[tuple[str, str, str]] = []
-        for model, size, resolution in combos:
-            try:
-                request = GenerationRequest.create(
-                    prompt,
-                    model=model,
-                    size=size,
-                    resolution=resolution,
-                    n=n,
-                    negative_prompt=args.negative,
-                    image_urls=placeholders,
-                )
-            except ValidationError as exc:
-                if exc.field in from_config:
-                    raise self._config_error(from_config[exc.field], exc.message) from None
-                if exc.field == "negative_prompt":
-                    raise UsageError(f"--negative: {exc.message}") from None
-                raise UsageError(exc.message) from None
-            key = (request.model, request.size, request.resolution)
-            if key not in normal:
-                normal.append(key)
-
-        grid = len(normal) > 1
-        labels: list[str | None] = (
-            [" · ".join((SHORT_MODEL.get(m, m), s, r)) for m, s, r in normal] if grid else [None]
-        )
-        columns = None
-        if grid:
-            axes = [len({c[i] for c in normal}) for i in range(3)]
-            varied = [a for a in axes if a > 1]
-            per_row = len(normal) // varied[0] if len(varied) >= 2 else len(normal)
-            columns = per_row * n
         return _Plan(
             prompt=prompt,
             negative=args.negative,
             n=n,
-            combos=normal,
-            labels=labels,
+            combos=list(product(models, sizes, resolutions, seeds or [None])),
             name=self._checked_name(args.output),
             timeout=timeout,
-            columns=columns,
             fresh=args.new,
             background=args.background,
+            provider=args.provider,
+            prompt_extend=True if args.extend else False if args.no_extend else None,
+            watermark=True if args.watermark else None,
+            from_config=from_config,
         )
+
+    def _build(self, plan: _Plan, urls: list[str] | None) -> _Cell:
+        """One request per combination of the grid (duplicates dropped, order kept), each made once
+        with every field the cell gives; a bad value is one UsageError line naming its option."""
+        from ._contract import GenerationRequest
+        from ._display import SHORT_MODEL
+        from ._exceptions import ValidationError
+
+        requests: list[GenerationRequest] = []
+        for model, size, resolution, seed in plan.combos:
+            try:
+                request = GenerationRequest.create(
+                    plan.prompt, model=model, size=size, resolution=resolution, n=plan.n,
+                    negative_prompt=plan.negative, image_urls=urls or None, seed=seed,
+                    prompt_extend=plan.prompt_extend, watermark=plan.watermark,
+                )
+            except ValidationError as exc:
+                raise self._usage(plan, exc) from None
+            if request not in requests:
+                requests.append(request)
+        labels: list[str | None] = [None]
+        columns = None
+        if len(requests) > 1:
+            axes = [(r.model, r.size, r.resolution, r.seed) for r in requests]
+            varied = [i for i in range(4) if len({a[i] for a in axes}) > 1]
+
+            def label(r: GenerationRequest) -> str:
+                bits = [SHORT_MODEL.get(r.model, r.model), r.size, r.resolution]
+                if r.seed is not None:
+                    bits.append(f"seed {r.seed}")
+                return " · ".join(bits)
+
+            labels = [label(r) for r in requests]
+            per_row = len(requests) // len({a[varied[0]] for a in axes}) if len(varied) >= 2 else len(requests)
+            columns = per_row * plan.n
+        return _Cell(plan=plan, requests=requests, labels=labels, columns=columns)
+
+    def _usage(self, plan: _Plan, exc: Any) -> UsageError:
+        """A ValidationError as the one line the user sees: naming the %config value it came from."""
+        if exc.field in plan.from_config:
+            return self._config_error(plan.from_config[exc.field], exc.message)
+        if exc.field == "negative_prompt":
+            return UsageError(f"--negative: {exc.message}")
+        return UsageError(exc.message)
+
+    async def _checked(self, client: AsyncClient, cell: _Cell) -> _Cell:
+        """Every request of the cell checked against the provider before anything is submitted."""
+        from ._exceptions import ValidationError
+
+        for request in cell.requests:
+            try:
+                await client.check(request)
+            except ValidationError as exc:
+                raise self._usage(cell.plan, exc) from None
+        return cell
 
     # -- %%qimage -----------------------------------------------------------------------------
 
@@ -291,7 +333,9 @@ class QImageMagics(Magics):
 
         An identical request that already completed is served from the journal with no request
         to the API ("from cache"); --new pays for fresh images. Comma-separated values for
-        --model, --size and --resolution run every combination concurrently as a comparison grid.
+        --model, --size, --resolution and --seed run every combination concurrently as a
+        comparison grid. Options a provider does not take (--seed on the seed's API, say) are
+        refused in one line before anything is sent.
 
         For example, two wide pictures into the variable cats:
 
@@ -307,8 +351,10 @@ class QImageMagics(Magics):
             self._generate(parse_cell_line(line), cell.strip())
 
     def _generate(self, args: Any, prompt: str) -> None:
+        self._push_provider()
         plan = self._plan(args, prompt)
         thumb_px, fmt, concurrency = self._checked_display_settings()
+        cell = self._build(plan, None)  # every value checked before references are looked at
         from ._refs import resolve_refs
 
         refs = resolve_refs(split_refs(args.ref), self.shell.user_ns)
@@ -316,25 +362,36 @@ class QImageMagics(Magics):
         from ._session import get_session
 
         session = get_session()
-        if not session.has_key:
-            from ._magic_session import NO_KEY
+        provider = session.provider(plan.provider)
+        if not session.has_key_for(provider.name):
+            from ._magic_session import no_key
 
-            raise UsageError(NO_KEY)
-        client = session.client()
-
-        live = self._live_for(plan, thumb_px, fmt, emulator=session.using_emulator)
-        live.host = _host(client)
-        live.show()
-        if plan.background:
-            self._start_background(plan, refs, live, concurrency)
-            print(f"running in the background: {plan.name} is bound when the images arrive")
-            return
+            raise UsageError(no_key(provider))
+        client = session.client(provider.name)
 
         from ._sync import run_sync
 
+        say: list[str] = []
+        try:
+            cell = run_sync(self._prepare(client, cell, refs, say.append))
+        except KeyboardInterrupt:
+            print("interrupted before anything was submitted")
+            return
+        live = self._live_for(cell, thumb_px, fmt, emulator=session.emulator_for(provider.name) is not None,
+                              host_title=provider.title if plan.provider or provider.name != "apimart" else None)
+        live.host = _host(client)
+        live.setting = provider.base_url_env
+        for text in say:
+            live.notes.append(text)
+        live.show()
+        if plan.background:
+            self._start_background(cell, live, concurrency, provider.name)
+            print(f"running in the background: {plan.name} is bound when the images arrive")
+            return
+
         started = time.time()
         try:
-            generations = run_sync(self._execute(client, plan, refs, live, concurrency, say=print))
+            generations = run_sync(self._execute(client, cell, live, concurrency))
         except KeyboardInterrupt:
             # Each generation's line says it once: stopped waiting, and the command that resumes it.
             _adopt_journal_ids(client, live, started)
@@ -342,25 +399,57 @@ class QImageMagics(Magics):
             return
         except BaseException as exc:
             raise self._surface(exc, live) from None
-        self._conclude(plan, generations, live)
+        self._conclude(plan.name, generations, live)
 
-    def _live_for(self, plan: _Plan, thumb_px: int, fmt: str, *, emulator: bool) -> LiveGallery:
-        from ._contract import GenerationRequest, _short
+    async def _prepare(self, client: AsyncClient, cell: _Cell, refs: list[Ref], say: Any) -> _Cell:
+        """The cell's requests with their references, each checked against the provider, before
+        anything is submitted.
+
+        A re-run first asks the journal with the references' own URLs (the ones the first run
+        sent): a reference made by this package keeps its source URL, which may have expired, or
+        (on the emulator, after a kernel restart) point at a port that is gone; uploading its copy
+        on disk instead would change the request and miss the cache. Local pictures are uploaded
+        only after every value of the cell has passed the provider's checks, so a refused option
+        costs no upload.
+        """
+        from ._refs import ref_urls
+
+        if not refs:
+            return await self._checked(client, cell)
+        own = [str(ref.url) for ref in refs if ref.url]
+        if not cell.plan.fresh and len(own) == len(refs):
+            cached = self._build(cell.plan, own)
+            if all(client.find_cached(r) is not None for r in cached.requests):
+                return cached
+        if not all(ref.url_still_good(client.base_url) for ref in refs):
+            await self._checked(client, cell)  # uploads come next: refuse what the provider would first
+        urls = await ref_urls(client, refs, say)
+        return await self._checked(client, self._build(cell.plan, urls))
+
+    def _live_for(
+        self, cell: _Cell, thumb_px: int, fmt: str, *, emulator: bool, host_title: str | None = None
+    ) -> LiveGallery:
+        from ._contract import _short, parse_pixel_size
         from ._display import LiveGallery, LiveSlot
 
-        slots = []
-        for (model, size, resolution), label in zip(plan.combos, plan.labels, strict=True):
-            request = GenerationRequest(
-                prompt=plan.prompt, model=model, size=size, resolution=resolution, n=plan.n
-            )
-            slots.append(LiveSlot(request=request, label=label))
-        first = plan.combos[0]
-        if len(plan.combos) == 1:
-            subtitle = f"{first[0]} · {first[1]} {first[2]} · {plan.n} image{'s' if plan.n > 1 else ''} -> {plan.name}"
+        plan = cell.plan
+        slots = [LiveSlot(request=r, label=label) for r, label in zip(cell.requests, cell.labels, strict=True)]
+        first = cell.requests[0]
+        if len(cell.requests) == 1:
+            size = first.size if parse_pixel_size(first.size) else f"{first.size} {first.resolution}"
+            subtitle = f"{first.model} · {size} · {plan.n} image{'s' if plan.n > 1 else ''} -> {plan.name}"
+            if first.seed is not None:
+                subtitle += f" · seed {first.seed}"
         else:
-            subtitle = f"comparison grid: {len(plan.combos)} combinations x {plan.n} -> {plan.name}"
+            subtitle = f"comparison grid: {len(cell.requests)} combinations x {plan.n} -> {plan.name}"
         if plan.negative:
             subtitle += f" · negative: {_short(plan.negative, 80)}"
+        if plan.prompt_extend is not None:
+            subtitle += " · prompt rewriting on" if plan.prompt_extend else " · prompt as written"
+        if plan.watermark:
+            subtitle += " · watermark"
+        if host_title:
+            subtitle += f" · on {host_title}"
         if emulator:
             # %qimage emulator said what the emulator is, once; each output only names it.
             subtitle += " · from the emulator"
@@ -371,58 +460,32 @@ class QImageMagics(Magics):
             banner=None,
             thumb_px=thumb_px,
             fmt=fmt,
-            columns=plan.columns,
+            columns=cell.columns,
         )
 
-    async def _execute(
-        self, client: AsyncClient, plan: _Plan, refs: list[Ref], live: LiveGallery, concurrency: int, *, say: Any
-    ) -> list[Generation]:
-        from ._contract import GenerationRequest
-        from ._refs import ref_urls
+    async def _execute(self, client: AsyncClient, cell: _Cell, live: LiveGallery, concurrency: int) -> list[Generation]:
         from ._retry import retry_observer
 
         retry_observer.set(live.retrying)  # this run's retries show on its lines while they happen
-
-        def tell(text: str) -> None:
-            live.note(text)
-            if say is not None:
-                say(text)
-
-        urls = _cached_ref_urls(client, plan, refs) if refs else None
-        if urls is None:
-            urls = await ref_urls(client, refs, tell) if refs else []
-        if len(plan.combos) == 1:
-            model, size, resolution = plan.combos[0]
+        plan = cell.plan
+        if len(cell.requests) == 1:
             generation = await client.generate(
-                plan.prompt,
-                model=model,
-                size=size,
-                resolution=resolution,
-                n=plan.n,
-                negative_prompt=plan.negative,
-                image_urls=urls or None,
+                cell.requests[0],
                 on_update=live.on_update,
                 timeout=plan.timeout,
                 cache=not plan.fresh,
                 label=f"%%qimage -o {plan.name}",
             )
             return [generation]
-        requests = [
-            GenerationRequest.create(
-                plan.prompt, model=m, size=s, resolution=r, n=plan.n,
-                negative_prompt=plan.negative, image_urls=urls or None,
-            )
-            for m, s, r in plan.combos
-        ]
         return await client.generate_many(
-            requests,
+            cell.requests,
             concurrency=concurrency,
             on_update=live.on_update,
             timeout=plan.timeout,
             cache=not plan.fresh,
         )
 
-    def _conclude(self, plan: _Plan, generations: list[Generation], live: LiveGallery, *, raising: bool = True) -> None:
+    def _conclude(self, name: str, generations: list[Generation], live: LiveGallery, *, raising: bool = True) -> None:
         """Bind the images, draw the final static output, and say each failure once.
 
         One generation that failed: the cell raises, and its red line is the reason (the output
@@ -430,12 +493,14 @@ class QImageMagics(Magics):
         output, and the cell raises only when none succeeded, without repeating them.
         """
         from ._display import error_line
+        from ._session import get_session
 
+        get_session().record(generations)  # for %qimage config's session total
         images = [image for gen in generations if gen.error is None for image in gen.images]
         failures = [gen for gen in generations if gen.error is not None]
         if images or not failures:
-            self.shell.user_ns[plan.name] = images
-        live.footer = f"{plan.name}: {len(images)} image{'s' if len(images) != 1 else ''}" if images else None
+            self.shell.user_ns[name] = images
+        live.footer = f"{name}: {len(images)} image{'s' if len(images) != 1 else ''}" if images else None
         single = len(generations) == 1
         if failures and single and raising:
             live.reason_below = True
@@ -444,7 +509,7 @@ class QImageMagics(Magics):
             return
         first = failures[0].error
         assert first is not None
-        kind, message = error_line(first, host=live.host, retries=live.retries)
+        kind, message = error_line(first, host=live.host, retries=live.retries, setting=live.setting)
         if not single:
             kinds = {type(gen.error).__name__ for gen in failures}
             kind = kind if len(kinds) == 1 else "QImageError"
@@ -467,7 +532,7 @@ class QImageMagics(Magics):
             return UsageError(exc.message)
         if isinstance(exc, QImageError):
             live.fail(exc, said_below=raising)
-            kind, message = error_line(exc, host=live.host, retries=live.retries)
+            kind, message = error_line(exc, host=live.host, retries=live.retries, setting=live.setting)
             return QImageCellError(message, kind, exc.task_id)
         if isinstance(exc, Exception):
             live.fail(exc, said_below=raising)
@@ -476,7 +541,7 @@ class QImageMagics(Magics):
 
     # -- background runs ----------------------------------------------------------------------
 
-    def _start_background(self, plan: _Plan, refs: list[Ref], live: LiveGallery, concurrency: int) -> None:
+    def _start_background(self, cell: _Cell, live: LiveGallery, concurrency: int, provider: str) -> None:
         import asyncio
 
         from ._session import get_session
@@ -485,8 +550,8 @@ class QImageMagics(Magics):
 
         async def run(client: AsyncClient, owned: bool) -> None:
             try:
-                generations = await self._execute(client, plan, refs, live, concurrency, say=None)
-                self._conclude(plan, generations, live, raising=False)
+                generations = await self._execute(client, cell, live, concurrency)
+                self._conclude(cell.plan.name, generations, live, raising=False)
             except asyncio.CancelledError:
                 live.interrupted()  # each generation's line says how to resume it
                 raise
@@ -506,13 +571,13 @@ class QImageMagics(Magics):
             running = True
         if running:
             # In a kernel: a task on the kernel's own loop, which keeps running between cells.
-            task = asyncio.ensure_future(run(session.client(), False))
+            task = asyncio.ensure_future(run(session.client(provider), False))
             self._background_tasks.add(task)
             task.add_done_callback(self._background_tasks.discard)
             return
         # No loop running (plain IPython, a script): a daemon thread with its own loop and its own
         # client, because an httpx client's connections belong to the loop that opened them.
-        client = session.new_client()
+        client = session.new_client(provider)
 
         def main() -> None:
             loop = asyncio.new_event_loop()
@@ -537,12 +602,20 @@ class QImageMagics(Magics):
     @magic_arguments(name="qimage resume")
     @argument("task_id", nargs="?", help="the task id (or journal key) to re-attach to")
     @argument("--all", action="store_true", help="every task that was submitted but never downloaded")
+    @argument(
+        "--resend", metavar="KEY", default=None,
+        help="send a submit whose outcome is unknown again: the identical request with the same "
+        "Idempotency-Key (a host that honours keys answers with the task it made; another may bill a "
+        "second one)",
+    )
+    @argument("--provider", metavar="P", default=None, help="the provider the task belongs to (default: the one in use)")
     @argument("-o", "--output", metavar="NAME", default=None, help=f"variable for the images (default {DEFAULT_OUTPUT})")
     def _cmd_resume(self, line: str) -> None:
-        """%qimage resume [TASK_ID | --all] [-o NAME]: fetch a task's images without submitting again."""
+        """%qimage resume [TASK_ID | --all | --resend KEY] [-o NAME]: fetch a task's images without
+        submitting again (or, with --resend, send a submit whose outcome is unknown again)."""
         args = parse(self._cmd_resume, line)
-        if args.task_id and args.all:
-            raise UsageError("pass a task id or --all, not both")
+        if sum(map(bool, (args.task_id, args.all, args.resend))) > 1:
+            raise UsageError("pass one of a task id, --all or --resend KEY, not both")
         name = self._checked_name(args.output)
         thumb_px, fmt, concurrency = self._checked_display_settings()
         import asyncio
@@ -554,14 +627,25 @@ class QImageMagics(Magics):
         from ._sync import run_sync
 
         session = get_session()
-        client = session.client()
-        if args.task_id:
+        provider = session.provider(args.provider)
+        client = session.client(provider.name)
+        if args.resend:
+            ids = [args.resend.strip()]
+        elif args.task_id:
             ids = [args.task_id.strip()]
         else:
             pending = client.pending()
-            ids = [entry.task_id or entry.key for entry in pending]
+            # A submit that got no answer is resent only when the user says so (--resend KEY).
+            unanswered = [entry for entry in pending if not entry.task_id]
+            ids = [entry.task_id for entry in pending if entry.task_id]
+            if unanswered:
+                print(
+                    f"not resumed: {len(unanswered)} submit{'s' if len(unanswered) != 1 else ''} whose outcome "
+                    "is unknown (no task id); %qimage pending shows the command that resends each"
+                )
             if not ids:
-                print("nothing to resume: every task in the journal has its images (%qimage history lists them)")
+                if not unanswered:
+                    print("nothing to resume: every task in the journal has its images (%qimage history lists them)")
                 return
             if not args.all and len(ids) > 1:
                 raise UsageError(
@@ -570,15 +654,17 @@ class QImageMagics(Magics):
         from ._display import LiveGallery, LiveSlot
 
         slots = [LiveSlot(request=None, label=task_id if len(ids) > 1 else None, task_id=task_id) for task_id in ids]
+        what = "resending" if args.resend else "resuming"
         live = LiveGallery(
             slots,
-            title=f"resuming {', '.join(ids)}",
-            subtitle=f"-> {name}" + (" · from the emulator" if session.using_emulator else ""),
+            title=f"{what} {', '.join(ids)}",
+            subtitle=f"-> {name}" + (" · from the emulator" if session.emulator_for(provider.name) else ""),
             banner=None,
             thumb_px=thumb_px,
             fmt=fmt,
         )
         live.host = _host(client)
+        live.setting = provider.base_url_env
         live.show()
 
         async def resume_all() -> list[Generation]:
@@ -590,9 +676,14 @@ class QImageMagics(Magics):
             gate = asyncio.Semaphore(concurrency)
 
             async def one(index: int, task_id: str) -> Generation:
+                def on_update(update: Any) -> None:
+                    live.on_update(update, index)
+
                 async with gate:
                     try:
-                        return await client.resume(task_id, on_update=lambda u: live.on_update(u, index), timeout=self.timeout)
+                        if args.resend:
+                            return await client.resend(task_id, on_update=on_update, timeout=self.timeout)
+                        return await client.resume(task_id, on_update=on_update, timeout=self.timeout)
                     except QImageError as exc:
                         return Generation(task_id=exc.task_id or task_id, request=GenerationRequest(prompt=""),
                                           status="failed", error=exc)  # fmt: skip
@@ -610,11 +701,7 @@ class QImageMagics(Magics):
             if isinstance(gen.error, ValidationError):
                 live.fail(gen.error, said_below=True)
                 raise UsageError(gen.error.message)
-        plan = _Plan(
-            prompt="", negative=None, n=0, combos=[], labels=[], name=name, timeout=self.timeout,
-            columns=None, fresh=False, background=False,
-        )
-        self._conclude(plan, generations, live)
+        self._conclude(name, generations, live)
 
     @no_var_expand
     @line_magic("qimage")
@@ -629,6 +716,7 @@ class QImageMagics(Magics):
                 "to generate, put the prompt in a %%qimage cell"
             )
         with _usage_errors():
+            self._push_provider()
             if command == "resume":
                 self._cmd_resume(rest.strip())
             else:
@@ -647,10 +735,9 @@ def _adopt_journal_ids(client: AsyncClient, live: LiveGallery, since: float) -> 
         for slot in live.slots:
             if slot.task_id or slot.request is None:
                 continue
-            wanted = (slot.request.prompt, slot.request.model, slot.request.size, slot.request.resolution, slot.request.n)
+            wanted = slot.request.fingerprint()
             for entry in entries:
-                r = entry.request
-                if (r.prompt, r.model, r.size, r.resolution, r.n) == wanted:
+                if entry.fingerprint == wanted:
                     slot.task_id = entry.task_id or entry.key  # resume takes either
                     slot.unconfirmed = entry.task_id is None
                     entries.remove(entry)

@@ -38,6 +38,7 @@ from ._contract import (
     GenerationRequest,
     _short,
     check_reference_url,
+    parse_pixel_size,
 )
 from ._exceptions import QImageError, ValidationError
 from ._magic_args import reproduce_cell
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from ._client import AsyncClient, Generation
+    from .providers import Provider
 
 __all__ = ["Panel", "reproduce_cell", "walk_widgets"]
 
@@ -104,21 +106,76 @@ class Panel(PanelView):
         self._journal_loaded = False
         self._tasks: set[asyncio.Future[Any]] = set()
         self._build(str(folder))
+        problem = self._choose_initial_provider()
+        self._wire()
+        self._provider_changed()
+        if problem is not None:
+            self._show_error(f"Settings: {describe(problem)}")
+
+    def _choose_initial_provider(self) -> QImageError | None:
+        """The dropdown starts at the client's provider, else the session's (a bad
+        $QIMAGE_PROVIDER is said in the error line, and the default is shown)."""
+        if self._client_override is not None:
+            self.provider.value = self._client_override.provider.name
+            self.provider.disabled = True  # a client of your own talks to one host
+            return None
+        from ._session import get_session
+
+        try:
+            self.provider.value = get_session().provider().name
+        except QImageError as exc:
+            return exc
+        return None
+
+    def _provider_changed(self) -> None:
+        """Models, sizes, options and the header follow the provider chosen in the dropdown."""
+        provider = self._provider()
+        models = list(provider.models)
+        current = self.model.value
+        self.model.options = models
+        self.model.value = current if current in models else provider.default_model
+        options = provider.capabilities.options
+        for widget, option, enabled, disabled in (
+            (self.seed, "seed", "the same seed and request give the same picture; empty: random",
+             "takes no seed"),
+            (self.extend, "prompt_extend", "whether the host may rewrite the prompt", "does not rewrite prompts"),
+            (self.watermark, "watermark", "ask the host to stamp its watermark", "has no watermark option"),
+            (self.free_size, "pixel_size", "a free pixel size (each side 512 to 2048) instead of the ratio",
+             "takes a ratio and a resolution, no free pixel sizes"),
+        ):
+            widget.disabled = option not in options
+            widget.tooltip = f"{provider.title} {disabled}" if widget.disabled else enabled
+        # A row with nothing the provider takes is left out: every line the controls save keeps the
+        # newest run in view after Generate.
+        self.options_row.layout.display = None if options & {"seed", "prompt_extend", "watermark"} else "none"
+        self.free_size.layout.display = None if "pixel_size" in options else "none"
+        self.uploader.disabled = not provider.capabilities.upload
+        self.uploader.tooltip = "" if provider.capabilities.upload else (
+            f"{provider.title} has no upload endpoint: add public https URLs"
+        )
+        from ._session import emulator_banner
+
+        self.banner.value = self._banner_html(emulator_banner(provider))
         self.banner.layout.display = None if self._using_emulator() else "none"
         self.server.value = self._server_html()
-        self._wire()
+        self.provider_note.value = self._provider_note()
+        self.balance.value = ""
         self._refresh_controls()
         try:
             self._client()
-        except QImageError as exc:  # e.g. a bad $QIMAGE_BASE_URL: one line where every error goes
+        except QImageError as exc:  # e.g. a bad base URL variable: one line where every error goes
             self._show_error(f"Settings: {describe(exc)}")
         else:
+            if not self._error_is_validation:
+                self.clear_error()
             self._start_background(self._refresh_balance(), "balance")
 
     def _wire(self) -> None:
 
         # every callback goes through _guard: a widget callback that raises is otherwise silent
-        for widget in (self.prompt, self.negative, self.model, self.ratio, self.resolution, self.count):
+        self.provider.observe(self._guard("provider", lambda _c: self._provider_changed()), names="value")
+        for widget in (self.prompt, self.negative, self.model, self.ratio, self.resolution, self.count,
+                       self.free_size, self.seed, self.extend, self.watermark):
             widget.observe(self._guard("update controls", lambda _c: self._refresh_controls()), names="value")
         self.generate_button.on_click(self._guard("generate", lambda _b: self.generate()))
         self.cancel_button.on_click(self._guard("cancel", lambda _b: self.cancel()))
@@ -184,36 +241,61 @@ class Panel(PanelView):
 
     # -- helpers --
 
+    def _provider(self) -> Provider:
+        if self._client_override is not None:
+            return self._client_override.provider
+        from .providers import get_provider
+
+        return get_provider(self.provider.value)
+
     def _client(self) -> AsyncClient:
         if self._client_override is not None:
             return self._client_override
         from ._session import get_session
 
-        return get_session().client()
+        return get_session().client(self.provider.value)
 
     def _using_emulator(self) -> bool:
         from ._session import get_session
 
         session = get_session()
-        if not session.using_emulator:
+        emulator = session.emulator_for(self._provider().name)
+        if emulator is None:
             return False
         if self._client_override is None:
             return True
-        return getattr(self._client_override, "base_url", None) == session.base_url
+        return getattr(self._client_override, "base_url", None) == emulator.base_url
 
     def _server_html(self) -> str:
         from urllib.parse import urlsplit
-
-        from ._contract import PRODUCTION_BASE_URL
 
         try:
             base = self._client().base_url
         except QImageError as exc:
             return f'<span style="color:{RED}">{html.escape(describe(exc))}</span>'
-        if base == PRODUCTION_BASE_URL:
+        if base == self._provider().default_base_url:
             return ""
         host = urlsplit(base).netloc
         return f'<span style="color:{MUTED};margin-right:12px">server {html.escape(host)}</span>'
+
+    def _provider_note(self) -> str:
+        """Where the chosen provider's key comes from (never the key), resolved like the session."""
+        if self._client_override is not None:
+            return f'<span style="color:{MUTED}">this panel\'s own client</span>'
+        from ._session import get_session
+
+        provider = self._provider()
+        source = get_session().key_source_for(provider.name)
+        if source == "the bundled emulator":
+            return ""  # the banner above says it, once
+        short = {"%qimage login (memory only)": "%qimage login"}
+        text = f"key: {short.get(source, source)}" if source else f"no key (${provider.key_env})"
+        tip = (
+            f"the {provider.title} key comes from {source} (never shown)" if source else
+            f"set ${provider.key_env}, run %qimage login --provider {provider.name}, or "
+            f"%qimage emulator --provider {provider.name}"
+        )
+        return f'<span style="color:{MUTED};white-space:nowrap" title="{html.escape(tip)}">{html.escape(text)}</span>'
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         """The loop runs live on: the panel's home loop, else (no loop at construction) the caller's."""
@@ -293,18 +375,36 @@ class Panel(PanelView):
     # -- controls and validation --
 
     def _request(self) -> GenerationRequest:
-        """The request the controls describe; raises ValidationError naming what is wrong."""
+        """The one request the controls describe (sent as is); raises ValidationError naming what is
+        wrong. Options the provider does not take are disabled and never sent; the provider's own
+        check (models, sizes) runs too, before anything is sent."""
         prompt = self.prompt.value.strip()
         negative = self.negative.value.strip() or None
-        return GenerationRequest.create(
+        free = self.free_size.value.strip() if not self.free_size.disabled else ""
+        seed_text = self.seed.value.strip() if not self.seed.disabled else ""
+        seed: Any = None
+        if seed_text:
+            try:
+                seed = int(seed_text)
+            except ValueError:
+                raise ValidationError("seed", f"seed {seed_text!r} is not a whole number (0 to 2147483647), or leave it empty") from None
+        extend = None if self.extend.disabled else {"default": None, "on": True, "off": False}[self.extend.value]
+        if free and parse_pixel_size(free) is None:
+            raise ValidationError("size", f"size {free!r} is not WIDTHxHEIGHT, e.g. 1024x768 (or leave it empty for the ratio)")
+        request = GenerationRequest.create(
             prompt,
             model=self.model.value,
-            size=self.ratio.value,
+            size=free or self.ratio.value,
             resolution=self.resolution.value,
             n=int(self.count.value),
             negative_prompt=negative,
             image_urls=[r.url for r in self.references] or None,
+            seed=seed,
+            prompt_extend=extend,
+            watermark=True if self.watermark.value and not self.watermark.disabled else None,
         )
+        self._provider().check(request)
+        return request
 
     def _blocker(self) -> tuple[str | None, bool]:
         """(why Generate is unavailable, whether that is an error to show); (None, False) when ready."""
@@ -324,8 +424,10 @@ class Panel(PanelView):
         prompt_len = len(self.prompt.value.strip())
         self.prompt_count.value = self._count_html(prompt_len, PROMPT_MAX)
         self.negative_count.value = self._count_html(len(self.negative.value.strip()), NEGATIVE_PROMPT_MAX)
-        w, h = PIXEL_SIZES[(self.ratio.value, self.resolution.value)]
+        free = parse_pixel_size(self.free_size.value.strip()) if not self.free_size.disabled else None
+        w, h = free or PIXEL_SIZES[(self.ratio.value, self.resolution.value)]
         n = int(self.count.value)
+        self.ratio.disabled = self.resolution.disabled = free is not None  # the free size wins
         self.pixels.value = f'<span style="color:{MUTED};margin-left:10px">{w} × {h} px · {n} image{"s" if n > 1 else ""} per run</span>'
         reason, is_error = self._blocker()
         self.generate_button.disabled = reason is not None
@@ -348,10 +450,18 @@ class Panel(PanelView):
         """Put a request's prompt and settings back into the controls."""
         self.prompt.value = request.prompt
         self.negative.value = request.negative_prompt or ""
-        self.model.value = request.model
-        self.ratio.value = request.size
+        if request.model in self.model.options:
+            self.model.value = request.model
+        if parse_pixel_size(request.size):
+            self.free_size.value = request.size
+        else:
+            self.free_size.value = ""
+            self.ratio.value = request.size
         self.resolution.value = request.resolution
         self.count.value = request.n
+        self.seed.value = "" if request.seed is None else str(request.seed)
+        self.extend.value = {None: "default", True: "on", False: "off"}[request.prompt_extend]
+        self.watermark.value = bool(request.watermark)
         self.references = [Ref(url=url) for url in request.image_urls]
         self._render_refs()
         self._refresh_controls()
@@ -440,9 +550,11 @@ class Panel(PanelView):
             return None
         client = self._client()
         if not client.has_key:
+            provider = self._provider()
+            option = "" if provider.name == "apimart" else f" --provider {provider.name}"
             self._show_error(
-                "No API key: set QIMAGE_API_KEY, or run %qimage login in a cell (the key stays in memory), "
-                "or %qimage emulator to try everything offline"
+                f"No API key for {provider.title}: set {provider.key_env}, or run %qimage login{option} in a "
+                f"cell (the key stays in memory), or %qimage emulator{option} to try everything offline"
             )
             return None
         self._loop()  # fail here, visibly, if there is no loop to run on
@@ -479,6 +591,10 @@ class Panel(PanelView):
     def _run_finished(self, run: Run) -> None:
         self._refresh_controls()
         if run.state == "done":
+            if self._client_override is None:
+                from ._session import get_session
+
+                get_session().record([run.generation])  # the session's total in %qimage config
             self._start_background(self._refresh_balance(), "balance")
 
     # -- preview and per-image actions --
@@ -498,7 +614,7 @@ class Panel(PanelView):
         )
         self.preview_caption.value = caption
         try:
-            self.cell.value = reproduce_cell(run.request)
+            self.cell.value = reproduce_cell(run.request, provider=self._cell_provider(run))
             self.cell_label.value = (
                 f'<span style="color:{MUTED}">The %%qimage cell that reproduces it (after you run it, '
                 f"this image is <code>qimages[{index}]</code>; unchanged, it is served from the journal "
@@ -517,6 +633,18 @@ class Panel(PanelView):
         self.preview.layout.display = None
         source = info.get("path") or image
         self._start_background(self._sharpen_preview(run, index, source), "preview")
+
+    def _cell_provider(self, run: Run) -> str | None:
+        """``--provider`` for the reproducing cell: left out only where a bare cell goes to the same
+        host anyway (the seed's API, in use), so a cell copied elsewhere keeps its host."""
+        from ._session import get_session
+
+        name = run.client.provider.name
+        try:
+            in_use = get_session().provider().name
+        except QImageError:
+            in_use = None
+        return None if name == in_use == "apimart" else name
 
     async def _sharpen_preview(self, run: Run, index: int, source: Any) -> None:
         data = await asyncio.to_thread(thumb_bytes, Path(source) if isinstance(source, str) else source, PREVIEW_PX)
@@ -565,6 +693,9 @@ class Panel(PanelView):
         client = self._client()
         if not client.has_key:
             self.balance.value = f'<span style="color:{MUTED}">no API key set</span>'
+            return
+        if not client.provider.capabilities.balance:
+            self.balance.value = ""  # the host has no balance endpoint: nothing to show
             return
         balance = await client.balance()
         if balance.unlimited_quota:

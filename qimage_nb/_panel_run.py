@@ -16,9 +16,16 @@ from typing import TYPE_CHECKING
 
 import ipywidgets as W
 
-from ._contract import GenerationRequest, _short
+from ._contract import GenerationRequest, _short, parse_pixel_size
 from ._display import DEFAULT_THUMB_PX as THUMB_PX
-from ._display import error_line, estimate_left, format_seconds, progress_status
+from ._display import (
+    error_line,
+    estimate_left,
+    format_cost,
+    format_seconds,
+    progress_status,
+    resend_command,
+)
 from ._exceptions import QImageError
 from ._panel_view import LINE, MUTED, RED, describe, image_format, tile_size
 
@@ -180,16 +187,25 @@ class Run:
 
     def _header_html(self) -> str:
         r = self.request
-        w, h = r.pixel_size
         when = time.strftime("%H:%M:%S", time.localtime(self.started_wall))
         bits = [f"<b>#{self.number}</b>", when]
         if self.resume_id:
             bits.append(f"resumed {html.escape(self.resume_id)}")
+        if self.client.provider.name != "apimart":
+            bits.append(html.escape(self.client.provider.title))
+        pixels = r.pixel_size
+        size = r.size if parse_pixel_size(r.size) else f"{r.size} {r.resolution}"
         bits += [
             html.escape(r.model),
-            f"{r.size} {r.resolution} ({w}×{h})",
+            html.escape(size) + (f" ({pixels[0]}×{pixels[1]})" if pixels and not parse_pixel_size(r.size) else ""),
             f"{r.n} image{'s' if r.n > 1 else ''}",
         ]
+        if r.seed is not None:
+            bits.append(f"seed {r.seed}")
+        if r.prompt_extend is not None:
+            bits.append("prompt rewriting on" if r.prompt_extend else "prompt as written")
+        if r.watermark:
+            bits.append("watermark")
         if r.image_urls:
             bits.append(f"{len(r.image_urls)} reference{'s' if len(r.image_urls) > 1 else ''}")
         prompt = f"“{html.escape(_short(r.prompt, 90))}”" if r.prompt else "<i>prompt unknown</i>"
@@ -252,8 +268,9 @@ class Run:
             took = (self.finished_at or time.monotonic()) - self.started
             source = "from the journal (no request)" if gen.cached else f"in {format_seconds(took)}"
             n = len(gen.images)
+            cost = f" · {format_cost(gen.cost)}" if gen.cost is not None and not gen.cached else ""
             self.status.value = self._status_html(
-                f"done · {n} image{'s' if n != 1 else ''} {source} · {gen.task_id}", color="#1b6e3a"
+                f"done · {n} image{'s' if n != 1 else ''} {source}{cost} · {gen.task_id}", color="#1b6e3a"
             )
             self.progress.value = 100
             self.progress.bar_style = "success"
@@ -271,7 +288,8 @@ class Run:
         if not isinstance(self.error, QImageError):
             return describe(self.error) if self.error else ""
         host = urlsplit(getattr(self.client, "base_url", "") or "").netloc or None
-        return _short(error_line(self.error, host=host, retries=self.retries)[1], LINE)
+        setting = self.client.provider.base_url_env
+        return _short(error_line(self.error, host=host, retries=self.retries, setting=setting)[1], LINE)
 
     def _retrying(self, what: str, failure: BaseException, retry: int, retries: int, delay: float) -> None:
         self.retries += 1
@@ -285,10 +303,22 @@ class Run:
                 f"the journal keeps the task id, so %qimage resume {self.task_id} (or the Journal below) "
                 "fetches its images without paying again"
             )
+        key = self.idempotency_key()
+        resend = f"; {resend_command(key)} sends it again with the same key" if key else ""
         return (
-            "cancelled before the server confirmed the task. If it was accepted, the journal kept the "
-            "request and its idempotency key: %qimage resume --all fetches it without paying twice"
+            "cancelled before the server confirmed the task: it may or may not exist (and be billed). "
+            f"The journal kept the request and its idempotency key{resend}"
         )
+
+    def idempotency_key(self) -> str | None:
+        """This run's journal key, for a run stopped before the server named its task."""
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            for entry in self.client.pending():
+                if entry.task_id is None and entry.label == f"panel #{self.number}" and entry.request == self.request:
+                    return entry.key
+        return None
 
     # -- work --
 
@@ -323,15 +353,8 @@ class Run:
             if self.resume_id:
                 gen = await self.client.resume(self.resume_id, on_update=self.on_update)
             else:
-                r = self.request
                 gen = await self.client.generate(
-                    r.prompt,
-                    model=r.model,
-                    size=r.size,
-                    resolution=r.resolution,
-                    n=r.n,
-                    negative_prompt=r.negative_prompt,
-                    image_urls=list(r.image_urls) or None,
+                    self.request,  # the one request the controls described, sent as is
                     on_update=self.on_update,
                     cache=False,  # the panel's Generate always makes new images
                     label=f"panel #{self.number}",
@@ -382,6 +405,7 @@ class Run:
             task_id=self.task_id,
             request=self.request,
             status="cancelled" if exc is None else "failed",
+            idempotency_key=getattr(exc, "idempotency_key", None),
             error=error,
         )
 

@@ -25,6 +25,7 @@ from ._contract import (
     RESOLUTIONS,
     GenerationRequest,
     _short,
+    parse_pixel_size,
 )
 from ._exceptions import QImageError
 
@@ -43,9 +44,9 @@ MUTED = "#5f6b7a"
 RED = "#b3261e"
 
 
-def tile_size(ratio: str) -> tuple[int, int]:
-    """Display size of a gallery tile: equal area for every ratio, so grids look balanced."""
-    w, h = PIXEL_SIZES.get((ratio, "1K"), (1, 1))
+def tile_size(size: str) -> tuple[int, int]:
+    """Display size of a gallery tile: equal area for every ratio (or WIDTHxHEIGHT), so grids look balanced."""
+    w, h = parse_pixel_size(size) or PIXEL_SIZES.get((size, "1K"), (1, 1))
     r = w / h
     return round(math.sqrt(_THUMB_AREA * r)), round(math.sqrt(_THUMB_AREA / r))
 
@@ -137,25 +138,36 @@ class PanelView:
         """Every widget, laid out; no callbacks yet (the panel wires them)."""
         from ._session import EMULATOR_BANNER
 
-        self.banner = W.HTML(
-            f'<div style="background:#fff3cd;color:#664d03;padding:6px 10px;border-radius:4px">'
-            f"<b>EMULATOR</b> · {html.escape(EMULATOR_BANNER.removeprefix('EMULATOR: '))}</div>",
-            layout=W.Layout(width="100%"),
-        )
+        self.banner = W.HTML(self._banner_html(EMULATOR_BANNER), layout=W.Layout(width="100%"))
         self.banner.add_class("qimage-banner")
         self.banner.layout.display = "none"
 
         self.title = W.HTML(
-            '<div style="font-size:15px;font-weight:600">Qwen Image 2.0</div>',
-            layout=W.Layout(flex="1 1 auto"),
+            '<div style="font-size:15px;font-weight:600;white-space:nowrap">Qwen Image 2.0</div>',
+            layout=W.Layout(flex="0 0 auto"),
         )
         self.server = W.HTML()
         self.server.add_class("qimage-server")
         self.balance = W.HTML("")
         self.balance.add_class("qimage-balance")
+        # The hosts, each by name; the panel picks the session's and lists models, sizes and options
+        # from what the chosen one supports (provider.capabilities), never from its name.
+        from .providers import all_providers
+
+        # In the header, after the title: the host is what the whole panel talks to (and a row of
+        # its own would push the newest run further down).
+        self.provider = W.Dropdown(
+            options=[(p.title, p.name) for p in all_providers()],
+            tooltip="the host the panel sends to",
+            layout=W.Layout(width="auto", min_width="190px", flex="0 1 250px", margin="0 12px 0 8px"),
+        )
+        self.provider.add_class("qimage-provider")
+        # Where the chosen provider's key comes from (never the key), beside its server.
+        self.provider_note = W.HTML(layout=W.Layout(margin="0 12px 0 0"))
+        self.provider_note.add_class("qimage-provider-note")
         header = W.HBox(
-            [self.title, self.server, self.balance],
-            layout=W.Layout(align_items="baseline", width="100%"),
+            [self.title, self.provider, self.server, self.provider_note, self.balance],
+            layout=W.Layout(align_items="center", width="100%", flex_flow="row wrap"),
         )
         header.add_class("qimage-header")
 
@@ -167,15 +179,52 @@ class PanelView:
             "Negative", "Optional: what to avoid (blurry, watermark, extra fingers…)", "44px", "qimage-negative"
         )
 
-        self.model = _toggles(
-            list(MODELS), "Model", "168px", "qimage-model",
-            tooltips=["standard", "better text rendering, finer realistic texture"],
+        # A dropdown: a host may serve many models (DashScope lists seven).
+        self.model = W.Dropdown(
+            options=list(MODELS), value=MODELS[0], description="Model", style=_DESC,
+            layout=W.Layout(width="auto", min_width="300px", max_width="420px"),
         )
+        self.model.add_class("qimage-model")
         self.ratio = _toggles(list(RATIOS), "Ratio", "50px", "qimage-size")
+        self.free_size = W.Text(
+            placeholder="or W x H, e.g. 1024x768",
+            layout=W.Layout(width="190px", margin="0 0 0 10px"),
+            tooltip="A free pixel size (each side 512 to 2048) instead of the ratio and resolution",
+        )
+        self.free_size.add_class("qimage-free-size")
         self.resolution = _toggles(list(RESOLUTIONS), "Resolution", "50px", "qimage-resolution")
         self.pixels = W.HTML()
         self.pixels.add_class("qimage-pixels")
         self.count = _toggles(list(range(N_MIN, N_MAX + 1)), "Images", "34px", "qimage-count")
+        self.count.style.description_width = "56px"
+
+        # Options only some hosts take; enabled where the provider supports them.
+        self.seed = W.Text(
+            placeholder="random", description="Seed", style=_DESC, layout=W.Layout(width="220px")
+        )
+        self.seed.add_class("qimage-seed")
+        self.extend = W.ToggleButtons(
+            options=[("default", "default"), ("rewrite", "on"), ("as written", "off")],
+            value="default",
+            description="Prompt",
+            style={"button_width": "96px", "description_width": "56px"},
+            tooltips=[
+                "let the host decide whether to rewrite the prompt",
+                "the host may rewrite the prompt to add detail",
+                "send the prompt exactly as written",
+            ],
+            layout=W.Layout(margin="0 0 0 10px"),
+        )
+        _inline(self.extend)
+        self.extend.add_class("qimage-extend")
+        self.watermark = W.Checkbox(value=False, description="Watermark", indent=False,
+                                    layout=W.Layout(width="auto", margin="0 0 0 10px"))
+        self.watermark.add_class("qimage-watermark")
+        # Shown only for a provider that takes at least one of them (the panel decides).
+        self.options_row = W.HBox(
+            [self.seed, self.extend, self.watermark], layout=W.Layout(align_items="center", width="100%")
+        )
+        self.options_row.add_class("qimage-options")
 
         # references: URL + Add, or local files through the provider's upload endpoint
         self.ref_url = W.Text(
@@ -240,10 +289,12 @@ class PanelView:
                 right(self.prompt_count),
                 self.negative,
                 right(self.negative_count),
+                # Two controls a row where they fit: each line the controls save keeps the newest
+                # run (drawn below them) in view after Generate, at 1024 px too.
                 self.model,
-                self.ratio,
-                row(self.resolution, self.pixels),
-                self.count,
+                row(self.ratio, self.free_size),
+                row(self.resolution, self.count, self.pixels),
+                self.options_row,
                 row(self.ref_url, self.ref_add_button, self.uploader),
                 self.refs_box,
                 # The hint shares the buttons' row: every line the controls save brings the newest
@@ -385,6 +436,13 @@ class PanelView:
 
     # -- drawing --
 
+    @staticmethod
+    def _banner_html(text: str) -> str:
+        return (
+            f'<div style="background:#fff3cd;color:#664d03;padding:6px 10px;border-radius:4px">'
+            f"<b>EMULATOR</b> · {html.escape(text.removeprefix('EMULATOR: '))}</div>"
+        )
+
     def _count_html(self, length: int, limit: int) -> str:
         if length > limit:
             return f'<span style="color:{RED};font-size:11px">{length} / {limit} · {length - limit} over the limit</span>'
@@ -435,13 +493,19 @@ class PanelView:
         created = getattr(entry, "created_at", None)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
         downloaded = bool(getattr(entry, "downloaded", False))
+        from ._contract import PHASE_WORDS
+        from ._display import format_cost
+
+        unknown = getattr(entry, "outcome_unknown", False) or (not task_id and status == "submitting")
+        cost = getattr(entry, "cost", None)
         bits = [
             when,
-            status + (" · on disk" if downloaded else ""),
+            "outcome unknown" if unknown else PHASE_WORDS.get(status, status) + (" · on disk" if downloaded else ""),
             request.model,
-            f"{request.size} {request.resolution}",
+            request.size if parse_pixel_size(request.size) else f"{request.size} {request.resolution}",
             f"n={request.n}",
-            str(task_id or "no task id yet"),
+            format_cost(cost) if cost is not None else "",
+            str(task_id or "no task id"),
         ]
         error = getattr(entry, "error", None)
         prompt = (
@@ -461,7 +525,16 @@ class PanelView:
             layout=W.Layout(flex="1 1 auto"),
         )
         children: list[W.Widget] = [text]
-        if status not in ("failed", "cancelled") and (task_id or key):
+        if unknown:
+            # Resending may bill a second task where the host ignores keys: the user's call, in a cell.
+            from ._display import resend_command
+
+            hint = W.HTML(
+                f'<span style="color:{MUTED}">resend with <code>{html.escape(resend_command(str(key)))}</code></span>'
+            )
+            hint.add_class("qimage-resend-hint")
+            children.append(hint)
+        elif status not in ("failed", "cancelled") and (task_id or key):
             label = "Show" if downloaded else "Resume"
             tip = (
                 "Show these images from disk (no request)"

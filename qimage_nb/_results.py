@@ -29,8 +29,9 @@ UpdateCallback = Callable[["Update"], "Awaitable[None] | None"]
 class Update:
     """One step of a generation, for progress displays (``on_update``).
 
-    ``stage`` is one of ``"submitting"``, ``"pending"``, ``"processing"``, ``"downloading"`` (an
-    image arrived), ``"done"``, ``"failed"``, ``"cancelled"`` or ``"error"``. ``images`` has one slot
+    ``stage`` is one of ``"submitting"``, ``"queued"`` (the host's submitted, queued or pending),
+    ``"running"`` (its processing or in_progress), ``"completed"``, ``"downloading"`` (an image
+    arrived), ``"done"``, ``"failed"``, ``"cancelled"`` or ``"error"``. ``images`` has one slot
     per expected image, in the API's order: ``None`` until that image has downloaded.
     """
 

@@ -1,9 +1,10 @@
 """The kernel's current connection, shared by the magic and the panel.
 
-One object per process remembers what the user chose in this kernel: a key typed with
-``%qimage login`` (kept in memory only, never written anywhere), a base URL, or the bundled
-emulator started in the kernel. Both faces ask it for the client, so switching to the emulator in
-one cell switches the panel too. It is created on first use, never at import.
+One object per process remembers what the user chose in this kernel: the provider, a key typed
+with ``%qimage login`` (kept in memory only, never written anywhere; one per provider), a base URL,
+or a bundled emulator started in the kernel (one per provider). Both faces ask it for the client,
+so switching to the emulator in one cell switches the panel too. It is created on first use, never
+at import.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._client import AsyncClient
 from ._config import _check_key, _Secret, check_base_url
-from ._contract import PRODUCTION_BASE_URL
 from ._polling import PollPolicy
+from .providers import Provider, choose_provider, get_provider
 
 if TYPE_CHECKING:
     from ._sync import Client
     from .emulator import Emulator
 
-__all__ = ["Session", "current_client", "get_session"]
+__all__ = ["Session", "current_client", "emulator_banner", "get_session"]
 
 EMULATOR_BANNER = (
     "EMULATOR: images come from qimage_nb's bundled offline emulator, not from Qwen Image. "
@@ -30,145 +31,258 @@ EMULATOR_BANNER = (
 )
 
 
+def emulator_banner(provider: Provider) -> str:
+    """EMULATOR_BANNER for ``provider``'s emulator: the login that leaves it names that host."""
+    if provider.name == "apimart":
+        return EMULATOR_BANNER
+    return EMULATOR_BANNER.replace(
+        "%qimage login switches to the real API", f"%qimage login --provider {provider.name} switches to the real {provider.title}"
+    )
+
+
+# The bundled emulator of each host (a table, not a branch per host in the faces).
+_EMULATORS = {"apimart": "Emulator", "dashscope": "DashScopeEmulator"}
+
+
 class Session:
-    """Effective settings of this kernel and the client built from them."""
+    """Effective settings of this kernel and the clients built from them, per provider.
+
+    The provider in use is the one chosen in this kernel (``%config QImageMagics.provider``,
+    ``%qimage login --provider``, ``%qimage emulator --provider``), else what the environment says
+    (``$QIMAGE_PROVIDER``, or the one provider whose key is set), else the seed's API. Every method
+    that takes ``provider`` defaults to that one; a cell's ``--provider`` passes its own.
+    """
 
     def __init__(self) -> None:
-        self._login_key: _Secret | None = None
-        self._base_url: str | None = None
-        self._emulator: Emulator | None = None
-        self._client: AsyncClient | None = None
-        self._client_settings: tuple[str | None, str] | None = None
-        # The in-kernel emulator's poll policy: one per emulator, so every client of it shares
-        # what its calibration learns.
-        self._emulator_poll: PollPolicy | None = None
+        self._chosen: str | None = None
+        self._login_keys: dict[str, _Secret] = {}
+        self._base_urls: dict[str, str] = {}
+        self._emulators: dict[str, Emulator] = {}
+        # One poll policy per emulator, so every client of it shares what its calibration learns.
+        self._emulator_polls: dict[str, PollPolicy] = {}
+        self._clients: dict[str, tuple[tuple[str | None, str], AsyncClient]] = {}
+        # What the generations run in this kernel cost, by task id (a resumed task counts once).
+        self._costs: dict[str, float] = {}
+
+    def __repr__(self) -> str:
+        return f"<Session provider={self._chosen or 'from the environment'} emulators={sorted(self._emulators)}>"
+
+    # -- which provider --
+
+    def provider(self, name: str | Provider | None = None) -> Provider:
+        """``name``'s provider, else the one in use (a ValidationError names the choices)."""
+        if name:
+            return get_provider(name)
+        if self._chosen:
+            return get_provider(self._chosen)
+        return choose_provider()
+
+    def choose(self, name: str | None) -> Provider:
+        """Use ``name``'s provider in this kernel from now on (None: back to the environment's)."""
+        self._chosen = self.provider(name).name if name else None
+        return self.provider()
+
+    def prefer(self, name: str | None) -> None:
+        """Like :meth:`choose`, checked when first used (``%config`` cannot show a one-line error)."""
+        self._chosen = name or None
+
+    @property
+    def chosen(self) -> str | None:
+        return self._chosen
 
     # -- settings --
 
-    def login(self, key: str) -> None:
-        """Keep a key for this kernel only (memory, never disk); it overrides $QIMAGE_API_KEY."""
+    def login(self, key: str, provider: str | None = None) -> None:
+        """Keep a key for this kernel only (memory, never disk); it overrides the provider's variable."""
         secret = _check_key(key)
         if secret is None:
             from ._exceptions import ValidationError
 
             raise ValidationError("api_key", "the key is empty: paste the key from the provider's API key page")
-        self._login_key = secret
-        self._reset_client()
+        self._login_keys[self.provider(provider).name] = secret
 
-    def logout(self) -> None:
-        self._login_key = None
-        self._reset_client()
+    def logout(self, provider: str | None = None) -> None:
+        self._login_keys.pop(self.provider(provider).name, None)
 
-    def set_base_url(self, url: str | None) -> None:
-        self._base_url = None if url is None else check_base_url(url)
-        self._reset_client()
+    def set_base_url(self, url: str | None, provider: str | None = None) -> None:
+        name = self.provider(provider).name
+        if url is None:
+            self._base_urls.pop(name, None)
+        else:
+            self._base_urls[name] = check_base_url(url)
+
+    def emulator_for(self, provider: str | None = None) -> Emulator | None:
+        return self._emulators.get(self.provider(provider).name)
 
     @property
     def using_emulator(self) -> bool:
-        return self._emulator is not None
+        return self.emulator_for() is not None
 
     @property
     def emulator(self) -> Emulator | None:
-        return self._emulator
+        return self.emulator_for()
 
-    @property
-    def key_source(self) -> str | None:
-        """Where the effective key comes from (never the key itself)."""
-        if self._emulator is not None:
+    def key_source_for(self, provider: str | None = None) -> str | None:
+        """Where the provider's effective key comes from (never the key itself)."""
+        p = self.provider(provider)
+        if p.name in self._emulators:
             return "the bundled emulator"
-        if self._login_key is not None:
+        if p.name in self._login_keys:
             return "%qimage login (memory only)"
-        if os.environ.get("QIMAGE_API_KEY", "").strip():
-            return "$QIMAGE_API_KEY"
+        if os.environ.get(p.key_env, "").strip():
+            return f"${p.key_env}"
         return None
 
     @property
-    def base_url(self) -> str:
-        """The effective API origin, validated: a bad $QIMAGE_BASE_URL raises a one-line ValidationError
-        (and one carrying credentials is refused without echoing them into a cell's output)."""
-        if self._emulator is not None:
-            return self._emulator.base_url
-        if self._base_url is not None:
-            return self._base_url
-        return check_base_url(os.environ.get("QIMAGE_BASE_URL") or PRODUCTION_BASE_URL)
+    def key_source(self) -> str | None:
+        return self.key_source_for()
 
-    def _key(self) -> _Secret | None:
-        if self._emulator is not None:
-            return _Secret(self._emulator.api_key)
-        if self._login_key is not None:
-            return self._login_key
-        return _check_key(os.environ.get("QIMAGE_API_KEY"))
+    def base_url_for(self, provider: str | None = None) -> str:
+        """The provider's effective API base, validated: a bad variable raises a one-line
+        ValidationError (and one carrying credentials is refused without echoing them)."""
+        p = self.provider(provider)
+        emulator = self._emulators.get(p.name)
+        if emulator is not None:
+            return emulator.base_url
+        if p.name in self._base_urls:
+            return self._base_urls[p.name]
+        return check_base_url(os.environ.get(p.base_url_env) or p.default_base_url)
+
+    @property
+    def base_url(self) -> str:
+        return self.base_url_for()
+
+    def base_url_source(self, provider: str | None = None) -> str:
+        p = self.provider(provider)
+        if p.name in self._emulators:
+            return "the emulator in this kernel"
+        if p.name in self._base_urls:
+            return "set in this kernel"
+        if os.environ.get(p.base_url_env):
+            return f"${p.base_url_env}"
+        return f"default; ${p.base_url_env} changes it"
+
+    def key_for(self, provider: str | None = None) -> _Secret | None:
+        p = self.provider(provider)
+        emulator = self._emulators.get(p.name)
+        if emulator is not None:
+            return _Secret(emulator.api_key)
+        if p.name in self._login_keys:
+            return self._login_keys[p.name]
+        return _check_key(os.environ.get(p.key_env))
+
+    def has_key_for(self, provider: str | None = None) -> bool:
+        return self.key_for(provider) is not None
 
     @property
     def has_key(self) -> bool:
-        return self._key() is not None
+        return self.has_key_for()
 
-    def describe(self) -> dict[str, str]:
+    def describe(self, provider: str | None = None) -> dict[str, str]:
         """The effective settings, for ``%qimage config``: never the key, only where it comes from."""
+        p = self.provider(provider)
+        source = self.key_source_for(p.name)
         return {
-            "base_url": self.base_url,
-            "key": f"set (from {self.key_source})" if self.has_key else "not set",
-            "emulator": "running in this kernel" if self._emulator is not None else "off",
+            "provider": f"{p.title} ({p.name})",
+            "base_url": self.base_url_for(p.name),
+            "base_url_source": self.base_url_source(p.name),
+            "key": f"set (from {source})" if source else f"not set (${p.key_env} or %qimage login)",
+            "emulator": "running in this kernel" if p.name in self._emulators else "off",
         }
 
-    # -- the emulator --
+    # -- the emulators --
 
-    def start_emulator(self, **options: Any) -> Emulator:
-        """Start the bundled emulator in this kernel (background thread) and point the session at it."""
-        if self._emulator is None:
-            from .emulator import Emulator
+    def start_emulator(self, provider: str | None = None, **options: Any) -> Emulator:
+        """Start the provider's bundled emulator in this kernel (background thread) and point the
+        session's clients of that provider at it."""
+        p = self.provider(provider)
+        if p.name not in self._emulators:
+            from . import emulator as emulators
 
             options.setdefault("latency", 2.0)
             options.setdefault("jitter", 1.0)
-            self._emulator = Emulator(**options).start()
-            self._emulator_poll = PollPolicy.for_latency(options["latency"])
-            self._reset_client()
-        return self._emulator
+            emulator_class = getattr(emulators, _EMULATORS[p.name])
+            self._emulators[p.name] = emulator_class(**options).start()
+            self._emulator_polls[p.name] = PollPolicy.for_latency(options["latency"])
+        return self._emulators[p.name]
 
-    def stop_emulator(self) -> None:
-        if self._emulator is not None:
-            self._emulator.stop()
-            self._emulator = None
-            self._emulator_poll = None
-            self._reset_client()
+    def stop_emulator(self, provider: str | None = None) -> None:
+        name = self.provider(provider).name
+        emulator = self._emulators.pop(name, None)
+        self._emulator_polls.pop(name, None)
+        if emulator is not None:
+            emulator.stop()
 
-    # -- the client --
+    def _stop_all_emulators(self) -> None:
+        for name in list(self._emulators):
+            self.stop_emulator(name)
 
-    def client(self) -> AsyncClient:
-        """The client for the current settings, rebuilt whenever they change.
+    # -- what was spent --
+
+    def record(self, generations: Any) -> None:
+        """Count the cost of generations this kernel ran (served from the cache: nothing)."""
+        for gen in generations:
+            if gen is not None and gen.cost is not None and not gen.cached and gen.error is None and gen.task_id:
+                self._costs[gen.task_id] = gen.cost
+
+    @property
+    def spent(self) -> tuple[float, int]:
+        """(the sum of the costs the hosts gave, how many generations it covers)."""
+        return sum(self._costs.values()), len(self._costs)
+
+    # -- the clients --
+
+    def client(self, provider: str | None = None) -> AsyncClient:
+        """The provider's client for the current settings, rebuilt whenever they change.
 
         The settings include the environment, read afresh each time: a key exported in a later cell
-        (or a new $QIMAGE_BASE_URL) takes effect at once instead of leaving a stale client behind.
+        (or a new base URL variable) takes effect at once instead of leaving a stale client behind.
         """
-        key, base_url = self._key(), self.base_url
+        p = self.provider(provider)
+        key, base_url = self.key_for(p.name), self.base_url_for(p.name)
         # A digest, not the key: the session's attributes must never hold a readable key.
         settings = (hashlib.sha256(key.reveal().encode()).hexdigest() if key else None, base_url)
-        if self._client is None or settings != self._client_settings:
-            self._client = self.new_client()
-            self._client_settings = settings
-        return self._client
+        held = self._clients.get(p.name)
+        if held is None or held[0] != settings:
+            # The old client may still be finishing a background run; it keeps its own connection
+            # pool and is garbage-collected when that run ends, so nothing in flight is cut off.
+            held = (settings, self.new_client(p.name))
+            self._clients[p.name] = held
+        return held[1]
 
-    def new_client(self) -> AsyncClient:
+    @property
+    def _client(self) -> AsyncClient | None:
+        """The provider in use's client when one was built (tests close it)."""
+        try:
+            held = self._clients.get(self.provider().name)
+        except Exception:
+            return None
+        return held[1] if held else None
+
+    def clients(self) -> list[AsyncClient]:
+        return [held[1] for held in self._clients.values()]
+
+    def new_client(self, provider: str | None = None) -> AsyncClient:
         """A fresh client for the current settings (for another thread or event loop)."""
+        p = self.provider(provider)
         return AsyncClient(
-            api_key=self._key(),  # type: ignore[arg-type]  # _check_key passes a _Secret through
-            base_url=self.base_url,
-            **self._client_options(),
+            api_key=self.key_for(p.name),  # type: ignore[arg-type]  # _check_key passes a _Secret through
+            base_url=self.base_url_for(p.name),
+            provider=p,
+            **self.client_options(p.name),
         )
 
-    def _client_options(self) -> dict[str, Any]:
-        """What a client of the in-kernel emulator needs beyond its address: polls paced for its
+    def client_options(self, provider: str | None = None) -> dict[str, Any]:
+        """What a client of an in-kernel emulator needs beyond its address: polls paced for its
         latency, and the emulator's stable cache scope. Its port is new in every kernel, but the
         pictures it made are on disk in the journal, so a re-run after a restart is served from
-        there; the scope is not an http URL, so its entries never serve a real API's requests."""
-        if self._emulator is None:
+        there; the scope is not an http URL, so its entries never serve a real API's requests (and
+        each host's emulator has its own)."""
+        name = self.provider(provider).name
+        emulator = self._emulators.get(name)
+        if emulator is None:
             return {}
-        return {"poll": self._emulator_poll, "cache_scope": self._emulator.cache_scope}
-
-    def _reset_client(self) -> None:
-        # The old client may still be finishing a background run; it keeps its own connection pool
-        # and is garbage-collected when that run ends, so nothing in flight is cut off.
-        self._client = None
+        return {"poll": self._emulator_polls[name], "cache_scope": emulator.cache_scope}
 
 
 _session: Session | None = None
@@ -193,7 +307,8 @@ def current_client() -> Client:
     from ._sync import Client
 
     session = get_session()
-    return Client(session._key(), session.base_url, **session._client_options())
+    p = session.provider()
+    return Client(session.key_for(p.name), session.base_url_for(p.name), provider=p, **session.client_options(p.name))
 
 
 def reset_session() -> None:
@@ -201,5 +316,5 @@ def reset_session() -> None:
     global _session
     with _lock:
         if _session is not None:
-            _session.stop_emulator()
+            _session._stop_all_emulators()
         _session = None

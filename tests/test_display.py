@@ -208,7 +208,7 @@ def test_the_estimate_left_goes_down_as_progress_goes_up():
     live = LiveGallery([LiveSlot(request=request)], title="t", subtitle=None, banner=None, thumb_px=256, fmt="JPEG")
     said = []
     for progress, elapsed in ((50, 3.0), (71, 3.4), (80, 3.8)):
-        live.on_update(Update(request=request, stage="processing", task_id=TASK_ID, progress=progress,
+        live.on_update(Update(request=request, stage="running", task_id=TASK_ID, progress=progress,
                               elapsed=elapsed, estimated_time=6.0))
         said.append(live.status_lines()[0][0])
     seconds = [int(re.search(r"about (\d+) s left", line).group(1)) for line in said]

@@ -43,7 +43,7 @@ pytestmark = pytest.mark.slow
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 THUMB = re.compile(r'<img class="qimage-thumb" src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"')
 ANY_DATA_URI = re.compile(r"data:image/[a-z]+;base64,")
-ORDER = ["quickstart", "panel", "image_to_image", "batches", "resume_and_cache"]
+ORDER = ["quickstart", "panel", "image_to_image", "batches", "resume_and_cache", "providers"]
 
 # name -> (static thumbnails in the HTML outputs, images the notebook binds in total)
 EXPECTED = {
@@ -52,6 +52,7 @@ EXPECTED = {
     "image_to_image": (4, 4),
     "batches": (10, 10),
     "resume_and_cache": (4, 3),  # teapots three times (one from cache, one --new), then boats
+    "providers": (5, 5),  # the fox on each host, two seeds, one free pixel size
 }
 
 # What a notebook binds, read in its kernel (a tutorial does not end with test code).
@@ -305,6 +306,20 @@ def test_cells_queued_behind_a_waiting_magic_run_in_order(tmp_path):
         km.shutdown_kernel(now=True)
 
 
+def test_the_providers_notebook_shows_the_same_cell_on_both_hosts(executed):
+    run = executed["providers"]
+    first, second, seeds, banner = (_cell_text(c) for c in _magic_cells(run))
+    assert "on the APIMart API · from the emulator" in first and "$0.006" in first
+    assert "on Alibaba Model Studio (DashScope) · from the emulator" in second
+    assert "from cache" not in second  # another host: a generation of its own
+    assert "seed 1: done" in seeds and "seed 2: done" in seeds and "prompt as written" in seeds
+    assert "1536x640" in banner
+    texts = run.texts()
+    assert "refused: the APIMart API does not support seed" in texts
+    assert "Alibaba Model Studio (DashScope) has no model listing" in texts
+    assert "this session: $0.006 for 1 generation" in texts
+
+
 # --- executed with a key ---------------------------------------------------------------------
 
 
@@ -324,3 +339,22 @@ def test_with_a_key_the_notebooks_use_that_api_unchanged(tmp_path):
         assert api.api_key.encode() not in run.saved
     # quickstart 3 cells; batches 3 + 4 grid cells and 3 prompts through Client.generate_many
     assert counters["submits_accepted"] == 3 + 10
+
+
+def test_with_both_keys_the_providers_notebook_uses_both_apis_unchanged(tmp_path):
+    from qimage_nb.emulator import DashScopeEmulator
+
+    with Emulator(api_key="sk-apimart-KEY-77", latency=0.5) as api, \
+            DashScopeEmulator(api_key="sk-dashscope-KEY-88", latency=0.5) as dashscope:
+        runs = asyncio.run(_execute_all(
+            tmp_path, ["providers"], QIMAGE_API_KEY=api.api_key, QIMAGE_BASE_URL=api.base_url,
+            DASHSCOPE_API_KEY=dashscope.api_key, DASHSCOPE_HTTP_BASE_URL=dashscope.base_url,
+        ))
+        billed = api.counters()["submits_accepted"], dashscope.counters()["generations_billed"]
+    run = runs["providers"]
+    assert not [o for o in run.outputs() if o.output_type == "error"]
+    texts = run.texts()
+    assert "using the real API at" in texts and "using the real API of Alibaba Model Studio (DashScope) at" in texts
+    assert "bundled offline emulator" not in texts and "from the emulator" not in texts
+    assert b"sk-apimart-KEY" not in run.saved and b"sk-dashscope-KEY" not in run.saved
+    assert billed == (1, 4)  # the fox on the seed's API; the fox, two seeds and the banner on DashScope

@@ -43,6 +43,8 @@ class DashScopeEmulator(Emulator):
     """
 
     in_process_base_url = IN_PROCESS_API_URL + API_PREFIX
+    # Its own journal cache scope: the same request on the seed API's emulator made other pictures.
+    cache_scope = "emulator:qimage_nb:dashscope"
     in_process_cdn_url = IN_PROCESS_CDN_URL
 
     def __init__(

@@ -1,0 +1,201 @@
+"""The panel's faces of issues 12 and 13: its provider choice, the options a host takes, queued/running
+and the cost on a run's line, and the journal's outcome-unknown entries. Real widgets, the session's
+in-kernel emulators (both hosts at once), clicks through ``button.click()``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from test_panel import by_class, generate, open_button, text_of, thumbs, visible
+
+from qimage_nb import Panel, _session
+from qimage_nb.emulator import Faults
+from qimage_nb.providers import get_provider
+
+
+@pytest.fixture
+async def session():
+    _session.reset_session()
+    yield _session.get_session()
+    s = _session.get_session()
+    for client in s.clients():
+        await client.aclose()
+    _session.reset_session()
+
+
+@pytest.fixture
+async def both(session):
+    """Both hosts' emulators in this kernel; the seed's API in use."""
+    apimart = session.start_emulator("apimart", latency=0.1, jitter=0.0)
+    dashscope = session.start_emulator("dashscope", latency=0.1, jitter=0.0)
+    yield apimart, dashscope
+
+
+async def make_panel() -> Panel:
+    panel = Panel()
+    await panel.wait()
+    return panel
+
+
+def dashscope_jobs(emulator):
+    with emulator._state.lock:
+        tasks = sorted(emulator._state.tasks.values(), key=lambda t: t.created_mono)
+        return [t.request["job"] for t in tasks]
+
+
+async def test_the_provider_choice_decides_models_and_which_options_are_enabled(both, session):
+    panel = await make_panel()
+    try:
+        assert panel.provider.value == "apimart" and not panel.provider.disabled
+        assert dict(panel.provider.options)  # every host is offered, by its title
+        assert [label for label, _ in panel.provider.options] == [
+            "the APIMart API", "Alibaba Model Studio (DashScope)"]
+        assert list(panel.model.options) == ["qwen-image-2.0", "qwen-image-2.0-pro"]
+        assert panel.seed.disabled and panel.extend.disabled and panel.watermark.disabled and panel.free_size.disabled
+        (options,) = by_class(panel, "qimage-options")
+        assert not visible(options) and not visible(panel.free_size)  # nothing there this host takes
+        assert panel.seed.tooltip == "the APIMart API takes no seed"
+        assert not panel.uploader.disabled
+        assert text_of(panel.provider_note) == ""  # the emulator's banner says where the key is
+
+        panel.provider.value = "dashscope"
+        await panel.wait()
+        assert list(panel.model.options) == list(get_provider("dashscope").models)
+        assert panel.model.value == "qwen-image-2.0"
+        assert not (panel.seed.disabled or panel.extend.disabled or panel.watermark.disabled or panel.free_size.disabled)
+        assert visible(options) and visible(panel.free_size)
+        assert panel.uploader.disabled and "no upload endpoint" in panel.uploader.tooltip
+        assert panel.seed.tooltip.startswith("the same seed")
+        (banner,) = by_class(panel, "qimage-banner")
+        assert visible(banner)
+        assert text_of(panel.balance) == ""  # DashScope has no balance endpoint: nothing, not an error
+        (error,) = by_class(panel, "qimage-error")
+        assert not visible(error)
+    finally:
+        panel.close()
+
+
+async def test_generate_on_dashscope_sends_one_request_with_its_options(both, session):
+    _apimart, dashscope = both
+    panel = await make_panel()
+    try:
+        panel.provider.value = "dashscope"
+        await panel.wait()
+        panel.free_size.value = "1024x768"
+        assert panel.ratio.disabled and "1024 × 768 px" in text_of(panel.pixels)
+        await generate(panel, "a paper lantern", seed="7", extend="off", watermark=True)
+        await panel.wait()
+        (job,) = dashscope_jobs(dashscope)
+        assert (job.seed, job.prompt_extend, job.watermark, job.width, job.height) == (7, False, True, 1024, 768)
+        (gen,) = panel.generations
+        assert gen.request.seed == 7 and gen.request.size == "1024x768" and [im.size for im in panel.images] == [(1024, 768)]
+        header = text_of(by_class(panel, "qimage-run-header")[0])
+        assert "Alibaba Model Studio (DashScope)" in header and "seed 7" in header and "prompt as written" in header
+        assert "1024x768" in header and "watermark" in header
+        # The cell that reproduces it names its host and options; the magic serves it from the journal.
+        open_button(thumbs(panel)[0]).click()
+        (cell,) = by_class(panel, "qimage-cell")
+        assert cell.value.startswith(
+            "%%qimage -o qimages --provider dashscope --model qwen-image-2.0 --size 1024x768 --resolution 1K -n 1 "
+            "--seed 7 --no-extend --watermark\n")
+    finally:
+        panel.close()
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from qimage_nb._magics import QImageMagics
+
+    shell = InteractiveShell.instance()
+    shell.register_magics(QImageMagics)
+    line, body = cell.value.split("\n", 1)
+    shell.run_cell_magic("qimage", line.removeprefix("%%qimage "), body)
+    assert shell.user_ns.pop("qimages")[0].info["task_id"] == gen.task_id
+    assert len(dashscope_jobs(dashscope)) == 1  # nothing sent again
+
+
+async def test_a_bad_seed_or_size_disables_generate_with_one_line(both, session):
+    panel = await make_panel()
+    try:
+        panel.provider.value = "dashscope"
+        await panel.wait()
+        panel.prompt.value = "a kite"
+        panel.seed.value = "seven"
+        assert panel.generate_button.disabled and "seed 'seven' is not a whole number" in text_of(panel.hint)
+        panel.seed.value = "7"
+        panel.free_size.value = "4000x4000"
+        assert panel.generate_button.disabled and "outside what Alibaba Model Studio (DashScope) makes" in text_of(panel.hint)
+        panel.free_size.value = ""
+        assert not panel.generate_button.disabled
+        # Switching to a host without seeds leaves the seed typed but disabled, and never sends it.
+        panel.provider.value = "apimart"
+        await panel.wait()
+        assert panel.seed.disabled and not panel.generate_button.disabled
+        panel.generate_button.click()
+        await panel.wait()
+        assert panel.generations[-1].request.seed is None and panel.generations[-1].ok
+    finally:
+        panel.close()
+
+
+async def test_a_provider_without_a_key_says_which_variable(session, monkeypatch):
+    session.start_emulator("apimart", latency=0.1, jitter=0.0)
+    panel = await make_panel()
+    try:
+        panel.provider.value = "dashscope"
+        await panel.wait()
+        assert text_of(panel.provider_note) == "no key ($DASHSCOPE_API_KEY)"
+        assert "%qimage emulator --provider dashscope" in panel.provider_note.value  # its tooltip
+        await generate(panel, "anything")
+        (error,) = by_class(panel, "qimage-error")
+        assert visible(error)
+        message = text_of(error)
+        assert "No API key for Alibaba Model Studio (DashScope): set DASHSCOPE_API_KEY" in message
+        assert "%qimage emulator --provider dashscope" in message and panel.runs == []
+    finally:
+        panel.close()
+
+
+async def test_run_rows_say_queued_then_running_and_the_cost(session):
+    session.start_emulator(latency=1.2, jitter=0.0, faults=Faults(dialect="wild"))
+    panel = await make_panel()
+    seen: list[str] = []
+    try:
+        await generate(panel, "a lighthouse at dusk")
+        run = panel.runs[-1]
+        run.status.observe(lambda change: seen.append(text_of(run.status)), names="value")
+        await panel.wait()
+        assert any(re.match(r"queued", line) for line in seen), seen
+        assert any(re.match(r"running \d+%", line) for line in seen), seen
+        assert not any(re.search(r"\b(submitted|in_progress|pending|processing)\b", line) for line in seen), seen
+        assert re.match(r"done · 1 image in \d+ s · \$0\.006 · task_", text_of(run.status)), text_of(run.status)
+        assert session.spent == (pytest.approx(0.006), 1)  # %qimage config's session total
+    finally:
+        panel.close()
+
+
+async def test_the_journal_offers_the_resend_command_for_an_unknown_outcome(session):
+    emulator = session.start_emulator(latency=0.1, jitter=0.0)
+    emulator.set_faults(lose_submit_answers=1, lose_mode="reset")
+    panel = await make_panel()
+    try:
+        await generate(panel, "a fox under the aurora")
+        await panel.wait()
+        run = panel.runs[-1]
+        status = text_of(run.status)
+        assert status.startswith("failed: submit to 127.0.0.1") and status.count("may be billed") == 1
+        panel.journal.selected_index = 0
+        panel.refresh_journal()
+        rows = by_class(panel, "qimage-journal-entry")
+        assert rows == []  # the failed run is this panel's own, already on its line
+        panel.close()
+        fresh = await make_panel()  # a later panel (another cell) finds it in the journal
+        fresh.refresh_journal()
+        (row,) = by_class(fresh, "qimage-journal-entry")
+        words = " ".join(text_of(w) for w in row.children if hasattr(w, "value") and isinstance(w.value, str))
+        key = run.generation.idempotency_key or re.search(r"--resend (\S+)", status).group(1)
+        assert "outcome unknown" in words and f"%qimage resume --resend {key}" in words
+        assert not by_class(fresh, "qimage-resume")  # no button that would resend behind the user's back
+        fresh.close()
+    finally:
+        panel.close()
