@@ -841,7 +841,9 @@ class AsyncClient:
 
         Works whether the task is still running, finished while the kernel was dead, or was already
         downloaded (then it is served from disk with no request at all). A submit whose answer was
-        lost is replayed with its original Idempotency-Key, so the server returns the same task.
+        lost is replayed with its original Idempotency-Key only where the host has proved that it
+        honours keys (the server then returns the same task); elsewhere ``SubmitOutcomeUnknown``
+        says so and ``resend`` is the user's explicit choice.
         """
         task_id = _check_task_id(task_id, "resume")
         known = await self._journal(self.store.get, task_id)

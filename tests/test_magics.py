@@ -969,7 +969,7 @@ def test_a_network_failure_shows_its_retries_then_one_line_naming_the_host(shell
         shell.display_pub.hook = None
     assert isinstance(result.error_in_exec, QImageCellError)
     # While it waits, the output says that it is retrying and why.
-    retries = [t for t in while_waiting if re.search(r"submitting\.\.\. · submit: could not connect .*; retry \d of 5 in", t)]
+    retries = [t for t in while_waiting if re.search(r"submitting\.\.\. · submit: network error: could not connect .*; retry \d of 5 in", t)]
     assert retries, while_waiting
     assert any("retry 5 of 5" in t for t in retries)
     everything = user_sees(shell, capsys)
@@ -977,7 +977,7 @@ def test_a_network_failure_shows_its_retries_then_one_line_naming_the_host(shell
     assert everything.count("could not connect") == 1, everything
     line = next(line for line in everything.splitlines() if "could not connect" in line)
     assert f"cannot reach 127.0.0.1:{port} after 5 retries" in line
-    assert line.count("check the network") == 1 and line.count("QIMAGE_BASE_URL") == 1
+    assert line.count("network connection") == 1 and line.count("QIMAGE_BASE_URL") == 1
 
     # A refused connection never carried the request: nothing can be billed, nothing is pending.
     shell.run_line_magic("qimage", "pending")
