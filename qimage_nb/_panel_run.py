@@ -26,7 +26,7 @@ from ._display import (
     progress_status,
     resend_command,
 )
-from ._exceptions import QImageError
+from ._exceptions import QImageError, TaskError
 from ._panel_view import LINE, MUTED, RED, describe, image_format, tile_size
 
 if TYPE_CHECKING:
@@ -287,6 +287,11 @@ class Run:
 
         if not isinstance(self.error, QImageError):
             return describe(self.error) if self.error else ""
+        if isinstance(self.error, TaskError) and self.error.task_id:
+            # The host's reason first and short (the run's line is narrow); the task id after it.
+            reason = self.error.message.removeprefix(f"task {self.error.task_id} failed: ")
+            reason = reason.replace("(failed tasks are not billed)", "(not billed)")
+            return _short(f"{reason} · {self.error.task_id}", LINE)
         host = urlsplit(getattr(self.client, "base_url", "") or "").netloc or None
         setting = self.client.provider.base_url_env
         return _short(error_line(self.error, host=host, retries=self.retries, setting=setting)[1], LINE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -138,7 +139,9 @@ class PanelView:
         """Every widget, laid out; no callbacks yet (the panel wires them)."""
         from ._session import EMULATOR_BANNER
 
-        self.banner = W.HTML(self._banner_html(EMULATOR_BANNER), layout=W.Layout(width="100%"))
+        # A tag in the header, not a block above it: the session's %qimage emulator output said the
+        # whole sentence already, and every line here pushes the newest run further down.
+        self.banner = W.HTML(self._banner_html(EMULATOR_BANNER), layout=W.Layout(flex="0 1 auto"))
         self.banner.add_class("qimage-banner")
         self.banner.layout.display = "none"
 
@@ -165,18 +168,28 @@ class PanelView:
         # Where the chosen provider's key comes from (never the key), beside its server.
         self.provider_note = W.HTML(layout=W.Layout(margin="0 12px 0 0"))
         self.provider_note.add_class("qimage-provider-note")
-        header = W.HBox(
-            [self.title, self.provider, self.server, self.provider_note, self.balance],
-            layout=W.Layout(align_items="center", width="100%", flex_flow="row wrap"),
+        about = W.HBox(
+            [self.server, self.provider_note, self.balance],
+            layout=W.Layout(align_items="center", width="100%", flex_flow="row wrap", margin="-2px 0 2px 0"),
+        )
+        header = W.VBox(
+            [
+                W.HBox(
+                    [self.title, self.provider, self.banner],
+                    layout=W.Layout(align_items="center", width="100%", flex_flow="row wrap"),
+                ),
+                about,
+            ],
+            layout=W.Layout(width="100%"),
         )
         header.add_class("qimage-header")
 
         # prompt and negative prompt, each with a live count against its limit
         self.prompt, self.prompt_count = _counted_text(
-            "Prompt", "Describe the image: subject, style, light, text to render…", "72px", "qimage-prompt"
+            "Prompt", "Describe the image: subject, style, light, text to render…", "64px", "qimage-prompt"
         )
         self.negative, self.negative_count = _counted_text(
-            "Negative", "Optional: what to avoid (blurry, watermark, extra fingers…)", "44px", "qimage-negative"
+            "Negative", "Optional: what to avoid (blurry, watermark, extra fingers…)", "34px", "qimage-negative"
         )
 
         # A dropdown: a host may serve many models (DashScope lists seven).
@@ -291,9 +304,9 @@ class PanelView:
                 right(self.negative_count),
                 # Two controls a row where they fit: each line the controls save keeps the newest
                 # run (drawn below them) in view after Generate, at 1024 px too.
-                self.model,
+                row(self.model, self.pixels),
                 row(self.ratio, self.free_size),
-                row(self.resolution, self.count, self.pixels),
+                row(self.resolution, self.count),
                 self.options_row,
                 row(self.ref_url, self.ref_add_button, self.uploader),
                 self.refs_box,
@@ -423,7 +436,6 @@ class PanelView:
         self.main.add_class("qimage-main")
         self.root = W.VBox(
             [
-                self.banner,
                 header,
                 W.Box(
                     [self.main, self.preview_pane],
@@ -438,9 +450,14 @@ class PanelView:
 
     @staticmethod
     def _banner_html(text: str) -> str:
+        """The emulator tag: what it is and how to leave it, on one short line (the whole sentence
+        is its tooltip, and the %qimage emulator output)."""
+        login = re.search(r"%qimage login[^.]*?(?= switches)", text)
+        leave = f" · {login.group(0)} for the real API" if login else ""
         return (
-            f'<div style="background:#fff3cd;color:#664d03;padding:6px 10px;border-radius:4px">'
-            f"<b>EMULATOR</b> · {html.escape(text.removeprefix('EMULATOR: '))}</div>"
+            f'<span title="{html.escape(text)}" style="background:#fff3cd;color:#664d03;padding:2px 8px;'
+            f'border-radius:4px;font-size:12px">'
+            f"<b>EMULATOR</b> · offline placeholder pictures{html.escape(leave)}</span>"
         )
 
     def _count_html(self, length: int, limit: int) -> str:
