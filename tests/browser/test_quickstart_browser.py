@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
@@ -45,9 +46,9 @@ def test_quickstart_runs_in_jupyterlab_and_shows_thumbnails(jupyter_lab, open_no
     assert texts.count("from cache") == 1  # section 5 runs the first cell again, at no cost
     # JupyterLab renders only the cells near the viewport: go back to the top for the banner.
     ui.panel.locator(".jp-Cell").first.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+    # (A cell just brought into view may report no text until it is painted: expect() waits.)
     banner = ui.panel.locator(".qimage-banner").first
-    banner.wait_for(state="visible", timeout=10_000)
-    assert "bundled offline emulator" in banner.inner_text()  # these are not real pictures
+    expect(banner).to_contain_text("bundled offline emulator", timeout=10_000)  # not real pictures
 
     # The README picture: sidebar closed, from "3. Options" down to the refined cat, all in view.
     page.keyboard.press("Escape")
