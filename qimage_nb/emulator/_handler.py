@@ -12,7 +12,6 @@ import email.utils
 import json
 import re
 import secrets
-import threading
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -20,7 +19,7 @@ from .._contract import UPLOAD_MAX_BYTES
 from ._catalogue import listed_models
 from ._messages import Request, Response, error_response, html_response, json_response
 from ._multipart import MultipartError, parse_multipart, safe_filename, sniff_image
-from ._render import NOT_AN_IMAGE, bomb_png, huge_png, render_png
+from ._render import cdn_image, render_png
 from ._state import State, Task, Upload
 from ._submit import SubmitEndpoint
 from ._wire import cased, task_json
@@ -307,43 +306,23 @@ class Handler:
                         state.injected(kind)
         if not ready or task is None:
             return _text(404, "not found")
-        if variant == "not-image":
-            response = Response(200, [("Content-Type", "text/html; charset=utf-8")], NOT_AN_IMAGE)
-        else:
-            body = {"bomb": bomb_png, "huge": huge_png}.get(variant, lambda: self._picture(task, index))()
-            response = Response(200, [("Content-Type", "image/png"), ("Cache-Control", "public, max-age=86400")], body)
-        response.delay = delay
-        response.bytes_per_second = bps
-        if truncate:
-            response.truncate_at = len(response.body) // 2
-        return response
+        return cdn_image(
+            variant, lambda: self._picture(task, index), headers=[("Cache-Control", "public, max-age=86400")],
+            delay=delay, bytes_per_second=bps, truncate=truncate,
+        )
 
     def _picture(self, task: Task, index: int) -> bytes:
-        state = self.state
-        key = (task.id, index)
-        with state.lock:
-            cached = state.renders.get(key)
-            lock = state.render_locks.setdefault(key, threading.Lock())
-        if cached is not None:
-            return cached
-        with lock:  # render each picture once, outside the state lock so other requests flow
-            with state.lock:
-                cached = state.renders.get(key)
-            if cached is None:
-                request = task.request
-                cached = render_png(
-                    prompt=request["prompt"],
-                    index=index,
-                    n=task.n,
-                    size=request["size"],
-                    resolution=request["resolution"],
-                    model=request["model"],
-                    pixels=task.pixels,
-                    references=[self._own_upload(url) for url in request.get("image_urls") or ()],
-                )
-                with state.lock:
-                    state.renders[key] = cached
-        return cached
+        request = task.request
+        return self.state.render_once((task.id, index), lambda: render_png(
+            prompt=request["prompt"],
+            index=index,
+            n=task.n,
+            size=request["size"],
+            resolution=request["resolution"],
+            model=request["model"],
+            pixels=task.pixels,
+            references=[self._own_upload(url) for url in request.get("image_urls") or ()],
+        ))
 
     def _own_upload(self, url: str) -> bytes | None:
         parts = urlsplit(url)

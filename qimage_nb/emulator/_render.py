@@ -12,11 +12,12 @@ import hashlib
 import io
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
 from .._contract import PIXEL_SIZES
+from ._messages import Response
 
 _BANNER = "EMULATOR"
 _SUBTITLE = "offline stand-in from qimage_nb - not a generated image"
@@ -178,3 +179,26 @@ NOT_AN_IMAGE = (
     b"<!DOCTYPE html><html><head><title>Welcome</title></head>"
     b"<body><h1>This CDN answered a web page, not a PNG</h1></body></html>"
 )
+
+
+def cdn_image(
+    variant: str,
+    picture: Callable[[], bytes],
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    delay: float = 0.0,
+    bytes_per_second: float | None = None,
+    truncate: bool = False,
+) -> Response:
+    """A CDN answer for a finished picture, as the fault switches shape it: the picture itself, or
+    a decompression bomb, a huge image, an HTML page; slow, dripping or cut in half."""
+    if variant == "not-image":
+        response = Response(200, [("Content-Type", "text/html; charset=utf-8")], NOT_AN_IMAGE)
+    else:
+        body = {"bomb": bomb_png, "huge": huge_png}.get(variant, picture)()
+        response = Response(200, [("Content-Type", "image/png"), *headers], body)
+    response.delay = delay
+    response.bytes_per_second = bytes_per_second
+    if truncate:
+        response.truncate_at = len(response.body) // 2
+    return response

@@ -15,6 +15,7 @@ import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,6 +239,23 @@ class State:
     def estimated_time(self, task: Task) -> int:
         # Real providers overstate; the estimate includes time spent waiting for a slot.
         return math.ceil((task.full_end - task.created_mono) * self.settings.overstate)
+
+    def render_once(self, key: tuple[str, int], render: Callable[[], bytes]) -> bytes:
+        """The picture ``key`` (task id, index), rendered once by ``render``: outside the state lock,
+        so other requests flow while a large PNG is drawn, and never twice for two racing GETs."""
+        with self.lock:
+            cached = self.renders.get(key)
+            lock = self.render_locks.setdefault(key, threading.Lock())
+        if cached is not None:
+            return cached
+        with lock:
+            with self.lock:
+                cached = self.renders.get(key)
+            if cached is None:
+                cached = render()
+                with self.lock:
+                    self.renders[key] = cached
+        return cached
 
     def cost(self, task: Task) -> float:
         return round(task.n * self.settings.price_per_image, 6)

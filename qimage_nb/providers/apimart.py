@@ -75,17 +75,9 @@ class APIMart(Provider):
             )
 
     def submit(self, request: GenerationRequest, key: str) -> Call:
-        body: dict[str, Any] = {
-            "model": request.model,
-            "prompt": request.prompt,
-            "size": request.size,
-            "resolution": request.resolution,
-            "n": request.n,
-        }
-        if request.negative_prompt is not None:
-            body["negative_prompt"] = request.negative_prompt
-        if request.image_urls:
-            body["image_urls"] = list(request.image_urls)
+        # The journal keeps requests in this API's own field names; the options this API does not
+        # take were refused by check() and never reach the wire.
+        body = {name: value for name, value in request.to_json().items() if name not in request.options}
         return Call(
             "POST", SUBMIT_PATH, json=body,
             headers={"Idempotency-Key": key, VERSION_HEADER: RESPONSE_VERSION},

@@ -13,7 +13,6 @@ import hmac
 import json
 import re
 import secrets
-import threading
 import time
 import uuid
 from collections import Counter
@@ -22,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .._faults import Faults
 from .._messages import Request, Response, html_response, json_response
-from .._render import NOT_AN_IMAGE, bomb_png, huge_png, render_png
+from .._render import cdn_image, render_png
 from .._state import State, Task
 from . import _wire as wire
 from ._wire import Job, Refusal
@@ -385,38 +384,16 @@ class DashScopeHandler:
                         state.injected(kind)
         if not ready or task is None:
             return _oss_error(404, "NoSuchKey", "The specified key does not exist.")
-        if variant == "not-image":
-            response = Response(200, [("Content-Type", "text/html; charset=utf-8")], NOT_AN_IMAGE)
-        else:
-            body = {"bomb": bomb_png, "huge": huge_png}.get(variant, lambda: self._picture(task, index))()
-            response = Response(200, [("Content-Type", "image/png")], body)
-        response.delay = delay
-        response.bytes_per_second = bps
-        if truncate:
-            response.truncate_at = len(response.body) // 2
-        return response
+        return cdn_image(variant, lambda: self._picture(task, index), delay=delay, bytes_per_second=bps,
+                         truncate=truncate)
 
     def _picture(self, task: Task, index: int) -> bytes:
-        state = self.state
-        key = (task.id, index)
-        with state.lock:
-            cached = state.renders.get(key)
-            lock = state.render_locks.setdefault(key, threading.Lock())
-        if cached is not None:
-            return cached
-        with lock:  # render each picture once, outside the state lock so other requests flow
-            with state.lock:
-                cached = state.renders.get(key)
-            if cached is None:
-                job: Job = task.request["job"]
-                cached = render_png(
-                    prompt=task.request["prompt"], index=index, n=task.n, size=job.size,
-                    resolution=f"seed {task.request['seed']}", model=job.model,
-                    references=[None] * len(job.images), pixels=(job.width, job.height),
-                )
-                with state.lock:
-                    state.renders[key] = cached
-        return cached
+        job: Job = task.request["job"]
+        return self.state.render_once((task.id, index), lambda: render_png(
+            prompt=task.request["prompt"], index=index, n=task.n, size=job.size,
+            resolution=f"seed {task.request['seed']}", model=job.model,
+            references=[None] * len(job.images), pixels=(job.width, job.height),
+        ))
 
 
 def _poll_fault(kind: str) -> Response:
