@@ -18,7 +18,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -833,6 +833,43 @@ class AsyncClient:
                 settled()
 
         return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(batch))))
+
+    async def resume_many(
+        self,
+        task_ids: Iterable[str],
+        *,
+        concurrency: int = 4,
+        on_update: Callable[[int, Update], Awaitable[None] | None] | None = None,
+        timeout: float | None = None,
+        resend: bool = False,
+    ) -> list[Generation]:
+        """Resume several tasks (task ids or journal keys) with at most ``concurrency`` waited on at
+        once; results in input order. A task that cannot be resumed has its ``Generation.error`` set
+        and does not stop the others. ``on_update(index, update)`` reports each one's steps.
+        ``resend=True`` resends outcome-unknown entries instead (``resend``: your explicit choice).
+        """
+        limit = _check_count("concurrency", concurrency)
+        _check_seconds("timeout", timeout, allow_none=True)
+        if isinstance(task_ids, str) or not isinstance(task_ids, Iterable):
+            raise ValidationError("task_ids", "resume_many takes a list of task ids; call resume() for one")
+        ids = [_check_task_id(task_id, "resume_many") for task_id in task_ids]
+        gate = asyncio.Semaphore(limit)
+
+        async def one(index: int, task_id: str) -> Generation:
+            def report(update: Update) -> Awaitable[None] | None:
+                return on_update(index, update) if on_update is not None else None
+
+            async with gate:
+                try:
+                    step = self.resend if resend else self.resume
+                    return await step(task_id, on_update=report, timeout=timeout)
+                except QImageError as exc:
+                    return Generation(
+                        task_id=exc.task_id or task_id, request=GenerationRequest(prompt=""),
+                        status="failed", error=exc,
+                    )
+
+        return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(ids))))
 
     async def resume(
         self, task_id: str, *, on_update: UpdateCallback | None = None, timeout: float | None = None

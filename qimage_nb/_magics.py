@@ -618,11 +618,8 @@ class QImageMagics(Magics):
             raise UsageError("pass one of a task id, --all or --resend KEY, not both")
         name = self._checked_name(args.output)
         thumb_px, fmt, concurrency = self._checked_display_settings()
-        import asyncio
 
-        from ._client import Generation
-        from ._contract import GenerationRequest
-        from ._exceptions import QImageError, ValidationError
+        from ._exceptions import ValidationError
         from ._session import get_session
         from ._sync import run_sync
 
@@ -668,27 +665,13 @@ class QImageMagics(Magics):
         live.show()
 
         async def resume_all() -> list[Generation]:
-            # generate_many's gate, for resume: a failure is that task's Generation.error, not the
-            # end of the others. (An AsyncClient.resume_many would make this one call.)
             from ._retry import retry_observer
 
             retry_observer.set(live.retrying)
-            gate = asyncio.Semaphore(concurrency)
-
-            async def one(index: int, task_id: str) -> Generation:
-                def on_update(update: Any) -> None:
-                    live.on_update(update, index)
-
-                async with gate:
-                    try:
-                        if args.resend:
-                            return await client.resend(task_id, on_update=on_update, timeout=self.timeout)
-                        return await client.resume(task_id, on_update=on_update, timeout=self.timeout)
-                    except QImageError as exc:
-                        return Generation(task_id=exc.task_id or task_id, request=GenerationRequest(prompt=""),
-                                          status="failed", error=exc)  # fmt: skip
-
-            return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(ids))))
+            return await client.resume_many(
+                ids, concurrency=concurrency, on_update=lambda index, update: live.on_update(update, index),
+                timeout=self.timeout, resend=args.resend,
+            )
 
         try:
             generations = run_sync(resume_all())

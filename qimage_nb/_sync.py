@@ -125,6 +125,7 @@ class Client:
     generate: Callable[..., Generation] = _blocking(AsyncClient.generate)
     generate_many: Callable[..., list[Generation]] = _blocking(AsyncClient.generate_many)
     resume: Callable[..., Generation] = _blocking(AsyncClient.resume)
+    resume_many: Callable[..., list[Generation]] = _blocking(AsyncClient.resume_many)
     submit: Callable[..., str] = _blocking(AsyncClient.submit)
     get_task: Callable[..., TaskStatus] = _blocking(AsyncClient.get_task)
     cancel: Callable[..., TaskStatus] = _blocking(AsyncClient.cancel)

@@ -265,3 +265,17 @@ async def test_a_model_list_that_cannot_be_read_refuses_an_unknown_model_and_say
     message = str(info.value)
     assert "known: qwen-image-2.0" in message and "model list could not be read" in message
     assert "\n" not in message
+
+
+async def test_resume_many_fetches_each_in_order_and_a_bad_one_does_not_stop_the_rest(emu):
+    async with client_for(emu) as client:
+        first = await client.submit("one")
+        second = await client.submit("two")
+        seen: set[int] = set()
+        results = await client.resume_many(
+            [second, "task_unknown_here", first], concurrency=2, on_update=lambda i, u: seen.add(i)
+        )
+    assert [g.task_id for g in results] == [second, "task_unknown_here", first]
+    assert results[0].ok and results[2].ok and results[1].error is not None
+    assert {0, 2} <= seen  # each index reported its own steps
+    assert billed(emu) == 2  # nothing was submitted again
