@@ -569,7 +569,7 @@ class Panel(PanelView):
         return self._start_run(request, client, resume=task_id)
 
     def _start_run(self, request: GenerationRequest, client: AsyncClient, *, resume: str | None = None) -> Run:
-        run = Run(self, len(self.runs) + 1, request, client, resume=resume)
+        run = Run(_RunHost(self), len(self.runs) + 1, request, client, resume=resume)
         self.runs.append(run)
         self.history.children = (run.box, *self.history.children)
         if resume is None:
@@ -729,3 +729,31 @@ class Panel(PanelView):
             f'<span style="color:{MUTED};margin-left:8px">{len(rows)} earlier entr{"y" if len(rows) == 1 else "ies"}'
             f" in {html.escape(str(getattr(client.store, 'root', '') or 'the journal'))}</span>"
         )
+
+
+class _RunHost:
+    """The panel as its runs see it (``_panel_run.RunHost``): a run never reaches past this."""
+
+    def __init__(self, panel: Panel) -> None:
+        self._panel = panel
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._panel._loop()
+
+    def guard(self, action: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return self._panel._guard(action, fn)
+
+    def show_error(self, message: str) -> None:
+        self._panel._show_error(message)
+
+    def submit_settled(self, run: Run) -> None:
+        self._panel._submit_settled(run)
+
+    def run_finished(self, run: Run) -> None:
+        self._panel._run_finished(run)
+
+    def select(self, run: Run, index: int) -> None:
+        self._panel.select(run, index)
+
+    def load_request(self, request: GenerationRequest) -> None:
+        self._panel.load_request(request)

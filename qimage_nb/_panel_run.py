@@ -12,7 +12,7 @@ import asyncio
 import html
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import ipywidgets as W
 
@@ -30,12 +30,13 @@ from ._exceptions import QImageError, TaskError
 from ._panel_view import LINE, MUTED, RED, describe, image_format, tile_size
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from PIL import Image
 
     from ._client import AsyncClient, Generation, Update
-    from ._panel import Panel
 
-__all__ = ["Run", "RunSlot"]
+__all__ = ["Run", "RunHost", "RunSlot"]
 
 logger = logging.getLogger("qimage_nb")
 
@@ -93,11 +94,36 @@ class RunSlot:
         )
         opener.add_class("qimage-open")
         opener.on_click(
-            self.run.panel._guard("preview", lambda _b: self.run.panel.select(self.run, self.index))
+            self.run.panel.guard("preview", lambda _b: self.run.panel.select(self.run, self.index))
         )
         self.box.children = (picture, opener)
         self.box.remove_class("qimage-placeholder")
         self.box.add_class("qimage-thumb")
+
+
+class RunHost(Protocol):
+    """What a run may ask of the panel that shows it: these, and nothing else of the panel."""
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The kernel's event loop, where the run's task goes (the kernel stays free)."""
+
+    def guard(self, action: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` as a widget callback whose failure is one line in the panel, named ``action``."""
+
+    def show_error(self, message: str) -> None:
+        """One line in the panel's error line: what belongs to no run's own line."""
+
+    def submit_settled(self, run: Run) -> None:
+        """The run's submit is over (the next Generate may reuse its settings)."""
+
+    def run_finished(self, run: Run) -> None:
+        """The run ended: its images (if any) are the panel's latest."""
+
+    def select(self, run: Run, index: int) -> None:
+        """Show the run's image ``index`` in the preview."""
+
+    def load_request(self, request: GenerationRequest) -> None:
+        """Put a request's settings back into the controls."""
 
 
 class Run:
@@ -105,7 +131,7 @@ class Run:
 
     def __init__(
         self,
-        panel: Panel,
+        panel: RunHost,
         number: int,
         request: GenerationRequest,
         client: AsyncClient,
@@ -147,7 +173,7 @@ class Run:
             layout=W.Layout(width="80px", flex="0 0 auto"),
         )
         self.stop_button.add_class("qimage-run-cancel")
-        self.stop_button.on_click(panel._guard("stop", lambda _b: self.cancel()))
+        self.stop_button.on_click(panel.guard("stop", lambda _b: self.cancel()))
         self.reuse_button = W.Button(
             description="Reuse settings",
             icon="undo",
@@ -156,7 +182,7 @@ class Run:
         )
         self.reuse_button.add_class("qimage-reuse")
         self.reuse_button.on_click(
-            panel._guard("reuse settings", lambda _b: panel.load_request(self.request))
+            panel.guard("reuse settings", lambda _b: panel.load_request(self.request))
         )
         w, _h = tile_size(request.size)
         self.gallery = W.GridBox(
@@ -338,7 +364,7 @@ class Run:
         )
 
     def start(self) -> None:
-        self.task = self.panel._loop().create_task(self.main())
+        self.task = self.panel.loop().create_task(self.main())
 
     def cancel(self) -> None:
         if self.in_flight:
@@ -388,13 +414,13 @@ class Run:
         finally:
             ticker.cancel()
             self.finished_at = time.monotonic()
-            panel._submit_settled(self)
+            panel.submit_settled(self)
             try:
                 self.render()
-                panel._run_finished(self)
+                panel.run_finished(self)
             except Exception as exc:  # the display must never hide the outcome of a paid run
                 logger.exception("qimage_nb: panel display failed")
-                panel._show_error(f"Run #{self.number}: display failed: {describe(exc)}")
+                panel.show_error(f"Run #{self.number}: display failed: {describe(exc)}")
 
     def _record_unfinished(self, exc: BaseException | None) -> None:
         from ._client import Generation
@@ -435,7 +461,7 @@ class Run:
             self.task_id = update.task_id
         if update.stage != "submitting" and self.state == "submitting":
             self.state = "running"
-            self.panel._submit_settled(self)
+            self.panel.submit_settled(self)
         if update.images:
             self._set_slots(len(update.images))
         if update.new_image is not None and update.new_image < len(update.images):
