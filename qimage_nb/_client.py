@@ -303,7 +303,7 @@ class AsyncClient:
             hint = "the API refused the request's parameters"
         if cls is RateLimitError and retry_after is not None:
             hint += f" (retry after {retry_after:.0f} s)"
-        return cls(
+        error = cls(
             f"{what}: {hint} (HTTP {status}): {detail}",
             status_code=status,
             error_type=info.type,
@@ -312,6 +312,8 @@ class AsyncClient:
             retry_after=retry_after,
             code=info.code,
         )
+        error.detail = detail  # the host's own words, for a line that says them once
+        return error
 
     def _error_of(self, response: httpx.Response, what: str, task_id: str | None) -> APIError:
         info = self.provider.read_error(
@@ -499,11 +501,12 @@ class AsyncClient:
     async def _unknown(self, key: str, reason: str) -> SubmitOutcomeUnknown:
         """Journal a submit with no answer as 'outcome unknown' and say so, once, with the way out."""
         await self._journal(self.store.mark_outcome_unknown, key, reason)
-        why = (
-            "nothing was resent, because this host has not shown that it honours Idempotency-Key"
-            if self.provider.capabilities.idempotency_keys
-            else "nothing was resent, because this host has no idempotency key"
-        )
+        if not self.provider.capabilities.idempotency_keys:
+            why = "nothing was resent, because this host has no idempotency key"
+        elif await self._keys_honoured():
+            why = "nothing more was resent"
+        else:
+            why = "nothing was resent, because this host has not shown that it honours Idempotency-Key"
         return SubmitOutcomeUnknown(
             f"submit to {self._host()}: {reason}; the task may exist and may be billed ({why}). "
             f"To resend the identical request with the same key: %qimage resume --resend {key} "
@@ -531,7 +534,11 @@ class AsyncClient:
         may_exist = False  # some attempt may have created the task without our knowing
         failure: QImageError | None = None
         for attempt in range(self.retry.max_attempts):
-            safe = force or await self._keys_honoured()
+            # The user's resend is one send: a further one, after its answer too is lost, is made
+            # only where the origin honours keys, as for any submit.
+            safe = await self._keys_honoured()
+            if force and attempt == 0:
+                safe = True
             retry_after: float | None = None
             sent = time.monotonic()
             try:
@@ -550,6 +557,8 @@ class AsyncClient:
                 failure = TransportError(f"{what}: {reason}")
             else:
                 answered = time.monotonic()
+                if self.provider.confirms_idempotency(response.headers):
+                    await self._confirm_keys()
                 try:
                     if not response.is_success:
                         raise self._error_of(response, what, None)
@@ -571,6 +580,9 @@ class AsyncClient:
                     if code == "idempotency_result_indeterminate":
                         raise await self._unknown(key, f"{self._host()} cannot tell whether it created the task") from None
                     if code in ("idempotency_in_progress", "idempotency_unavailable"):
+                        # in progress: the first request with this key is being processed, so the
+                        # task may well exist; unavailable: nothing was done yet.
+                        may_exist = may_exist or code == "idempotency_in_progress"
                         failure, retry_after = error, error.retry_after if error.retry_after is not None else 1.0
                     elif error.status_code in (408, 429) and is_retryable(error.status_code, error.type):
                         if not self.retry.honours(error.retry_after):
@@ -580,18 +592,26 @@ class AsyncClient:
                     elif error.status_code in (502, 503, 504) and is_retryable(error.status_code, error.type):
                         may_exist = True
                         if not safe:
-                            raise await self._unknown(key, f"{self._host()} answered HTTP {error.status_code} ({error.message})") from None
+                            raise await self._unknown(key, f"{self._host()} answered HTTP {error.status_code}: {error.detail}") from None
                         failure, retry_after = error, error.retry_after
+                    elif error.status_code >= 500 and not _bad_parameter(error):
+                        # API.md 7.1/7.3: a 5xx after the body was sent leaves the outcome unknown;
+                        # a 500 is never resent on its own (the provider also uses it for bad
+                        # parameters). The server's message is in the one line the user gets.
+                        raise await self._unknown(
+                            key, f"{self._host()} answered HTTP {error.status_code}: {error.detail}"
+                        ) from None
                     else:
-                        # A definite answer, 500 included (the provider's word for a bad parameter):
+                        # A definite answer (a 500 build_request_failed is a bad parameter):
                         # shown at once, never resent.
                         await self._settle_refused(key, error, may_exist)
                         raise
                 else:
-                    if submitted.confirms_idempotency:
-                        await self._confirm_keys()
                     await self._journal_submitted(key, submitted, fresh=fresh, sent=sent, answered=answered)
                     return submitted
+            if may_exist and not await self._keys_honoured():
+                # The user's one resend got no definite answer either: report, never send again.
+                raise await self._unknown(key, f"the resend got no definite answer ({failure})") from None
             if attempt + 1 < self.retry.max_attempts:
                 delay = self.retry.backoff(attempt, retry_after)
                 logger.info("qimage_nb: %s failed (%s); retry %d of %d with the same key in %.1f s",
@@ -603,6 +623,14 @@ class AsyncClient:
             raise await self._unknown(key, f"no definite answer after {self.retry.max_attempts} attempts ({failure})") from None
         await self._journal(self.store.record_status, key, "failed", 0, error=str(failure))
         raise failure
+
+    def _abandoned(self, key: str) -> None:
+        """An interrupt or a cancelled wait before the submit's answer: nobody waits for it now,
+        so it is not "in flight" any more; its outcome is unknown until the user resends it.
+        (Synchronous on purpose: this runs while the task is being cancelled.)"""
+        job = self.store.get(key)
+        if job is not None and job.task_id is None and job.status == "submitting" and not job.outcome_unknown:
+            self.store.mark_outcome_unknown(key, "the wait was interrupted before the submit's answer")
 
     async def _settle_refused(self, key: str, error: APIError, may_exist: bool) -> None:
         """A definite refusal. After an attempt that may have created the task, the refusal does
@@ -766,6 +794,11 @@ class AsyncClient:
             raise ValidationError("key", f"no journal entry {key!r}: see %qimage pending for what can be resent")
         if job.task_id is not None:
             return await self.resume(job.task_id, on_update=on_update, timeout=timeout)
+        if job.in_flight and not await self._keys_honoured():
+            raise ValidationError(
+                "key", f"{key} is still being submitted (since {time.strftime('%H:%M:%S', time.localtime(job.created_at))}): "
+                "wait for its answer; only an entry whose outcome is unknown is resent",
+            )
         self._same_origin(job)
         progress = _Progress(job.request, on_update, job.label, None, time.monotonic())
         return await self._track(job, progress, timeout=timeout, immediate=False, force=True)
@@ -946,6 +979,8 @@ class AsyncClient:
                 try:
                     return await self._track(unfinished, progress, timeout=timeout, immediate=True, settled=settled)
                 except (NotFoundError, BadRequestError) as exc:
+                    if not _task_is_gone(exc):
+                        raise  # the paid task is not shown to be gone: never abandon it for another
                     await self._journal(self.store.record_status, unfinished.key, "failed", 0, error=str(exc))
                     logger.warning("qimage_nb: %s; submitting afresh", exc)
                     progress = _Progress(request, on_update, label, batch_index, time.monotonic())
@@ -955,11 +990,14 @@ class AsyncClient:
         job = await self._journal(
             self.store.begin, request, key, label=label, origin=self.base_url, scope=self.cache_scope
         )
-        await progress.emit("submitting")
         try:
+            await progress.emit("submitting")
             submitted = await self._submit_journaled(request, key, fresh=fresh)
         except QImageError as exc:
             await progress.emit("error", error=exc)
+            raise
+        except BaseException:
+            self._abandoned(key)
             raise
         # Tell the display the task id now, not at the first poll: a user who stops waiting in
         # between must be told which task to resume.
@@ -987,11 +1025,30 @@ class AsyncClient:
         try:
             task_id = job.task_id
             if task_id is None:
+                if not force and job.in_flight and not await self._keys_honoured():
+                    # Another wait (this kernel's or another's) is still sending it: neither
+                    # resend nor mark it, or its own answer would be taken for a lost one.
+                    raise SubmitOutcomeUnknown(
+                        f"an identical request ({job.key}) is still being submitted; its answer is not "
+                        "in yet: wait for it (%qimage pending shows it), or use --new for a separate one",
+                        idempotency_key=job.key,
+                    )
                 if not (force or await self._keys_honoured()):
                     raise await self._unknown(job.key, "its submit never got an answer")
-                submitted = await self._submit_journaled(job.request, job.key, fresh=False, force=force)
+                try:
+                    submitted = await self._submit_journaled(job.request, job.key, fresh=False, force=force)
+                except QImageError:
+                    raise
+                except BaseException:
+                    self._abandoned(job.key)
+                    raise
                 task_id, result = submitted.task_id, submitted.result
                 await progress.emit("queued", task_id=task_id)
+            if result is None and job.status == "completed" and job.urls:
+                # The host already said it is done, with these URLs (a result answered at once has
+                # no task to poll; a finished task need not be asked again): fetch them.
+                result = TaskStatus(task_id=task_id, status="completed", progress=100, urls=tuple(job.urls),
+                                    cost=job.cost, raw_status="completed")
             last: TaskStatus | None = result
             updates = (
                 _one_status(result)
@@ -1141,6 +1198,20 @@ class AsyncClient:
 def new_idempotency_key() -> str:
     """One key per logical submit; every retry of that submit reuses it."""
     return str(uuid.uuid4())
+
+
+def _task_is_gone(error: APIError) -> bool:
+    """The host says it no longer has this task (API.md 7.3: 404, or a 400 "task does not exist or
+    has expired" on some deployments), as opposed to any other refusal."""
+    if isinstance(error, NotFoundError):
+        return True
+    words = error.message.lower()
+    return any(phrase in words for phrase in ("not exist", "expired", "invalid task", "not found"))
+
+
+def _bad_parameter(error: APIError) -> bool:
+    """A 5xx that is the provider's way of refusing a parameter (API.md 7.3), not a fault."""
+    return error.code == "build_request_failed" or error.type == "invalid_request_error" or bool(error.param)
 
 
 async def _one_status(status: TaskStatus) -> AsyncIterator[TaskStatus]:

@@ -745,6 +745,9 @@ def _resume_hints(pending: Sequence[Any]) -> list[str]:
     elif tasks:
         hints.append(f"resume one with: %qimage resume {tasks[0].task_id}; or all {len(tasks)} with: %qimage resume --all")
     for entry in unanswered:
+        if getattr(entry, "in_flight", False):
+            hints.append(f"{entry.key} is still being submitted: its answer is on its way")
+            continue
         hints.append(
             f"outcome unknown (the submit got no answer; the task may exist and may be billed): "
             f"to resend the identical request with the same key, {resend_command(entry.key)}"
@@ -753,6 +756,8 @@ def _resume_hints(pending: Sequence[Any]) -> list[str]:
 
 
 def _status_word(entry: Any) -> str:
+    if getattr(entry, "in_flight", False):
+        return "submitting"
     if getattr(entry, "outcome_unknown", False) or (not entry.task_id and getattr(entry, "status", "") == "submitting"):
         return "outcome unknown"
     return PHASE_WORDS.get(str(getattr(entry, "status", "")), str(getattr(entry, "status", "")))

@@ -112,6 +112,7 @@ class APIError(QImageError):
         self.type = error_type
         self.param = param
         self.retry_after = retry_after
+        self.detail = message  # the host's own words (the client sets them apart from its hint)
         # Set by the client: an earlier attempt of the same request got no definite answer, so
         # this refusal does not prove the server created nothing.
         self.after_ambiguous_attempt = False

@@ -513,7 +513,9 @@ class PanelView:
         from ._contract import PHASE_WORDS
         from ._display import format_cost
 
-        unknown = getattr(entry, "outcome_unknown", False) or (not task_id and status == "submitting")
+        unknown = not getattr(entry, "in_flight", False) and (
+            getattr(entry, "outcome_unknown", False) or (not task_id and status == "submitting")
+        )
         cost = getattr(entry, "cost", None)
         bits = [
             when,

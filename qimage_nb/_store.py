@@ -52,6 +52,10 @@ JOB_STATUSES = ("submitting", *STATUSES)
 SCHEMA_VERSION = 4  # 2: jobs.origin; 3: jobs.scope; 4: jobs.cost
 # The error text of an entry whose submit got no answer: the task may exist (and be billed).
 OUTCOME_UNKNOWN = "outcome unknown"
+# A submit with neither an answer nor that mark is still in flight (here or in another kernel)
+# for at most this long: its attempts and their read timeouts (a synchronous call's 180 s
+# included) are over by then, and an entry still unanswered is one whose process died mid-POST.
+SUBMIT_IN_FLIGHT_SECONDS = 600
 BUSY_TIMEOUT_MS = 15_000
 STALE_TEMP_SECONDS = 24 * 3600
 
@@ -140,6 +144,20 @@ class JobRecord:
     # server that outlives no kernel (the in-kernel emulator, on a new port after each restart).
     scope: str | None = None
     cost: float | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        """Its submit is still being sent (no answer, no 'outcome unknown' yet, and recent)."""
+        return (
+            self.task_id is None and self.status == "submitting" and not self.outcome_unknown
+            and time.time() - self.updated_at < SUBMIT_IN_FLIGHT_SECONDS
+        )
+
+    @property
+    def resendable(self) -> bool:
+        """No answer will come for its submit: marked 'outcome unknown', or left unanswered by a
+        process that died mid-POST. Only the user resends it (``client.resend(key)``)."""
+        return self.task_id is None and self.status == "submitting" and not self.in_flight
 
     @property
     def outcome_unknown(self) -> bool:

@@ -16,6 +16,7 @@ from qimage_nb import AsyncClient, Client
 from qimage_nb._exceptions import (
     AuthenticationError,
     BadRequestError,
+    ImageError,
     SubmitOutcomeUnknown,
     ValidationError,
 )
@@ -180,3 +181,32 @@ async def test_the_seed_api_has_no_cancel_and_says_so(ds):
             with pytest.raises(ValidationError, match="no way to cancel a task"):
                 await client.cancel("task_0123")
         assert emu.counters()["api_requests"] == 0
+
+
+async def test_a_submit_still_in_flight_is_neither_resent_nor_called_unknown(ds):
+    with DashScopeEmulator(latency=1.0, jitter=0.0) as slow:
+        async with client_for(slow) as client:
+            first = asyncio.ensure_future(client.generate("a slow synchronous call"))
+            while not client.pending():
+                await asyncio.sleep(0.02)
+            (entry,) = client.pending()
+            assert entry.in_flight and not entry.outcome_unknown
+            with pytest.raises(ValidationError, match="still being submitted"):
+                await client.resend(entry.key)
+            with pytest.raises(SubmitOutcomeUnknown, match="still being submitted"):
+                await client.generate("a slow synchronous call", cache=True)  # the same cell, re-run
+            assert (await first).images
+        assert slow.counters()["generations_billed"] == 1
+
+
+async def test_a_synchronous_result_whose_download_failed_is_fetched_later_without_paying_again(ds):
+    ds.set_faults(cdn_body="not-image")
+    async with client_for(ds, retry=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_cap=0.02)) as client:
+        with pytest.raises(ImageError) as info:
+            await client.generate("paid, then the CDN misbehaves")
+        task_id = info.value.task_id
+        ds.set_faults(cdn_body="image")
+        generation = await client.resume(task_id)  # from the journaled URLs: no task to poll
+        again = await client.generate("paid, then the CDN misbehaves", cache=True)
+    assert generation.images and again.cached
+    assert ds.counters()["generations_billed"] == 1 and ds.counters()["polls"] == 0

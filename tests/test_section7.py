@@ -279,3 +279,113 @@ async def test_resume_many_fetches_each_in_order_and_a_bad_one_does_not_stop_the
     assert results[0].ok and results[2].ok and results[1].error is not None
     assert {0, 2} <= seen  # each index reported its own steps
     assert billed(emu) == 2  # nothing was submitted again
+
+
+# --- what a review found: each a way to bill twice or lose a task ------------------------------
+
+
+async def test_the_users_resend_is_one_send_where_keys_are_ignored(emu):
+    emu.set_faults(idempotency="never", lose_submit_answers=4)
+    async with client_for(emu) as client:
+        with pytest.raises(SubmitOutcomeUnknown) as info:
+            await client.generate("lost again and again")
+        with pytest.raises(SubmitOutcomeUnknown, match="the resend got no definite answer"):
+            await client.resend(info.value.idempotency_key)
+        assert client.pending()[0].outcome_unknown
+    assert emu.counters()["submit_attempts"] == 2 and billed(emu) == 2
+
+
+async def test_a_server_error_inside_a_200_while_polling_never_ends_the_wait(emu):
+    import httpx
+
+    polls = 0
+
+    def host(request: httpx.Request) -> httpx.Response:
+        nonlocal polls
+        if request.method == "POST":
+            return httpx.Response(200, json={"code": 200, "data": [{"task_id": "task_1", "status": "submitted"}]})
+        if request.url.host == "cdn.test.example":
+            return httpx.Response(200, content=_png(), headers={"content-type": "image/png"})
+        polls += 1
+        if polls <= 2:
+            return httpx.Response(200, json={"error": {"code": "upstream_error", "type": "server_error", "message": "busy"}})
+        return httpx.Response(200, json={"code": 200, "data": {"id": "task_1", "status": "completed",
+                                         "result": {"images": [{"url": ["https://cdn.test.example/a.png"]}]}}})
+
+    async with AsyncClient("sk-unit", "https://api.test.example", transport=httpx.MockTransport(host),
+                           retry=FAST_RETRY, poll=PollPolicy.for_latency(0.05)) as client:
+        generation = await client.generate("x")
+    assert generation.images and polls >= 3
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def test_a_plain_500_on_submit_is_sent_once_and_its_outcome_is_unknown(emu):
+    import httpx
+
+    sent = []
+
+    def host(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(500, json={"error": {"code": 500, "message": "upstream exploded", "type": "server_error"}})
+
+    async with AsyncClient("sk-unit", "https://api.test.example", transport=httpx.MockTransport(host),
+                           retry=FAST_RETRY) as client:
+        with pytest.raises(SubmitOutcomeUnknown, match="HTTP 500: upstream exploded") as info:
+            await client.generate("x")
+        assert client.pending()[0].outcome_unknown and client.pending()[0].key == info.value.idempotency_key
+    assert len(sent) == 1
+
+
+async def test_idempotency_in_progress_to_the_last_attempt_leaves_the_outcome_unknown():
+    import httpx
+
+    sent = []
+
+    def host(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(409, headers={"Retry-After": "0"}, json={"error": {
+            "code": "idempotency_in_progress", "message": "still processing", "type": "invalid_request_error"}})
+
+    async with AsyncClient("sk-unit", "https://api.test.example", transport=httpx.MockTransport(host),
+                           retry=RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_cap=0.02)) as client:
+        with pytest.raises(SubmitOutcomeUnknown) as info:
+            await client.generate("forever in progress")
+        (entry,) = client.pending()
+    assert entry.outcome_unknown and "nothing more was resent" in str(info.value)
+    assert len(sent) == 3 and len({r.headers["idempotency-key"] for r in sent}) == 1
+
+
+async def test_a_result_with_no_id_and_its_own_success_word_is_kept():
+    import httpx
+
+    def host(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(200, headers={"X-APIMart-Response-Version": "2026-07-27"}, json={
+                "code": 200, "request_id": "req_9", "data": {
+                    "object": "generation.result", "status": "SUCCEEDED",
+                    "result": {"images": [{"url": ["https://cdn.test.example/a.png"]}]}}})
+        return httpx.Response(200, content=_png(), headers={"content-type": "image/png"})
+
+    async with AsyncClient("sk-unit", "https://api.test.example", transport=httpx.MockTransport(host),
+                           retry=FAST_RETRY) as client:
+        generation = await client.generate("x")
+    assert generation.task_id == "req_9" and generation.images
+
+
+def test_only_the_version_asked_for_proves_that_keys_are_honoured():
+    from qimage_nb.providers.apimart import confirms_idempotency
+
+    assert confirms_idempotency({"X-APIMart-Response-Version": "2026-07-27"})
+    assert confirms_idempotency({"Idempotency-Replayed": "true"})
+    assert not confirms_idempotency({"X-APIMart-Response-Version": ""})
+    assert not confirms_idempotency({"X-APIMart-Response-Version": "2025-01-01"})
+    assert not confirms_idempotency({})

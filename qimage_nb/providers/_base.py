@@ -105,6 +105,11 @@ class Provider:
     def read_submit(self, payload: Any, headers: Mapping[str, str]) -> Submitted:
         raise NotImplementedError
 
+    def confirms_idempotency(self, headers: Mapping[str, str]) -> bool:
+        """Whether an answer's headers prove this origin honours the Idempotency-Key (read before
+        its body, so that even an answer that cannot be parsed teaches it)."""
+        return False
+
     def poll(self, task_id: str) -> Call:
         raise NotImplementedError
 

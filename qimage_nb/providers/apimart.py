@@ -86,6 +86,9 @@ class APIMart(Provider):
     def read_submit(self, payload: Any, headers: Mapping[str, str]) -> Submitted:
         return parse_submit(payload, headers)
 
+    def confirms_idempotency(self, headers: Mapping[str, str]) -> bool:
+        return confirms_idempotency(headers)
+
     def poll(self, task_id: str) -> Call:
         return Call("GET", TASK_PATH.format(task_id=quote(task_id, safe="")))
 
@@ -163,6 +166,14 @@ def _error_info(err: Any, payload: Mapping[str, Any], fallback: str) -> ErrorInf
     return ErrorInfo(message=" ".join(str(message).split()) if message else fallback)
 
 
+# API.md section 3's error types, for an error inside a 200 that carries no status number.
+_STATUS_OF_TYPE = {
+    "invalid_request_error": 400, "authentication_error": 401, "payment_required": 402,
+    "permission_error": 403, "not_found_error": 404, "rate_limit_error": 429, "server_error": 500,
+    "bad_gateway": 502, "service_unavailable": 503,
+}
+
+
 def error_in_success(payload: Any) -> tuple[int, ErrorInfo] | None:
     """An error the provider carried inside an HTTP 2xx (API.md 7.3): the envelope's ``code`` >= 400,
     an ``error`` field, or ``success: false``. Returns (the HTTP status it stands for, its info)."""
@@ -172,9 +183,14 @@ def error_in_success(payload: Any) -> tuple[int, ErrorInfo] | None:
     err = payload.get("error")
     if err is not None and err != {} and err != "" and "data" not in payload:
         info = _error_info(err, payload, "the API answered with an error")
-        status = envelope if envelope and envelope >= 400 else (
-            info.code if isinstance(info.code, int) and info.code >= 400 else 400
-        )
+        if envelope and envelope >= 400:
+            status = envelope
+        elif isinstance(info.code, int) and info.code >= 400:
+            status = info.code
+        else:
+            # No number: the error's type says what it is (a server fault is transient, never a
+            # refusal that would end the wait on a paid task); a bare word is a refusal.
+            status = _STATUS_OF_TYPE.get(str(info.type or "").lower(), 400)
         return status, info
     if envelope is not None and envelope >= 400:
         return envelope, _error_info(None, payload, f"the API answered code {envelope}")
@@ -209,23 +225,40 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def confirms_idempotency(headers: Mapping[str, str]) -> bool:
+    """Whether an answer proves that this origin honours the Idempotency-Key (API.md 7.1): it
+    speaks the versioned contract (the version header, with the version we asked for) or says
+    it replayed a key. Any other value proves nothing: a proxy may echo request headers."""
+    replayed = str(_header(headers, REPLAYED_HEADER) or "").strip().lower() == "true"
+    return replayed or str(_header(headers, VERSION_HEADER) or "").strip() == RESPONSE_VERSION
+
+
 def parse_submit(payload: Any, headers: Mapping[str, str] | None = None) -> Submitted:
     """A submit answer, whatever the envelope (API.md 1 and 7.1): the task id, or the result itself."""
     headers = headers or {}
     data = _one(_envelope_data(payload, "submit"), "submit")
+    finished = str(data.get("object") or "").lower() == "generation.result" or (
+        isinstance(data.get("result"), Mapping) and bool(data.get("result", {}).get("images"))
+    )
     task_id = data.get("task_id") or data.get("id")
+    if finished and not (isinstance(task_id, str) and task_id.strip()):
+        # A result needs no task to poll; the envelope's request id names it in the journal.
+        task_id = payload.get("request_id") if isinstance(payload, Mapping) else None
     if not isinstance(task_id, str) or not task_id.strip():
         raise ProtocolError(f"the submit answer carries no task id: {_brief(dict(data), 80)}")
     task_id = task_id.strip()
     replayed = str(_header(headers, REPLAYED_HEADER) or "").strip().lower() == "true"
-    confirms = _header(headers, VERSION_HEADER) is not None or replayed
     result = None
-    if str(data.get("object") or "").lower() == "generation.result" or (
-        isinstance(data.get("result"), Mapping) and data.get("result", {}).get("images")
-    ):
-        # Answered at once (some models): no task to poll. Read like a finished task.
-        result = _task_from(dict(data, status=data.get("status") or "completed"), task_id)
-    return Submitted(task_id=task_id, result=result, confirms_idempotency=confirms, replayed=replayed)
+    if finished:
+        # Answered at once (some models): no task to poll. Read like a finished task; a result
+        # that is not failed and lists images is done, whatever its word for it (succeeded, ...).
+        word = str(data.get("status") or "completed")
+        if phase_of(word) not in ("failed", "cancelled") and _image_urls(data.get("result"))[0]:
+            word = "completed"
+        result = _task_from(dict(data, status=word), task_id)
+    return Submitted(
+        task_id=task_id, result=result, confirms_idempotency=confirms_idempotency(headers), replayed=replayed
+    )
 
 
 def _image_urls(result: Any) -> tuple[tuple[str, ...], float | None]:
