@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from .._contract import UPLOAD_MAX_BYTES
 from ._catalogue import listed_models
+from ._control import control
 from ._messages import Request, Response, error_response, html_response, json_response
 from ._multipart import MultipartError, parse_multipart, safe_filename, sniff_image
 from ._render import cdn_image, render_png
@@ -240,30 +241,12 @@ class Handler:
     # -- test-only control endpoints (no auth: they exist only on the emulator) --
 
     def _control(self, request: Request, path: str) -> Response:
-        state = self.state
-        if (request.method, path) == ("GET", "/_emulator/counters"):
-            with state.lock:
-                return json_response(200, state.snapshot())
-        if (request.method, path) == ("GET", "/_emulator/timeline"):
-            with state.lock:
-                return json_response(200, {"clock": "monotonic", "tasks": state.timeline()})
-        if (request.method, path) == ("GET", "/_emulator/faults"):
-            with state.lock:
-                return json_response(200, state.faults.to_json())
-        if (request.method, path) == ("POST", "/_emulator/faults"):
-            try:
-                switches = json.loads(request.body or b"{}")
-                if not isinstance(switches, dict):
-                    raise ValueError("send a JSON object of fault switches")
-                with state.lock:
-                    state.faults = state.faults.replace(**switches)
-                    return json_response(200, state.faults.to_json())
-            except (ValueError, TypeError) as exc:
-                return error_response(400, str(exc), "invalid_request_error")
-        if (request.method, path) == ("POST", "/_emulator/reset"):
-            self.reset()
-            return json_response(200, {"ok": True})
-        return error_response(404, f"no such emulator endpoint: {path}", "not_found_error")
+        return control(
+            self.state, request, path, snapshot=self.state.snapshot, reset=self.reset,
+            refuse=lambda status, message: error_response(
+                status, message, "invalid_request_error" if status == 400 else "not_found_error"
+            ),
+        )
 
     def reset(self) -> None:
         with self.state.lock:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import time
@@ -19,6 +18,7 @@ from collections import Counter
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .._control import control
 from .._faults import Faults
 from .._messages import Request, Response, html_response, json_response
 from .._render import cdn_image, render_png
@@ -317,31 +317,10 @@ class DashScopeHandler:
         return counters
 
     def _control(self, request: Request, path: str) -> Response:
-        state = self.state
-        route = (request.method, path)
-        if route == ("GET", "/_emulator/counters"):
-            with state.lock:
-                return json_response(200, self.snapshot())
-        if route == ("GET", "/_emulator/timeline"):
-            with state.lock:
-                return json_response(200, {"clock": "monotonic", "tasks": state.timeline()})
-        if route == ("GET", "/_emulator/faults"):
-            with state.lock:
-                return json_response(200, state.faults.to_json())
-        if route == ("POST", "/_emulator/faults"):
-            try:
-                switches = json.loads(request.body or b"{}")
-                if not isinstance(switches, dict):
-                    raise ValueError("send a JSON object of fault switches")
-                with state.lock:
-                    state.faults = state.faults.replace(**switches)
-                    return json_response(200, state.faults.to_json())
-            except (ValueError, TypeError) as exc:
-                return wire.error(400, "InvalidParameter", str(exc))
-        if route == ("POST", "/_emulator/reset"):
-            self.reset()
-            return json_response(200, {"ok": True})
-        return wire.error(404, "NotFound", f"no such emulator endpoint: {path}")
+        def refuse(status: int, message: str) -> Response:
+            return wire.error(status, "InvalidParameter" if status == 400 else "NotFound", message)
+
+        return control(self.state, request, path, snapshot=self.snapshot, reset=self.reset, refuse=refuse)
 
     def reset(self) -> None:
         with self.state.lock:
