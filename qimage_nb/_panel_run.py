@@ -160,10 +160,12 @@ class Run:
 
         self.header = W.HTML(self._header_html())
         self.header.add_class("qimage-run-header")
-        self.status = W.HTML(self._status_html("starting…"), layout=W.Layout(flex="1 1 auto"))
+        # Basis 0: the status takes what the bar and the buttons leave and wraps there, rather
+        # than pushing the buttons out of a narrow column.
+        self.status = W.HTML(self._status_html("starting…"), layout=W.Layout(flex="1 1 0", min_width="0"))
         self.status.add_class("qimage-status")
         self.progress = W.IntProgress(
-            value=0, min=0, max=100, layout=W.Layout(width="160px", flex="0 0 160px")
+            value=0, min=0, max=100, layout=W.Layout(width="120px", flex="0 0 120px")
         )
         self.progress.add_class("qimage-progress")
         self.stop_button = W.Button(
@@ -247,7 +249,9 @@ class Run:
 
     def _status_html(self, text: str, *, color: str = MUTED) -> str:
         return (
-            f'<span style="color:{color};padding-left:8px">{html.escape(_short(text, LINE))}</span>'
+            # A block with a tight line height: a reason that wraps in the narrow column beside
+            # the preview takes two short lines, not two of the widget's 28 px ones.
+            f'<div style="color:{color};padding-left:8px;line-height:1.35;overflow-wrap:anywhere">{html.escape(_short(text, LINE))}</div>'
         )
 
     def _set_slots(self, count: int) -> None:

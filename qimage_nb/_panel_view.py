@@ -162,7 +162,7 @@ class PanelView:
         self.provider = W.Dropdown(
             options=[(p.title, p.name) for p in all_providers()],
             tooltip="the host the panel sends to",
-            layout=W.Layout(width="auto", min_width="190px", flex="0 1 250px", margin="0 12px 0 8px"),
+            layout=W.Layout(width="auto", min_width="190px", flex="0 1 230px", margin="0 10px 0 8px"),
         )
         self.provider.add_class("qimage-provider")
         # Where the chosen provider's key comes from (never the key), beside its server.
@@ -205,11 +205,11 @@ class PanelView:
             tooltip="A free pixel size (each side 512 to 2048) instead of the ratio and resolution",
         )
         self.free_size.add_class("qimage-free-size")
-        self.resolution = _toggles(list(RESOLUTIONS), "Resolution", "50px", "qimage-resolution")
+        self.resolution = _toggles(list(RESOLUTIONS), "Resolution", "42px", "qimage-resolution")
         self.pixels = W.HTML()
         self.pixels.add_class("qimage-pixels")
-        self.count = _toggles(list(range(N_MIN, N_MAX + 1)), "Images", "34px", "qimage-count")
-        self.count.style.description_width = "56px"
+        self.count = _toggles(list(range(N_MIN, N_MAX + 1)), "Images", "32px", "qimage-count")
+        self.count.style.description_width = "52px"
 
         # Options only some hosts take; enabled where the provider supports them.
         self.seed = W.Text(
@@ -457,7 +457,7 @@ class PanelView:
         return (
             f'<span title="{html.escape(text)}" style="background:#fff3cd;color:#664d03;padding:2px 8px;'
             f'border-radius:4px;font-size:12px">'
-            f"<b>EMULATOR</b> · offline placeholder pictures{html.escape(leave)}</span>"
+            f"<b>EMULATOR</b> · placeholder pictures{html.escape(leave)}</span>"
         )
 
     def _count_html(self, length: int, limit: int) -> str:
