@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from qimage_nb._client import AsyncClient
+from qimage_nb.core._client import AsyncClient
 from qimage_nb.emulator import Emulator
 
 from ._common import EmulatorProcess, Row, widen_backlog
@@ -100,7 +100,7 @@ def fds():
 out = {}
 if mode == "qimage":
     from qimage_nb import AsyncClient
-    from qimage_nb._images import thumbnail
+    from qimage_nb.journal._images import thumbnail
     async def main():
         async with AsyncClient(key, base_url) as client:
             t = time.monotonic()

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from PIL import Image, ImageFile
 
-from qimage_nb import _images
 from qimage_nb.emulator._render import render_png
+from qimage_nb.journal import _images
 
 from ._common import Row
 
@@ -87,9 +87,9 @@ class _DecodeCounter:
 
 async def _download_one(root: Path) -> tuple[int, int, int]:
     """Decodes during download + check + provenance + journal + lazy open; then on first use."""
-    from qimage_nb._client import AsyncClient
-    from qimage_nb._store import Store
+    from qimage_nb.core._client import AsyncClient
     from qimage_nb.emulator import Emulator
+    from qimage_nb.journal._store import Store
 
     emu = Emulator(latency=0.2, jitter=0.0)
     async with AsyncClient(emu.api_key, emu.in_process_base_url, transport=emu.transport(),
@@ -121,9 +121,9 @@ def _photo_like() -> Image.Image:
 
 async def _generations(root: Path) -> dict[str, list]:
     """Emulator pictures at 1K and 2K, three ratios each, as the client stores them."""
-    from qimage_nb._client import AsyncClient
-    from qimage_nb._store import Store
+    from qimage_nb.core._client import AsyncClient
     from qimage_nb.emulator import Emulator
+    from qimage_nb.journal._store import Store
 
     emu = Emulator(latency=0.05, jitter=0.0)
     async with AsyncClient(emu.api_key, emu.in_process_base_url, transport=emu.transport(),
@@ -155,7 +155,7 @@ def _full(paths) -> int:
 def _magic_bundle(gen) -> dict:
     """The output ``%%qimage`` leaves behind for one finished generation (its live gallery, final)."""
     from qimage_nb._contract import _short
-    from qimage_nb._display import LiveGallery, LiveSlot
+    from qimage_nb.notebook._display import LiveGallery, LiveSlot
 
     request = gen.request
     live = LiveGallery([LiveSlot(request=request)], title=_short(request.prompt, 200),
@@ -178,7 +178,7 @@ def run(quick: bool = False) -> list[Row]:
     rows.append(Row("thumbnail of a 2K PNG (256 px WebP)", webp, "ms", naive,
                     "full decode + full-size LANCZOS", "<= 60 ms", webp <= 60))
 
-    from qimage_nb._display import gallery_bundle, tile_for
+    from qimage_nb.notebook._display import gallery_bundle, tile_for
 
     gens = asyncio.run(_generations(root))
     two_k_images = [gen.images[0] for gen in gens["2K"]]
@@ -189,7 +189,7 @@ def run(quick: bool = False) -> list[Row]:
     rows.append(Row("tile of a 2K PNG within the notebook byte budget", budgeted, "ms", naive,
                     "full decode + full-size LANCZOS", "<= 60 ms", budgeted <= 60))
 
-    from qimage_nb._display import notebook_budget
+    from qimage_nb.notebook._display import notebook_budget
 
     def budget(paths) -> int:
         return sum(notebook_budget(Path(p).stat().st_size) for p in paths)
@@ -220,7 +220,7 @@ def run(quick: bool = False) -> list[Row]:
 
     # The emulator's pictures are flat gradients and text (~70 KB per 1K PNG); generated photographs
     # are 1-3 MB. The same measurement on a deterministic photo-like 1K picture, for scale:
-    from qimage_nb._client import Generation
+    from qimage_nb.core._client import Generation
 
     photo = root / "photo-1K.png"
     _photo_like().save(photo, "PNG")

@@ -23,7 +23,7 @@ t = time.perf_counter()
 if step == "import":
     import qimage_nb
 elif step == "eager":
-    import qimage_nb, qimage_nb._client, qimage_nb._images, qimage_nb._store, qimage_nb._panel
+    import qimage_nb, qimage_nb.core._client, qimage_nb.journal._images, qimage_nb.journal._store, qimage_nb.notebook._panel
 elif step == "load_ext":
     from IPython.core.interactiveshell import InteractiveShell
     shell = InteractiveShell.instance()

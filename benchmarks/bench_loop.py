@@ -18,10 +18,10 @@ import functools
 import threading
 import time
 
-from qimage_nb._client import AsyncClient
-from qimage_nb._polling import PollPolicy
-from qimage_nb._store import Store
+from qimage_nb.core._client import AsyncClient
+from qimage_nb.core._polling import PollPolicy
 from qimage_nb.emulator import Emulator
+from qimage_nb.journal._store import Store
 
 from ._common import Row, percentile, private_home
 

@@ -24,8 +24,8 @@ import time
 
 import httpx
 
-from qimage_nb._client import AsyncClient
-from qimage_nb._polling import PollPolicy
+from qimage_nb.core._client import AsyncClient
+from qimage_nb.core._polling import PollPolicy
 
 from ._common import EmulatorProcess, Row, median, percentile
 

@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from qimage_nb._client import AsyncClient
-from qimage_nb._results import Update
-from qimage_nb._store import Store
+from qimage_nb.core._client import AsyncClient
+from qimage_nb.core._results import Update
+from qimage_nb.journal._store import Store
 
 from ._common import EmulatorProcess, Row, median, percentile, private_home
 

@@ -14,39 +14,39 @@ from ._version import __version__ as __version__
 # public name -> private module that defines it
 _EXPORTS = {
     "APIError": "_exceptions",
-    "AsyncClient": "_client",
+    "AsyncClient": "core._client",
     "AuthenticationError": "_exceptions",
     "BadRequestError": "_exceptions",
     "Balance": "_contract",
-    "Client": "_sync",
-    "Generation": "_results",
+    "Client": "core._sync",
+    "Generation": "core._results",
     "GenerationRequest": "_contract",
     "GenerationTimeout": "_exceptions",
     "ImageError": "_exceptions",
     "InsufficientBalanceError": "_exceptions",
-    "JobRecord": "_store",
+    "JobRecord": "journal._store",
     "NotFoundError": "_exceptions",
-    "Panel": "_panel",
+    "Panel": "notebook._panel",
     "PayloadTooLargeError": "_exceptions",
     "PermissionDeniedError": "_exceptions",
-    "PollPolicy": "_polling",
+    "PollPolicy": "core._polling",
     "ProtocolError": "_exceptions",
     "QImageError": "_exceptions",
     "QImageWarning": "_exceptions",
     "RateLimitError": "_exceptions",
     "RequestTimeoutError": "_exceptions",
-    "RetryPolicy": "_retry",
+    "RetryPolicy": "core._retry",
     "ServerError": "_exceptions",
-    "Store": "_store",
+    "Store": "journal._store",
     "SubmitOutcomeUnknown": "_exceptions",
     "TaskCancelledError": "_exceptions",
     "TaskError": "_exceptions",
     "TaskFailedError": "_exceptions",
     "TaskStatus": "_contract",
     "TransportError": "_exceptions",
-    "Update": "_results",
+    "Update": "core._results",
     "ValidationError": "_exceptions",
-    "current_client": "_session",
+    "current_client": "notebook._session",
 }
 
 __all__ = [
@@ -88,7 +88,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ._client import AsyncClient
     from ._contract import Balance, GenerationRequest, TaskStatus
     from ._exceptions import (
         APIError,
@@ -113,13 +112,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         TransportError,
         ValidationError,
     )
-    from ._panel import Panel
-    from ._polling import PollPolicy
-    from ._results import Generation, Update
-    from ._retry import RetryPolicy
-    from ._session import current_client
-    from ._store import JobRecord, Store
-    from ._sync import Client
+    from .core._client import AsyncClient
+    from .core._polling import PollPolicy
+    from .core._results import Generation, Update
+    from .core._retry import RetryPolicy
+    from .core._sync import Client
+    from .journal._store import JobRecord, Store
+    from .notebook._panel import Panel
+    from .notebook._session import current_client
 
 
 def __getattr__(name: str) -> Any:
@@ -137,7 +137,7 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext qimage_nb``: register ``%%qimage`` and ``%qimage``. No network, no output."""
-    from ._magics import QImageMagics
+    from .notebook._magics import QImageMagics
 
     ipython.register_magics(QImageMagics)
 

@@ -7,11 +7,11 @@ import os
 import pytest
 
 from qimage_nb import Client
-from qimage_nb._client import AsyncClient
-from qimage_nb._images import LazyImage
-from qimage_nb._polling import PollPolicy
-from qimage_nb._store import Store
+from qimage_nb.core._client import AsyncClient
+from qimage_nb.core._polling import PollPolicy
 from qimage_nb.emulator import Emulator
+from qimage_nb.journal._images import LazyImage
+from qimage_nb.journal._store import Store
 
 
 @pytest.fixture

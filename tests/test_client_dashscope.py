@@ -20,8 +20,8 @@ from qimage_nb._exceptions import (
     SubmitOutcomeUnknown,
     ValidationError,
 )
-from qimage_nb._polling import PollPolicy
-from qimage_nb._retry import RetryPolicy
+from qimage_nb.core._polling import PollPolicy
+from qimage_nb.core._retry import RetryPolicy
 from qimage_nb.emulator import DashScopeEmulator
 from qimage_nb.providers import choose_provider
 

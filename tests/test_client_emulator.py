@@ -20,8 +20,8 @@ from qimage_nb._exceptions import (
     TaskFailedError,
     ValidationError,
 )
-from qimage_nb._polling import PollPolicy
-from qimage_nb._retry import RetryPolicy
+from qimage_nb.core._polling import PollPolicy
+from qimage_nb.core._retry import RetryPolicy
 from qimage_nb.emulator import Emulator
 
 FAST_RETRY = RetryPolicy(max_attempts=8, backoff_base=0.02, backoff_cap=0.1)
@@ -232,7 +232,7 @@ async def test_wrong_key_and_empty_balance(emu):
 async def test_unknown_model_at_the_server_is_not_retried(emu):
     # A model list read before the model was withdrawn: the server's 503 model_not_found must not
     # be retried.
-    from qimage_nb import _client
+    from qimage_nb.core import _client
 
     _client._LISTED_MODELS[("apimart", emu.base_url)] = ["qwen-image-2.0", "qwen-image-9"]
     async with AsyncClient(emu.api_key, emu.base_url, retry=FAST_RETRY) as client:
@@ -311,7 +311,7 @@ def test_png_bytes_on_disk_are_the_cdn_bytes_plus_provenance(emu):
 
 
 async def test_an_image_carries_what_its_file_says_fresh_or_from_the_journal(client, emu):
-    from qimage_nb._images import read_provenance
+    from qimage_nb.journal._images import read_provenance
 
     fresh = await client.generate("said once", n=2, cache=True)
     again = await client.generate("said once", n=2, cache=True)

@@ -25,8 +25,8 @@ from qimage_nb._exceptions import (
     TaskFailedError,
     ValidationError,
 )
-from qimage_nb._polling import PollPolicy
-from qimage_nb._retry import RetryPolicy, parse_retry_after
+from qimage_nb.core._polling import PollPolicy
+from qimage_nb.core._retry import RetryPolicy, parse_retry_after
 
 KEY = "sk-unit-test-SECRET-1234"
 API = "https://api.test.example"

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from qimage_nb import _images
-from qimage_nb._client import Generation
 from qimage_nb._contract import GenerationRequest
-from qimage_nb._display import (
+from qimage_nb.core._client import Generation
+from qimage_nb.emulator._render import render_png
+from qimage_nb.journal import _images
+from qimage_nb.journal._images import add_png_text, open_lazy
+from qimage_nb.notebook._display import (
     NOTEBOOK_FLOOR_BYTES,
     NOTEBOOK_SHARE,
     LiveGallery,
@@ -25,8 +27,6 @@ from qimage_nb._display import (
     stored_caption,
     tile_for,
 )
-from qimage_nb._images import add_png_text, open_lazy
-from qimage_nb.emulator._render import render_png
 
 TASK_ID = "task_0101M8ANZ33G8Z3GX22HNP6KJ"
 DATA_URI = re.compile(r'<img class="qimage-thumb" src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"')
@@ -190,7 +190,7 @@ def test_panel_tiles_are_not_held_to_the_notebook_budget(tmp_path):
 
 
 def test_gallery_html_of_placeholders_and_labels_styles_them_once():
-    from qimage_nb._display import placeholder
+    from qimage_nb.notebook._display import placeholder
 
     tiles = [placeholder("40%", label="pro · 1:1 · 1K", width=1024, height=1024),
              placeholder("queued", label="standard · 1:1 · 1K", width=1024, height=1024)]  # fmt: skip
@@ -202,7 +202,7 @@ def test_gallery_html_of_placeholders_and_labels_styles_them_once():
 
 def test_the_estimate_left_goes_down_as_progress_goes_up():
     """The server's estimate is fixed and pessimistic: alone it said "about 3 s left" at 50 % and at 71 %."""
-    from qimage_nb._results import Update
+    from qimage_nb.core._results import Update
 
     request = GenerationRequest.create("a slow lighthouse")
     live = LiveGallery([LiveSlot(request=request)], title="t", subtitle=None, banner=None, thumb_px=256, fmt="JPEG")

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from qimage_nb import Client
-from qimage_nb._polling import PollPolicy
-from qimage_nb._retry import RetryPolicy
+from qimage_nb.core._polling import PollPolicy
+from qimage_nb.core._retry import RetryPolicy
 from qimage_nb.emulator import Emulator
 
 FAST_RETRY = RetryPolicy(max_attempts=6, backoff_base=0.05, backoff_cap=0.2)
@@ -208,7 +208,7 @@ async def test_journal_writes_and_image_fsyncs_run_off_the_event_loop_in_the_sam
     import httpx
 
     from qimage_nb import AsyncClient
-    from qimage_nb._store import Store
+    from qimage_nb.journal._store import Store
 
     emu = Emulator(latency=0.1, jitter=0.0)
     store, loop_thread, events = Store(tmp_path / "home"), threading.current_thread(), []

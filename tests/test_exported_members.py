@@ -31,7 +31,7 @@ def test_every_public_name_resolves():
 def test_import_is_light_and_does_nothing():
     code = (
         "import sys, qimage_nb; "
-        "heavy = [m for m in ('PIL', 'httpx', 'ipywidgets', 'sqlite3', 'qimage_nb._client') if m in sys.modules]; "
+        "heavy = [m for m in ('PIL', 'httpx', 'ipywidgets', 'sqlite3', 'qimage_nb.core._client') if m in sys.modules]; "
         "print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -31,10 +31,10 @@ from qimage_nb._exceptions import (
     TaskFailedError,
     TransportError,
 )
-from qimage_nb._polling import PollPolicy
-from qimage_nb._retry import RetryPolicy
-from qimage_nb._store import Store
+from qimage_nb.core._polling import PollPolicy
+from qimage_nb.core._retry import RetryPolicy
 from qimage_nb.emulator import Emulator, Faults
+from qimage_nb.journal._store import Store
 
 KEY = "sk-hostile-faults-0123456789"
 FAST_POLL = PollPolicy(floor=0.02, ceiling=0.2, first=0.05)  # for the MockTransport servers
@@ -256,7 +256,7 @@ async def test_truncated_slow_and_dripping_downloads_complete_whole(emu, store):
 
 
 async def test_a_retried_download_is_shown_to_the_face_waiting_on_it(emu, store):
-    from qimage_nb._retry import retry_observer
+    from qimage_nb.core._retry import retry_observer
 
     notes = []
     retry_observer.set(lambda what, failure, retry, retries, delay: notes.append((what, str(failure), retry, retries)))
@@ -452,7 +452,7 @@ def tasks_running_at_once(emu) -> int:
 
 def test_a_broken_callback_never_costs_an_image(emu, store):
     """A progress display that raises on every update must not lose the paid images."""
-    from qimage_nb._sync import run_sync
+    from qimage_nb.core._sync import run_sync
 
     def explode(update):
         raise RuntimeError("display broke")
@@ -487,7 +487,7 @@ import zlib  # noqa: E402
 
 import httpx  # noqa: E402
 
-from qimage_nb._images import MAX_DOWNLOAD_BYTES  # noqa: E402
+from qimage_nb.journal._images import MAX_DOWNLOAD_BYTES  # noqa: E402
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:

@@ -17,10 +17,10 @@ from PIL import Image
 
 from qimage_nb import AsyncClient, Client, _session
 from qimage_nb._exceptions import ValidationError
-from qimage_nb._polling import PollPolicy
-from qimage_nb._retry import RetryPolicy
-from qimage_nb._store import Store
+from qimage_nb.core._polling import PollPolicy
+from qimage_nb.core._retry import RetryPolicy
 from qimage_nb.emulator import Emulator
+from qimage_nb.journal._store import Store
 
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_cap=0.05)
 SEEN: dict[str, set[str]] = {"client": set(), "magic": set(), "panel": set()}
@@ -262,7 +262,7 @@ async def test_resuming_an_unknown_task_leaves_no_phantom_in_the_journal(client,
 def shell():
     from IPython.core.interactiveshell import InteractiveShell
 
-    from qimage_nb._magics import QImageMagics
+    from qimage_nb.notebook._magics import QImageMagics
 
     sh = InteractiveShell.instance()
     sh.config.pop("QImageMagics", None)
@@ -274,7 +274,7 @@ def shell():
 
 @pytest.fixture
 def session_emu(shell):
-    from qimage_nb._sync import run_sync
+    from qimage_nb.core._sync import run_sync
 
     session = _session.get_session()
     emulator = session.start_emulator(latency=0.1, jitter=0.02)

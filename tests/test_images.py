@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
-from qimage_nb import _images
 from qimage_nb._exceptions import ImageError, ValidationError
-from qimage_nb._images import (
+from qimage_nb.journal import _images
+from qimage_nb.journal._images import (
     MAX_DOWNLOAD_BYTES,
     MAX_PIXELS,
     UPLOAD_MAX_BYTES,
@@ -603,9 +603,9 @@ def test_upload_over_the_limit_says_what_to_do(tmp_path, monkeypatch):
 def test_importing_does_nothing(tmp_path):
     code = (
         "import PIL.Image as I; before = I.MAX_IMAGE_PIXELS\n"
-        "import qimage_nb._images, qimage_nb._store\n"
+        "import qimage_nb.journal._images, qimage_nb.journal._store\n"
         "assert I.MAX_IMAGE_PIXELS == before\n"
-        "s = qimage_nb._store.Store()\n"
+        "s = qimage_nb.journal._store.Store()\n"
         "import os; print(sorted(os.listdir(os.environ['QIMAGE_HOME'])))\n"
     )
     home = tmp_path / "home"

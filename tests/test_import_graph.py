@@ -67,7 +67,7 @@ def _imports_of(name: str, path: Path, modules: set[str]) -> set[str]:
                 dots = len(first.value) - len(first.value.lstrip("."))
                 edges.add(absolute(dots, first.value.lstrip(".") or None))
             else:
-                edges.update(m for m in modules if m.rpartition(".")[0] == package and m != package)
+                edges.update(m for m in modules if m.startswith(package + "."))
         visit(node)
 
     visit(ast.parse(path.read_text(encoding="utf-8")))
@@ -113,11 +113,11 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 def test_the_walker_sees_lazy_imports_and_skips_type_checking_ones():
     graph = import_graph()
-    assert "qimage_nb._polling" in graph["qimage_nb._client"]  # at module level
-    assert "qimage_nb._display" in graph["qimage_nb._results"]  # inside Generation._repr_mimebundle_
-    assert "qimage_nb._client" not in graph["qimage_nb._display"]  # only under TYPE_CHECKING
-    assert "qimage_nb._magics" in graph["qimage_nb"]  # load_ipython_extension
-    assert "qimage_nb._panel" in graph["qimage_nb"]  # import_module over the package's modules
+    assert "qimage_nb.core._polling" in graph["qimage_nb.core._client"]  # at module level
+    assert "qimage_nb.notebook._display" in graph["qimage_nb.core._results"]  # inside Generation._repr_mimebundle_
+    assert "qimage_nb.core._client" not in graph["qimage_nb.notebook._display"]  # only under TYPE_CHECKING
+    assert "qimage_nb.notebook._magics" in graph["qimage_nb"]  # load_ipython_extension
+    assert "qimage_nb.notebook._panel" in graph["qimage_nb"]  # import_module over the package's modules
     # and it finds a cycle when there is one
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
 
@@ -128,6 +128,7 @@ def test_qimage_nb_has_no_import_cycles():
 
 
 def test_thumbnails_default_to_the_galleries_size():
-    from qimage_nb import _display, _images
+    from qimage_nb.journal import _images
+    from qimage_nb.notebook import _display
 
     assert _images.THUMB_PX == _display.DEFAULT_THUMB_PX

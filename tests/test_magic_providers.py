@@ -20,9 +20,9 @@ from test_magics import (
     visible,
 )
 
-from qimage_nb._magics import QImageCellError
-from qimage_nb._session import get_session
 from qimage_nb.emulator import Faults
+from qimage_nb.notebook._magics import QImageCellError
+from qimage_nb.notebook._session import get_session
 
 NAMES = ("qimages", "ds", "am", "grid", "wild", "lost")
 

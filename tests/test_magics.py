@@ -23,9 +23,9 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from PIL import Image
 
-from qimage_nb import _session
-from qimage_nb._magics import QImageCellError, QImageMagics
-from qimage_nb._session import EMULATOR_BANNER, get_session
+from qimage_nb.notebook import _session
+from qimage_nb.notebook._magics import QImageCellError, QImageMagics
+from qimage_nb.notebook._session import EMULATOR_BANNER, get_session
 
 DATA_URI = re.compile(r'src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"')
 NAMES = ("qimages", "cats", "pics", "bg", "grid", "again", "mine", "refs", "x", "y", "back", "slow", "hats")
@@ -75,7 +75,7 @@ def no_session():
 
 
 def _close_session():
-    from qimage_nb._sync import run_sync
+    from qimage_nb.core._sync import run_sync
 
     session = get_session()
     if session._client is not None:
@@ -143,8 +143,8 @@ def test_load_ext_is_silent_light_and_offline():
         out = io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
             sh.run_line_magic("load_ext", "qimage_nb")
-        heavy = [m for m in ("PIL", "httpx", "ipywidgets", "qimage_nb._client",
-                             "qimage_nb._session", "qimage_nb.emulator", "socket_opened") if m in sys.modules]
+        heavy = [m for m in ("PIL", "httpx", "ipywidgets", "qimage_nb.core._client",
+                             "qimage_nb.notebook._session", "qimage_nb.emulator", "socket_opened") if m in sys.modules]
         print(repr(out.getvalue()), heavy, sh.find_cell_magic("qimage") is not None,
               sh.find_line_magic("qimage") is not None)
         """
@@ -250,7 +250,7 @@ def test_prompt_arrives_intact(shell, emu, prompt):
     body = received(emu, image.info["task_id"])
     assert body["prompt"] == prompt
     assert body["negative_prompt"] == "{x} $y"
-    from qimage_nb._images import read_provenance
+    from qimage_nb.journal._images import read_provenance
 
     assert read_provenance(image.info["path"])["prompt"] == prompt
 
@@ -501,7 +501,7 @@ def test_an_identical_rerun_comes_from_the_cache_and_new_pays_again(shell, emu):
 
 
 def test_rerunning_a_cell_that_timed_out_reattaches_instead_of_paying_again(shell, no_session):
-    from qimage_nb._magics import QImageCellError
+    from qimage_nb.notebook._magics import QImageCellError
 
     emu = get_session().start_emulator(latency=1.0, jitter=0.0)  # outlives the first cell's timeout
     with pytest.raises(QImageCellError, match="still running"):
@@ -582,7 +582,7 @@ def test_emulator_pictures_never_serve_an_api_request_nor_the_reverse(shell, no_
 
 def test_a_gone_emulators_task_is_named_as_such_and_never_polled(shell, no_session, capsys):
     from qimage_nb import AsyncClient
-    from qimage_nb._sync import run_sync
+    from qimage_nb.core._sync import run_sync
     from qimage_nb.emulator import Emulator
 
     first = get_session().start_emulator(latency=3.0, jitter=0.0)
@@ -918,7 +918,7 @@ def test_ref_evaluates_no_code(shell, emu, token, says):
 )
 def test_reproduce_cell_round_trips_through_the_magics_parser(negative):
     from qimage_nb._contract import GenerationRequest
-    from qimage_nb._magic_args import parse_cell_line, reproduce_cell, split_refs
+    from qimage_nb.notebook._magic_args import parse_cell_line, reproduce_cell, split_refs
 
     request = GenerationRequest.create(
         "a sign that says \"it's $5 {today}\"\n%%qimage --new\nthird line", model="qwen-image-2.0-pro",
@@ -937,7 +937,7 @@ def test_reproduce_cell_round_trips_through_the_magics_parser(negative):
 
 def test_reproduce_cell_refuses_a_line_break_in_an_argument():
     from qimage_nb._contract import GenerationRequest
-    from qimage_nb._magic_args import reproduce_cell
+    from qimage_nb.notebook._magic_args import reproduce_cell
 
     with pytest.raises(ValueError, match="line break"):
         reproduce_cell(GenerationRequest.create("a cat", negative_prompt="dogs\nwolves"))
@@ -955,7 +955,7 @@ def _closed_port() -> int:
 
 
 def test_a_network_failure_shows_its_retries_then_one_line_naming_the_host(shell, no_session, monkeypatch, capsys):
-    from qimage_nb._retry import RetryPolicy
+    from qimage_nb.core._retry import RetryPolicy
 
     port = _closed_port()
     monkeypatch.setenv("QIMAGE_API_KEY", "sk-test-KEY-0000")

@@ -69,7 +69,7 @@ _facts["sizes"] = {_k: [list(_im.size) for _im in _v] for _k, _v in list(globals
                    if not _k.startswith("_") and isinstance(_v, list) and _v
                    and all(isinstance(_im, _Image.Image) for _im in _v)}
 if "panel" in globals():
-    from qimage_nb._panel import walk_widgets as _walk
+    from qimage_nb.notebook._panel import walk_widgets as _walk
     _facts["panel_thumbs"] = sum("qimage-thumb" in getattr(w, "_dom_classes", ()) for w in _walk(panel.root))
 print("PROBE" + _json.dumps(_facts))
 """

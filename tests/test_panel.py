@@ -19,8 +19,8 @@ from PIL import Image
 
 from qimage_nb import AsyncClient, Panel, PollPolicy, _session
 from qimage_nb._contract import GenerationRequest
-from qimage_nb._panel import reproduce_cell, walk_widgets
 from qimage_nb.emulator import Emulator
+from qimage_nb.notebook._panel import reproduce_cell, walk_widgets
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -424,8 +424,8 @@ def test_reproduce_cell_runs_in_the_real_magic_and_costs_nothing(tmp_path):
     """The cell the panel shows makes the same request: the magic serves it from the journal."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    from qimage_nb._magics import QImageMagics
-    from qimage_nb._sync import run_sync
+    from qimage_nb.core._sync import run_sync
+    from qimage_nb.notebook._magics import QImageMagics
 
     session = _session.get_session()
     emulator = session.start_emulator(latency=0.1, jitter=0.05)

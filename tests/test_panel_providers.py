@@ -104,7 +104,7 @@ async def test_generate_on_dashscope_sends_one_request_with_its_options(both, se
         panel.close()
     from IPython.core.interactiveshell import InteractiveShell
 
-    from qimage_nb._magics import QImageMagics
+    from qimage_nb.notebook._magics import QImageMagics
 
     shell = InteractiveShell.instance()
     shell.register_magics(QImageMagics)

@@ -18,11 +18,11 @@ import time
 import httpx
 import pytest
 
-from qimage_nb._client import AsyncClient
 from qimage_nb._contract import TaskStatus
-from qimage_nb._polling import Calibration, PollPolicy
-from qimage_nb._store import Store
+from qimage_nb.core._client import AsyncClient
+from qimage_nb.core._polling import Calibration, PollPolicy
 from qimage_nb.emulator import Emulator
+from qimage_nb.journal._store import Store
 
 
 def server(duration: float, *, share: float = 0.1, overstate: float = 1.5):
@@ -438,7 +438,7 @@ async def test_polls_that_get_no_answer_are_spaced_by_the_floor_not_sent_in_a_ti
         return _refusing_gets(request)
 
     from qimage_nb._exceptions import GenerationTimeout
-    from qimage_nb._retry import RetryPolicy
+    from qimage_nb.core._retry import RetryPolicy
 
     policy = PollPolicy(floor=0.2, first=0.1)
     async with AsyncClient("sk-test", "https://api.example.test", transport=httpx.MockTransport(handler),
@@ -472,7 +472,7 @@ class _Recorder(PollPolicy):
 
 
 async def test_a_poll_without_an_answer_is_not_fed_to_the_schedule_as_a_sighting(tmp_path):
-    from qimage_nb._retry import RetryPolicy
+    from qimage_nb.core._retry import RetryPolicy
 
     emu = Emulator(latency=1.0, jitter=0)
     inner = emu.transport()
@@ -587,7 +587,7 @@ def _scripted(script):
 
 async def test_poll_updates_yields_each_change_over_any_get_task_and_holds_for_retry_after():
     from qimage_nb._exceptions import ProtocolError, RateLimitError
-    from qimage_nb._polling import poll_updates
+    from qimage_nb.core._polling import poll_updates
 
     limited = RateLimitError("slow down", status_code=429, retry_after=0.3)
     get_task, times = _scripted([
@@ -607,7 +607,7 @@ async def test_poll_updates_yields_each_change_over_any_get_task_and_holds_for_r
 
 async def test_poll_updates_gives_up_on_repeated_garbage_and_at_the_deadline():
     from qimage_nb._exceptions import GenerationTimeout, ProtocolError
-    from qimage_nb._polling import MAX_PROTOCOL_ERRORS, poll_updates
+    from qimage_nb.core._polling import MAX_PROTOCOL_ERRORS, poll_updates
 
     policy, now = PollPolicy.for_latency(0.05), time.monotonic()
     get_task, _ = _scripted([ProtocolError(f"garbled {i}") for i in range(MAX_PROTOCOL_ERRORS)])

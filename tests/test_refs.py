@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from qimage_nb import AsyncClient
-from qimage_nb._refs import _refs_from_value, ref_urls
-from qimage_nb._retry import RetryPolicy
+from qimage_nb.core._retry import RetryPolicy
 from qimage_nb.emulator import Emulator
+from qimage_nb.notebook._refs import _refs_from_value, ref_urls
 
 
 @pytest.fixture(scope="module")

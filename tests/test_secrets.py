@@ -24,10 +24,10 @@ from PIL import Image
 
 from qimage_nb import AsyncClient, Client, _session
 from qimage_nb._exceptions import APIError, QImageError, ValidationError
-from qimage_nb._polling import PollPolicy
-from qimage_nb._retry import RetryPolicy
-from qimage_nb._store import Store
+from qimage_nb.core._polling import PollPolicy
+from qimage_nb.core._retry import RetryPolicy
 from qimage_nb.emulator import Emulator
+from qimage_nb.journal._store import Store
 
 KEY = f"sk-LEAKCHECK-{uuid.uuid4()}"
 FAST_RETRY = RetryPolicy(max_attempts=4, backoff_base=0.01, backoff_cap=0.05)
@@ -344,8 +344,8 @@ def test_the_key_is_never_sent_over_plain_http_to_a_remote_host(url, monkeypatch
 def test_login_keeps_the_key_in_this_kernels_memory_only(monkeypatch, capsys, _isolated_env):
     from IPython.core.interactiveshell import InteractiveShell
 
-    from qimage_nb._magics import QImageMagics
-    from qimage_nb._sync import run_sync
+    from qimage_nb.core._sync import run_sync
+    from qimage_nb.notebook._magics import QImageMagics
 
     home = _isolated_env
     shell = InteractiveShell.instance()
@@ -394,7 +394,7 @@ NOTEBOOK_CELLS = [
     "%qimage config",
     "%%qimage -o pics -n 2\na lighthouse under a storm",
     "%%qimage -o refused\nFAIL_MODERATION please",
-    "from qimage_nb import Panel\nfrom qimage_nb._session import get_session\npanel = Panel()\npanel",
+    "from qimage_nb import Panel\nfrom qimage_nb.notebook._session import get_session\npanel = Panel()\npanel",
     "panel.prompt.value = 'a red kite over the dunes'\npanel.count.value = 2\npanel.generate_button.click()\n"
     "await panel.wait()\n[len(g.images) for g in panel.generations]",
     "client = get_session().client()\nclient, get_session(), get_session().describe()",

@@ -17,8 +17,8 @@ from qimage_nb._exceptions import (
     TaskFailedError,
     ValidationError,
 )
-from qimage_nb._polling import PollPolicy
-from qimage_nb._retry import RetryPolicy
+from qimage_nb.core._polling import PollPolicy
+from qimage_nb.core._retry import RetryPolicy
 from qimage_nb.emulator import Emulator, Faults
 
 FAST_RETRY = RetryPolicy(max_attempts=6, backoff_base=0.02, backoff_cap=0.1)

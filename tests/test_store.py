@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from qimage_nb._contract import GenerationRequest
-from qimage_nb._images import read_provenance
-from qimage_nb._store import JobRecord, Store
+from qimage_nb.journal._images import read_provenance
+from qimage_nb.journal._store import JobRecord, Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def test_begin_is_durable_before_anything_else(tmp_path):
         import os, signal
         from pathlib import Path
         from qimage_nb._contract import GenerationRequest
-        from qimage_nb._store import Store
+        from qimage_nb.journal._store import Store
         Store(Path({str(root)!r})).begin(GenerationRequest.create("一只猫 🐱", n=3), "key-1", label="cats")
         os.kill(os.getpid(), signal.SIGKILL)
         """
@@ -390,7 +390,7 @@ WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from qimage_nb._contract import GenerationRequest
-    from qimage_nb._store import Store
+    from qimage_nb.journal._store import Store
 
     root, prefix, count = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     store = Store(root)
@@ -500,7 +500,7 @@ def test_version_one_journal_is_migrated_in_place(tmp_path):
     import sqlite3
 
     from qimage_nb._contract import GenerationRequest
-    from qimage_nb._store import Store
+    from qimage_nb.journal._store import Store
 
     root = tmp_path / "old"
     root.mkdir()
@@ -532,7 +532,7 @@ def test_version_two_journal_gets_scopes_equal_to_its_origins(tmp_path):
     import sqlite3
 
     from qimage_nb._contract import GenerationRequest
-    from qimage_nb._store import Store
+    from qimage_nb.journal._store import Store
 
     root = tmp_path / "v2"
     old = Store(root)

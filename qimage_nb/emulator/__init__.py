@@ -9,13 +9,13 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-_EXPORTS = {"DashScopeEmulator": ".dashscope", "Emulator": "._emulator", "Faults": "._faults"}
+_EXPORTS = {"DashScopeEmulator": ".dashscope", "Emulator": ".apimart", "Faults": "._faults"}
 
 __all__ = ["DashScopeEmulator", "Emulator", "Faults"]
 
 if TYPE_CHECKING:
-    from ._emulator import Emulator
     from ._faults import Faults
+    from .apimart import Emulator
     from .dashscope import DashScopeEmulator
 
 

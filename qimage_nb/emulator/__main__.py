@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "emulator's well-known key and its unauthenticated /_emulator/ control endpoints. "
             "Pass --public if that is really what you want."
         )
-    from ._emulator import Emulator
+    from .apimart._emulator import Emulator
     from .dashscope import DashScopeEmulator
 
     common = dict(api_key=args.key, latency=args.latency, jitter=args.jitter, seed=args.seed,

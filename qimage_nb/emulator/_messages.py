@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -71,3 +71,9 @@ def html_response(status: int, title: str, text: str) -> Response:
         f"<center><h1>{title}</h1></center>\r\n<hr><center>{text}</center>\r\n</body>\r\n</html>\r\n"
     ).encode()
     return Response(status, [("Content-Type", "text/html; charset=utf-8")], body)
+
+
+class Handler(Protocol):
+    """What the socket server and the in-process transport call: one host's request handler."""
+
+    def handle(self, request: Request) -> Response: ...

@@ -13,8 +13,7 @@ import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ._handler import Handler
-from ._messages import Request, Response, error_response
+from ._messages import Handler, Request, Response, error_response
 
 # Bodies larger than this are refused unread (uploads are capped at 20 MB; leave room for framing).
 MAX_REQUEST_BODY = 64 * 1024 * 1024

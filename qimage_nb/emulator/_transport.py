@@ -15,8 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 
-from ._handler import Handler
-from ._messages import Request, Response
+from ._messages import Handler, Request, Response
 
 API_HOST = "api.emulator.localhost"
 CDN_HOST = "cdn.emulator.localhost"

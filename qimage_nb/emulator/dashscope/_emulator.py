@@ -1,4 +1,4 @@
-"""``DashScopeEmulator``: the seed ``Emulator``'s lifecycle (two loopback origins, in-process
+"""``DashScopeEmulator``: the shared ``HostEmulator`` lifecycle (two loopback origins, in-process
 transports, fault switches, counters) serving the DashScope host instead of the seed API.
 
 A subclass rather than a copy: start/stop, the servers and the transports are written once; only the
@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._emulator import DEFAULT_KEY, Emulator
 from .._faults import Faults
+from .._host import DEFAULT_KEY, HostEmulator
 from .._state import PICKUP_FRACTION
 from .._transport import IN_PROCESS_API_URL, IN_PROCESS_CDN_URL
 from ._handler import DashScopeHandler
 from ._wire import API_PREFIX
 
 
-class DashScopeEmulator(Emulator):
+class DashScopeEmulator(HostEmulator):
     """A stand-in for Alibaba Model Studio (DashScope) serving Qwen Image: the sync
     multimodal-generation call, the async text2image task API with polling and cancel, and a CDN
     of signed result URLs whose pictures are stamped EMULATOR.
@@ -46,6 +46,7 @@ class DashScopeEmulator(Emulator):
     # Its own journal cache scope: the same request on the seed API's emulator made other pictures.
     cache_scope = "emulator:qimage_nb:dashscope"
     in_process_cdn_url = IN_PROCESS_CDN_URL
+    handler_class = DashScopeHandler
 
     def __init__(
         self,
@@ -64,8 +65,6 @@ class DashScopeEmulator(Emulator):
         super().__init__(api_key=api_key, latency=latency, jitter=jitter, seed=seed,
                          max_concurrent=max_concurrent, pickup=pickup, host=host, port=port,
                          cdn_port=cdn_port, faults=faults)
-        self._handler = DashScopeHandler(self._state)  # type: ignore[assignment]
-        self._handler.cdn_origins.add(IN_PROCESS_CDN_URL)
 
     def __repr__(self) -> str:
         where = self._base_url or "not started"

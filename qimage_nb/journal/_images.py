@@ -34,8 +34,8 @@ from urllib.parse import urlsplit
 
 from PIL import Image, ImageFile
 
-from ._contract import UPLOAD_CONTENT_TYPES, UPLOAD_MAX_BYTES
-from ._exceptions import ImageError, ValidationError
+from .._contract import UPLOAD_CONTENT_TYPES, UPLOAD_MAX_BYTES
+from .._exceptions import ImageError, ValidationError
 
 __all__ = [
     "MAX_DOWNLOAD_BYTES",

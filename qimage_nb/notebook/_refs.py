@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import ValidationError
+from .._exceptions import ValidationError
 
 if TYPE_CHECKING:
-    from ._client import AsyncClient
+    from ..core._client import AsyncClient
 
 __all__ = ["Ref", "local_ref", "ref_urls", "resolve_refs", "upload"]
 
@@ -71,7 +71,7 @@ def _refuse(message: str) -> ValidationError:
 
 def resolve_refs(tokens: list[str], namespace: Mapping[str, Any]) -> list[Ref]:
     """The references ``--ref`` tokens name, checked; local material is read but not yet uploaded."""
-    from ._contract import REFS_MAX
+    from .._contract import REFS_MAX
 
     refs: list[Ref] = []
     for token in tokens:
@@ -188,7 +188,7 @@ def _lookup(node: ast.AST, namespace: Mapping[str, Any]) -> Any:
 
 
 def url_ref(url: str, shown: str) -> Ref:
-    from ._contract import check_reference_url
+    from .._contract import check_reference_url
 
     try:
         return Ref(shown=shown, url=check_reference_url(url))
@@ -253,8 +253,8 @@ def _path_ref(path: str, shown: str) -> Ref:
 
 def local_ref(material: Any, shown: str, *, option: str = "") -> Ref:
     """A path, PIL image or encoded bytes, checked the way the upload will check it, not yet sent."""
-    from ._exceptions import QImageError
-    from ._images import prepare_upload
+    from .._exceptions import QImageError
+    from ..journal._images import prepare_upload
 
     try:
         prepared = prepare_upload(material)

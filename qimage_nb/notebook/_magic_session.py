@@ -206,8 +206,8 @@ def logout(magics: QImageMagics, line: str) -> None:
 def models(magics: QImageMagics, line: str) -> None:
     """%qimage models [--provider P]: the model ids the API in use lists (the documented ones marked)."""
     args = parse(models, line)
+    from ..core._sync import run_sync
     from ._session import get_session
-    from ._sync import run_sync
 
     session = get_session()
     provider = session.provider(args.provider)
@@ -238,9 +238,9 @@ def models(magics: QImageMagics, line: str) -> None:
 def config(magics: QImageMagics, line: str) -> None:
     """%qimage config: the effective settings (never the key), the balance where the host has one,
     and what this session's generations cost."""
+    from ..core._sync import run_sync
     from ._display import error_line, format_cost
     from ._session import get_session
-    from ._sync import run_sync
 
     if line.strip():
         raise UsageError("%qimage config takes no arguments")

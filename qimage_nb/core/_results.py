@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._contract import GenerationRequest, TaskStatus
-from ._exceptions import QImageError
+from .._contract import GenerationRequest, TaskStatus
+from .._exceptions import QImageError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -103,7 +103,7 @@ class Generation:
         return f"<Generation {self.task_id} {state}{cached} {self.request.model} prompt={short!r}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from ._display import gallery_bundle
+        from ..notebook._display import gallery_bundle
 
         return gallery_bundle([self])
 

@@ -21,8 +21,8 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
+from .._contract import Balance, TaskStatus
 from ._client import AsyncClient, Generation
-from ._contract import Balance, TaskStatus
 
 __all__ = ["Client", "run_sync"]
 

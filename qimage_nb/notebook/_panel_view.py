@@ -1,6 +1,6 @@
 """The panel's look: its widgets, their layout and CSS classes, and the small drawing helpers.
 
-:class:`PanelView` builds every widget of the panel (no callbacks: :class:`~qimage_nb._panel.Panel`
+:class:`PanelView` builds every widget of the panel (no callbacks: :class:`~qimage_nb.notebook._panel.Panel`
 wires them) and draws rows of the journal and reference chips. Every part carries a stable CSS class
 (``qimage-…``) for outside checks and user styling. Widget state is saved into notebooks, so images
 enter it only as thumbnails or a mid-size preview JPEG.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
-from ._contract import (
+from .._contract import (
     MODELS,
     N_MAX,
     N_MIN,
@@ -28,7 +28,7 @@ from ._contract import (
     _short,
     parse_pixel_size,
 )
-from ._exceptions import QImageError
+from .._exceptions import QImageError
 
 if TYPE_CHECKING:
     from ._refs import Ref
@@ -70,7 +70,7 @@ def describe(exc: BaseException) -> str:
 
 def thumb_bytes(source: Any, max_side: int) -> bytes:
     """JPEG thumbnail bytes of a path, PIL image or encoded bytes (runs in a worker thread)."""
-    from ._images import thumbnail
+    from ..journal._images import thumbnail
 
     if isinstance(source, (bytes, bytearray, memoryview)):
         import io
@@ -155,7 +155,7 @@ class PanelView:
         self.balance.add_class("qimage-balance")
         # The hosts, each by name; the panel picks the session's and lists models, sizes and options
         # from what the chosen one supports (provider.capabilities), never from its name.
-        from .providers import all_providers
+        from ..providers import all_providers
 
         # In the header, after the title: the host is what the whole panel talks to (and a row of
         # its own would push the newest run further down).
@@ -510,7 +510,7 @@ class PanelView:
         created = getattr(entry, "created_at", None)
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
         downloaded = bool(getattr(entry, "downloaded", False))
-        from ._contract import PHASE_WORDS
+        from .._contract import PHASE_WORDS
         from ._display import format_cost
 
         unknown = not getattr(entry, "in_flight", False) and (

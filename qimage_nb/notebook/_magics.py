@@ -43,8 +43,8 @@ from ._magic_args import (
 )
 
 if TYPE_CHECKING:
-    from ._client import AsyncClient, Generation
-    from ._contract import GenerationRequest
+    from .._contract import GenerationRequest
+    from ..core._client import AsyncClient, Generation
     from ._display import LiveGallery
     from ._refs import Ref
 
@@ -75,7 +75,7 @@ def _usage_errors() -> Iterator[None]:
     building the client, a --ref that is not an image, ...) carries a message meant for the user,
     and never a secret.
     """
-    from ._exceptions import ValidationError
+    from .._exceptions import ValidationError
 
     try:
         yield
@@ -164,7 +164,7 @@ class QImageMagics(Magics):
     def _provider_changed(self, change: Any) -> None:
         # Into the session at once when there is one (so a Panel() made next follows it too); a
         # value from ipython_config.py waits for the first %qimage, so loading stays light.
-        if "qimage_nb._session" in sys.modules:
+        if "qimage_nb.notebook._session" in sys.modules:
             self._push_provider()
 
     def _push_provider(self) -> None:
@@ -188,7 +188,7 @@ class QImageMagics(Magics):
         return DEFAULT_THUMB_PX
 
     def _checked_display_settings(self) -> tuple[int, str, int]:
-        from ._images import THUMB_FORMATS
+        from ..journal._images import THUMB_FORMATS
 
         if not 32 <= self.thumb_px <= 1024:
             raise self._config_error("thumb_px", f"thumb_px is {self.thumb_px}; use 32 to 1024 pixels")
@@ -266,9 +266,9 @@ class QImageMagics(Magics):
     def _build(self, plan: _Plan, urls: list[str] | None) -> _Cell:
         """One request per combination of the grid (duplicates dropped, order kept), each made once
         with every field the cell gives; a bad value is one UsageError line naming its option."""
-        from ._contract import GenerationRequest
+        from .._contract import GenerationRequest
+        from .._exceptions import ValidationError
         from ._display import SHORT_MODEL
-        from ._exceptions import ValidationError
 
         requests: list[GenerationRequest] = []
         for model, size, resolution, seed in plan.combos:
@@ -309,7 +309,7 @@ class QImageMagics(Magics):
 
     async def _checked(self, client: AsyncClient, cell: _Cell) -> _Cell:
         """Every request of the cell checked against the provider before anything is submitted."""
-        from ._exceptions import ValidationError
+        from .._exceptions import ValidationError
 
         for request in cell.requests:
             try:
@@ -369,7 +369,7 @@ class QImageMagics(Magics):
             raise UsageError(no_key(provider))
         client = session.client(provider.name)
 
-        from ._sync import run_sync
+        from ..core._sync import run_sync
 
         say: list[str] = []
         try:
@@ -429,7 +429,7 @@ class QImageMagics(Magics):
     def _live_for(
         self, cell: _Cell, thumb_px: int, fmt: str, *, emulator: bool, host_title: str | None = None
     ) -> LiveGallery:
-        from ._contract import _short, parse_pixel_size
+        from .._contract import _short, parse_pixel_size
         from ._display import LiveGallery, LiveSlot
 
         plan = cell.plan
@@ -464,7 +464,7 @@ class QImageMagics(Magics):
         )
 
     async def _execute(self, client: AsyncClient, cell: _Cell, live: LiveGallery, concurrency: int) -> list[Generation]:
-        from ._retry import retry_observer
+        from ..core._retry import retry_observer
 
         retry_observer.set(live.retrying)  # this run's retries show on its lines while they happen
         plan = cell.plan
@@ -522,8 +522,8 @@ class QImageMagics(Magics):
         ``raising``: the cell raises what this returns, so that line is the only place the reason
         is said; otherwise (a background run) the output area says it.
         """
+        from .._exceptions import QImageError, ValidationError
         from ._display import error_line
-        from ._exceptions import QImageError, ValidationError
 
         if isinstance(exc, (UsageError, QImageCellError)):
             return exc
@@ -619,9 +619,9 @@ class QImageMagics(Magics):
         name = self._checked_name(args.output)
         thumb_px, fmt, concurrency = self._checked_display_settings()
 
-        from ._exceptions import ValidationError
+        from .._exceptions import ValidationError
+        from ..core._sync import run_sync
         from ._session import get_session
-        from ._sync import run_sync
 
         session = get_session()
         provider = session.provider(args.provider)
@@ -665,7 +665,7 @@ class QImageMagics(Magics):
         live.show()
 
         async def resume_all() -> list[Generation]:
-            from ._retry import retry_observer
+            from ..core._retry import retry_observer
 
             retry_observer.set(live.retrying)
             return await client.resume_many(

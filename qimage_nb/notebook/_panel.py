@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._contract import (
+from .._contract import (
     NEGATIVE_PROMPT_MAX,
     PIXEL_SIZES,
     PROMPT_MAX,
@@ -40,7 +40,8 @@ from ._contract import (
     check_reference_url,
     parse_pixel_size,
 )
-from ._exceptions import QImageError, ValidationError
+from .._exceptions import QImageError, ValidationError
+from ..core._sync import _running_loop
 from ._magic_args import reproduce_cell
 from ._panel_run import Run
 from ._panel_view import (
@@ -55,13 +56,12 @@ from ._panel_view import (
     walk_widgets,
 )
 from ._refs import Ref, local_ref, upload
-from ._sync import _running_loop
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ._client import AsyncClient, Generation
-    from .providers import Provider
+    from ..core._client import AsyncClient, Generation
+    from ..providers import Provider
 
 __all__ = ["Panel", "reproduce_cell", "walk_widgets"]
 
@@ -244,7 +244,7 @@ class Panel(PanelView):
     def _provider(self) -> Provider:
         if self._client_override is not None:
             return self._client_override.provider
-        from .providers import get_provider
+        from ..providers import get_provider
 
         return get_provider(self.provider.value)
 

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._messages import Request, Response, error_response, html_response
-from ._state import Task
+from .._messages import Request, Response, error_response, html_response
+from .._state import Task
 from ._validate import Invalid, validate_submit
 from ._wire import (
     RESPONSE_VERSION,

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import ipywidgets as W
 
-from ._contract import GenerationRequest, _short, parse_pixel_size
+from .._contract import GenerationRequest, _short, parse_pixel_size
+from .._exceptions import QImageError, TaskError
 from ._display import DEFAULT_THUMB_PX as THUMB_PX
 from ._display import (
     error_line,
@@ -26,7 +27,6 @@ from ._display import (
     progress_status,
     resend_command,
 )
-from ._exceptions import QImageError, TaskError
 from ._panel_view import LINE, MUTED, RED, describe, image_format, tile_size
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from PIL import Image
 
-    from ._client import AsyncClient, Generation, Update
+    from ..core._client import AsyncClient, Generation, Update
 
 __all__ = ["Run", "RunHost", "RunSlot"]
 
@@ -377,7 +377,7 @@ class Run:
             self.task.cancel()
 
     async def main(self) -> None:
-        from ._retry import retry_observer
+        from ..core._retry import retry_observer
 
         panel = self.panel
         retry_observer.set(self._retrying)  # this run's retries show on its status line
@@ -427,7 +427,7 @@ class Run:
                 panel.show_error(f"Run #{self.number}: display failed: {describe(exc)}")
 
     def _record_unfinished(self, exc: BaseException | None) -> None:
-        from ._client import Generation
+        from ..core._client import Generation
 
         error = (
             exc

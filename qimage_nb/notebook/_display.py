@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._contract import PHASE_WORDS, _short, parse_pixel_size
+from .._contract import PHASE_WORDS, _short, parse_pixel_size
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ._client import Generation, Update
-    from ._contract import GenerationRequest
+    from .._contract import GenerationRequest
+    from ..core._client import Generation, Update
 
 __all__ = [
     "DEFAULT_THUMB_PX", "NOTEBOOK_FLOOR_BYTES", "NOTEBOOK_SHARE", "LiveGallery", "LiveSlot", "Tile", "caption_for", "error_line", "format_cost", "format_seconds",
@@ -155,7 +155,7 @@ def error_line(
     known), how many retries (``retries``) were made, and what to check (``setting``: the
     provider's base URL variable), said once.
     """
-    from ._exceptions import GenerationTimeout, TransportError
+    from .._exceptions import GenerationTimeout, TransportError
 
     message = str(exc) or type(exc).__name__
     if isinstance(exc, GenerationTimeout):
@@ -265,7 +265,7 @@ def tile_for(
     stores per image; by default ``_TEXT_RESERVE``. Without ``stored`` (the panel's widgets) the
     thumbnail is ``fmt`` at full size and quality.
     """
-    from ._images import THUMB_FORMATS, thumbnail, thumbnail_mime
+    from ..journal._images import THUMB_FORMATS, thumbnail, thumbnail_mime
 
     info = dict(getattr(image, "info", {}) or {})
     source = info.get("path") or image

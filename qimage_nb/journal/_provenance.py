@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ._contract import GenerationRequest, TaskStatus
+    from .._contract import GenerationRequest, TaskStatus
 
 __all__ = ["describe", "open_stored"]
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 if TYPE_CHECKING:
-    from ._contract import GenerationRequest
+    from .._contract import GenerationRequest
 
 __all__ = [
     "DEFAULT_OUTPUT",

@@ -24,18 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from ._config import (
-    _BearerAuth,
-    _check_count,
-    _check_key,
-    _check_seconds,
-    _check_task_id,
-    check_base_url,
-    is_loopback_host,
-)
-from ._contract import Balance, GenerationRequest, TaskStatus, UploadedImage
-from ._download import store_image
-from ._exceptions import (
+from .._contract import Balance, GenerationRequest, TaskStatus, UploadedImage
+from .._exceptions import (
     APIError,
     AuthenticationError,
     BadRequestError,
@@ -54,18 +44,28 @@ from ._exceptions import (
     TransportError,
     ValidationError,
 )
+from .._version import __version__
+from ..journal._provenance import open_stored
+from ..providers import Call, ErrorInfo, Provider, Submitted, choose_provider
+from ..providers import check as check_request
+from ._config import (
+    _BearerAuth,
+    _check_count,
+    _check_key,
+    _check_seconds,
+    _check_task_id,
+    check_base_url,
+    is_loopback_host,
+)
+from ._download import store_image
 from ._polling import Calibration, PollPolicy, poll_updates
-from ._provenance import open_stored
 from ._results import Generation, Update, UpdateCallback, _Progress
 from ._retry import RetryPolicy, TryAgain, is_retryable, note_retry, parse_retry_after, retrying
-from ._version import __version__
-from .providers import Call, ErrorInfo, Provider, Submitted, choose_provider
-from .providers import check as check_request
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from ._store import JobRecord, Store
+    from ..journal._store import JobRecord, Store
 
 __all__ = ["AsyncClient", "Generation", "Update"]
 
@@ -120,7 +120,7 @@ def _shared_timing(base_url: str, store: Store | None) -> Calibration:
     url = httpx.URL(base_url)
     if url.scheme != "https" or is_loopback_host(url.host):
         return Calibration.shared(base_url)
-    from ._store import _default_root
+    from ..journal._store import _default_root
 
     root = store.root if store is not None else _default_root()
     name = hashlib.sha256(base_url.encode()).hexdigest()[:16]
@@ -218,7 +218,7 @@ class AsyncClient:
     @property
     def store(self) -> Store:
         if self._store is None:
-            from ._store import Store
+            from ..journal._store import Store
 
             self._store = Store.default()
         return self._store
@@ -443,7 +443,7 @@ class AsyncClient:
         the same URL, and so hits the cache, instead of paying for a new task.
 
         Uploads carry no idempotency key: one attempt, never resent behind your back."""
-        from ._images import prepare_upload
+        from ..journal._images import prepare_upload
 
         self._needs("upload", "upload endpoint: pass public https URLs as references")
         upload = prepare_upload(image)
@@ -461,7 +461,7 @@ class AsyncClient:
     def find_upload(self, image: Any) -> UploadedImage | None:
         """The upload that ``upload(image, reuse=True)`` would return without sending anything (its
         URL and when it was uploaded), or None."""
-        from ._images import prepare_upload
+        from ..journal._images import prepare_upload
 
         digest = hashlib.sha256(prepare_upload(image).data).hexdigest()
         earlier = self.store.find_upload(digest, self.base_url, UPLOAD_REUSE_SECONDS)

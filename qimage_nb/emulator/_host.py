@@ -1,13 +1,18 @@
-"""``Emulator``: the public face that ties state, handler, servers and transports together."""
+"""``HostEmulator``: what every host's emulator shares: state, fault switches, two loopback origins
+(API and CDN) in daemon threads, in-process transports, counters. A host's emulator subclasses it and
+names its handler; start/stop, the servers and the transports are written once."""
 
 from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 from ._faults import Faults
-from ._handler import Handler
+from ._messages import Handler
 from ._server import OriginServer
 from ._state import PICKUP_FRACTION, Settings, State
 from ._transport import (
@@ -24,38 +29,16 @@ def _origin(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-class Emulator:
-    """A contract-exact stand-in for the Qwen Image 2.0 task API (``shared/API.md``).
+class HostEmulator:
+    """The lifecycle every host's emulator shares; a subclass sets ``handler_class`` (and its own
+    docstring, cache scope and counters). See ``qimage_nb.emulator.Emulator`` for the parameters."""
 
-    ``start()`` serves the API and its CDN on two loopback ports in daemon threads; ``transport()``
-    serves the same state in-process without sockets. Nothing runs until you ask.
-
-    Parameters
-    ----------
-    api_key:
-        The only Bearer key accepted.
-    latency, jitter:
-        Each task takes ``latency + uniform(-jitter, +jitter)`` seconds (seeded by ``seed``).
-    max_concurrent:
-        At most this many tasks run at once; the rest wait ``pending`` in FIFO order.
-    overstate:
-        ``estimated_time`` is the real duration times this, as real providers overstate.
-    pickup:
-        The share of each run spent ``pending`` before progress starts (0: progress counts from
-        the submit).
-    balance, price_per_image:
-        Starting balance and the price billed per image of each completed task.
-    host, port, cdn_port:
-        Where ``start()`` binds (port 0: a free port).
-    faults:
-        Initial :class:`Faults`; change them later with :meth:`set_faults`.
-    """
+    # The host's request handler: built with the shared State, it answers API and CDN requests.
+    handler_class: ClassVar[Any]
 
     in_process_base_url = IN_PROCESS_API_URL
     in_process_cdn_url = IN_PROCESS_CDN_URL
-    # The journal's cache scope for the in-kernel emulator (every instance, whatever its port):
-    # not an http URL, so no real API's client can ever share it.
-    cache_scope = "emulator:qimage_nb"
+    cache_scope: ClassVar[str]  # the journal's cache scope of this host's in-kernel emulator
 
     def __init__(
         self,
@@ -88,7 +71,7 @@ class Emulator:
                             float(overstate), float(balance), float(price_per_image), float(pickup))
         # A copy: counted switches count down, and the caller's Faults must not change under it.
         self._state = State(settings, faults=dataclasses.replace(faults) if faults is not None else Faults())
-        self._handler = Handler(self._state)
+        self._handler: Handler = self.handler_class(self._state)
         self._handler.cdn_origins.add(IN_PROCESS_CDN_URL)
         self.host, self.port, self.cdn_port = host, port, cdn_port
         self._servers: list[OriginServer] = []
@@ -98,7 +81,7 @@ class Emulator:
 
     # -- lifecycle --
 
-    def start(self) -> Emulator:
+    def start(self) -> Self:
         """Bind both origins and serve in background daemon threads (idempotent)."""
         if self._servers:
             return self
@@ -140,7 +123,7 @@ class Emulator:
     def running(self) -> bool:
         return bool(self._servers)
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -148,7 +131,7 @@ class Emulator:
 
     def __repr__(self) -> str:
         where = self._base_url or "not started"
-        return f"<Emulator {where} latency={self._state.settings.latency}s>"
+        return f"<{type(self).__name__} {where} latency={self._state.settings.latency}s>"
 
     # -- where and who --
 

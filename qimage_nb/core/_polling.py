@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ._contract import TaskStatus
-from ._exceptions import (
+from .._contract import TaskStatus
+from .._exceptions import (
     GenerationTimeout,
     ProtocolError,
     RateLimitError,

@@ -15,13 +15,13 @@ import secrets
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from .._contract import UPLOAD_MAX_BYTES
+from ..._contract import UPLOAD_MAX_BYTES
+from .._control import control
+from .._messages import Request, Response, error_response, html_response, json_response
+from .._render import cdn_image, render_png
+from .._state import State, Task, Upload
 from ._catalogue import listed_models
-from ._control import control
-from ._messages import Request, Response, error_response, html_response, json_response
 from ._multipart import MultipartError, parse_multipart, safe_filename, sniff_image
-from ._render import cdn_image, render_png
-from ._state import State, Task, Upload
 from ._submit import SubmitEndpoint
 from ._wire import cased, task_json
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import re
 
-from .._contract import MODELS
-from ._faults import Faults
+from ..._contract import MODELS
+from .._faults import Faults
 
 # What the wild dialect lists beyond the contract: a newer Qwen model and one from another family.
 WILD_MODELS = ("qwen-image-3.0", "gpt-image-1")

@@ -15,14 +15,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ._exceptions import ImageError, TransportError
-from ._images import MAX_DOWNLOAD_BYTES, ImageFacts, inspect_image
-from ._provenance import describe
+from .._exceptions import ImageError, TransportError
+from ..journal._images import MAX_DOWNLOAD_BYTES, ImageFacts, inspect_image
+from ..journal._provenance import describe
 from ._retry import RetryPolicy, TryAgain, is_retryable, parse_retry_after, retrying
 
 if TYPE_CHECKING:
-    from ._contract import GenerationRequest, TaskStatus
-    from ._store import Store
+    from .._contract import GenerationRequest, TaskStatus
+    from ..journal._store import Store
 
 __all__ = ["fetch_image", "store_image"]
 

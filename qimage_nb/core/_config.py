@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ._contract import PRODUCTION_BASE_URL
-from ._exceptions import ValidationError
+from .._contract import PRODUCTION_BASE_URL
+from .._exceptions import ValidationError
 
 __all__ = ["check_base_url", "is_loopback_host"]
 

@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ._contract import (
+from .._contract import (
     DEFAULT_MODEL,
     DEFAULT_RATIO,
     DEFAULT_RESOLUTION,

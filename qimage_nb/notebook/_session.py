@@ -14,14 +14,14 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ._client import AsyncClient
-from ._config import _check_key, _Secret, check_base_url
-from ._polling import PollPolicy
-from .providers import Provider, choose_provider, get_provider
+from ..core._client import AsyncClient
+from ..core._config import _check_key, _Secret, check_base_url
+from ..core._polling import PollPolicy
+from ..providers import Provider, choose_provider, get_provider
 
 if TYPE_CHECKING:
-    from ._sync import Client
-    from .emulator import Emulator
+    from ..core._sync import Client
+    from ..emulator import Emulator
 
 __all__ = ["Session", "current_client", "emulator_banner", "get_session"]
 
@@ -96,7 +96,7 @@ class Session:
         """Keep a key for this kernel only (memory, never disk); it overrides the provider's variable."""
         secret = _check_key(key)
         if secret is None:
-            from ._exceptions import ValidationError
+            from .._exceptions import ValidationError
 
             raise ValidationError("api_key", "the key is empty: paste the key from the provider's API key page")
         self._login_keys[self.provider(provider).name] = secret
@@ -197,7 +197,7 @@ class Session:
         session's clients of that provider at it."""
         p = self.provider(provider)
         if p.name not in self._emulators:
-            from . import emulator as emulators
+            from .. import emulator as emulators
 
             options.setdefault("latency", 2.0)
             options.setdefault("jitter", 1.0)
@@ -304,7 +304,7 @@ def current_client() -> Client:
     It follows ``%qimage login``, ``%qimage emulator`` and the environment, so code in a notebook
     talks to the same API (or the same in-kernel emulator) as the magic and the panel.
     """
-    from ._sync import Client
+    from ..core._sync import Client
 
     session = get_session()
     p = session.provider()

@@ -12,9 +12,9 @@ import math
 import secrets
 from typing import Any
 
-from ._faults import Faults
-from ._messages import Response, json_response
-from ._state import RESULT_LIFETIME, State, Task
+from .._faults import Faults
+from .._messages import Response, json_response
+from .._state import RESULT_LIFETIME, State, Task
 
 VERSION_HEADER = "X-APIMart-Response-Version"
 RESPONSE_VERSION = "2026-07-27"

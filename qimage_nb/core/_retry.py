@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ._contract import RETRYABLE_STATUS
+from .._contract import RETRYABLE_STATUS
 
 T = TypeVar("T")
 logger = logging.getLogger("qimage_nb")

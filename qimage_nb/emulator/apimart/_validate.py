@@ -12,7 +12,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._contract import (
+from ..._contract import (
     MODELS,
     N_MAX,
     N_MIN,
@@ -24,9 +24,9 @@ from .._contract import (
     REFS_MIN,
     RESOLUTIONS,
 )
+from .._faults import Faults
+from .._messages import Response, error_response
 from ._catalogue import free_pixels, is_free_model
-from ._faults import Faults
-from ._messages import Response, error_response
 
 
 class Invalid(Exception):
