@@ -32,12 +32,24 @@ UPLOAD_PATH = "/v1/uploads/images"
 BALANCE_PATH = "/v1/balance"
 
 MODELS = ("qwen-image-2.0", "qwen-image-2.0-pro")
+# Qwen Image 3.0 (July 2026; PROVIDERS.md 5): its own rules, not 2.0's. Long prompts (about
+# 4,500 tokens), no 500-character negative prompt, and a size it may choose itself.
+QWEN3_MODELS = ("qwen-image-3.0", "qwen-image-3.0-pro")
 # Every Qwen Image model some provider documents, each validated exactly by that provider (sizes
 # are checked as ratios for these); any other id is a host's own listing (API.md 7.7).
 QWEN_IMAGE_MODELS = (
     *MODELS, "qwen-image-2.0-2026-03-03", "qwen-image-2.0-pro-2026-03-03", "qwen-image-max",
-    "qwen-image-plus", "qwen-image",
+    "qwen-image-plus", "qwen-image", *QWEN3_MODELS, "qwen-image-2.1-pro",
 )
+# Models whose prompt and negative prompt keep 2.0's character limits; any other model's host
+# judges its own text (3.0 reads about 4,500 tokens; an unlisted model says what it takes).
+SHORT_PROMPT_MODELS = frozenset(QWEN_IMAGE_MODELS) - frozenset(QWEN3_MODELS)
+# A sanity bound for the others (4,500 tokens of CJK is about 4,500 characters; English fewer):
+# a pasted book is refused here rather than by the host after a 10 MB upload.
+LONG_PROMPT_MAX = 20_000
+# The size word for "no size at all": the model picks one (3.0 chooses it from the prompt) and
+# the result records what it chose.
+AUTO_SIZE = "auto"
 DEFAULT_MODEL = MODELS[0]
 RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
 DEFAULT_RATIO = "1:1"
@@ -150,9 +162,76 @@ def _check_n(value: Any) -> int:
     return value
 
 
-def check_reference_url(value: Any, index: int = 0) -> str:
-    """Validate one reference image URL: the API takes only public http(s) URLs."""
+@dataclass(frozen=True)
+class InlineImage:
+    """A local reference sent inside the request as a ``data:`` URI (DashScope takes those).
+
+    Only the client makes one, after checking the host's limits (``core`` asks the provider's
+    ``inline_limits``). Equal by content: ``digest`` is the SHA-256 of the bytes. The journal keeps
+    ``data:<type>;sha256,<digest>`` (see :meth:`token`), never the base64, and the bytes once in its
+    own folder (``path``), so a request journaled a hundred times holds one copy.
+    """
+
+    content_type: str
+    digest: str
+    data: bytes | None = field(default=None, compare=False, repr=False)
+    path: str | None = field(default=None, compare=False, repr=False)
+    width: int | None = field(default=None, compare=False)
+    height: int | None = field(default=None, compare=False)
+
+    @property
+    def token(self) -> str:
+        """How the journal and the fingerprint name it: a digest, not the bytes."""
+        return f"data:{self.content_type};sha256,{self.digest}"
+
+    @classmethod
+    def from_token(cls, token: str, path: str | None = None) -> InlineImage | None:
+        match = _INLINE_TOKEN.match(token) if isinstance(token, str) else None
+        return cls(match.group(1), match.group(2), path=path) if match else None
+
+    def raw(self) -> bytes:
+        """The bytes (read from the journal's copy when this was rebuilt from a journal row)."""
+        if self.data is not None:
+            return self.data
+        if self.path is None:
+            raise ValidationError("image_urls", f"the local reference {self.digest[:12]} is not on this machine any more")
+        from pathlib import Path
+
+        try:
+            return Path(self.path).read_bytes()
+        except OSError:
+            raise ValidationError(
+                "image_urls", f"the local reference {self.digest[:12]} is missing from the journal folder; send it again"
+            ) from None
+
+    @property
+    def uri(self) -> str:
+        """The ``data:<type>;base64,...`` URI sent to the host."""
+        import base64
+
+        return f"data:{self.content_type};base64,{base64.b64encode(self.raw()).decode('ascii')}"
+
+    def __str__(self) -> str:
+        return self.token
+
+
+_INLINE_TOKEN = re.compile(r"^data:(image/[a-z0-9.+-]+);sha256,([0-9a-f]{64})$")
+
+
+def reference_text(ref: str | InlineImage) -> str:
+    """A reference as the journal writes it: its URL, or an inline image's digest token."""
+    return ref.token if isinstance(ref, InlineImage) else ref
+
+
+def check_reference_url(value: Any, index: int = 0) -> str | InlineImage:
+    """Validate one reference image URL: the API takes only public http(s) URLs (an
+    :class:`InlineImage` the client made is a local reference for hosts that take ``data:`` URIs)."""
     name = f"image_urls[{index}]"
+    if isinstance(value, InlineImage):
+        return value
+    inline = InlineImage.from_token(value) if isinstance(value, str) else None
+    if inline is not None:
+        return inline  # a journaled inline reference (its bytes are found by the journal)
     upload_hint = (
         "the API needs a public http(s) URL: upload local images first with client.upload(...) "
         "(or pass the file path or image to %%qimage --ref, which uploads it)"
@@ -188,7 +267,10 @@ def parse_pixel_size(value: str) -> tuple[int, int] | None:
 
 def _check_size(value: Any, model: str) -> str:
     """A ratio of the seed's table, or ``WIDTHxHEIGHT``; a model no provider documents takes any size
-    word as given (its host lists it; API.md 7.7 says it has its own parameters)."""
+    word as given (its host lists it; API.md 7.7 says it has its own parameters). None or ``auto``:
+    the model's own default (3.0 picks a size itself; the others keep the seed's 1:1)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == AUTO_SIZE):
+        return AUTO_SIZE if model in QWEN3_MODELS or value is not None else DEFAULT_RATIO
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(
             "size", f"size must be a ratio ({_choices(RATIOS)}) or WIDTHxHEIGHT, got {_brief(value)}"
@@ -246,10 +328,13 @@ class GenerationRequest:
     resolution: str = DEFAULT_RESOLUTION
     n: int = 1
     negative_prompt: str | None = None
-    image_urls: tuple[str, ...] = ()
+    image_urls: tuple[str | InlineImage, ...] = ()
     seed: int | None = None
     prompt_extend: bool | None = None  # None: the host's default
     watermark: bool | None = None
+    # Host parameters qimage_nb does not know, sent as written in the host's own parameters
+    # object (DashScope ``parameters``; the seed API's body) and recorded in provenance.
+    host_params: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     @classmethod
     def create(
@@ -257,7 +342,7 @@ class GenerationRequest:
         prompt: Any,
         *,
         model: Any = DEFAULT_MODEL,
-        size: Any = DEFAULT_RATIO,
+        size: Any = None,
         resolution: Any = DEFAULT_RESOLUTION,
         n: Any = 1,
         negative_prompt: Any = None,
@@ -265,15 +350,23 @@ class GenerationRequest:
         seed: Any = None,
         prompt_extend: Any = None,
         watermark: Any = None,
+        host_params: Any = None,
     ) -> GenerationRequest:
-        """Validate every field; raise :class:`ValidationError` naming the first bad one."""
+        """Validate every field; raise :class:`ValidationError` naming the first bad one.
+
+        ``size`` None: the model's default (1:1 for 2.0; 3.0 picks one). ``host_params``: a dict
+        of host parameters sent as written (names and JSON values)."""
+        checked_model = _check_model(model)
+        short = checked_model in SHORT_PROMPT_MODELS
+        prompt_max = PROMPT_MAX if short else LONG_PROMPT_MAX
+        negative_max = NEGATIVE_PROMPT_MAX if short else LONG_PROMPT_MAX
         checked_prompt = _check_text(
-            "prompt", prompt, limit=PROMPT_MAX, required=True,
-            hint=f"describe the image in 1 to {PROMPT_MAX} characters",
+            "prompt", prompt, limit=prompt_max, required=True,
+            hint=f"describe the image in 1 to {prompt_max} characters",
         )
         negative = _check_text(
-            "negative_prompt", negative_prompt, limit=NEGATIVE_PROMPT_MAX, required=False,
-            hint=f"pass text of at most {NEGATIVE_PROMPT_MAX} characters, or None",
+            "negative_prompt", negative_prompt, limit=negative_max, required=False,
+            hint=f"pass text of at most {negative_max} characters, or None",
         )
         if negative is not None and not negative.strip():
             negative = None
@@ -292,7 +385,6 @@ class GenerationRequest:
                 )
             urls = tuple(check_reference_url(url, i) for i, url in enumerate(listed))
         assert checked_prompt is not None
-        checked_model = _check_model(model)
         return cls(
             prompt=checked_prompt,
             model=checked_model,
@@ -304,6 +396,7 @@ class GenerationRequest:
             seed=_check_seed(seed),
             prompt_extend=_check_optional_bool("prompt_extend", prompt_extend),
             watermark=_check_optional_bool("watermark", watermark),
+            host_params=check_host_params(host_params),
         )
 
     @property
@@ -333,8 +426,10 @@ class GenerationRequest:
         if self.negative_prompt is not None:
             body["negative_prompt"] = self.negative_prompt
         if self.image_urls:
-            body["image_urls"] = list(self.image_urls)
+            body["image_urls"] = [reference_text(ref) for ref in self.image_urls]
         body.update(self.options)
+        if self.host_params:
+            body["host_params"] = dict(self.host_params)
         return body
 
     def fingerprint(self) -> str:
@@ -356,7 +451,36 @@ class GenerationRequest:
             seed=body.get("seed"),
             prompt_extend=body.get("prompt_extend"),
             watermark=body.get("watermark"),
+            host_params=body.get("host_params"),
         )
+
+
+_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_host_params(value: Any) -> dict[str, Any]:
+    """Host parameters sent as written: names that could be a host's field names, values JSON can
+    carry. Their meaning is the host's to judge (its refusal is one clear line)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(
+            "host_params", f"host_params must be a dict of parameter names to values, got {type(value).__name__}"
+        )
+    checked: dict[str, Any] = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not _PARAM_NAME.match(name):
+            raise ValidationError(
+                "host_params", f"host parameter name {_brief(name)} is not a field name (letters, digits, _ . -)"
+            )
+        try:
+            json.dumps(item, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ValidationError(
+                "host_params", f"host parameter {name} is a {type(item).__name__}, which JSON cannot carry"
+            ) from None
+        checked[name] = item
+    return checked
 
 
 # --- responses -------------------------------------------------------------------------------
@@ -395,6 +519,8 @@ class TaskStatus:
     # What the host says it did with the request (DashScope: the rewritten prompt, the seed used).
     actual_prompt: str | None = None
     seed: int | None = None
+    # The (width, height) the host says it made: a size the model chose itself is read here.
+    output_size: tuple[int, int] | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

@@ -180,7 +180,7 @@ class AsyncClient:
         self.provider = choose_provider(provider)
         env = self.provider
         self._key = _check_key(api_key if api_key is not None else os.environ.get(env.key_env))
-        raw_url = base_url if base_url is not None else (os.environ.get(env.base_url_env) or env.default_base_url)
+        raw_url = base_url if base_url is not None else env.base_url_from(os.environ)[0]
         self.base_url = check_base_url(raw_url, allow_insecure_http=allow_insecure_http)
         self.cache_scope = cache_scope or self.base_url
         if isinstance(timeout, httpx.Timeout):
@@ -477,7 +477,7 @@ class AsyncClient:
     ) -> str:
         """Validate, journal and submit one request; return the task id. Billed once per call."""
         if isinstance(request, str):
-            request = GenerationRequest.create(request, **fields)
+            request = self._request(request, fields)
         elif fields:
             raise ValidationError("request", "pass either a GenerationRequest or a prompt with fields, not both")
         self._auth()  # refuse before journaling when no key is set
@@ -774,6 +774,12 @@ class AsyncClient:
             return prompt
         options = dict(options)
         options.setdefault("model", self.provider.default_model)
+        limits = self.provider.capabilities.inline_refs
+        if limits is not None and options.get("image_urls") is not None:
+            # This host takes local references inside the request (data: URIs): checked here.
+            from ..journal._inline import inline_references
+
+            options["image_urls"] = inline_references(options["image_urls"], limits)
         try:
             return GenerationRequest.create(prompt, **options)
         except TypeError as exc:

@@ -9,6 +9,8 @@ Layout under ``root`` (``$QIMAGE_HOME``, else the platform's user data dir)::
 
     journal.sqlite3               jobs, events, images (WAL mode)
     images/<sha[:2]>/<sha>.png    content-addressed by the bytes as received (before provenance)
+    refs/<sha[:2]>/<sha>          local references sent inline (``data:`` URIs), once per content;
+                                  the request in the journal names them by digest only
     tmp/                          downloads in flight; same filesystem, so moves are atomic renames
     timing/<hash>.json            what the poll schedule learned of each provider (``_polling``)
 
@@ -43,6 +45,7 @@ from .._contract import (
     STATUSES,
     TERMINAL_STATUSES,
     GenerationRequest,
+    InlineImage,
 )
 
 __all__ = ["JOB_STATUSES", "JobRecord", "Store"]
@@ -179,10 +182,19 @@ class JobRecord:
         return self.status in TERMINAL_STATUSES
 
 
-def _request_from_json(text: str) -> GenerationRequest:
+def _request_from_json(text: str, root: Path | None = None) -> GenerationRequest:
     # Rebuilt field by field, not re-validated: the row holds what was journaled, including the
     # client's placeholder (empty prompt) for a task adopted by id, which validation would refuse.
     body = json.loads(text)
+
+    def reference(text: str) -> str | InlineImage:
+        # An inline reference is journaled by digest; its bytes stay in refs/, read only if sent.
+        inline = InlineImage.from_token(text)
+        if inline is None:
+            return text
+        path = _ref_path(root, inline.digest) if root is not None else None
+        return InlineImage(inline.content_type, inline.digest, path=str(path) if path else None)
+
     negative = body.get("negative_prompt")
     seed = body.get("seed")
     return GenerationRequest(
@@ -192,11 +204,16 @@ def _request_from_json(text: str) -> GenerationRequest:
         resolution=str(body.get("resolution", DEFAULT_RESOLUTION)),
         n=int(body.get("n", 1)),
         negative_prompt=str(negative) if negative is not None else None,
-        image_urls=tuple(str(u) for u in body.get("image_urls") or ()),
+        image_urls=tuple(reference(str(u)) for u in body.get("image_urls") or ()),
         seed=int(seed) if isinstance(seed, int) else None,
         prompt_extend=body.get("prompt_extend") if isinstance(body.get("prompt_extend"), bool) else None,
         watermark=body.get("watermark") if isinstance(body.get("watermark"), bool) else None,
+        host_params=body.get("host_params") if isinstance(body.get("host_params"), dict) else {},
     )
+
+
+def _ref_path(root: Path, digest: str) -> Path:
+    return root / "refs" / digest[:2] / digest
 
 
 def _fsync_dir(path: Path) -> None:
@@ -367,7 +384,7 @@ class Store:
                 JobRecord(
                     key=row["key"],
                     task_id=row["task_id"],
-                    request=_request_from_json(row["request_json"]),
+                    request=_request_from_json(row["request_json"], self.root),
                     fingerprint=row["fingerprint"],
                     status=row["status"],
                     progress=row["progress"],
@@ -410,6 +427,7 @@ class Store:
             raise ValueError(f"a journal key must be a non-empty string, got {key!r}")
         fingerprint = request.fingerprint()
         body = json.dumps(request.to_json(), ensure_ascii=False, sort_keys=True)
+        self._keep_references(request)
         now = time.time()
         with self._write() as conn:
             existing = conn.execute("SELECT fingerprint FROM jobs WHERE key = ?", (key,)).fetchone()
@@ -504,6 +522,23 @@ class Store:
                 )
 
     # -- files --
+
+    def _keep_references(self, request: GenerationRequest) -> None:
+        """The bytes of each inline reference, once per content under ``refs/`` (before the row that
+        names them), so a resend or a resume can send the identical body."""
+        for ref in request.image_urls:
+            if not isinstance(ref, InlineImage) or ref.data is None:
+                continue
+            final = _ref_path(self.root, ref.digest)
+            if final.exists():
+                continue
+            final.parent.mkdir(parents=True, exist_ok=True)
+            temp = self.temp_path(".ref")
+            with open(temp, "wb") as fp:
+                fp.write(ref.data)
+                fp.flush()
+                os.fsync(fp.fileno())
+            os.replace(temp, final)
 
     def temp_path(self, suffix: str = ".part") -> Path:
         """A fresh path under ``root/tmp`` (same filesystem as the images, for atomic moves).

@@ -74,6 +74,11 @@ class Capabilities:
     balance: bool = False
     list_models: bool = False
     idempotency_keys: bool = False
+    # GET /v1/model-schema (API.md 7.7): a model's own parameter schema, validated against.
+    model_schema: bool = False
+    # Local references go inside the request as data: URIs, within these limits (max_bytes,
+    # side_min, side_max, types sent as they are); None: the host wants public URLs.
+    inline_refs: Mapping[str, Any] | None = None
 
 
 class Provider:
@@ -94,10 +99,27 @@ class Provider:
 
     # -- requests --
 
-    def check(self, request: GenerationRequest, listed: Collection[str] = ()) -> None:
+    def check(self, request: GenerationRequest, listed: Collection[str] = (), schema: Mapping[str, Any] | None = None) -> None:
         """Refuse, in one line naming this host, what it does not support (its models, sizes, counts).
         ``listed``: model ids the host's own model listing returned (a model there is accepted with
-        the universal checks). Options it lacks are refused before this, by ``providers.check``."""
+        the universal checks). ``schema``: the model's input schema where the host serves one.
+        Options it lacks are refused before this, by ``providers.check``."""
+
+    def notes(self, request: GenerationRequest) -> list[str]:
+        """One-line notes about a request that is sent anyway (a model not in this host's table)."""
+        return []
+
+    def base_url_from(self, environ: Mapping[str, str]) -> tuple[str, str]:
+        """The base URL the environment chooses for this host, and why (for ``%qimage config``)."""
+        if environ.get(self.base_url_env, "").strip():
+            return environ[self.base_url_env].strip(), f"${self.base_url_env}"
+        return self.default_base_url, f"default; ${self.base_url_env} changes it"
+
+    def model_schema(self, model: str) -> Call:
+        raise NotImplementedError
+
+    def read_model_schema(self, payload: Any) -> Mapping[str, Any] | None:
+        raise NotImplementedError
 
     def submit(self, request: GenerationRequest, key: str) -> Call:
         raise NotImplementedError
