@@ -7,6 +7,10 @@ sent, then uploaded through the client (``upload(..., reuse=True)``), which reme
 content hash in the journal, per API origin, so re-running a cell sends the same URL and hits the
 cache instead of paying again; a URL is reused for less than its 72 h life.
 
+A host that takes references inside the request (DashScope: ``data:`` URIs) needs no upload: the
+local picture is checked against that host's limits and sent inline; a generated image whose URL
+from the same host is still alive is sent by URL.
+
 Every refusal is a one-line ``ValidationError`` (nothing was sent); the magic shows it as a
 ``UsageError``, the panel in its error line.
 """
@@ -14,6 +18,7 @@ Every refusal is a one-line ``ValidationError`` (nothing was sent); the magic sh
 from __future__ import annotations
 
 import ast
+import asyncio
 import hashlib
 import os
 import re
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import ValidationError
 
 if TYPE_CHECKING:
+    from .._contract import InlineImage
     from ..core._client import AsyncClient
 
 __all__ = ["Ref", "local_ref", "ref_urls", "resolve_refs", "upload"]
@@ -264,10 +270,19 @@ def local_ref(material: Any, shown: str, *, option: str = "") -> Ref:
     return Ref(shown=shown, local=material, digest=hashlib.sha256(prepared.data).hexdigest())
 
 
-async def upload(client: AsyncClient, ref: Ref, say: Callable[[str], Any] | None = None) -> str:
+async def upload(client: AsyncClient, ref: Ref, say: Callable[[str], Any] | None = None) -> str | InlineImage:
     """The URL of a local reference: the client's earlier upload of the same bytes to the same API
-    when it is recent enough, else a new upload (the client remembers it for next time)."""
+    when it is recent enough, else a new upload (the client remembers it for next time). A host
+    that takes ``data:`` URIs gets the picture inline instead, checked against its limits."""
     from ._display import when
+
+    limits = client.provider.capabilities.inline_refs
+    if limits is not None:
+        from ..journal._inline import inline_image
+
+        if say is not None:
+            say(f"sending {ref.shown} inside the request (no upload)")
+        return await asyncio.to_thread(inline_image, ref.local, limits, shown=ref.shown or "the reference")
 
     earlier = client.find_upload(ref.local) if say is not None else None
     if earlier is not None:
@@ -279,9 +294,9 @@ async def upload(client: AsyncClient, ref: Ref, say: Callable[[str], Any] | None
 
 async def ref_urls(
     client: AsyncClient, refs: list[Ref], say: Callable[[str], Any] | None = None
-) -> list[str]:
+) -> list[str | InlineImage]:
     """The URLs to send for ``refs``, in order, uploading local ones first."""
-    urls = []
+    urls: list[str | InlineImage] = []
     for ref in refs:
         if ref.url_still_good(client.base_url):
             urls.append(ref.url)
