@@ -278,8 +278,8 @@ def _check_size(value: Any, model: str) -> str:
     pixels = parse_pixel_size(value)
     if pixels is not None:
         return f"{pixels[0]}x{pixels[1]}"
-    if model not in QWEN_IMAGE_MODELS:
-        return value.strip()
+    if model not in SHORT_PROMPT_MODELS:
+        return value.strip()  # 3.0 and listed models: each host's own size words, checked by it
     normal = value.strip().upper()
     if normal not in RATIOS:
         raise ValidationError(

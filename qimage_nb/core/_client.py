@@ -92,6 +92,8 @@ _ERRORS_BY_STATUS: dict[int, type[APIError]] = {
 # One process-wide list of model ids per (provider, origin): the model list changes rarely, and a
 # request for a model the seed's table does not know must be checked against it before any submit.
 _LISTED_MODELS: dict[tuple[str, str], list[str]] = {}
+# Likewise each listed model's own schema (API.md 7.7), None where the host serves none.
+_MODEL_SCHEMAS: dict[tuple[str, str, str], Mapping[str, Any] | None] = {}
 
 _HINTS: dict[type[APIError], str] = {
     AuthenticationError: "the API key was refused",
@@ -426,13 +428,32 @@ class AsyncClient:
             except (APIError, TransportError, ProtocolError) as exc:
                 # Without the list the model cannot be shown to exist here: refuse it, and say why.
                 unreadable = exc
+        schema = None
+        if request.model in listed and self.provider.capabilities.model_schema:
+            schema = await self._model_schema(request.model)
         try:
-            check_request(self.provider, request, listed)
+            check_request(self.provider, request, listed, schema)
         except ValidationError as exc:
             if unreadable is None or exc.field != "model":
                 raise
             raise ValidationError("model", f"{exc.message} (the host's model list could not be read: {unreadable})") from None
         return request
+
+    async def _model_schema(self, model: str) -> Mapping[str, Any] | None:
+        """The host's schema for a listed model, once per origin per process; None where it has none
+        (the provider's own table then decides)."""
+        cache_key = (self.provider.name, self.base_url, model)
+        if cache_key not in _MODEL_SCHEMAS:
+            try:
+                payload = await self._call(self.provider.model_schema(model), what=f"schema of {model}")
+            except (APIError, ProtocolError) as exc:
+                logger.info("qimage_nb: no schema for %s (%s)", model, exc)
+                _MODEL_SCHEMAS[cache_key] = None
+            except TransportError:
+                return None  # not cached: the network may come back
+            else:
+                _MODEL_SCHEMAS[cache_key] = self.provider.read_model_schema(payload)
+        return _MODEL_SCHEMAS[cache_key]
 
     async def upload(self, image: Any, *, reuse: bool = False) -> str:
         """Upload a local image (path, bytes or PIL image) and return its public URL for ``image_urls``.
