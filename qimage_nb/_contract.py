@@ -256,6 +256,9 @@ def check_reference_url(value: Any, index: int = 0) -> str | InlineImage:
     )
 
 
+# ``size`` not given to create(): the model's default (a sentinel, so that None stays a mistake).
+_MODEL_DEFAULT: Any = type("_ModelDefault", (), {"__repr__": lambda self: "the model's default"})()
+
 _PIXEL_SIZE = re.compile(r"^\s*(\d{2,5})\s*[x*×]\s*(\d{2,5})\s*$", re.IGNORECASE)
 
 
@@ -267,10 +270,13 @@ def parse_pixel_size(value: str) -> tuple[int, int] | None:
 
 def _check_size(value: Any, model: str) -> str:
     """A ratio of the seed's table, or ``WIDTHxHEIGHT``; a model no provider documents takes any size
-    word as given (its host lists it; API.md 7.7 says it has its own parameters). None or ``auto``:
-    the model's own default (3.0 picks a size itself; the others keep the seed's 1:1)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == AUTO_SIZE):
-        return AUTO_SIZE if model in QWEN3_MODELS or value is not None else DEFAULT_RATIO
+    word as given (its host lists it; API.md 7.7 says it has its own parameters). Not given: the
+    model's own default (3.0 picks a size itself; the others keep the seed's 1:1); ``auto`` asks
+    the host's default explicitly."""
+    if value is _MODEL_DEFAULT:
+        return AUTO_SIZE if model in QWEN3_MODELS else DEFAULT_RATIO
+    if isinstance(value, str) and value.strip().lower() == AUTO_SIZE:
+        return AUTO_SIZE
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(
             "size", f"size must be a ratio ({_choices(RATIOS)}) or WIDTHxHEIGHT, got {_brief(value)}"
@@ -342,7 +348,7 @@ class GenerationRequest:
         prompt: Any,
         *,
         model: Any = DEFAULT_MODEL,
-        size: Any = None,
+        size: Any = _MODEL_DEFAULT,
         resolution: Any = DEFAULT_RESOLUTION,
         n: Any = 1,
         negative_prompt: Any = None,
@@ -354,7 +360,7 @@ class GenerationRequest:
     ) -> GenerationRequest:
         """Validate every field; raise :class:`ValidationError` naming the first bad one.
 
-        ``size`` None: the model's default (1:1 for 2.0; 3.0 picks one). ``host_params``: a dict
+        ``size`` not given: the model's default (1:1 for 2.0; 3.0 picks one; ``"auto"`` asks that). ``host_params``: a dict
         of host parameters sent as written (names and JSON values)."""
         checked_model = _check_model(model)
         short = checked_model in SHORT_PROMPT_MODELS

@@ -279,8 +279,9 @@ class QImageMagics(Magics):
         requests: list[GenerationRequest] = []
         for model, size, resolution, seed in plan.combos:
             try:
+                sized = {"size": size} if size is not None else {}  # none given: the model's default
                 request = GenerationRequest.create(
-                    plan.prompt, model=model, size=size, resolution=resolution, n=plan.n,
+                    plan.prompt, model=model, **sized, resolution=resolution, n=plan.n,
                     negative_prompt=plan.negative, image_urls=urls or None, seed=seed,
                     prompt_extend=plan.prompt_extend, watermark=plan.watermark,
                     host_params=plan.host_params or None,

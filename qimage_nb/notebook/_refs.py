@@ -49,7 +49,7 @@ class Ref:
     """One reference: a URL ready to send, or local material to upload first."""
 
     shown: str = ""  # how the user named it, for messages
-    url: str | None = None
+    url: str | InlineImage | None = None  # InlineImage: a local picture sent inside the request
     local: Any = None  # a path, a PIL image or encoded bytes
     digest: str | None = None  # sha256 of the bytes that would be uploaded
     thumb: bytes | None = None  # the panel's chip thumbnail, when it has one

@@ -164,7 +164,9 @@ class DashScope(Provider):
         sides_ok = rules.side_min <= width <= rules.side_max and rules.side_min <= height <= rules.side_max
         aspect_ok = rules.aspect_max is None or max(width, height) <= rules.aspect_max * min(width, height)
         if not (sides_ok and aspect_ok and rules.pixels_min <= total <= rules.pixels_max):
-            raise ValidationError("size", f"size {width}x{height} is outside what {request.model} on {self.title} makes: {_size_rule(rules)}")
+            raise ValidationError(
+                "size", f"size {width}x{height} is outside what {self.title} makes for {request.model}: {_size_rule(rules)}"
+            )
         return asked
 
     @staticmethod
