@@ -650,7 +650,9 @@ class LiveGallery:
     def tiles(self) -> list[Tile]:
         out = []
         for slot in self.slots:
-            w, h = slot.request.pixel_size if slot.request is not None and slot.request.prompt else (1, 1)
+            # A size the model chooses (3.0 with none asked) or a host's own word: a square placeholder.
+            known = slot.request.pixel_size if slot.request is not None and slot.request.prompt else None
+            w, h = known or (1, 1)
             tiles = slot.tiles or [None]
             if slot.gone() and not any(tiles):
                 tiles = [None]  # one mark for the generation, not one per image that will not come

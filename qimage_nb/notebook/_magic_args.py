@@ -50,6 +50,8 @@ LINE_HELP = "\n".join(
         "%qimage SUBCOMMAND: manage the session (generation is the %%qimage cell magic).",
         "",
         "  %qimage login [--provider P]   ask for the provider's API key (hidden prompt; memory only)",
+        "  %qimage login dashscope [REGION] [--workspace ID]",
+        "                                 the same, with the key's region (singapore, beijing, us-east-1...)",
         "  %qimage logout [--provider P]  forget it",
         "  %qimage config                 effective settings (never the key), the balance, the cost",
         "                                 of this session's generations",

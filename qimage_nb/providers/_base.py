@@ -115,6 +115,12 @@ class Provider:
             return environ[self.base_url_env].strip(), f"${self.base_url_env}"
         return self.default_base_url, f"default; ${self.base_url_env} changes it"
 
+    def region_url(self, region: str, workspace: str = "") -> str:
+        """The base URL of a region (and workspace) the user names, e.g. at ``%qimage login``."""
+        from .._exceptions import ValidationError
+
+        raise ValidationError("region", f"{self.title} has no regions to choose: set {self.base_url_env} instead")
+
     def model_schema(self, model: str) -> Call:
         raise NotImplementedError
 

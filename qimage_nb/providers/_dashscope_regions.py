@@ -62,7 +62,8 @@ def choose(environ: Mapping[str, str]) -> Choice:
     region or workspace id that is not a DNS label, or a workspace region with no workspace id."""
     explicit = environ.get(URL_ENV, "").strip()
     if explicit:
-        return Choice(explicit, f"${URL_ENV}")
+        where = describe_url(explicit)
+        return Choice(explicit, f"${URL_ENV}" + (f": {where}" if where != explicit else ""))
     region = environ.get(REGION_ENV, "").strip().lower()
     workspace = environ.get(WORKSPACE_ENV, "").strip()
     if workspace:
@@ -75,7 +76,7 @@ def choose(environ: Mapping[str, str]) -> Choice:
     _label(REGION_ENV, region, _REGION, "ap-southeast-1")
     name = _NAMES.get(region, region)
     if region in _LEGACY and not workspace:
-        return Choice(_LEGACY[region], f"${REGION_ENV}={region} ({name})")
+        return Choice(_LEGACY[region], f"${REGION_ENV}={region} ({name}, the shared endpoint)")
     if not workspace:
         if region == "ap-southeast-1":
             return Choice(SINGAPORE, f"${REGION_ENV}={region} ({name}, no workspace: the international endpoint)")
@@ -89,11 +90,21 @@ def choose(environ: Mapping[str, str]) -> Choice:
     )
 
 
+_TYPED = {"singapore": "ap-southeast-1", "intl": "ap-southeast-1", "international": "ap-southeast-1",
+          "beijing": "cn-beijing", "virginia": "us-east-1", "hongkong": "cn-hongkong", "hong-kong": "cn-hongkong",
+          "frankfurt": "eu-central-1", "tokyo": "ap-northeast-1"}
+
+
 def url_for(region: str, workspace: str = "") -> str:
-    """The base URL of a region (and workspace) typed by the user, e.g. at ``%qimage login``."""
-    key = {"singapore": "ap-southeast-1", "intl": "ap-southeast-1", "beijing": "cn-beijing"}.get(
-        region.strip().lower(), region
-    )
+    """The base URL of a region (and workspace) typed by the user, e.g. at ``%qimage login``. Only
+    the regions known here are taken, and nothing typed is echoed: it may be a key pasted there."""
+    typed = region.strip().lower() or "ap-southeast-1"
+    key = _TYPED.get(typed, typed)
+    if key not in (*MAAS_REGIONS, *_LEGACY):
+        raise ValidationError(
+            "region", f"that is not a region qimage_nb knows: singapore, beijing, {', '.join(MAAS_REGIONS[1:])} "
+            f"(or set ${URL_ENV})"
+        )
     return choose({REGION_ENV: key, WORKSPACE_ENV: workspace}).url
 
 

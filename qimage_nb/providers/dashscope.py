@@ -43,7 +43,7 @@ from ._dashscope_models import (
     rules_of,
     suggest,
 )
-from ._dashscope_regions import BEIJING, SINGAPORE, choose, describe_url
+from ._dashscope_regions import BEIJING, SINGAPORE, choose, describe_url, url_for
 
 SYNC_PATH = "/services/aigc/multimodal-generation/generation"
 ASYNC_PATH = "/services/aigc/text2image/image-synthesis"
@@ -84,6 +84,9 @@ class DashScope(Provider):
 
     def base_url_from(self, environ: Mapping[str, str]) -> tuple[str, str]:
         return choose(environ)
+
+    def region_url(self, region: str, workspace: str = "") -> str:
+        return url_for(region, workspace)
 
     # -- requests --
 
