@@ -77,3 +77,21 @@ def test_login_dashscope_takes_a_region_and_never_echoes_what_it_refuses(shell, 
         with pytest.raises(UsageError) as caught:
             shell.run_line_magic("qimage", line)
         assert "sk-pasted" not in str(caught.value) and "evil.com" not in str(caught.value)
+
+
+def test_an_interrupt_cancels_a_queued_dashscope_task_on_the_host(shell, session, capsys):  # noqa: F811
+    from test_magics import user_sees
+
+    emulator = session.start_emulator("dashscope", latency=3.0, jitter=0.0, pickup=0.95)
+
+    def hook(data):
+        if "queued" in data.get("text/plain", ""):
+            shell.display_pub.hook = None
+            raise KeyboardInterrupt  # while the task waits in the host's queue
+
+    shell.display_pub.hook = hook
+    shell.run_cell_magic("qimage", "-o ds --provider dashscope --model qwen-image-plus", "a kite over the dunes")
+    everything = user_sees(shell, capsys)
+    assert "the host cancelled it; nothing is billed" in everything, everything
+    assert emulator.counters()["tasks_by_status"] == {"CANCELED": 1}
+    assert emulator.counters()["generations_billed"] == 0

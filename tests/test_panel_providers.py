@@ -230,3 +230,28 @@ async def test_the_upload_button_sends_a_local_picture_inline_on_dashscope_and_l
     assert job.model == "qwen-image-3.0" and len(job.images) == 1
     assert job.images[0].startswith("data:image/png;base64,")
     assert not any("upload" in name for name in dashscope.counters()["requests_per_endpoint"])
+
+
+async def test_cancel_cancels_a_queued_dashscope_task_on_the_host_and_says_so_for_a_running_one(session):
+    import asyncio
+
+    busy = session.start_emulator("dashscope", latency=1.5, jitter=0.0, max_concurrent=1)
+    panel = await make_panel()
+    panel.provider.value = "dashscope"
+    await panel.wait()
+    panel.model.value = "qwen-image"
+    await generate(panel, "the first takes the only worker")
+    while panel.generate_button.disabled:  # held until the host confirms the first task
+        await asyncio.sleep(0.02)
+    await generate(panel, "the second waits its turn")
+    for _ in range(200):
+        if all(run.task_id for run in panel.runs) and busy.counters()["tasks_by_status"].get("RUNNING"):
+            break
+        await asyncio.sleep(0.02)
+    panel.cancel_button.click()
+    await panel.wait()
+    first, second = panel.runs
+    assert second.state == "cancelled" and "the host cancelled it; nothing is billed" in second.cancel_message()
+    assert first.state == "cancelled" and "already running" in first.cancel_message()
+    assert f"%qimage resume {first.task_id}" in first.cancel_message()
+    assert busy.counters()["tasks_by_status"].get("CANCELED") == 1

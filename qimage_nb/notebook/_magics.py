@@ -403,7 +403,7 @@ class QImageMagics(Magics):
         except KeyboardInterrupt:
             # Each generation's line says it once: stopped waiting, and the command that resumes it.
             _adopt_journal_ids(client, live, started)
-            live.interrupted()
+            _cancel_on_host(client, live.interrupted())  # where the host can cancel a queued task
             return
         except BaseException as exc:
             raise self._surface(exc, live) from None
@@ -721,6 +721,22 @@ class QImageMagics(Magics):
 
 
 QImageMagics.qimage_line.__doc__ = LINE_HELP
+
+
+def _cancel_on_host(client: AsyncClient, task_ids: list[str]) -> None:
+    """After an interrupt, ask a host that can cancel (DashScope's asynchronous models, while
+    queued) to cancel what was stopped; one printed line per task says what the host did."""
+    from ..core._sync import run_sync
+    from ._refs import cancel_on_host
+
+    for task_id in task_ids:
+        try:
+            line = run_sync(cancel_on_host(client, task_id))
+        except KeyboardInterrupt:
+            print(f"task {task_id}: not cancelled (interrupted again); %qimage resume {task_id} fetches it")
+            continue
+        if line:
+            print(f"task {task_id}: {line}")
 
 
 def _adopt_journal_ids(client: AsyncClient, live: LiveGallery, since: float) -> None:

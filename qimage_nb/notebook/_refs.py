@@ -306,3 +306,31 @@ async def ref_urls(
         local = ref if ref.digest is not None else local_ref(ref.local, ref.shown, option="--ref")
         urls.append(await upload(client, local, say))
     return urls
+
+
+async def cancel_on_host(client: AsyncClient, task_id: str | None) -> str | None:
+    """Ask the host to cancel a task the user stopped waiting for, where it has a cancel endpoint
+    (DashScope's asynchronous models, while the task is still queued). The line to show, or None
+    where the host has no cancel (the faces then say the task may still finish)."""
+    from .._exceptions import APIError, QImageError
+
+    if not task_id or client.provider.cancel(task_id) is None:
+        return None
+    try:
+        status = await asyncio.wait_for(client.cancel(task_id), timeout=15)
+    except APIError as exc:
+        if exc.status_code == 400:
+            return (
+                f"stopped waiting; {client.provider.title} could not cancel task {task_id}: it was already "
+                f"running (a task is cancelled only while queued), so it will finish and be billed; "
+                f"%qimage resume {task_id} fetches its images"
+            )
+        return f"stopped waiting; cancelling task {task_id} failed ({exc.message}); %qimage resume {task_id} fetches it"
+    except (QImageError, asyncio.TimeoutError) as exc:
+        return f"stopped waiting; cancelling task {task_id} got no answer ({exc}); %qimage resume {task_id} fetches it"
+    if status.status == "cancelled":
+        return f"cancelled: task {task_id} was still queued and the host cancelled it; nothing is billed"
+    return (
+        f"stopped waiting; task {task_id} is {status.phase} on the host and was not cancelled; "
+        f"%qimage resume {task_id} fetches its images"
+    )
