@@ -253,6 +253,8 @@ def models(magics: QImageMagics, line: str) -> None:
     if not provider.capabilities.list_models:
         print(
             f"{provider.title} has no model listing; the Qwen Image models it serves: {', '.join(provider.models)}"
+            + (f" (qimage_nb's table, checked {provider.models_checked}; another id is sent as written)"
+               if provider.models_checked else "")
         )
         return
     if not session.has_key_for(provider.name):

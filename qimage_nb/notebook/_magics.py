@@ -298,6 +298,8 @@ class QImageMagics(Magics):
 
             def label(r: GenerationRequest) -> str:
                 bits = [SHORT_MODEL.get(r.model, r.model), r.size, r.resolution]
+                if r.size == "auto":
+                    bits[1:] = ["size chosen by the model"]
                 if r.seed is not None:
                     bits.append(f"seed {r.seed}")
                 return " · ".join(bits)

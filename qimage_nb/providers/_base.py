@@ -93,6 +93,7 @@ class Provider:
     # The models this host documents, each validated exactly.
     models: tuple[str, ...] = ()
     default_model: str = ""
+    models_checked: str = ""  # when that table was last checked against the host's documents
 
     def __repr__(self) -> str:
         return f"<provider {self.name}>"

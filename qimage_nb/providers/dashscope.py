@@ -81,6 +81,7 @@ class DashScope(Provider):
     )
     models = tuple(MODELS)
     default_model = "qwen-image-2.0"
+    models_checked = CHECKED
 
     def base_url_from(self, environ: Mapping[str, str]) -> tuple[str, str]:
         return choose(environ)
