@@ -314,7 +314,7 @@ def test_the_providers_notebook_shows_the_same_cell_on_both_hosts(executed):
     assert "from cache" not in second  # another host: a generation of its own
     assert "seed 1: done" in seeds and "seed 2: done" in seeds and "prompt as written" in seeds
     assert "1536x640" in banner
-    assert "qwen-image-3.0" in versions and "2.0" in versions
+    assert "standard · 1:1 · 1K · seed 1" in versions and "qwen-image-3.0 · size chosen by the model" in versions
     texts = run.texts()
     assert "qwen-image-3.0 (2560, 1440) chosen by the model" in texts
     assert "refused: the APIMart API does not support seed" in texts

@@ -78,6 +78,7 @@ def _models() -> dict[str, Model]:
         for variant in (name, f"{name}-2026-03-03"):
             family.append(Model(variant, True, False, 6, True, "2048*2048", True))
     family += [
+        Model("qwen-image-2.1-pro", True, False, 6, True, "2048*2048", True),
         Model("qwen-image-max", True, False, 1, False, "1664*928", False),
         Model("qwen-image-plus", True, True, 1, False, "1664*928", False),
         Model("qwen-image", True, True, 1, False, "1328*1328", False),
