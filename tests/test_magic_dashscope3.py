@@ -95,3 +95,18 @@ def test_an_interrupt_cancels_a_queued_dashscope_task_on_the_host(shell, session
     assert "the host cancelled it; nothing is billed" in everything, everything
     assert emulator.counters()["tasks_by_status"] == {"CANCELED": 1}
     assert emulator.counters()["generations_billed"] == 0
+
+
+def test_a_generated_image_goes_by_url_while_it_lives_and_inline_once_it_expired(shell, session):  # noqa: F811
+    shell.run_line_magic("qimage", "emulator --provider dashscope --latency 0.1")
+    emulator = session.emulator_for("dashscope")
+    shell.run_cell_magic("qimage", "-o ds --model qwen-image-3.0 --size 1024x768", "a teapot")
+    first = shell.user_ns["ds"][0]
+    assert int(first.info["expires_at"]) > 0  # read from the signed URL's Expires
+    shell.run_cell_magic("qimage", "-o edit --model qwen-image-3.0 --ref ds[0]", "make it green")
+    shell.run_cell_magic("qimage", "-o edit --model qwen-image-3.0-pro --ref ds[0]", "make it red")
+    first.info["expires_at"] = "1"  # as if a day had passed: the CDN would refuse its URL now
+    shell.run_cell_magic("qimage", "-o edit --model qwen-image-3.0 --ref ds[0] --new", "make it blue")
+    jobs = dashscope_jobs(emulator)
+    assert jobs[1].images == (first.info["source_url"],) and jobs[2].images == (first.info["source_url"],)
+    assert jobs[3].images[0].startswith("data:image/png;base64,")

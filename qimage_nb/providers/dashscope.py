@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from .._contract import (
     AUTO_SIZE,
@@ -261,6 +261,7 @@ class DashScope(Provider):
             status=status,
             progress=100 if status == "completed" else 0,
             urls=urls,
+            expires_at=_expiry(urls),
             error=failure,
             raw_status=word,
             actual_prompt=first.get("actual_prompt") if isinstance(first.get("actual_prompt"), str) else None,
@@ -329,6 +330,17 @@ def _size_rule(rules: Rules) -> str:
     return f"each side {rules.side_min} to {rules.side_max} pixels"
 
 
+def _expiry(urls: Any) -> float | None:
+    """When the signed result URLs stop working (their ``Expires`` query, OSS's epoch seconds): a
+    face then sends a generated image by URL while it lives, and its bytes once it has expired."""
+    ends = []
+    for url in urls:
+        for value in parse_qs(urlsplit(url).query).get("Expires", []):
+            if value.isdigit():
+                ends.append(float(value))
+    return min(ends) if ends else None
+
+
 def _output_size(usage: Any) -> tuple[int, int] | None:
     """The size the host says it made: 3.0's ``output_width/height``, 2.0's ``width/height``."""
     if not isinstance(usage, Mapping):
@@ -361,6 +373,7 @@ def _sync_result(request_id: str, payload: Mapping[str, Any], output: Mapping[st
         urls=tuple(urls),
         raw_status="SUCCEEDED",
         output_size=_output_size(payload.get("usage")),
+        expires_at=_expiry(urls),
         actual_prompt=output.get("actual_prompt") if isinstance(output.get("actual_prompt"), str) else None,
         seed=_seed(output),
         raw=dict(payload),
