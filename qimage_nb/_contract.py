@@ -274,7 +274,9 @@ def _check_size(value: Any, model: str) -> str:
     model's own default (3.0 picks a size itself; the others keep the seed's 1:1); ``auto`` asks
     the host's default explicitly."""
     if value is _MODEL_DEFAULT:
-        return AUTO_SIZE if model in QWEN3_MODELS else DEFAULT_RATIO
+        # 2.0's family defaults to the seed's 1:1; 3.0 picks its own size, and a model outside
+        # every table gets no size it did not ask for (its host's default).
+        return DEFAULT_RATIO if model in SHORT_PROMPT_MODELS else AUTO_SIZE
     if isinstance(value, str) and value.strip().lower() == AUTO_SIZE:
         return AUTO_SIZE
     if not isinstance(value, str) or not value.strip():
@@ -360,7 +362,8 @@ class GenerationRequest:
     ) -> GenerationRequest:
         """Validate every field; raise :class:`ValidationError` naming the first bad one.
 
-        ``size`` not given: the model's default (1:1 for 2.0; 3.0 picks one; ``"auto"`` asks that). ``host_params``: a dict
+        ``size`` not given: the model's default (1:1 for 2.0; 3.0 and models outside every table:
+        none is sent, the host's default or the model's choice; ``"auto"`` asks that). ``host_params``: a dict
         of host parameters sent as written (names and JSON values)."""
         checked_model = _check_model(model)
         short = checked_model in SHORT_PROMPT_MODELS

@@ -151,6 +151,7 @@ async def test_an_unlisted_model_is_sent_once_as_written_and_the_hosts_refusal_i
         "written (did you mean 'qwen-image-3.0'?)"
     ]
     assert [body["model"] for _, body in wire.posts] == ["qwen-image-3"]
+    assert wire.posts[0][1]["parameters"] == {"n": 1}  # as written: no size it did not ask for
     assert "Model not exist" in str(info.value) and "\n" not in str(info.value)
     assert ds.counters()["generations_billed"] == 0
 
