@@ -311,7 +311,7 @@ def test_png_bytes_on_disk_are_the_cdn_bytes_plus_provenance(emu):
 
 
 async def test_an_image_carries_what_its_file_says_fresh_or_from_the_journal(client, emu):
-    from qimage_nb.journal._images import read_provenance
+    from qimage_nb.journal._png_text import read_provenance
 
     fresh = await client.generate("said once", n=2, cache=True)
     again = await client.generate("said once", n=2, cache=True)

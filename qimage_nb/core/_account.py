@@ -83,7 +83,7 @@ class Account:
         return request
 
     async def upload(self, image: Any, *, reuse: bool = False) -> str:
-        from ..journal._images import prepare_upload
+        from ..journal._uploads import prepare_upload
 
         self._needs("upload", "upload endpoint: pass public https URLs as references")
         store, origin = self._journal.store, self._http.base_url
@@ -100,7 +100,7 @@ class Account:
         return url
 
     def find_upload(self, image: Any) -> UploadedImage | None:
-        from ..journal._images import prepare_upload
+        from ..journal._uploads import prepare_upload
 
         digest = hashlib.sha256(prepare_upload(image).data).hexdigest()
         earlier = self._journal.store.find_upload(digest, self._http.base_url, UPLOAD_REUSE_SECONDS)

@@ -532,7 +532,7 @@ class Store:
         tasks that happen to return identical bytes each keep a file whose PNG chunks name *their*
         task and prompt. Idempotent per ``(key, index)``.
         """
-        from ._images import add_png_text, sidecar_path
+        from ._png_text import add_png_text, sidecar_path
 
         temp = Path(temp)
         if self.get(key) is None:
