@@ -1,9 +1,12 @@
-"""What the journal says of one logical submit (``JobRecord``), and the words it uses for it."""
+"""What the journal says of one logical submit (``JobRecord``), the words it uses for it, and how a
+record is read back from its rows."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from .._contract import (
     GenerationRequest,
 )
 
-__all__ = ["JOB_STATUSES", "OUTCOME_UNKNOWN", "JobRecord", "request_from_json"]
+__all__ = ["JOB_STATUSES", "OUTCOME_UNKNOWN", "JobRecord", "records_from_rows", "request_from_json"]
 
 # "submitting" is ours: the row exists, the POST may or may not have reached the server.
 JOB_STATUSES = ("submitting", *STATUSES)
@@ -103,3 +106,44 @@ def request_from_json(text: str) -> GenerationRequest:
         prompt_extend=body.get("prompt_extend") if isinstance(body.get("prompt_extend"), bool) else None,
         watermark=body.get("watermark") if isinstance(body.get("watermark"), bool) else None,
     )
+
+
+def records_from_rows(conn: sqlite3.Connection, rows: Sequence[sqlite3.Row], root: Path) -> list[JobRecord]:
+    """The records of ``jobs`` rows, each with its image files under ``root`` (None where a file is
+    gone), read in the caller's snapshot."""
+    if not rows:
+        return []
+    keys = [row["key"] for row in rows]
+    found: dict[str, dict[int, Path | None]] = {key: {} for key in keys}
+    for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+        batch = keys[start : start + 500]
+        marks = ",".join("?" * len(batch))
+        for image in conn.execute(f"SELECT key, idx, path FROM images WHERE key IN ({marks})", batch):
+            path = root / image["path"]
+            found[image["key"]][image["idx"]] = path if path.exists() else None
+    records = []
+    for row in rows:
+        urls = tuple(json.loads(row["urls_json"]))
+        images = found[row["key"]]
+        count = max(len(urls), max(images, default=-1) + 1)
+        records.append(
+            JobRecord(
+                key=row["key"],
+                task_id=row["task_id"],
+                request=request_from_json(row["request_json"]),
+                fingerprint=row["fingerprint"],
+                status=row["status"],
+                progress=row["progress"],
+                urls=urls,
+                image_paths=tuple(images.get(i) for i in range(count)),
+                error=row["error"],
+                created_at=row["created_at"],
+                updated_at=row["updated_at"],
+                completed_at=row["completed_at"],
+                label=row["label"],
+                origin=row["origin"],
+                scope=row["scope"],
+                cost=row["cost"],
+            )
+        )
+    return records

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._files import ImageFiles
-from ._records import JOB_STATUSES, OUTCOME_UNKNOWN, JobRecord, request_from_json
+from ._records import JOB_STATUSES, OUTCOME_UNKNOWN, JobRecord, records_from_rows
 from ._schema import ORIGINS_SCHEMA, UPLOADS_SCHEMA, open_journal
 
 if TYPE_CHECKING:
@@ -125,42 +125,7 @@ class Store:
                     conn.execute("COMMIT")
 
     def _records(self, conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[JobRecord]:
-        if not rows:
-            return []
-        keys = [row["key"] for row in rows]
-        found: dict[str, dict[int, Path | None]] = {key: {} for key in keys}
-        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
-            batch = keys[start : start + 500]
-            marks = ",".join("?" * len(batch))
-            for image in conn.execute(f"SELECT key, idx, path FROM images WHERE key IN ({marks})", batch):
-                path = self.root / image["path"]
-                found[image["key"]][image["idx"]] = path if path.exists() else None
-        records = []
-        for row in rows:
-            urls = tuple(json.loads(row["urls_json"]))
-            images = found[row["key"]]
-            count = max(len(urls), max(images, default=-1) + 1)
-            records.append(
-                JobRecord(
-                    key=row["key"],
-                    task_id=row["task_id"],
-                    request=request_from_json(row["request_json"]),
-                    fingerprint=row["fingerprint"],
-                    status=row["status"],
-                    progress=row["progress"],
-                    urls=urls,
-                    image_paths=tuple(images.get(i) for i in range(count)),
-                    error=row["error"],
-                    created_at=row["created_at"],
-                    updated_at=row["updated_at"],
-                    completed_at=row["completed_at"],
-                    label=row["label"],
-                    origin=row["origin"],
-                    scope=row["scope"],
-                    cost=row["cost"],
-                )
-            )
-        return records
+        return records_from_rows(conn, rows, self.root)
 
     def _get(self, conn: sqlite3.Connection, ident: str) -> JobRecord | None:
         row = conn.execute(
