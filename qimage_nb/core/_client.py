@@ -73,7 +73,7 @@ class AsyncClient:
         hosts unless ``allow_insecure_http=True``.
     provider:
         A provider name (``qimage_nb.providers``) or object; defaults to ``$QIMAGE_PROVIDER``, else
-        the one provider whose key is set, else the first registered (the seed's API).
+        the one provider whose key is set, else the registry's default.
     timeout:
         Per-request timeout in seconds (or an ``httpx.Timeout``).
     wait_timeout:
@@ -112,7 +112,7 @@ class AsyncClient:
         self.provider = env = choose_provider(provider)
         self._key = _check_key(api_key if api_key is not None else os.environ.get(env.key_env))
         raw_url = base_url if base_url is not None else (os.environ.get(env.base_url_env) or env.default_base_url)
-        self.base_url = check_base_url(raw_url, allow_insecure_http=allow_insecure_http)
+        self.base_url = check_base_url(raw_url, allow_insecure_http=allow_insecure_http, example=env.default_base_url)
         self.cache_scope = cache_scope or self.base_url
         if isinstance(timeout, httpx.Timeout):
             http_timeout = timeout
@@ -176,7 +176,7 @@ class AsyncClient:
         return await self._account.balance()
 
     async def models(self) -> list[str]:
-        """The model ids the host lists (``GET /v1/models``), fetched once per origin per process."""
+        """The model ids the host lists (its model listing), fetched once per origin per process."""
         return await self._account.models()
 
     async def check(self, request: GenerationRequest) -> GenerationRequest:

@@ -27,7 +27,7 @@ _EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "G
 
 @dataclass(frozen=True)
 class UploadFile:
-    """One file ready for ``POST /v1/uploads/images``."""
+    """One file ready for a host's upload endpoint."""
 
     filename: str
     data: bytes
