@@ -130,7 +130,7 @@ class AsyncClient:
         self._journal = Journal(store)
         submit_times = SubmitTimes()
         self._submitter = Submitter(self._http, self._journal, self.retry, submit_times)
-        self._waiting = waiting_for(env, self.get_task, self.poll, submit_times)
+        self._waiting = waiting_for(self._http, self.get_task, self.poll, submit_times)
         self._downloads = Downloads(self._http, self._journal, self.retry)
         self._pipeline = Pipeline(
             connection=self._http, journal=self._journal, submitter=self._submitter, updates=self.iter_updates,

@@ -29,7 +29,7 @@ from ._polling import Calibration, PollPolicy, poll_updates
 
 if TYPE_CHECKING:
     from ..journal._store import Store
-    from ..providers import Provider
+    from ._http import Connection
 
 __all__ = ["Polling", "SubmitTimes", "Waiting", "raise_for_terminal", "shared_timing", "waiting_for"]
 
@@ -101,13 +101,15 @@ class Polling(Waiting):
 
 
 def waiting_for(
-    provider: Provider,
+    connection: Connection,
     get_task: Callable[[str], Awaitable[TaskStatus]],
     policy: PollPolicy,
     submit_times: SubmitTimes,
 ) -> Waiting:
-    """How to wait on ``provider``'s tasks. Every host is polled today; a host that streams its
-    statuses or holds the request will say so here (one branch on what the provider declares)."""
+    """How to wait on the tasks of ``connection``'s provider. Every host is polled today; a host
+    that streams its statuses will declare it on its provider, and this picks the ``Waiting`` that
+    reads the stream through ``connection`` (one branch on what the provider declares, never on
+    its name)."""
     return Polling(get_task, policy, submit_times)
 
 
