@@ -24,13 +24,6 @@ from ._exceptions import ValidationError
 
 # --- constants -------------------------------------------------------------------------------
 
-PRODUCTION_BASE_URL = "https://api.apimart.ai"
-
-SUBMIT_PATH = "/v1/images/generations"
-TASK_PATH = "/v1/tasks/{task_id}"
-UPLOAD_PATH = "/v1/uploads/images"
-BALANCE_PATH = "/v1/balance"
-
 MODELS = ("qwen-image-2.0", "qwen-image-2.0-pro")
 # Qwen Image 3.0 (July 2026; PROVIDERS.md 5): its own rules, not 2.0's. Long prompts (about
 # 4,500 tokens), no 500-character negative prompt, and a size it may choose itself.

@@ -1,8 +1,8 @@
 """A local reference made ready to travel inside a request, as a ``data:`` URI.
 
-For hosts that take references inline (DashScope) no upload service is involved: the picture is
-read once, checked against the host's limits (format, bytes, pixels: the provider says which),
-and kept as an :class:`~qimage_nb._contract.InlineImage`. The limits are checked here, before
+For hosts that take references inline (a provider with ``inline_refs``) no upload service is
+involved: the picture is read once, checked against the host's limits (format, bytes, pixels: the
+provider says which), and kept as an :class:`~qimage_nb._contract.InlineImage`. The limits are checked here, before
 anything is sent, so a reference the host would refuse costs a one-line refusal naming the limit,
 not a paid request.
 """
@@ -30,7 +30,7 @@ def inline_image(material: Any, limits: Mapping[str, Any], *, shown: str = "refe
     any other format Pillow reads is sent as PNG). Raises a one-line ValidationError."""
     from PIL import Image
 
-    from ._images import _as_png, prepare_upload
+    from ._uploads import _as_png, prepare_upload
 
     if isinstance(material, str) and material.strip()[:5].lower() == "data:":
         material = _decode_data_uri(material.strip(), shown)

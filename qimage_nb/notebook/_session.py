@@ -111,7 +111,7 @@ class Session:
         if url is None:
             self._base_urls.pop(name, None)
         else:
-            self._base_urls[name] = check_base_url(url)
+            self._base_urls[name] = check_base_url(url, example=self.provider(provider).default_base_url)
             if why:
                 self._base_url_notes[name] = why
 
@@ -150,7 +150,7 @@ class Session:
             return emulator.base_url
         if p.name in self._base_urls:
             return self._base_urls[p.name]
-        return check_base_url(p.base_url_from(os.environ)[0])
+        return check_base_url(p.base_url_from(os.environ)[0], example=p.default_base_url)
 
     @property
     def base_url(self) -> str:

@@ -17,7 +17,6 @@ from .._contract import (
     AUTO_SIZE,
     DEFAULT_MODEL,
     MODELS,
-    PRODUCTION_BASE_URL,
     RATIOS,
     RESOLUTIONS,
     Balance,
@@ -34,6 +33,8 @@ from .._exceptions import ProtocolError, ValidationError
 from ._base import Call, Capabilities, ErrorInfo, Provider, Submitted, decode_json, html_title
 from ._schema import check_schema
 
+# The provider's production host (API.md: mirrors and resellers serve the same API elsewhere).
+PRODUCTION_BASE_URL = "https://api.apimart.ai"
 SUBMIT_PATH = "/v1/images/generations"
 TASK_PATH = "/v1/tasks/{task_id}"
 UPLOAD_PATH = "/v1/uploads/images"

@@ -1,7 +1,8 @@
 """Alibaba Cloud Model Studio (DashScope), the official host of Qwen Image (``shared/PROVIDERS.md`` 1).
 
 Two wires under one base URL that ends in ``/api/v1`` (as ``DASHSCOPE_HTTP_BASE_URL`` does for the
-official SDK; ``_dashscope_regions`` chooses it as the SDK does):
+official SDK; ``_dashscope_regions`` chooses it as the SDK does, by default
+``https://dashscope-intl.aliyuncs.com/api/v1``, Singapore):
 - qwen-image-3.0 (and -pro), 2.0 (and -pro, -max): the synchronous multimodal-generation endpoint.
   The answer holds the images; there is no task id (the ``request_id`` stands for it) and no
   idempotency key.
