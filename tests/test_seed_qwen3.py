@@ -54,9 +54,9 @@ async def test_without_a_schema_the_table_decides_and_where_unlisted_3_0_is_refu
     with Emulator(latency=0.1, faults=Faults(extra_models=("qwen-image-3.0",))) as emu:
         async with client_for(emu) as client:
             # A host that serves no schema: qimage_nb's own table (1 to 4 images) decides.
-            from qimage_nb.core import _client
+            from qimage_nb.core import _account
 
-            _client._MODEL_SCHEMAS[("apimart", emu.base_url, "qwen-image-3.0")] = None
+            _account._MODEL_SCHEMAS[("apimart", emu.base_url, "qwen-image-3.0")] = None
             with pytest.raises(ValidationError, match="1 to 4 images"):
                 await client.generate("a cat", model="qwen-image-3.0", n=6)
     with Emulator(latency=0.1) as plain:
