@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -160,15 +160,16 @@ class InlineImage:
     """A local reference sent inside the request as a ``data:`` URI (DashScope takes those).
 
     Only the client makes one, after checking the host's limits (``core`` asks the provider's
-    ``inline_limits``). Equal by content: ``digest`` is the SHA-256 of the bytes. The journal keeps
+    ``inline_refs``). Equal by content: ``digest`` is the SHA-256 of the bytes. The journal keeps
     ``data:<type>;sha256,<digest>`` (see :meth:`token`), never the base64, and the bytes once in its
-    own folder (``path``), so a request journaled a hundred times holds one copy.
+    own folder; one rebuilt from the journal has no ``data`` but a ``load`` that reads them there
+    (this module does no I/O itself).
     """
 
     content_type: str
     digest: str
     data: bytes | None = field(default=None, compare=False, repr=False)
-    path: str | None = field(default=None, compare=False, repr=False)
+    load: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
     width: int | None = field(default=None, compare=False)
     height: int | None = field(default=None, compare=False)
 
@@ -178,24 +179,17 @@ class InlineImage:
         return f"data:{self.content_type};sha256,{self.digest}"
 
     @classmethod
-    def from_token(cls, token: str, path: str | None = None) -> InlineImage | None:
+    def from_token(cls, token: str) -> InlineImage | None:
         match = _INLINE_TOKEN.match(token) if isinstance(token, str) else None
-        return cls(match.group(1), match.group(2), path=path) if match else None
+        return cls(match.group(1), match.group(2)) if match else None
 
     def raw(self) -> bytes:
-        """The bytes (read from the journal's copy when this was rebuilt from a journal row)."""
+        """The bytes (from the journal's copy when this was rebuilt from a journal row)."""
         if self.data is not None:
             return self.data
-        if self.path is None:
+        if self.load is None:
             raise ValidationError("image_urls", f"the local reference {self.digest[:12]} is not on this machine any more")
-        from pathlib import Path
-
-        try:
-            return Path(self.path).read_bytes()
-        except OSError:
-            raise ValidationError(
-                "image_urls", f"the local reference {self.digest[:12]} is missing from the journal folder; send it again"
-            ) from None
+        return self.load()
 
     @property
     def uri(self) -> str:

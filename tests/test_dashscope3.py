@@ -294,3 +294,27 @@ async def test_a_refused_key_names_the_region_and_the_variables_that_chose_it(ds
     assert "workspace ws7 in Tokyo (ap-northeast-1)" in message
     assert "chosen by $DASHSCOPE_API_REGION=ap-northeast-1 (Tokyo) with $DASHSCOPE_WORKSPACE_ID" in message
     assert "DASHSCOPE_HTTP_BASE_URL" in message and "sk-wrong-key-123" not in message
+
+
+async def test_a_lost_answer_with_a_local_reference_is_resent_identically_from_the_journal(ds, tmp_path):
+    from qimage_nb._exceptions import SubmitOutcomeUnknown
+
+    picture = Image.new("RGB", (700, 500), "maroon")
+    ds.set_faults(lose_submit_answers=1, lose_mode="reset")
+    wire = Recording()
+    async with client_for(ds, wire) as client:
+        with pytest.raises(SubmitOutcomeUnknown) as info:
+            await client.generate("make it snow", model="qwen-image-3.0", image_urls=[picture])
+        key = info.value.idempotency_key
+    async with client_for(ds, wire) as later:  # a new client: the request comes from the journal
+        generation = await later.resend(key)
+    assert generation.images
+    first, second = (body for _, body in wire.posts)
+    assert first == second and first["input"]["messages"][0]["content"][0]["image"].startswith("data:image/png;base64,")
+    # Its bytes gone from the journal folder: one line says so, nothing is sent.
+    for path in (later.store.root / "refs").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    (entry,) = later.history()
+    with pytest.raises(ValidationError, match="missing from the journal folder"):
+        entry.request.image_urls[0].raw()

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from .._contract import (
@@ -19,6 +20,7 @@ from .._contract import (
     GenerationRequest,
     InlineImage,
 )
+from .._exceptions import ValidationError
 
 __all__ = ["JOB_STATUSES", "OUTCOME_UNKNOWN", "JobRecord", "records_from_rows", "request_from_json"]
 
@@ -89,6 +91,15 @@ class JobRecord:
         return self.status in TERMINAL_STATUSES
 
 
+def _read_ref(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        raise ValidationError(
+            "image_urls", f"the local reference {path.name[:12]} is missing from the journal folder; send the picture again"
+        ) from None
+
+
 def ref_path(root: Path, digest: str) -> Path:
     """Where the bytes of an inline reference (a ``data:`` URI sent to the host) are kept, once."""
     return root / "refs" / digest[:2] / digest
@@ -104,8 +115,9 @@ def request_from_json(text: str, root: Path | None = None) -> GenerationRequest:
         inline = InlineImage.from_token(text)
         if inline is None:
             return text
-        path = str(ref_path(root, inline.digest)) if root is not None else None
-        return InlineImage(inline.content_type, inline.digest, path=path)
+        if root is None:
+            return inline
+        return InlineImage(inline.content_type, inline.digest, load=partial(_read_ref, ref_path(root, inline.digest)))
 
     negative = body.get("negative_prompt")
     seed = body.get("seed")

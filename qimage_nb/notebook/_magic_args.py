@@ -280,7 +280,10 @@ def reproduce_cell(request: GenerationRequest, *, name: str = DEFAULT_OUTPUT, pr
         options.append(("--negative", request.negative_prompt))
     if request.seed is not None:
         options.append(("--seed", str(request.seed)))
-    options += [("--ref", str(url)) for url in request.image_urls]
+    for url in request.image_urls:
+        if not isinstance(url, str):
+            raise ValueError("a local picture sent inside the request cannot be written as --ref: name its file or variable")
+        options.append(("--ref", url))
     options += [("--param", f"{name}={json.dumps(value, ensure_ascii=False)}")
                 for name, value in request.host_params.items()]
     flags = []
