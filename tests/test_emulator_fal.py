@@ -123,3 +123,24 @@ def test_in_process_transport_streams_too(emu):
     sent = http.post(T2I, json={"prompt": "in process"}).json()
     seen = events(http, sent["status_url"] + "/stream")
     assert [p["status"] for _, kind, p in seen if kind == "data"][-1] == "COMPLETED"
+
+
+def test_command_line_serves_fal_and_says_how_to_point_at_it():
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qimage_nb.emulator", "--provider", "fal", "--latency", "0.05", "--jitter", "0"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        base_url = process.stdout.readline().strip()
+        lines = [process.stdout.readline().strip() for _ in range(3)]
+        key = lines[1].removeprefix("key:  ")
+        assert lines[2] == f"use:  FAL_QUEUE_RUN_HOST={base_url} FAL_KEY={key}"
+        sent = httpx.post(base_url + T2I, json={"prompt": "from the command line"},
+                          headers={"Authorization": f"Key {key}"}, timeout=10)
+        assert sent.status_code == 200 and sent.json()["status_url"].startswith(base_url)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
