@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -74,6 +74,12 @@ class Capabilities:
     balance: bool = False
     list_models: bool = False
     idempotency_keys: bool = False
+    # Images one submit can make; a request for more is split into several submits
+    # (:meth:`Provider.split`), each journaled and billed as its own task.
+    images_per_submit: int = 6
+    # Whether the host bills a request it refuses after accepting it (fal bills its 422s), so
+    # that a failure line does not say "not billed" where it is.
+    bills_refusals: bool = False
 
 
 class Provider:
@@ -88,6 +94,8 @@ class Provider:
     # The models this host documents, each validated exactly.
     models: tuple[str, ...] = ()
     default_model: str = ""
+    # How the key is sent: ``Authorization: <auth_scheme> <key>``.
+    auth_scheme: str = "Bearer"
 
     def __repr__(self) -> str:
         return f"<provider {self.name}>"
@@ -149,6 +157,50 @@ class Provider:
 
     def cancel(self, task_id: str) -> Call | None:
         return None
+
+    def read_cancel(self, status_code: int, payload: Any) -> str:
+        """The host's answer to a cancel, in its own words (a cancel the host refuses is an error
+        answer and never reaches here)."""
+        return "cancel accepted"
+
+    # -- hosts that differ from "poll until the answer lists the images" --
+
+    def result(self, task_id: str) -> Call | None:
+        """Where a completed task's outputs are, when its status answer does not list them (fal's
+        ``response_url``); None when the status answer has them."""
+        return None
+
+    def read_result(self, payload: Any, status: TaskStatus) -> TaskStatus:
+        """``status`` (completed, no URLs) completed with what the result answer says."""
+        raise NotImplementedError
+
+    def stream(self, task_id: str) -> Call | None:
+        """A status stream (server-sent events) to wait on instead of polling, or None."""
+        return None
+
+    def read_event(self, data: str, task_id: str) -> TaskStatus | None:
+        """One ``data:`` payload of the status stream as a status (None: not a status event)."""
+        return None
+
+    def split(self, request: GenerationRequest) -> list[GenerationRequest]:
+        """The submits one request becomes: itself, or parts of at most
+        ``capabilities.images_per_submit`` images each, as even as can be."""
+        per = self.capabilities.images_per_submit
+        if request.n <= per:
+            return [request]
+        parts = -(-request.n // per)
+        sizes = [request.n // parts + (1 if k < request.n % parts else 0) for k in range(parts)]
+        return [replace(request, n=size) for size in sizes]
+
+    # -- the environment, as the host's own SDK reads it --
+
+    def key_from_env(self, environ: Mapping[str, str]) -> str | None:
+        """The key the environment holds for this host, or None."""
+        return (environ.get(self.key_env) or "").strip() or None
+
+    def base_url_from_env(self, environ: Mapping[str, str]) -> str | None:
+        """The base URL the environment names for this host, or None."""
+        return (environ.get(self.base_url_env) or "").strip() or None
 
 
 def decode_json(body: bytes) -> Any:
