@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -58,9 +59,11 @@ from ._config import (
     is_loopback_host,
 )
 from ._download import store_image
+from ._parts import run_parts
 from ._polling import Calibration, PollPolicy, poll_updates
 from ._results import Generation, Update, UpdateCallback, _Progress
 from ._retry import RetryPolicy, TryAgain, is_retryable, note_retry, parse_retry_after, retrying
+from ._stream import StreamUnavailable, stream_statuses
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -179,8 +182,10 @@ class AsyncClient:
     ) -> None:
         self.provider = choose_provider(provider)
         env = self.provider
-        self._key = _check_key(api_key if api_key is not None else os.environ.get(env.key_env))
-        raw_url = base_url if base_url is not None else (os.environ.get(env.base_url_env) or env.default_base_url)
+        # Each host's variables are read as its own SDK reads them (fal: FAL_KEY or FAL_KEY_ID +
+        # FAL_KEY_SECRET, and a bare host in FAL_QUEUE_RUN_HOST).
+        self._key = _check_key(api_key if api_key is not None else env.key_from_env(os.environ))
+        raw_url = base_url if base_url is not None else (env.base_url_from_env(os.environ) or env.default_base_url)
         self.base_url = check_base_url(raw_url, allow_insecure_http=allow_insecure_http)
         self.cache_scope = cache_scope or self.base_url
         if isinstance(timeout, httpx.Timeout):
@@ -269,7 +274,7 @@ class AsyncClient:
                 f"no API key: %qimage emulator tries everything offline; or set {self.provider.key_env}, "
                 "pass api_key=..., or run %qimage login",
             )
-        return _BearerAuth(self._key)
+        return _BearerAuth(self._key, self.provider.auth_scheme)
 
     def _redact(self, text: str) -> str:
         # Keys shorter than 8 characters are toys (tests, local mirrors): replacing such a short
@@ -502,15 +507,17 @@ class AsyncClient:
         """Journal a submit with no answer as 'outcome unknown' and say so, once, with the way out."""
         await self._journal(self.store.mark_outcome_unknown, key, reason)
         if not self.provider.capabilities.idempotency_keys:
-            why = "nothing was resent, because this host has no idempotency key"
+            why = ("nothing was resent, because this host has no idempotency key, so a resend may "
+                   "bill twice")
         elif await self._keys_honoured():
             why = "nothing more was resent"
         else:
             why = "nothing was resent, because this host has not shown that it honours Idempotency-Key"
         return SubmitOutcomeUnknown(
             f"submit to {self._host()}: {reason}; the task may exist and may be billed ({why}). "
-            f"To resend the identical request with the same key: %qimage resume --resend {key} "
-            f"(Python: client.resend({key!r}))",
+            f"To resend the identical request{' with the same key' if self.provider.capabilities.idempotency_keys else ''}"
+            f"{'' if self.provider.capabilities.idempotency_keys else ' (this may bill twice)'}: "
+            f"%qimage resume --resend {key} (Python: client.resend({key!r}))",
             idempotency_key=key,
         )
 
@@ -660,22 +667,49 @@ class AsyncClient:
                 "task_id", f"{self.provider.title} has no way to cancel a task: it runs to its end "
                 "(a failed task is not billed); stop waiting instead, and resume it later"
             )
-        await self._call(call, what=f"cancel of {task_id}", task_id=task_id)
+        try:
+            before: TaskStatus | None = await self.get_task(task_id)  # whether it had started, for the note
+        except QImageError:
+            before = None
+        try:
+            payload = await self._call(call, what=f"cancel of {task_id}", task_id=task_id)
+            answer, accepted = self.provider.read_cancel(200, payload), True
+        except (BadRequestError, NotFoundError) as error:
+            # Where the host words a refusal as an answer (fal: ALREADY_COMPLETED), say it beside
+            # the task's status; any other refusal is raised as it is (DashScope: not PENDING).
+            answer = self.provider.cancel_refused(error.code)
+            if answer is None:
+                raise
+            accepted = False
         status = await self.get_task(task_id)
         job = await self._journal(self.store.get, task_id)
         if job is not None and status.terminal:
             await self._journal(self.store.record_status, job.key, status.status, status.progress)
-        return status
+        note = _cancel_note(self.provider.title, answer, accepted, before, status)
+        return dataclasses.replace(status, raw={**status.raw, "cancel_answer": answer, "cancel_note": note})
 
     async def get_task(self, task_id: str) -> TaskStatus:
         """One status poll of the task."""
         task_id = _check_task_id(task_id, "get_task")
         payload = await self._call(self.provider.poll(task_id), what=f"status of {task_id}", task_id=task_id)
         try:
-            return self.provider.read_task(payload, task_id)
+            return await self._with_result(self.provider.read_task(payload, task_id))
         except ProtocolError as exc:
             exc.task_id = exc.task_id or task_id
             raise
+
+    async def _with_result(self, status: TaskStatus) -> TaskStatus:
+        """A completed status whose answer lists no images, completed from the host's result
+        (fal's response URL); a result the host refuses (fal's 422) is the task's failure."""
+        call = self.provider.result(status.task_id) if status.status == "completed" and not status.urls else None
+        if call is None:
+            return status
+        try:
+            payload = await self._call(call, what=f"result of {status.task_id}", task_id=status.task_id)
+        except (BadRequestError, NotFoundError) as error:
+            info = ErrorInfo(message=error.detail, code=error.code, type=error.type, param=error.param)
+            return self.provider.failed_result(status, info)
+        return self.provider.read_result(payload, status)
 
     async def iter_updates(
         self,
@@ -702,6 +736,18 @@ class AsyncClient:
         else:
             origin, slack = (exchange[0] + exchange[1]) / 2, (exchange[1] - exchange[0]) / 2
             immediate = False  # its age is known: the schedule places even the first poll
+        stream = self.provider.stream(task_id)
+        if stream is not None:
+            # The host's status stream says each change as it happens: no polling, and completion
+            # seen at once. Should it fail before a terminal status, polling takes over.
+            try:
+                async for status in self._streamed(stream, task_id, deadline=start + timeout_s, timeout=timeout_s):
+                    yield status
+                    if status.terminal:
+                        return
+            except StreamUnavailable as exc:
+                logger.info("qimage_nb: the status stream of %s failed (%s); polling instead", task_id, exc)
+                immediate = True
         updates = poll_updates(
             functools.partial(self.get_task, task_id), task_id, policy=self.poll, started=start,
             timeout=timeout_s, origin=origin, slack=slack, immediate=immediate,
@@ -709,6 +755,20 @@ class AsyncClient:
         async with contextlib.aclosing(updates):
             async for status in updates:
                 yield status
+
+    async def _streamed(self, call: Call, task_id: str, *, deadline: float, timeout: float) -> AsyncIterator[TaskStatus]:
+        auth = self._auth()
+
+        def open_stream() -> Any:
+            return self._client().stream(call.method, self.base_url + call.path,
+                                         headers={"Accept": "text/event-stream", **call.headers}, auth=auth)
+
+        statuses = stream_statuses(open_stream, lambda data: self.provider.read_event(self._redact(data), task_id),
+                                   task_id, deadline=deadline, timeout=timeout)
+        async with contextlib.aclosing(statuses):
+            async for status in statuses:
+                # The last event says COMPLETED; the images are at the result (fal's response URL).
+                yield await self._with_result(status) if status.terminal else status
 
     async def wait(self, task_id: str, *, timeout: float | None = None) -> TaskStatus:
         """Wait for a task to complete; raise ``TaskFailedError``/``TaskCancelledError``/``GenerationTimeout``."""
@@ -763,7 +823,20 @@ class AsyncClient:
         request = self._request(prompt, options)
         _check_seconds("timeout", timeout, allow_none=True)
         await self.check(request)
-        return await self._run(request, on_update=on_update, timeout=timeout, cache=cache, label=label)
+        return await self._run_split(request, on_update=on_update, timeout=timeout, cache=cache, label=label)
+
+    async def _run_split(self, request: GenerationRequest, *, on_update: UpdateCallback | None, label: str | None,
+                         **run: Any) -> Generation:
+        """``_run``, as several submits where the host makes fewer images per submit than asked
+        (fal: 4, Replicate: 1): each part its own journaled, billed task; one generation back."""
+        parts = self.provider.split(request)
+        if len(parts) == 1:
+            return await self._run(request, on_update=on_update, label=label, **run)
+
+        def one(part: GenerationRequest, relay: UpdateCallback | None, part_label: str | None) -> Awaitable[Generation]:
+            return self._run(part, on_update=relay, label=part_label, **run)
+
+        return await run_parts(request, parts, one, on_update=on_update, label=label)
 
     def _request(self, prompt: Any, options: Mapping[str, Any]) -> GenerationRequest:
         if isinstance(prompt, GenerationRequest):
@@ -849,6 +922,9 @@ class AsyncClient:
 
             key = new_idempotency_key()
             try:
+                if len(self.provider.split(request)) > 1:
+                    return await self._run_split(request, on_update=on_update, label=None, timeout=timeout,
+                                                 cache=cache, batch_index=index)
                 return await self._run(
                     request, on_update=on_update, timeout=timeout, cache=cache, batch_index=index, key=key,
                     settled=settled,
@@ -1219,12 +1295,27 @@ async def _one_status(status: TaskStatus) -> AsyncIterator[TaskStatus]:
     yield status
 
 
+def _cancel_note(host: str, answer: str, accepted: bool, before: TaskStatus | None, after: TaskStatus) -> str:
+    """One line on a cancel: what the host answered, and whether the task may still be billed."""
+    said = f"{host} answered {answer}"
+    if after.status == "completed":
+        return f"{said}: the task had already finished (billed); its images can still be fetched"
+    if before is not None and before.status == "pending" and after.status == "cancelled":
+        return f"{said}: the task never started, so it is not billed"
+    if after.status == "cancelled":
+        return f"{said}: the task was running when cancelled, so the host may still bill it"
+    if not accepted:
+        return f"{said}: the cancel was refused; the task goes on and will be billed if it finishes"
+    return f"{said}: the task is still {after.phase}; it may finish (and be billed) before it stops"
+
+
 def _raise_for_terminal(status: TaskStatus) -> None:
     if status.status == "failed":
         failure = status.error
         reason = failure.message if failure else "no reason given"
+        billing = "the host bills a request it refuses" if status.raw.get("billed") else "failed tasks are not billed"
         raise TaskFailedError(
-            f"task {status.task_id} failed: {reason} (failed tasks are not billed)",
+            f"task {status.task_id} failed: {reason} ({billing})",
             task_id=status.task_id,
             code=failure.code if failure else None,
             error_type=failure.type if failure else None,

@@ -163,6 +163,11 @@ class Provider:
         answer and never reaches here)."""
         return "cancel accepted"
 
+    def cancel_refused(self, code: int | str | None) -> str | None:
+        """The host's word when it refuses a cancel as an answer rather than an error (fal's
+        ALREADY_COMPLETED); None: the refusal is an error to raise."""
+        return None
+
     # -- hosts that differ from "poll until the answer lists the images" --
 
     def result(self, task_id: str) -> Call | None:
@@ -173,6 +178,14 @@ class Provider:
     def read_result(self, payload: Any, status: TaskStatus) -> TaskStatus:
         """``status`` (completed, no URLs) completed with what the result answer says."""
         raise NotImplementedError
+
+    def failed_result(self, status: TaskStatus, info: ErrorInfo) -> TaskStatus:
+        """``status`` (completed, no URLs) when its result answer is a refusal: the task failed."""
+        from .._contract import TaskFailure, TaskStatus
+
+        raw = {**status.raw, "billed": self.capabilities.bills_refusals}
+        return TaskStatus(task_id=status.task_id, status="failed", raw_status=status.raw_status, raw=raw,
+                          error=TaskFailure(message=info.message, code=info.code, type=info.type, param=info.param))
 
     def stream(self, task_id: str) -> Call | None:
         """A status stream (server-sent events) to wait on instead of polling, or None."""

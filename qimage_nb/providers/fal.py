@@ -25,7 +25,6 @@ from .._contract import (
     QWEN_IMAGE_MODELS,
     RATIOS,
     GenerationRequest,
-    TaskFailure,
     TaskStatus,
     _brief,
     number,
@@ -220,6 +219,9 @@ class Fal(Provider):
         word = payload.get("status") if isinstance(payload, Mapping) else None
         return str(word) if word else f"HTTP {status_code}"
 
+    def cancel_refused(self, code: int | str | None) -> str | None:
+        return code if code in ("ALREADY_COMPLETED", "NOT_FOUND") else None
+
     def read_event(self, data: str, task_id: str) -> TaskStatus | None:
         try:
             payload = json.loads(data)
@@ -266,12 +268,6 @@ class Fal(Provider):
             seed=int(seed) if seed is not None else None,
             actual_prompt=prompt if isinstance(prompt, str) else None, raw={**status.raw, "result": dict(payload)},
         )
-
-    def failed_result(self, status: TaskStatus, info: ErrorInfo) -> TaskStatus:
-        """A completed request whose response is an error (the app refused the input)."""
-        return TaskStatus(task_id=status.task_id, status="failed", progress=0, raw_status=status.raw_status,
-                          error=TaskFailure(message=info.message, code=info.code, type=info.type, param=info.param),
-                          raw=status.raw)
 
     def read_error(self, status_code: int, content_type: str, body: bytes) -> ErrorInfo:
         text = body.decode("utf-8", errors="replace").strip()
