@@ -51,7 +51,7 @@ def _key_state(session: Any, provider: str | None = None) -> str:
 
 
 def _provider_option(func: Any) -> Any:
-    return argument("--provider", metavar="P", default=None, help="apimart or dashscope (default: the one in use)")(func)
+    return argument("--provider", metavar="P", default=None, help="apimart, dashscope, fal or replicate (default: the one in use)")(func)
 
 
 @magic_arguments(name="qimage history")
@@ -97,7 +97,8 @@ def pending(magics: QImageMagics, line: str) -> None:
 )
 @argument(
     "--provider", metavar="P", default=None,
-    help="whose emulator: apimart (the seed's API) or dashscope (Alibaba Model Studio); it becomes "
+    help="whose emulator: apimart (the seed's API), dashscope (Alibaba Model Studio), fal or "
+    "replicate; it becomes "
     "the provider in use (default: the one in use)",
 )
 def emulator(magics: QImageMagics, line: str) -> None:
@@ -146,6 +147,17 @@ def emulator(magics: QImageMagics, line: str) -> None:
     display({"text/html": banner, "text/plain": text}, raw=True)
 
 
+def _is_provider_name(word: str) -> bool:
+    # Only a registered name (or alias) counts, so a pasted key is never taken for one, nor echoed.
+    from ..providers import get_provider
+
+    try:
+        get_provider(word)
+    except Exception:
+        return False
+    return True
+
+
 def _login_provider(line: str) -> str | None:
     """The provider named by ``--provider P`` (the only argument login takes); None when absent.
 
@@ -158,14 +170,16 @@ def _login_provider(line: str) -> str | None:
         return words[1]
     if len(words) == 1 and words[0].startswith("--provider="):
         return words[0].split("=", 1)[1]
+    if len(words) == 1 and _is_provider_name(words[0]):
+        return words[0]  # %qimage login fal
     raise UsageError(
-        "%qimage login takes no arguments but --provider P: run it and paste the key at the hidden prompt, "
+        "%qimage login takes no arguments but a provider (P or --provider P): run it and paste the key at the hidden prompt, "
         "so the key never lands in the notebook (delete anything else from this cell)"
     )
 
 
 def login(magics: QImageMagics, line: str) -> None:
-    """%qimage login [--provider P]: type the provider's API key at a hidden prompt; kept in this
+    """%qimage login [P | --provider P]: type the provider's API key at a hidden prompt; kept in this
     kernel's memory only. With --provider, that provider becomes the one in use."""
     import getpass
 

@@ -80,6 +80,9 @@ class Capabilities:
     # Whether the host bills a request it refuses after accepting it (fal bills its 422s), so
     # that a failure line does not say "not billed" where it is.
     bills_refusals: bool = False
+    # Whether stopping a wait (an interrupt, the panel's Cancel) also cancels the task at the host:
+    # where a cancel stops a queued task before it is billed and says so (fal, Replicate).
+    cancel_on_stop: bool = False
 
 
 class Provider:

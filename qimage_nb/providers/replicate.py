@@ -61,7 +61,8 @@ class Replicate(Provider):
     key_env = "REPLICATE_API_TOKEN"
     base_url_env = "REPLICATE_BASE_URL"
     default_base_url = PRODUCTION
-    capabilities = Capabilities(options=frozenset({"seed", "prompt_extend", "pixel_size"}), images_per_submit=1)
+    capabilities = Capabilities(options=frozenset({"seed", "prompt_extend", "pixel_size"}), images_per_submit=1,
+                                cancel_on_stop=True)
     # The contract's names (checked as Qwen Image there); Replicate's own ids are accepted as written.
     models = tuple(model for model in MODELS if model in QWEN_IMAGE_MODELS)
     host_ids = tuple(MODELS.values())
