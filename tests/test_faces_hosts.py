@@ -94,3 +94,28 @@ async def test_the_panels_cancel_cancels_a_queued_fal_task_at_the_host(panel_ses
         assert counters["cancels"] == {"queued": 1} and counters["requests_billed"] == 1
     finally:
         panel.close()
+
+
+def test_a_grid_of_hosts_draws_one_labelled_tile_per_host(shell, session, capsys):  # noqa: F811
+    emulators = {name: session.start_emulator(name, latency=0.1, jitter=0.0)
+                 for name in ("apimart", "dashscope", "fal", "replicate")}
+    shell.run_cell_magic("qimage", "-o grid --size 16:9 --provider apimart,dashscope,fal,replicate",
+                         "a red kite over the sea")
+    images = shell.user_ns["grid"]
+    assert [im.info["provider"] for im in images] == ["apimart", "dashscope", "fal", "replicate"]
+    seen = visible(last_html(shell))
+    for label in ("the APIMart API", "Alibaba Model Studio (DashScope)", "fal · est. $0.035/image", "Replicate"):
+        assert label in seen, label
+    assert seen.count("done in") == 4  # each tile's time from submit to image
+    assert "4 hosts x 1 combination x 1 -> grid" in seen
+    for emulator in emulators.values():
+        assert emulator.counters()["api_requests"] >= 1
+
+
+def test_a_grid_of_hosts_checks_every_host_before_sending_anything(shell, session):  # noqa: F811
+    emulators = [session.start_emulator(name, latency=0.1, jitter=0.0) for name in ("dashscope", "replicate")]
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match=r"Replicate: .*takes an aspect ratio.*nothing was sent to any host"):
+        shell.run_cell_magic("qimage", "--size 1024x768 --provider dashscope,replicate", "a kite")
+    assert [e.counters()["api_requests"] for e in emulators] == [0, 0]

@@ -332,9 +332,17 @@ def _provider_why(session: Any) -> str:
         return " (chosen in this kernel)"
     if os.environ.get("QIMAGE_PROVIDER", "").strip():
         return " (from $QIMAGE_PROVIDER)"
+    from ..providers import all_providers
+
     provider = session.provider()
-    if os.environ.get(provider.key_env, "").strip():
+    with_keys = [p for p in all_providers() if p.key_from_env(os.environ)]
+    if with_keys == [provider]:
         return f" (the only provider whose key is set: ${provider.key_env})"
+    if len(with_keys) > 1:
+        # The documented rule: several keys set and nothing chosen means the default host.
+        names = ", ".join(f"{p.name} (${p.key_env})" for p in with_keys)
+        return (f" (the default: keys are set for {names}, so none is picked over another; "
+                "--provider, %config QImageMagics.provider or $QIMAGE_PROVIDER choose one)")
     return " (the default; --provider, %config QImageMagics.provider or $QIMAGE_PROVIDER choose another)"
 
 

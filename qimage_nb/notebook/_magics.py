@@ -352,6 +352,12 @@ class QImageMagics(Magics):
 
     def _generate(self, args: Any, prompt: str) -> None:
         self._push_provider()
+        hosts = split_values([args.provider]) if args.provider else []
+        if len(hosts) > 1:
+            from ._magic_hosts import run_host_grid
+
+            run_host_grid(self, args, prompt, hosts)  # the host as a grid axis
+            return
         plan = self._plan(args, prompt)
         thumb_px, fmt, concurrency = self._checked_display_settings()
         cell = self._build(plan, None)  # every value checked before references are looked at
