@@ -73,9 +73,9 @@ def run_host_grid(magics: QImageMagics, args: Any, prompt: str, hosts: list[str]
     run_sync(check_all())  # every request on every host, before anything is sent anywhere
     width = len(providers)
     slots, notes = [], []
-    for combo, (request, label) in enumerate(zip(cell.requests, cell.labels, strict=True)):
+    for request, label in zip(cell.requests, cell.labels, strict=True):
         for provider in providers:
-            estimate = _estimate(provider, request) if getattr(provider, "prices", None) else None
+            estimate = _estimate(provider, request)
             bits = [provider.title, *([label] if label else []), *([estimate] if estimate else [])]
             slots.append(LiveSlot(request=request, label=" · ".join(bits)))
     for client in clients:
