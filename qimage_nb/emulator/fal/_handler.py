@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .._control import control
 from .._faults import Faults
 from .._messages import Request, Response, StreamStep, html_response, json_response
-from .._render import cdn_image, render_png
+from .._render import cdn_image, render_ahead, render_png
 from .._state import State, Task
 from . import _wire as wire
 from ._wire import APPS, Invalid, Job
@@ -152,6 +152,8 @@ class FalHandler:
             mode, slow = faults.lose_mode, faults.slow_seconds
             if lose:
                 state.injected(f"lose_answer_{mode}")
+        if job is not None and problems is None:
+            render_ahead(state.clock, task, lambda: [self._picture(task, job, i) for i in range(job.num_images)])
         if lose and mode == "reset":
             return Response(0, reset=True)
         if lose and mode == "html502":

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from .._control import control
 from .._faults import Faults
 from .._messages import Request, Response, StreamStep, html_response, json_response
-from .._render import cdn_image, render_png
+from .._render import cdn_image, render_ahead, render_png
 from .._state import State, Task
 from . import _wire as wire
 from ._wire import MODELS, Invalid, Job
@@ -126,6 +126,7 @@ class ReplicateHandler:
             mode, slow = faults.lose_mode, faults.slow_seconds
             if lose:
                 state.injected(f"lose_answer_{mode}")
+        render_ahead(state.clock, task, lambda: self._picture(task))
         if lose and mode == "reset":
             return Response(0, reset=True)
         if lose and mode == "html502":
