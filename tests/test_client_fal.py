@@ -49,6 +49,8 @@ async def test_a_generation_completes_from_the_status_stream_without_polling(fal
     assert counters["streams"] == 1 and counters["polls"] == 0
     assert counters["requests_per_endpoint"]["GET result"] == 1
     assert "running" in [u.stage for u in updates]
+    # fal's status has no progress field: the app's log lines ("step k/N") are its progress
+    assert {u.progress for u in updates if u.stage == "running"} >= {25, 50, 75}
 
 
 async def test_polling_takes_over_when_the_stream_fails(fal):

@@ -119,3 +119,29 @@ def test_a_grid_of_hosts_checks_every_host_before_sending_anything(shell, sessio
     with pytest.raises(UsageError, match=r"Replicate: .*takes an aspect ratio.*nothing was sent to any host"):
         shell.run_cell_magic("qimage", "--size 1024x768 --provider dashscope,replicate", "a kite")
     assert [e.counters()["api_requests"] for e in emulators] == [0, 0]
+
+
+def test_an_interrupt_cancels_the_cells_unfinished_tasks_at_the_host(capsys):
+    """What the magic does after KeyboardInterrupt on fal: each unfinished task of the cell is
+    cancelled at the host and its answer printed (the queued one is never billed)."""
+    import time
+
+    from qimage_nb import Client
+    from qimage_nb.core._polling import PollPolicy
+    from qimage_nb.emulator.fal import FalEmulator
+    from qimage_nb.notebook._magics import _cancel_at_host
+
+    with FalEmulator(latency=0.8, jitter=0.0, max_concurrent=1) as single:
+        client = Client(api_key=single.api_key, base_url=single.base_url, provider="fal",
+                        poll=PollPolicy.for_latency(single.latency))
+        since = time.time()
+        first = client.submit("running")
+        client.submit("queued")
+        while client.get_task(first).status != "processing":
+            time.sleep(0.02)
+        _cancel_at_host(client._async, since)
+        printed = capsys.readouterr().out
+        counters = single.counters()
+    assert printed.count("fal answered CANCELLATION_REQUESTED") == 2
+    assert "never started, so it is not billed" in printed and "may still bill it" in printed
+    assert counters["cancels"] == {"running": 1, "queued": 1}

@@ -16,6 +16,7 @@ so a resume in a later kernel reaches the same URLs without the journal keeping 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -251,7 +252,7 @@ class Fal(Provider):
         position = number(payload.get("queue_position"))
         raw["queue_position"] = int(position) if position is not None else None
         raw["log_lines"] = [str(line.get("message")) for line in logs if isinstance(line, Mapping)]
-        return TaskStatus(task_id=task_id, status=status, progress=100 if status == "completed" else 0,
+        return TaskStatus(task_id=task_id, status=status, progress=100 if status == "completed" else _progress(raw["log_lines"]),
                           raw_status=word, error=error, raw=raw)
 
     def read_result(self, payload: Any, status: TaskStatus) -> TaskStatus:
@@ -296,6 +297,19 @@ class Fal(Provider):
 
 
 PROVIDER = Fal()
+
+
+_STEP = re.compile(r"\b(\d+)\s*/\s*(\d+)\b")
+
+
+def _progress(lines: list[str]) -> int:
+    """Progress from the app's logs, where its last step line says ``k/N`` (0 when none does):
+    fal's status has no progress field, and its logs are what it says about a running request."""
+    for line in reversed(lines):
+        match = _STEP.search(line)
+        if match and int(match.group(2)) > 0 and int(match.group(1)) <= int(match.group(2)):
+            return min(99, 100 * int(match.group(1)) // int(match.group(2)))
+    return 0
 
 
 def _detail_line(detail: list[Any], status_code: int, kind: str | None) -> ErrorInfo:
