@@ -22,9 +22,9 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("REPLICATE_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
     monkeypatch.setenv("FAL_QUEUE_RUN_HOST", "127.0.0.1:9")
     # The model list is cached per origin for a process's session; each test is a new session.
-    from qimage_nb.core import _client
+    from qimage_nb.core import _account
 
-    _client._LISTED_MODELS.clear()
+    _account._LISTED_MODELS.clear()
     yield home
 
 

@@ -62,8 +62,8 @@ async def test_polling_takes_over_when_the_stream_fails(fal):
                 raise httpx.ConnectError("the stream is blocked here", request=request)
             return await inner.handle_async_request(request)
 
-    async with client_for(fal, transport=NoStreams()) as client:
-        client.base_url = fal.in_process_base_url
+    async with AsyncClient(fal.api_key, fal.in_process_base_url, provider="fal", transport=NoStreams(),
+                           retry=FAST_RETRY, poll=PollPolicy.for_latency(fal.latency)) as client:
         generation = await client.generate("polled", model="pro")
     assert len(generation.images) == 1
     counters = fal.counters()

@@ -1,4 +1,4 @@
-"""One request the host cannot make in one submit (fal: 4 images at most; Replicate: 1), made as
+"""One request the host cannot make in one submit (``capabilities.images_per_submit``), made as
 several submits at once and handed back as one generation.
 
 Each part is its own journaled job (its own key, task id and bill), so a lost answer or an
@@ -20,7 +20,7 @@ from ._results import Generation, Update, UpdateCallback
 if TYPE_CHECKING:
     from .._contract import GenerationRequest
 
-__all__ = ["run_parts"]
+__all__ = ["run_parts", "run_split"]
 
 # How far a stage is from done: the whole request is as far as its least advanced part.
 _RANK = {"submitting": 0, "queued": 1, "running": 2, "completed": 3, "downloading": 4, "done": 5}
@@ -94,3 +94,24 @@ async def run_parts(
         actual_prompt=head.actual_prompt, seed=head.seed,
         task_ids=[g.task_id for g in generations if g.task_id],
     )
+
+
+async def run_split(
+    run: Callable[..., Awaitable[Generation]],
+    provider: Any,
+    request: GenerationRequest,
+    *,
+    on_update: UpdateCallback | None,
+    label: str | None = None,
+    **options: Any,
+) -> Generation:
+    """``run(request, ...)``, or, where the host makes fewer images per submit than asked
+    (``provider.split``), every part run at once and handed back as one generation."""
+    parts = provider.split(request)
+    if len(parts) == 1:
+        return await run(request, on_update=on_update, label=label, **options)
+
+    def one(part: GenerationRequest, relay: UpdateCallback | None, part_label: str | None) -> Awaitable[Generation]:
+        return run(part, on_update=relay, label=part_label, **options)
+
+    return await run_parts(request, parts, one, on_update=on_update, label=label)

@@ -88,8 +88,8 @@ class Generation:
     cost: float | None = None
     actual_prompt: str | None = None
     seed: int | None = None
-    # Every task that made these images, when the host needed several submits for them (fal makes
-    # at most 4 per request, Replicate 1); ``task_id`` is the first.
+    # Every task that made these images, when the host needed several submits for them (it makes
+    # fewer images per submit than asked); ``task_id`` is the first.
     task_ids: list[str] = field(default_factory=list)
 
     @property

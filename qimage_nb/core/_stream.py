@@ -1,5 +1,5 @@
-"""Waiting on a host's status stream (server-sent events) instead of polling: fal's
-``status/stream`` says each change as it happens, so completion is seen within milliseconds and
+"""Waiting on a host's status stream (server-sent events) instead of polling: a host's
+status stream says each change as it happens, so completion is seen within milliseconds and
 with one request rather than one per poll.
 
 The stream is an optimisation, never the only way: anything that goes wrong before a terminal
@@ -43,7 +43,7 @@ async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
                 data = []
             continue
         if line.startswith(":"):
-            continue  # a comment: fal's keepalive
+            continue  # a comment: a keepalive
         field, _, value = line.partition(":")
         if field == "data":
             data.append(value[1:] if value.startswith(" ") else value)

@@ -188,7 +188,7 @@ class QImageMagics(Magics):
         return DEFAULT_THUMB_PX
 
     def _checked_display_settings(self) -> tuple[int, str, int]:
-        from ..journal._images import THUMB_FORMATS
+        from ..journal._thumbnails import THUMB_FORMATS
 
         if not 32 <= self.thumb_px <= 1024:
             raise self._config_error("thumb_px", f"thumb_px is {self.thumb_px}; use 32 to 1024 pixels")
@@ -389,7 +389,9 @@ class QImageMagics(Magics):
         live.setting = provider.base_url_env
         for text in say:
             live.notes.append(text)
-        live.notes.extend(_split_notes(client, cell.requests))
+        from ._magic_hosts import split_notes
+
+        live.notes.extend(split_notes(client, cell.requests))
         live.show()
         if plan.background:
             self._start_background(cell, live, concurrency, provider.name)
@@ -404,7 +406,9 @@ class QImageMagics(Magics):
             _adopt_journal_ids(client, live, started)
             live.interrupted()
             if client.provider.capabilities.cancel_on_stop:
-                _cancel_at_host(client, started)
+                from ._magic_hosts import cancel_at_host
+
+                cancel_at_host(client, started)
             return
         except BaseException as exc:
             raise self._surface(exc, live) from None
@@ -722,37 +726,6 @@ class QImageMagics(Magics):
 
 
 QImageMagics.qimage_line.__doc__ = LINE_HELP
-
-
-def _split_notes(client: AsyncClient, requests: list[Any]) -> list[str]:
-    """A line for each request the host makes as several submits (fal: 4 images each, Replicate: 1)."""
-    notes = []
-    per = client.provider.capabilities.images_per_submit
-    for request in requests:
-        parts = client.provider.split(request)
-        if len(parts) > 1:
-            sizes = " + ".join(str(part.n) for part in parts)
-            notes.append(f"{client.provider.title} makes at most {per} image{'s' if per > 1 else ''} per request: "
-                         f"{request.n} images are {len(parts)} submits ({sizes}), each journaled and billed")
-    return notes
-
-
-def _cancel_at_host(client: AsyncClient, since: float) -> None:
-    """After an interrupt, cancel this cell's unfinished tasks at the host (fal, Replicate: a task
-    cancelled while queued is never billed) and print the host's answer for each."""
-    from ..core._sync import run_sync
-
-    try:
-        task_ids = [e.task_id for e in client.pending() if e.created_at >= since - 1 and e.task_id]
-    except Exception:
-        return
-    for task_id in task_ids:
-        try:
-            status = run_sync(client.cancel(task_id))
-            print(f"task {task_id}: {status.raw.get('cancel_note') or status.phase}")
-        except Exception as exc:
-            print(f"task {task_id}: the cancel at {client.provider.title} failed ({exc}); "
-                  f"%qimage resume {task_id} fetches it if it finishes")
 
 
 def _adopt_journal_ids(client: AsyncClient, live: LiveGallery, since: float) -> None:

@@ -83,6 +83,9 @@ class Capabilities:
     # Whether stopping a wait (an interrupt, the panel's Cancel) also cancels the task at the host:
     # where a cancel stops a queued task before it is billed and says so (fal, Replicate).
     cancel_on_stop: bool = False
+    # Whether the host streams a task's statuses (server-sent events: ``Provider.stream``), which
+    # the client waits on instead of polling.
+    status_stream: bool = False
 
 
 class Provider:

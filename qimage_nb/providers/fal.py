@@ -76,6 +76,7 @@ class Fal(Provider):
         images_per_submit=IMAGES_PER_SUBMIT,
         bills_refusals=True,
         cancel_on_stop=True,
+        status_stream=True,
     )
     # The contract's names (checked as Qwen Image there); fal's own app ids are accepted as written.
     models = tuple(model for model in APPS if model in QWEN_IMAGE_MODELS)
