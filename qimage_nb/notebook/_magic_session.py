@@ -228,6 +228,7 @@ def models(magics: QImageMagics, line: str) -> None:
     if not provider.capabilities.list_models:
         print(
             f"{provider.title} has no model listing; the Qwen Image models it serves: {', '.join(provider.models)}"
+            + (f"; its own ids, accepted as written: {', '.join(provider.host_ids)}" if getattr(provider, "host_ids", ()) else "")
         )
         return
     if not session.has_key_for(provider.name):
