@@ -388,6 +388,8 @@ class TaskStatus:
     # What the host says it did with the request (DashScope: the rewritten prompt, the seed used).
     actual_prompt: str | None = None
     seed: int | None = None
+    # Requests ahead of this one in the host's queue, where the host says (fal's queue_position).
+    queue_position: int | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

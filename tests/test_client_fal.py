@@ -114,6 +114,19 @@ async def test_cancel_a_queued_request_at_the_host_is_never_billed():
     assert counters["cancels"] == {"queued": 1} and counters["requests_billed"] == 1
 
 
+async def test_the_queue_position_shows_while_queued():
+    from qimage_nb.notebook._display import progress_status
+
+    with FalEmulator(latency=0.4, jitter=0, max_concurrent=1, pickup=0.5) as single:
+        async with client_for(single) as client:
+            await client.submit("first")
+            seen = []
+            await client.generate("second", on_update=seen.append)
+    queued = [u.queue_position for u in seen if u.stage == "queued" and u.queue_position is not None]
+    assert queued and queued[0] == 1  # the first request was ahead of it
+    assert progress_status("queued", position=queued[0]) == "queued (1 ahead)"
+
+
 async def test_cancel_after_the_end_says_the_hosts_refusal(fal):
     async with client_for(fal) as client:
         task = await client.submit("finishes")

@@ -277,6 +277,7 @@ class Run:
             task_id=self.task_id,
             have=have,
             count=len(u.images),
+            position=u.queue_position,
         )
         return f"{text} · {self.retry_note}" if self.retry_note else text
 

@@ -254,7 +254,7 @@ class Fal(Provider):
         raw["queue_position"] = int(position) if position is not None else None
         raw["log_lines"] = [str(line.get("message")) for line in logs if isinstance(line, Mapping)]
         return TaskStatus(task_id=task_id, status=status, progress=100 if status == "completed" else _progress(raw["log_lines"]),
-                          raw_status=word, error=error, raw=raw)
+                          raw_status=word, error=error, queue_position=raw["queue_position"], raw=raw)
 
     def read_result(self, payload: Any, status: TaskStatus) -> TaskStatus:
         images = payload.get("images") if isinstance(payload, Mapping) else None
