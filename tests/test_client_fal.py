@@ -155,3 +155,14 @@ def test_the_key_and_queue_host_come_from_the_environment_as_fal_client_reads_th
     assert len(client.generate("from the environment").images) == 1
     monkeypatch.setenv("FAL_QUEUE_RUN_HOST", "queue.example.test")
     assert Client(provider="fal").base_url == "https://queue.example.test"
+
+
+async def test_a_task_id_resumes_in_a_new_client_through_the_urls_the_submit_gave(fal):
+    async with client_for(fal) as first:
+        task_id = await first.submit("resume me later")
+    owner, app, request_id = task_id.split(":")
+    assert (owner, app) == ("fal-ai", "qwen-image-2")  # owner/app of the answer's URLs, not the app's path
+    async with client_for(fal) as later:
+        generation = await later.resume(task_id)
+    assert len(generation.images) == 1 and generation.task_id == task_id
+    assert fal.counters()["requests_per_endpoint"]["POST submit"] == 1
