@@ -160,7 +160,7 @@ def test_the_key_and_queue_host_come_from_the_environment_as_fal_client_reads_th
 async def test_a_task_id_resumes_in_a_new_client_through_the_urls_the_submit_gave(fal):
     async with client_for(fal) as first:
         task_id = await first.submit("resume me later")
-    owner, app, request_id = task_id.split(":")
+    owner, app, _request_id = task_id.split(":")
     assert (owner, app) == ("fal-ai", "qwen-image-2")  # owner/app of the answer's URLs, not the app's path
     async with client_for(fal) as later:
         generation = await later.resume(task_id)

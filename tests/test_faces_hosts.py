@@ -129,7 +129,7 @@ def test_an_interrupt_cancels_the_cells_unfinished_tasks_at_the_host(capsys):
     from qimage_nb import Client
     from qimage_nb.core._polling import PollPolicy
     from qimage_nb.emulator.fal import FalEmulator
-    from qimage_nb.notebook._magic_hosts import cancel_at_host
+    from qimage_nb.notebook._host_cancel import cancel_at_host
 
     with FalEmulator(latency=0.8, jitter=0.0, max_concurrent=1) as single:
         client = Client(api_key=single.api_key, base_url=single.base_url, provider="fal",

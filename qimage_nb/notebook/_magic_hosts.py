@@ -35,6 +35,7 @@ def _estimate(provider: Any, request: GenerationRequest) -> str | None:
 def run_host_grid(magics: QImageMagics, args: Any, prompt: str, hosts: list[str]) -> None:
     from ..core._sync import run_sync
     from ._display import LiveGallery, LiveSlot
+    from ._host_cancel import cancel_at_host, split_notes
     from ._magic_session import no_key
     from ._session import get_session
 
@@ -116,34 +117,3 @@ def run_host_grid(magics: QImageMagics, args: Any, prompt: str, hosts: list[str]
     except BaseException as exc:
         raise magics._surface(exc, live) from None
     magics._conclude(plan.name, generations, live)
-
-
-def split_notes(client: AsyncClient, requests: list[Any]) -> list[str]:
-    """A line for each request the host makes as several submits (fal: 4 images each, Replicate: 1)."""
-    notes = []
-    per = client.provider.capabilities.images_per_submit
-    for request in requests:
-        parts = client.provider.split(request)
-        if len(parts) > 1:
-            sizes = " + ".join(str(part.n) for part in parts)
-            notes.append(f"{client.provider.title} makes at most {per} image{'s' if per > 1 else ''} per request: "
-                         f"{request.n} images are {len(parts)} submits ({sizes}), each journaled and billed")
-    return notes
-
-
-def cancel_at_host(client: AsyncClient, since: float) -> None:
-    """After an interrupt, cancel this cell's unfinished tasks at the host (fal, Replicate: a task
-    cancelled while queued is never billed) and print the host's answer for each."""
-    from ..core._sync import run_sync
-
-    try:
-        task_ids = [e.task_id for e in client.pending() if e.created_at >= since - 1 and e.task_id]
-    except Exception:
-        return
-    for task_id in task_ids:
-        try:
-            status = run_sync(client.cancel(task_id))
-            print(f"task {task_id}: {status.raw.get('cancel_note') or status.phase}")
-        except Exception as exc:
-            print(f"task {task_id}: the cancel at {client.provider.title} failed ({exc}); "
-                  f"%qimage resume {task_id} fetches it if it finishes")

@@ -389,7 +389,7 @@ class QImageMagics(Magics):
         live.setting = provider.base_url_env
         for text in say:
             live.notes.append(text)
-        from ._magic_hosts import split_notes
+        from ._host_cancel import split_notes
 
         live.notes.extend(split_notes(client, cell.requests))
         live.show()
@@ -406,7 +406,7 @@ class QImageMagics(Magics):
             _adopt_journal_ids(client, live, started)
             live.interrupted()
             if client.provider.capabilities.cancel_on_stop:
-                from ._magic_hosts import cancel_at_host
+                from ._host_cancel import cancel_at_host
 
                 cancel_at_host(client, started)
             return

@@ -27,6 +27,7 @@ from ._display import (
     progress_status,
     resend_command,
 )
+from ._host_cancel import cancel_run_at_host
 from ._panel_view import LINE, MUTED, RED, describe, image_format, tile_size
 
 if TYPE_CHECKING:
@@ -153,8 +154,8 @@ class Run:
         self.started_wall = time.time()
         self.finished_at: float | None = None
         self._cancel_requested = False
-        self.host_cancel: str | None = None  # the host's answer to a cancel at the host
-        self.host_cancelling: asyncio.Task[None] | None = None
+        self.host_cancel: str | None = None  # a cancel at the host (fal, Replicate): its answer, when in
+        self._host_task: asyncio.Task[None] | None = None
         self.slots: list[RunSlot] = []
         self._deadline: float | None = None  # when the estimate says it ends; only ever moves earlier
         self.retry_note: str | None = None  # a request being retried now, and why
@@ -276,8 +277,7 @@ class Run:
             eta=eta,
             task_id=self.task_id,
             have=have,
-            count=len(u.images),
-            position=u.queue_position,
+            count=len(u.images), position=u.queue_position,
         )
         return f"{text} · {self.retry_note}" if self.retry_note else text
 
@@ -335,10 +335,8 @@ class Run:
         self.render()
 
     def cancel_message(self) -> str:
-        if self.task_id and self.host_cancel is not None:
-            return f"cancelled at the host: {self.host_cancel}"
         if self.task_id and self.client.provider.capabilities.cancel_on_stop:
-            return f"cancelled: asking {self.client.provider.title} to cancel task {self.task_id}..."
+            return self.host_cancel or f"cancelled: asking {self.client.provider.title} to cancel task {self.task_id}..."
         if self.task_id:
             return (
                 f"cancelled: stopped waiting for task {self.task_id}. It may still finish on the server; "
@@ -413,10 +411,8 @@ class Run:
             self._record_unfinished(None)
             if not self._cancel_requested:
                 raise  # the loop itself is going away: do not swallow that
-            if self.task_id and self.client.provider.capabilities.cancel_on_stop:
-                # Stopping the wait cancels the task at the host too (fal, Replicate): queued, it is
-                # never billed; the host's answer replaces this run's status line when it comes.
-                self.host_cancelling = self.panel.loop().create_task(self._cancel_at_host(self.task_id))
+            if self.task_id and self.client.provider.capabilities.cancel_on_stop:  # queued: never billed
+                self._host_task = self.panel.loop().create_task(cancel_run_at_host(self))
         except Exception as exc:
             self.state = "failed"
             self.error = exc
@@ -436,15 +432,6 @@ class Run:
             except Exception as exc:  # the display must never hide the outcome of a paid run
                 logger.exception("qimage_nb: panel display failed")
                 panel.show_error(f"Run #{self.number}: display failed: {describe(exc)}")
-
-    async def _cancel_at_host(self, task_id: str) -> None:
-        try:
-            status = await self.client.cancel(task_id)
-            self.host_cancel = str(status.raw.get("cancel_note") or f"the task is {status.phase}")
-        except Exception as exc:  # the run stays cancelled here; say what the host said
-            self.host_cancel = f"the cancel of task {task_id} failed: {describe(exc)}"
-        self._record_unfinished(None)
-        self.render()
 
     def _record_unfinished(self, exc: BaseException | None) -> None:
         from ..core._client import Generation

@@ -195,20 +195,6 @@ class FalHandler:
             return "COMPLETED"
         return "IN_QUEUE" if now < task.pickup_end else "IN_PROGRESS"
 
-    def _logs(self, task: Task, now: float) -> list[dict[str, Any]]:
-        """The app's log lines so far: a start line, then one per quarter of the run."""
-        job: Job | None = task.request["job"]
-        steps = 4
-        lines: list[tuple[float, str]] = [(task.pickup_end, f"Starting {job.app.model if job else 'request'}")]
-        if task.outcome == "completed":
-            span = task.full_end - task.pickup_end
-            lines += [(task.pickup_end + span * k / steps, f"Generating: step {k}/{steps}") for k in range(1, steps + 1)]
-        else:
-            lines.append((task.end, "Request stopped"))
-        wall = task.created_wall - task.created_mono
-        return [{"timestamp": _iso(wall + at), "level": "INFO", "source": "USER", "message": text}
-                for at, text in lines if at <= now]
-
     def _status_json(self, task: Task, request: Request, with_logs: bool) -> dict[str, Any]:
         now = self.state.clock()
         phase = self._phase(task, now)
@@ -218,7 +204,7 @@ class FalHandler:
         if phase == "IN_QUEUE":
             body["queue_position"] = self._position(task)
             return body
-        body["logs"] = self._logs(task, now) if with_logs else None
+        body["logs"] = _logs(task, now) if with_logs else None
         if phase == "COMPLETED":
             body["metrics"] = {"inference_time": round(task.end - task.pickup_end, 3)}
             if task.outcome == "failed":
@@ -238,7 +224,7 @@ class FalHandler:
         if throttled is not None:
             return throttled
         with state.lock:
-            fault = self._poll_fault()
+            fault = _poll_fault(state)
             if fault is not None:
                 return fault
             task = self._find(app, request_id)
@@ -246,25 +232,6 @@ class FalHandler:
                 return wire.detail(404, f"Request {request_id} not found")
             body = self._status_json(task, request, _logs_wanted(request))
         return json_response(200 if body["status"] == "COMPLETED" else 202, body)
-
-    def _poll_fault(self) -> Response | None:
-        state = self.state
-        faults = state.faults
-        if faults.poll_fault_rate <= 0 or state.fault_rng.random() >= faults.poll_fault_rate:
-            return None
-        kind = state.fault_rng.choice(faults.poll_fault_kinds)
-        state.injected(f"poll_{kind}")
-        if kind == "reset":
-            return Response(0, reset=True)
-        if kind == "html502":
-            return html_response(502, "502 Bad Gateway", "nginx")
-        if kind == "429":
-            return wire.detail(429, "Too many requests", [("Retry-After", "1")])
-        if kind == "timeout":
-            response = wire.detail(504, "Gateway timeout")
-            response.delay = faults.slow_seconds
-            return response
-        return wire.detail(int(kind) if kind.isdigit() else 500, "Internal server error")
 
     def _stream(self, request: Request, app: str, request_id: str) -> Response:
         state = self.state
@@ -283,7 +250,7 @@ class FalHandler:
                 with state.lock:
                     body = self._status_json(task, request, with_logs)
                     now = state.clock()
-                    upcoming = [at for at in (task.pickup_end, task.end, *self._log_times(task)) if at > now]
+                    upcoming = [at for at in (task.pickup_end, task.end, *_log_times(task)) if at > now]
                 text = json.dumps(body, separators=(",", ":"))
                 if text != last:
                     yield f"data: {text}\n\n".encode()
@@ -298,10 +265,6 @@ class FalHandler:
 
         return Response(200, [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
                               ("X-Fal-Request-Id", request_id)], stream=events)
-
-    def _log_times(self, task: Task) -> list[float]:
-        span = task.full_end - task.pickup_end
-        return [task.pickup_end + span * k / 4 for k in range(1, 5)] if task.outcome == "completed" else []
 
     # -- result and cancel --
 
@@ -453,3 +416,43 @@ def _owner_app(app_id: str) -> str:
 def _logs_wanted(request: Request) -> bool:
     value = (parse_qs(urlsplit(request.target).query).get("logs") or ["0"])[0].lower()
     return value in ("1", "true", "yes")
+
+
+def _poll_fault(state: State) -> Response | None:
+    """A random fault on a status poll, drawn from the seeded RNG (``poll_fault_rate``)."""
+    faults = state.faults
+    if faults.poll_fault_rate <= 0 or state.fault_rng.random() >= faults.poll_fault_rate:
+        return None
+    kind = state.fault_rng.choice(faults.poll_fault_kinds)
+    state.injected(f"poll_{kind}")
+    if kind == "reset":
+        return Response(0, reset=True)
+    if kind == "html502":
+        return html_response(502, "502 Bad Gateway", "nginx")
+    if kind == "429":
+        return wire.detail(429, "Too many requests", [("Retry-After", "1")])
+    if kind == "timeout":
+        response = wire.detail(504, "Gateway timeout")
+        response.delay = faults.slow_seconds
+        return response
+    return wire.detail(int(kind) if kind.isdigit() else 500, "Internal server error")
+
+
+def _logs(task: Task, now: float) -> list[dict[str, Any]]:
+    """The app's log lines so far: a start line, then one per quarter of the run."""
+    job: Job | None = task.request["job"]
+    steps = 4
+    lines: list[tuple[float, str]] = [(task.pickup_end, f"Starting {job.app.model if job else 'request'}")]
+    if task.outcome == "completed":
+        span = task.full_end - task.pickup_end
+        lines += [(task.pickup_end + span * k / steps, f"Generating: step {k}/{steps}") for k in range(1, steps + 1)]
+    else:
+        lines.append((task.end, "Request stopped"))
+    wall = task.created_wall - task.created_mono
+    return [{"timestamp": _iso(wall + at), "level": "INFO", "source": "USER", "message": text}
+            for at, text in lines if at <= now]
+
+
+def _log_times(task: Task) -> list[float]:
+    span = task.full_end - task.pickup_end
+    return [task.pickup_end + span * k / 4 for k in range(1, 5)] if task.outcome == "completed" else []
