@@ -140,3 +140,12 @@ def test_the_token_and_base_url_come_from_the_environment(rep, monkeypatch):
     monkeypatch.setenv("REPLICATE_BASE_URL", rep.base_url)
     client = Client(provider="replicate", poll=PollPolicy.for_latency(rep.latency))
     assert len(client.generate("from the environment").images) == 1
+
+
+async def test_random_poll_faults_do_not_end_the_wait(short_wait):
+    with ReplicateEmulator(latency=2.0, jitter=0, seed=3) as slow:
+        slow.set_faults(poll_fault_rate=0.5, poll_fault_kinds=("500", "503", "html502", "reset"))
+        async with client_for(slow) as client:
+            generation = await client.generate("through the faults")
+        counters = slow.counters()
+    assert len(generation.images) == 1 and sum(counters["faults_injected"].values()) >= 1

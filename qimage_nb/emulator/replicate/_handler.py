@@ -220,6 +220,9 @@ class ReplicateHandler:
         if throttled is not None:
             return throttled
         with state.lock:
+            fault = _poll_fault(state)
+            if fault is not None:
+                return fault
             task = state.tasks.get(prediction_id)
             if task is None:
                 return wire.problem(404, "Not found", "The requested resource could not be found.")
@@ -300,3 +303,23 @@ class ReplicateHandler:
 
 def _dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _poll_fault(state: State) -> Response | None:
+    """A random fault on a prediction GET, drawn from the seeded RNG (``poll_fault_rate``)."""
+    faults = state.faults
+    if faults.poll_fault_rate <= 0 or state.fault_rng.random() >= faults.poll_fault_rate:
+        return None
+    kind = state.fault_rng.choice(faults.poll_fault_kinds)
+    state.injected(f"poll_{kind}")
+    if kind == "reset":
+        return Response(0, reset=True)
+    if kind == "html502":
+        return html_response(502, "502 Bad Gateway", "nginx")
+    if kind == "429":
+        return wire.problem(429, "Too Many Requests", "Request was throttled.", [("Retry-After", "1")])
+    if kind == "timeout":
+        response = wire.problem(504, "Gateway Timeout", "The upstream timed out.")
+        response.delay = faults.slow_seconds
+        return response
+    return wire.problem(int(kind) if kind.isdigit() else 500, "Internal Server Error", "Something went wrong.")
