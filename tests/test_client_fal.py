@@ -108,7 +108,9 @@ async def test_cancel_a_queued_request_at_the_host_is_never_billed():
             second = await client.submit("waits in the queue")
             status = await client.cancel(second)
             await client.wait(first)
+            (entry,) = [job for job in client.history() if job.task_id == second]
         counters = single.counters()
+    assert entry.status == "cancelled"  # the journal says cancelled, not lost
     assert status.status == "cancelled"
     assert "CANCELLATION_REQUESTED" in status.raw["cancel_note"] and "not billed" in status.raw["cancel_note"]
     assert counters["cancels"] == {"queued": 1} and counters["requests_billed"] == 1
