@@ -168,3 +168,14 @@ async def test_a_task_id_resumes_in_a_new_client_through_the_urls_the_submit_gav
         generation = await later.resume(task_id)
     assert len(generation.images) == 1 and generation.task_id == task_id
     assert fal.counters()["requests_per_endpoint"]["POST submit"] == 1
+
+
+async def test_qwen_image_3_goes_to_alibabas_app_and_its_edit_app_with_references(fal):
+    async with client_for(fal) as client:
+        made = await client.generate("a koi pond", model="qwen-image-3.0", size="2560x1440")
+        edited = await client.generate("the same pond at night", model="qwen-image-3.0", image_urls=[made.urls[0]])
+    assert made.images[0].size == (2560, 1440) and made.task_id.startswith("alibaba:qwen-image-3:")
+    assert edited.images[0].size == (1024, 1024)  # the size the request asks (1:1 by default) is sent
+    with fal._state.lock:
+        apps = sorted(task.request["app"] for task in fal._state.tasks.values())
+    assert apps == ["alibaba/qwen-image-3/edit", "alibaba/qwen-image-3/text-to-image"]

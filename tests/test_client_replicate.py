@@ -149,3 +149,12 @@ async def test_random_poll_faults_do_not_end_the_wait(short_wait):
             generation = await client.generate("through the faults")
         counters = slow.counters()
     assert len(generation.images) == 1 and sum(counters["faults_injected"].values()) >= 1
+
+
+async def test_qwen_image_3_is_alibabas_model_there(rep):
+    async with client_for(rep) as client:
+        generation = await client.generate("a koi pond", model="qwen-image-3.0", size="16:9")
+    assert generation.images[0].size == (1280, 720)
+    with rep._state.lock:
+        (task,) = rep._state.tasks.values()
+    assert task.request["job"].model.id == "alibaba/qwen-image-3"
