@@ -435,6 +435,8 @@ class TaskStatus:
     seed: int | None = None
     # The (width, height) the host says it made: a size the model chose itself is read here.
     output_size: tuple[int, int] | None = None
+    # Requests ahead of this one in the host's queue, where the host says (fal's queue_position).
+    queue_position: int | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

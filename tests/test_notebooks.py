@@ -43,7 +43,7 @@ pytestmark = pytest.mark.slow
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 THUMB = re.compile(r'<img class="qimage-thumb" src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"')
 ANY_DATA_URI = re.compile(r"data:image/[a-z]+;base64,")
-ORDER = ["quickstart", "panel", "image_to_image", "batches", "resume_and_cache", "providers"]
+ORDER = ["quickstart", "panel", "image_to_image", "batches", "resume_and_cache", "providers", "hosts"]
 
 # name -> (static thumbnails in the HTML outputs, images the notebook binds in total)
 EXPECTED = {
@@ -53,6 +53,7 @@ EXPECTED = {
     "batches": (10, 10),
     "resume_and_cache": (4, 3),  # teapots three times (one from cache, one --new), then boats
     "providers": (7, 7),  # the fox on each host, two seeds, one free pixel size, 2.0 beside 3.0
+    "hosts": (11, 11),  # the kite on fal and on Replicate, a grid of four hosts, five on fal
 }
 
 # What a notebook binds, read in its kernel (a tutorial does not end with test code).

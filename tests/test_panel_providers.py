@@ -52,7 +52,7 @@ async def test_the_provider_choice_decides_models_and_which_options_are_enabled(
         assert panel.provider.value == "apimart" and not panel.provider.disabled
         assert dict(panel.provider.options)  # every host is offered, by its title
         assert [label for label, _ in panel.provider.options] == [
-            "the APIMart API", "Alibaba Model Studio (DashScope)"]
+            "the APIMart API", "Alibaba Model Studio (DashScope)", "fal", "Replicate"]
         assert list(panel.model.options) == ["qwen-image-2.0", "qwen-image-2.0-pro"]
         assert panel.seed.disabled and panel.extend.disabled and panel.watermark.disabled and panel.free_size.disabled
         (options,) = by_class(panel, "qimage-options")

@@ -117,6 +117,7 @@ def progress_status(
     task_id: str | None = None,
     have: int = 0,
     count: int = 0,
+    position: int | None = None,
 ) -> str:
     """The status line of a generation in flight, the same words in both faces.
 
@@ -138,7 +139,8 @@ def progress_status(
     if stage == "submitting":
         return "submitting..."
     if stage == "queued":
-        return f"queued{left}{task}"
+        ahead = f" ({position} ahead)" if position else ""
+        return f"queued{ahead}{left}{task}"
     if stage == "running":
         return f"running {progress}%{left}{task}"
     if stage in ("downloading", "completed"):
@@ -432,6 +434,7 @@ class LiveSlot:
     retry: str | None = None  # the request being retried now, and why
     deadline: float | None = None  # monotonic time the estimate says it ends; only ever moves earlier
     cost: float | None = None  # what the host said the task cost, when it said
+    queue_position: int | None = None  # requests ahead in the host's queue, where it says
 
     def __post_init__(self) -> None:
         if self.request is not None and not self.tiles:
@@ -464,7 +467,8 @@ class LiveSlot:
             return f"{self.stage}: {self.error or 'no reason given'}"
         have = sum(t is not None for t in self.tiles)
         line = progress_status(
-            self.stage, progress=self.progress, eta=self.eta, task_id=self.task_id, have=have, count=self.count
+            self.stage, progress=self.progress, eta=self.eta, task_id=self.task_id, have=have, count=self.count,
+            position=self.queue_position,
         )
         if self.retry and self.stage in ("waiting", "submitting", "queued", "running", "downloading"):
             line += f" · {self.retry}"
@@ -557,6 +561,7 @@ class LiveGallery:
         slot.cached = update.cached
         slot.cached_at = update.cached_at
         slot.reattached = update.reattached
+        slot.queue_position = update.queue_position
         if update.error is not None:
             slot.error = error_line(update.error, host=self.host, retries=self.retries, setting=self.setting)[1]
         count = len(update.images) or slot.count or update.request.n

@@ -49,7 +49,7 @@ LINE_HELP = "\n".join(
     [
         "%qimage SUBCOMMAND: manage the session (generation is the %%qimage cell magic).",
         "",
-        "  %qimage login [--provider P]   ask for the provider's API key (hidden prompt; memory only)",
+        "  %qimage login [P|--provider P] ask for the provider's API key (hidden prompt; memory only)",
         "  %qimage login dashscope [REGION] [--workspace ID]",
         "                                 the same, with the key's region (singapore, beijing, us-east-1...)",
         "  %qimage logout [--provider P]  forget it",
@@ -78,7 +78,8 @@ _CELL_ARGUMENTS = (
     ),
     argument(
         "--provider", metavar="P", default=None,
-        help="the host: apimart (the seed's API) or dashscope (Alibaba Model Studio); default: "
+        help="the host: apimart (the seed's API), dashscope (Alibaba Model Studio), fal or replicate; "
+        "comma-separated hosts make a comparison grid, one column per host; default: "
         "%%config QImageMagics.provider, $QIMAGE_PROVIDER, or the one whose key is set",
     ),
     argument(

@@ -51,7 +51,7 @@ def _key_state(session: Any, provider: str | None = None) -> str:
 
 
 def _provider_option(func: Any) -> Any:
-    return argument("--provider", metavar="P", default=None, help="apimart or dashscope (default: the one in use)")(func)
+    return argument("--provider", metavar="P", default=None, help="apimart, dashscope, fal or replicate (default: the one in use)")(func)
 
 
 @magic_arguments(name="qimage history")
@@ -97,7 +97,8 @@ def pending(magics: QImageMagics, line: str) -> None:
 )
 @argument(
     "--provider", metavar="P", default=None,
-    help="whose emulator: apimart (the seed's API) or dashscope (Alibaba Model Studio); it becomes "
+    help="whose emulator: apimart (the seed's API), dashscope (Alibaba Model Studio), fal or "
+    "replicate; it becomes "
     "the provider in use (default: the one in use)",
 )
 def emulator(magics: QImageMagics, line: str) -> None:
@@ -255,6 +256,7 @@ def models(magics: QImageMagics, line: str) -> None:
             f"{provider.title} has no model listing; the Qwen Image models it serves: {', '.join(provider.models)}"
             + (f" (qimage_nb's table, checked {provider.models_checked}; another id is sent as written)"
                if provider.models_checked else "")
+            + (f"; its own ids, accepted as written: {', '.join(provider.host_ids)}" if getattr(provider, "host_ids", ()) else "")
         )
         return
     if not session.has_key_for(provider.name):
@@ -359,9 +361,17 @@ def _provider_why(session: Any) -> str:
         return " (chosen in this kernel)"
     if os.environ.get("QIMAGE_PROVIDER", "").strip():
         return " (from $QIMAGE_PROVIDER)"
+    from ..providers import all_providers
+
     provider = session.provider()
-    if os.environ.get(provider.key_env, "").strip():
+    with_keys = [p for p in all_providers() if p.key_from_env(os.environ)]
+    if with_keys == [provider]:
         return f" (the only provider whose key is set: ${provider.key_env})"
+    if len(with_keys) > 1:
+        # The documented rule: several keys set and nothing chosen means the default host.
+        names = ", ".join(f"{p.name} (${p.key_env})" for p in with_keys)
+        return (f" (the default: keys are set for {names}, so none is picked over another; "
+                "--provider, %config QImageMagics.provider or $QIMAGE_PROVIDER choose one)")
     return " (the default; --provider, %config QImageMagics.provider or $QIMAGE_PROVIDER choose another)"
 
 

@@ -134,7 +134,7 @@ class QImageMagics(Magics):
     """
 
     provider = Unicode(
-        "", help="Provider: apimart (the seed's API) or dashscope (Alibaba Model Studio); empty: "
+        "", help="Provider: apimart (the seed's API), dashscope (Alibaba Model Studio), fal or replicate; empty: "
         "$QIMAGE_PROVIDER, else the one provider whose key is set, else apimart."
     ).tag(config=True)
     model = Unicode("qwen-image-2.0", help="Default model: qwen-image-2.0 or qwen-image-2.0-pro (or pro, std).").tag(config=True)
@@ -362,6 +362,12 @@ class QImageMagics(Magics):
 
     def _generate(self, args: Any, prompt: str) -> None:
         self._push_provider()
+        hosts = split_values([args.provider]) if args.provider else []
+        if len(hosts) > 1:
+            from ._magic_hosts import run_host_grid
+
+            run_host_grid(self, args, prompt, hosts)  # the host as a grid axis
+            return
         plan = self._plan(args, prompt)
         thumb_px, fmt, concurrency = self._checked_display_settings()
         cell = self._build(plan, None)  # every value checked before references are looked at
@@ -393,6 +399,9 @@ class QImageMagics(Magics):
         live.setting = provider.base_url_env
         for text in say:
             live.notes.append(text)
+        from ._host_cancel import split_notes
+
+        live.notes.extend(split_notes(client, cell.requests))
         live.show()
         if plan.background:
             self._start_background(cell, live, concurrency, provider.name)
@@ -405,7 +414,13 @@ class QImageMagics(Magics):
         except KeyboardInterrupt:
             # Each generation's line says it once: stopped waiting, and the command that resumes it.
             _adopt_journal_ids(client, live, started)
-            _cancel_on_host(client, live.interrupted())  # where the host can cancel a queued task
+            stopped = live.interrupted()
+            if client.provider.capabilities.cancel_on_stop:  # fal, Replicate: every unfinished task
+                from ._host_cancel import cancel_at_host
+
+                cancel_at_host(client, started)
+            else:  # DashScope's asynchronous models: a task still queued
+                _cancel_on_host(client, stopped)
             return
         except BaseException as exc:
             raise self._surface(exc, live) from None
@@ -676,6 +691,10 @@ class QImageMagics(Magics):
         )
         live.host = _host(client)
         live.setting = provider.base_url_env
+        if args.resend and not provider.capabilities.idempotency_keys:
+            # The user's call, made knowingly: this host cannot tell a resend from a new request.
+            live.notes.append(f"{provider.title} has no idempotency key: if the first submit did reach it, "
+                              "this resend is a second task and may bill twice")
         live.show()
 
         async def resume_all() -> list[Generation]:

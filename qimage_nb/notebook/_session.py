@@ -41,7 +41,8 @@ def emulator_banner(provider: Provider) -> str:
 
 
 # The bundled emulator of each host (a table, not a branch per host in the faces).
-_EMULATORS = {"apimart": "Emulator", "dashscope": "DashScopeEmulator"}
+_EMULATORS = {"apimart": "Emulator", "dashscope": "DashScopeEmulator", "fal": "FalEmulator",
+              "replicate": "ReplicateEmulator"}
 
 
 class Session:
@@ -133,8 +134,8 @@ class Session:
             return "the bundled emulator"
         if p.name in self._login_keys:
             return "%qimage login (memory only)"
-        if os.environ.get(p.key_env, "").strip():
-            return f"${p.key_env}"
+        if p.key_from_env(os.environ):
+            return f"${p.key_env}" if os.environ.get(p.key_env, "").strip() else "the environment"
         return None
 
     @property
@@ -171,7 +172,7 @@ class Session:
             return _Secret(emulator.api_key)
         if p.name in self._login_keys:
             return self._login_keys[p.name]
-        return _check_key(os.environ.get(p.key_env))
+        return _check_key(p.key_from_env(os.environ))
 
     def has_key_for(self, provider: str | None = None) -> bool:
         return self.key_for(provider) is not None

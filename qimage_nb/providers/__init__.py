@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 # name -> module; the first is the default when nothing says otherwise.
-_MODULES = {"apimart": "apimart", "dashscope": "dashscope"}
+_MODULES = {"apimart": "apimart", "dashscope": "dashscope", "fal": "fal", "replicate": "replicate"}
 logger = logging.getLogger("qimage_nb")
 _last_note: dict[str, float] = {}
 ALIASES = {"alibaba": "dashscope", "modelstudio": "dashscope", "model-studio": "dashscope", "seed": "apimart"}
@@ -44,7 +44,8 @@ ALIASES = {"alibaba": "dashscope", "modelstudio": "dashscope", "model-studio": "
 
 @cache
 def get_provider(name: str) -> Provider:
-    """The provider called ``name`` (``apimart``, ``dashscope``); a ValidationError names the choices."""
+    """The provider called ``name`` (``apimart``, ``dashscope``, ``fal``, ``replicate``); a
+    ValidationError names the choices."""
     if isinstance(name, Provider):
         return name
     key = str(name).strip().lower()
@@ -63,7 +64,8 @@ def all_providers() -> list[Provider]:
 
 def choose_provider(explicit: str | Provider | None = None) -> Provider:
     """The provider to use: ``explicit``, else ``$QIMAGE_PROVIDER``, else the one provider whose
-    key is set in the environment, else the first (the seed's API)."""
+    key is set in the environment (fal's may be FAL_KEY_ID + FAL_KEY_SECRET), else the first (the
+    seed's API): with several keys set, the seed's API too, unless ``$QIMAGE_PROVIDER`` says."""
     if isinstance(explicit, Provider):
         return explicit
     if explicit:
@@ -71,7 +73,7 @@ def choose_provider(explicit: str | Provider | None = None) -> Provider:
     configured = os.environ.get("QIMAGE_PROVIDER", "").strip()
     if configured:
         return get_provider(configured)
-    with_keys = [p for p in all_providers() if os.environ.get(p.key_env, "").strip()]
+    with_keys = [p for p in all_providers() if p.key_from_env(os.environ)]
     if len(with_keys) == 1:
         return with_keys[0]
     return get_provider(next(iter(_MODULES)))
