@@ -28,6 +28,7 @@ from ._display import (
     resend_command,
 )
 from ._panel_view import LINE, MUTED, RED, describe, image_format, tile_size
+from ._widgets import layout
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -207,7 +208,7 @@ class Run:
                 ),
                 self.gallery,
             ],
-            layout=W.Layout(border_top="1px solid #dde1e6", padding="6px 0 8px 0", width="100%"),
+            layout=layout(border_top="1px solid #dde1e6", padding="6px 0 8px 0", width="100%"),
         )
         self.box.add_class("qimage-run")
 
