@@ -35,7 +35,7 @@ trap 'rm -rf "${WORK}"; _say_total' EXIT
 # pip install into the Colab venv, quiet; this machine's pip config may name local indexes that
 # hold only some packages, and pip warns about each missing one: those lines are left out.
 cpip() {
-    "${CPY}" -m pip install --quiet --disable-pip-version-check "$@" \
+    "${CPY}" -m pip install --quiet --disable-pip-version-check --no-compile "$@" \
         2> >(grep -v "is neither a file nor a directory" >&2)
 }
 
