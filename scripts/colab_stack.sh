@@ -6,8 +6,8 @@
 #      notebook 6.5.7, ...); `pip freeze` recorded
 #   3. the qimage-nb wheel built from this checkout, `pip install`ed as a user would; fails if any
 #      package of step 2 changed version (only qimage-nb and packages Colab lacks may appear)
-#   4. in that venv, on ipywidgets 7.7.1 and IPython 7.34: the compatibility module's tests and the
-#      magic's tests; then, driven from .venv: every demo notebook headless in the Colab kernels,
+#   4. in that venv, on ipywidgets 7.7.1 and IPython 7.34: the compatibility module's and the panel's
+#      tests; and at the same time, driven from .venv: every demo notebook headless in Colab kernels,
 #      the magic's output, and the panel rendered and clicked in classic Notebook 6.5 in headless
 #      Chromium (Generate, a thumbnail, Cancel)
 # Run alone (`bash scripts/colab_stack.sh`) or from scripts/test.sh. Prints its wall time last.
@@ -26,9 +26,9 @@ CPY="${CVENV}/bin/python"
 # (nbclient, nbconvert: Colab has both); every version comes from the constraints file.
 STACK=(ipython ipykernel ipywidgets widgetsnbextension jupyterlab_widgets traitlets jupyter_client
        notebook tornado pyzmq pillow httpx platformdirs nest-asyncio anywidget nbclient nbformat nbconvert)
-# Run inside the Colab venv: the module that covers ipywidgets 7 vs 8 (the magic on IPython 7.34 runs in
-# every demo notebook below).
-UNIT_TESTS=(tests/test_widgets_compat.py)
+# Run inside the Colab venv: the module that covers ipywidgets 7 vs 8, and the panel's own tests (the
+# magic on IPython 7.34 runs in every demo notebook).
+UNIT_TESTS=(tests/test_widgets_compat.py tests/test_panel.py tests/test_panel_providers.py)
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/qimage-colab.XXXXXX")"
 trap 'rm -rf "${WORK}"; _say_total' EXIT
 
@@ -85,22 +85,33 @@ cp "${WORK}/before.txt" "${WORK}/after.txt" "${CVENV}/"  # kept beside the venv 
 "${CPY}" scripts/colab_freeze.py compare "${CONSTRAINTS}" "${WORK}/before.txt" "${WORK}/after.txt"
 phase_done
 
-phase "tests on ipywidgets 7.7.1 and IPython 7.34"
+phase "tests"
 # Test tools only now, after the freeze check, held to Colab's versions of what they share.
 cpip -c "${CONSTRAINTS}" pytest pytest-asyncio pytest-timeout
-# -P: the kernel-side code under test is the installed wheel, not this checkout.
-# (jupyter_client 7.4's date parsing warns on Python 3.13 at import: Colab's own noise, not ours.)
-env -u PYTHONPATH "${CPY}" -P -m pytest -q -p no:cacheprovider \
-    -W "ignore:Parsing dates involving a day of month:DeprecationWarning" "${UNIT_TESTS[@]}"
-phase_done
-
-phase "notebooks and classic Notebook 6.5 in Chromium"
 if ! "${VPY}" -c 'import playwright, pytest, xdist' 2>/dev/null; then
     ensure_venv
     venv_pip_install -e '.[test]'
 fi
 ensure_chromium
-# The two files overlap: the notebooks mostly wait on the emulator, the browser on the kernel.
+# Three runs at once, as each mostly waits (on the emulator, a kernel, the browser): the panel's and
+# the compatibility module's tests inside the Colab venv, on ipywidgets 7.7.1 and IPython 7.34 (-P:
+# they import the installed wheel, not this checkout; Python 3.13 makes jupyter_client 7.4 and
+# IPython 7.34 warn about dates at import, their noise, not ours); and, from .venv, the demo
+# notebooks in Colab kernels and the panel in classic Notebook 6.5 (one file each, in parallel).
+env -u PYTHONPATH "${CPY}" -P -m pytest -q -p no:cacheprovider \
+    -W "ignore:Parsing dates involving a day of month:DeprecationWarning" \
+    -W "ignore:The default datetime adapter is deprecated:DeprecationWarning" \
+    "${UNIT_TESTS[@]}" >"${WORK}/inside.log" 2>&1 &
+inside=$!
+outside_rc=0
 QIMAGE_COLAB_PYTHON="${CPY}" "${VPY}" -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -rfEs \
-    tests/test_colab_stack.py tests/browser/test_colab_classic_browser.py
+    tests/test_colab_stack.py tests/browser/test_colab_classic_browser.py || outside_rc=$?
+inside_rc=0
+wait "${inside}" || inside_rc=$?
+say "inside the Colab venv (ipywidgets $("${CPY}" -c 'import ipywidgets; print(ipywidgets.__version__)'), \
+IPython $("${CPY}" -c 'import IPython; print(IPython.__version__)')): ${UNIT_TESTS[*]}"
+cat "${WORK}/inside.log"
 phase_done
+if ((outside_rc != 0 || inside_rc != 0)); then
+    die "Colab's stack: tests failed (notebooks and browser: exit ${outside_rc}; inside the venv: exit ${inside_rc})"
+fi

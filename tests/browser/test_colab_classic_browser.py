@@ -80,7 +80,7 @@ def classic(tmp_path_factory, artifacts_dir):
 def test_panel_renders_generates_and_cancels_in_classic_notebook(classic, page, artifacts_dir):
     url, root = classic
     nb = new_notebook(cells=[
-        new_code_cell("%load_ext qimage_nb\n%qimage emulator --auto --latency 2"),
+        new_code_cell("%load_ext qimage_nb\n%qimage emulator --auto --latency 3"),
         new_code_cell("import ipywidgets\nprint('ipywidgets', ipywidgets.__version__)"),
         new_code_cell("%%qimage -o cats --size 16:9\na ginger cat reading a newspaper"),
         new_code_cell("from qimage_nb import Panel\n\npanel = Panel()\npanel"),
@@ -119,7 +119,7 @@ def test_panel_renders_generates_and_cancels_in_classic_notebook(classic, page, 
     assert "done" in first.inner_text()
     page.screenshot(path=str(artifacts_dir / "colab-classic-generated.png"), full_page=True)
 
-    # A second run, cancelled while it waits (the emulator takes 2 s a task).
+    # A second run, cancelled while it waits (the emulator takes 3 s a task).
     generate.click()
     cancel = page.locator("button.qimage-cancel")
     page.wait_for_function(
