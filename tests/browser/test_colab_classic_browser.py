@@ -18,8 +18,7 @@ import urllib.request
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
-
-from tests.test_colab_stack import COLAB_PYTHON, colab_env
+from test_colab_stack import COLAB_PYTHON, colab_env
 
 pytestmark = [
     pytest.mark.browser,
