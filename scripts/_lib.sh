@@ -1,4 +1,4 @@
-# Shared by scripts/test.sh and scripts/demo.sh (sourced, not run). Needs ROOT set to the repo root.
+# Shared by scripts/test.sh, scripts/demo.sh and scripts/colab_stack.sh (sourced, not run). Needs ROOT set to the repo root.
 
 VENV="${ROOT}/.venv"
 VPY="${VENV}/bin/python"

@@ -43,7 +43,7 @@ cpip() {
 find_colab_python() {
     local c
     if [[ -n "${COLAB_BASE_PYTHON:-}" ]]; then echo "${COLAB_BASE_PYTHON}"; return 0; fi
-    for c in python3.13 $(ls -d "${PYENV_ROOT:-${HOME}/.pyenv}"/versions/3.13*/bin/python3.13 2>/dev/null | sort -rV); do
+    for c in python3.13 $(printf '%s\n' "${PYENV_ROOT:-${HOME}/.pyenv}"/versions/3.13*/bin/python3.13 | sort -rV); do
         # (a pyenv shim is on PATH even where it will not run: ask the interpreter itself)
         "$c" -c 'import sys; print(sys.executable)' 2>/dev/null && return 0
     done
