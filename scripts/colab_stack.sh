@@ -98,7 +98,7 @@ ensure_chromium
 # they import the installed wheel, not this checkout; Python 3.13 makes jupyter_client 7.4 and
 # IPython 7.34 warn about dates at import, their noise, not ours); and, from .venv, the demo
 # notebooks in Colab kernels and the panel in classic Notebook 6.5 (one file each, in parallel).
-env -u PYTHONPATH "${CPY}" -P -m pytest -q -p no:cacheprovider \
+env -u PYTHONPATH -u VIRTUAL_ENV "${CPY}" -P -m pytest -q -p no:cacheprovider \
     -W "ignore:Parsing dates involving a day of month:DeprecationWarning" \
     -W "ignore:The default datetime adapter is deprecated:DeprecationWarning" \
     "${UNIT_TESTS[@]}" >"${WORK}/inside.log" 2>&1 &
