@@ -168,8 +168,8 @@ async def test_the_panel_builds_uploads_and_generates_on_this_version(panel, emu
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.root.model_id
 
 
-def test_an_upload_time_stamp_of_either_shape_is_not_needed():
-    # 8 sends last_modified as a datetime after deserialising; the panel reads only name and content.
+def test_uploaded_files_reads_the_value_of_either_version():
+    # 8: a tuple of dicts (last_modified a datetime once deserialised); 7: a dict by file name.
     value = ({"name": "x.png", "content": memoryview(b"12"), "last_modified": datetime.datetime.now()},)
     assert compat.uploaded_files(value) == [("x.png", b"12")]
     assert compat.uploaded_files({"x.png": {"metadata": {"name": "x.png"}, "content": b"12"}}) == [("x.png", b"12")]

@@ -5,10 +5,11 @@ library that pulls in 8 leaves it blank; JupyterLab 4, Notebook 7 and Binder run
 both. So the panel is written to what 7.7 and 8.1 share, and each function here covers one thing
 they do differently (read from both releases' sources, ipywidgets 7.7.1 and 8.1):
 
-- tooltips: 8 gives every DOM widget ``tooltip``; 7 has it on ``Button`` only and the label's
-  ``description_tooltip`` on described widgets. On 7, ``dropdown.tooltip = ...`` sets a plain
-  Python attribute that never reaches the browser, and ``Dropdown(tooltip=...)`` drops it with a
-  DeprecationWarning. (8 still takes ``description_tooltip``, deprecated, as ``tooltip``.)
+- tooltips: 8 gives every DOM widget ``tooltip``; 7 has it on ``Button`` and ``ToggleButton`` only,
+  and the label's ``description_tooltip`` on described widgets (drawn on the label, so a widget with
+  no description, like the panel's provider dropdown, shows none on 7). On 7, ``dropdown.tooltip =
+  ...`` sets a plain Python attribute that never reaches the browser, and ``Dropdown(tooltip=...)``
+  drops it with a DeprecationWarning. (8 still takes ``description_tooltip``, deprecated.)
 - ``FileUpload.value``: 8: a tuple of dicts (``name``, ``type``, ``size``, ``last_modified``,
   ``content`` as a memoryview), which the kernel may set to ``()``; 7: a read-only dict keyed by
   file name of ``{"metadata": {...}, "content": bytes}``, rebuilt from the synced ``metadata`` and
