@@ -13,6 +13,7 @@ from test_panel import by_class, generate, open_button, text_of, thumbs, visible
 from qimage_nb import Panel
 from qimage_nb.emulator import Faults
 from qimage_nb.notebook import _session
+from qimage_nb.notebook._widgets import tooltip_of
 from qimage_nb.providers import get_provider
 
 
@@ -57,7 +58,7 @@ async def test_the_provider_choice_decides_models_and_which_options_are_enabled(
         assert panel.seed.disabled and panel.extend.disabled and panel.watermark.disabled and panel.free_size.disabled
         (options,) = by_class(panel, "qimage-options")
         assert not visible(options) and not visible(panel.free_size)  # nothing there this host takes
-        assert panel.seed.tooltip == "the APIMart API takes no seed"
+        assert tooltip_of(panel.seed) == "the APIMart API takes no seed"
         assert not panel.uploader.disabled
         assert text_of(panel.provider_note) == ""  # the emulator's banner says where the key is
 
@@ -68,7 +69,7 @@ async def test_the_provider_choice_decides_models_and_which_options_are_enabled(
         assert not (panel.seed.disabled or panel.extend.disabled or panel.watermark.disabled or panel.free_size.disabled)
         assert visible(options) and visible(panel.free_size)
         assert not panel.uploader.disabled  # issue 21: local pictures go inline (data: URIs) there
-        assert panel.seed.tooltip.startswith("the same seed")
+        assert tooltip_of(panel.seed).startswith("the same seed")
         (banner,) = by_class(panel, "qimage-banner")
         assert visible(banner)
         assert text_of(panel.balance) == ""  # DashScope has no balance endpoint: nothing, not an error

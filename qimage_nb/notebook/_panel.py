@@ -59,6 +59,7 @@ from ._panel_view import (
     walk_widgets,
 )
 from ._refs import Ref, local_ref, upload
+from ._widgets import clear_upload, mimebundle, set_tooltip, uploaded_files
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -147,16 +148,16 @@ class Panel(PanelView):
              "takes a ratio and a resolution, no free pixel sizes"),
         ):
             widget.disabled = option not in options
-            widget.tooltip = f"{provider.title} {disabled}" if widget.disabled else enabled
+            set_tooltip(widget, f"{provider.title} {disabled}" if widget.disabled else enabled)
         # A row with nothing the provider takes is left out: every line the controls save keeps the
         # newest run in view after Generate.
         self.options_row.layout.display = None if options & {"seed", "prompt_extend", "watermark"} else "none"
         self.free_size.layout.display = None if "pixel_size" in options else "none"
         local_refs = provider.capabilities.upload or provider.capabilities.inline_refs is not None
         self.uploader.disabled = not local_refs
-        self.uploader.tooltip = "" if local_refs else (
+        set_tooltip(self.uploader, "" if local_refs else (
             f"{provider.title} has no upload endpoint: add public https URLs"
-        )
+        ))
         from ._session import emulator_banner
 
         self.banner.value = self._banner_html(emulator_banner(provider))
@@ -202,7 +203,7 @@ class Panel(PanelView):
         display(self.root)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.root._repr_mimebundle_(**kwargs)
+        return mimebundle(self.root, **kwargs)
 
     # -- public state --
 
@@ -509,12 +510,11 @@ class Panel(PanelView):
         self._ref_chips(self.references, self._uploading, remover)
 
     def _on_upload(self, change: dict[str, Any]) -> None:
-        files = change.get("new") or ()
-        if not files:
+        items = uploaded_files(change.get("new"))
+        if not items:
             return
         # The bytes sit in widget state (which notebooks save): take them and clear it at once.
-        items = [(f["name"], bytes(f["content"])) for f in files]
-        self.uploader.value = ()
+        clear_upload(self.uploader)
         for name, data in items:
             if len(self.references) + len(self._uploading) >= REFS_MAX:
                 self._show_error(f"Upload: {name} skipped: the API takes at most {REFS_MAX} references")

@@ -29,6 +29,7 @@ from ._display import (
 )
 from ._host_cancel import cancel_run_at_host
 from ._panel_view import LINE, MUTED, RED, describe, image_format, tile_size
+from ._widgets import layout
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -211,7 +212,7 @@ class Run:
                 ),
                 self.gallery,
             ],
-            layout=W.Layout(border_top="1px solid #dde1e6", padding="6px 0 8px 0", width="100%"),
+            layout=layout(border_top="1px solid #dde1e6", padding="6px 0 8px 0", width="100%"),
         )
         self.box.add_class("qimage-run")
 

@@ -29,6 +29,7 @@ from .._contract import (
     parse_pixel_size,
 )
 from .._exceptions import QImageError
+from ._widgets import layout, set_tooltip
 
 if TYPE_CHECKING:
     from ._refs import Ref
@@ -161,9 +162,9 @@ class PanelView:
         # its own would push the newest run further down).
         self.provider = W.Dropdown(
             options=[(p.title, p.name) for p in all_providers()],
-            tooltip="the host the panel sends to",
             layout=W.Layout(width="auto", min_width="190px", flex="0 1 230px", margin="0 10px 0 8px"),
         )
+        set_tooltip(self.provider, "the host the panel sends to")
         self.provider.add_class("qimage-provider")
         # Where the chosen provider's key comes from (never the key), beside its server.
         self.provider_note = W.HTML(layout=W.Layout(margin="0 12px 0 0"))
@@ -202,8 +203,8 @@ class PanelView:
         self.free_size = W.Text(
             placeholder="or W x H, e.g. 1024x768",
             layout=W.Layout(width="190px", margin="0 0 0 10px"),
-            tooltip="A free pixel size (each side 512 to 2048) instead of the ratio and resolution",
         )
+        set_tooltip(self.free_size, "A free pixel size (each side 512 to 2048) instead of the ratio and resolution")
         self.free_size.add_class("qimage-free-size")
         self.resolution = _toggles(list(RESOLUTIONS), "Resolution", "42px", "qimage-resolution")
         self.pixels = W.HTML()
@@ -574,7 +575,7 @@ class PanelView:
             children.append(button)
         row = W.HBox(
             children,
-            layout=W.Layout(
+            layout=layout(
                 align_items="center", width="100%", border_top="1px solid #eef0f3", padding="4px 0"
             ),
         )
