@@ -47,6 +47,7 @@ _EXPORTS = {
     "Update": "core._results",
     "ValidationError": "_exceptions",
     "current_client": "notebook._session",
+    "export": "journal._export",
 }
 
 __all__ = [
@@ -84,6 +85,7 @@ __all__ = [
     "Update",
     "ValidationError",
     "current_client",
+    "export",
     "load_ipython_extension",
 ]
 
@@ -117,6 +119,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .core._results import Generation, Update
     from .core._retry import RetryPolicy
     from .core._sync import Client
+    from .journal._export import export
     from .journal._store import JobRecord, Store
     from .notebook._panel import Panel
     from .notebook._session import current_client

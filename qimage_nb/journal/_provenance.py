@@ -48,6 +48,8 @@ def describe(
         info["seed"] = str(seed)
     if status.actual_prompt:
         info["actual_prompt"] = status.actual_prompt
+    if status.cost is not None:
+        info["cost"] = repr(float(status.cost))  # the whole task's price, as the host said it
     for option in ("prompt_extend", "watermark"):
         if getattr(request, option) is not None:
             info[option] = str(getattr(request, option)).lower()
@@ -59,3 +61,4 @@ def open_stored(path: Path) -> Image.Image:
     from ._images import open_lazy, read_provenance
 
     return open_lazy(Path(path), read_provenance(path))
+

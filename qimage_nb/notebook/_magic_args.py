@@ -42,6 +42,7 @@ LINE_SUBCOMMANDS = (
     "history",
     "pending",
     "panel",
+    "export",
 )
 LINE_HELP = "\n".join(
     [
@@ -62,6 +63,9 @@ LINE_HELP = "\n".join(
         "                                 the journal of generations on this machine",
         "  %qimage pending                tasks submitted but never downloaded",
         "  %qimage panel                  the interactive panel",
+        "  %qimage export NAME DIR [--zip] [--last N]",
+        "                                 full-size PNGs, manifest.csv and index.html in DIR (NAME:",
+        "                                 a variable, or task ids after a restart)",
     ]
 )
 

@@ -335,7 +335,14 @@ def panel(magics: QImageMagics, line: str) -> None:
     display(Panel())
 
 
+def export(magics: QImageMagics, line: str) -> None:
+    """%qimage export: see ``_magic_export`` (imported only when used)."""
+    from ._magic_export import export_command
+
+    export_command(magics, line)
+
+
 SUBCOMMANDS: dict[str, Callable[[QImageMagics, str], None]] = {
     "login": login, "logout": logout, "config": config, "emulator": emulator, "models": models,
-    "history": history, "pending": pending, "panel": panel,
+    "history": history, "pending": pending, "panel": panel, "export": export,
 }  # fmt: skip
