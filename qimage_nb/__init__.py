@@ -48,6 +48,7 @@ _EXPORTS = {
     "ValidationError": "_exceptions",
     "current_client": "notebook._session",
     "export": "journal._export",
+    "grid": "view._grid",
 }
 
 __all__ = [
@@ -86,6 +87,7 @@ __all__ = [
     "ValidationError",
     "current_client",
     "export",
+    "grid",
     "load_ipython_extension",
 ]
 
@@ -123,6 +125,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .journal._store import JobRecord, Store
     from .notebook._panel import Panel
     from .notebook._session import current_client
+    from .view._grid import grid
 
 
 def __getattr__(name: str) -> Any:

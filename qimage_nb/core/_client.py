@@ -59,7 +59,7 @@ from ._config import (
 )
 from ._download import store_image
 from ._polling import Calibration, PollPolicy, poll_updates
-from ._results import Generation, Update, UpdateCallback, _Progress
+from ._results import Batch, Generation, Update, UpdateCallback, _Progress
 from ._retry import RetryPolicy, TryAgain, is_retryable, note_retry, parse_retry_after, retrying
 
 if TYPE_CHECKING:
@@ -865,7 +865,7 @@ class AsyncClient:
             finally:
                 settled()
 
-        return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(batch))))
+        return Batch(await asyncio.gather(*(one(i, r) for i, r in enumerate(batch))))
 
     async def resume_many(
         self,

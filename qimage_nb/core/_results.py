@@ -18,7 +18,7 @@ from .._exceptions import QImageError
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Generation", "Update", "UpdateCallback"]
+__all__ = ["Batch", "Generation", "Update", "UpdateCallback"]
 
 logger = logging.getLogger("qimage_nb")
 
@@ -106,6 +106,20 @@ class Generation:
         from ..notebook._display import gallery_bundle
 
         return gallery_bundle([self])
+
+
+class Batch(list):  # type: ignore[type-arg]
+    """``generate_many``'s results: a plain list of :class:`Generation` in input order, which a
+    notebook shows as one labelled grid (``qimage_nb.grid``) instead of a gallery per item."""
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from ..view._grid import grid
+
+        failed = [gen for gen in self if getattr(gen, "error", None) is not None]
+        title = f"{len(self)} generations" + (f", {len(failed)} failed" if failed else "")
+        bundle = grid([gen for gen in self if getattr(gen, "error", None) is None], title=title)._repr_mimebundle_()
+        bundle["text/plain"] = "\n".join(repr(gen) for gen in self)
+        return bundle
 
 
 class _Progress:
