@@ -59,13 +59,13 @@ class Grid:
         """The grid as static HTML (``data:`` URIs, no script)."""
         shown = GRID_SHOWN_PX
         css = (
-            "<style>.qimage-grid figure{margin:0;width:%dpx}"
-            ".qimage-grid img{width:%dpx;height:auto;border-radius:6px;display:block;cursor:zoom-in;"
+            f"<style>.qimage-grid figure{{margin:0;width:{shown}px}}"
+            f".qimage-grid img{{width:{shown}px;height:auto;border-radius:6px;display:block;cursor:zoom-in;"
             "transition:transform .15s;transform-origin:top left;outline:none}"
-            ".qimage-grid img:focus{transform:scale(%.3f);position:relative;z-index:10;cursor:zoom-out;"
-            "box-shadow:0 4px 16px rgba(0,0,0,.35)}"
+            f".qimage-grid img:focus{{transform:scale({GRID_THUMB_PX / shown:.3f});position:relative;z-index:10;"
+            "cursor:zoom-out;box-shadow:0 4px 16px rgba(0,0,0,.35)}"
             ".qimage-grid figcaption{font-size:11px;color:#444;overflow-wrap:anywhere;line-height:1.25}</style>"
-        ) % (shown, shown, GRID_THUMB_PX / shown)
+        )
         if self.cols:
             layout = f"display:grid;grid-template-columns:repeat({int(self.cols)},{shown}px);gap:8px"
         else:
@@ -178,9 +178,8 @@ def grid(items: Any, *, cols: int | None = None, label: Label = None, title: str
     if cols is not None and (isinstance(cols, bool) or not isinstance(cols, int) or not 1 <= cols <= 24):
         raise ValueError(f"cols must be a whole number from 1 to 24, got {cols!r}")
     entries = _entries(items)
-    if label is not None and not isinstance(label, str) and not callable(label):
-        if len(label) != len(entries):
-            raise ValueError(f"label has {len(label)} entries for {len(entries)} images: give one per image")
+    if label is not None and not isinstance(label, str) and not callable(label) and len(label) != len(entries):
+        raise ValueError(f"label has {len(label)} entries for {len(entries)} images: give one per image")
     made = []
     for index, (image, generation) in enumerate(entries):
         text = _label_of(label, index, image, generation)
