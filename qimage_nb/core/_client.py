@@ -58,6 +58,7 @@ from ._config import (
     is_loopback_host,
 )
 from ._download import store_image
+from ._estimate import Budget, Estimate, check_max_cost, estimate_requests, money
 from ._polling import Calibration, PollPolicy, poll_updates
 from ._results import Batch, Generation, Update, UpdateCallback, _Progress
 from ._retry import RetryPolicy, TryAgain, is_retryable, note_retry, parse_retry_after, retrying
@@ -803,6 +804,21 @@ class AsyncClient:
         progress = _Progress(job.request, on_update, job.label, None, time.monotonic())
         return await self._track(job, progress, timeout=timeout, immediate=False, force=True)
 
+    async def estimate(
+        self, requests: Iterable[GenerationRequest | Mapping[str, Any] | str] | GenerationRequest | str,
+        *, cache: bool = False,
+    ) -> Estimate:
+        """What ``requests`` should cost, sending nothing: per image, the journal's last price for
+        this host, model and resolution, else the provider's price table; ``cache=True`` counts an
+        identical completed request as free (the journal serves it). ``str(estimate)`` says it in a line."""
+        if isinstance(requests, (str, Mapping, GenerationRequest)):
+            requests = [requests]
+        batch = [self._coerce_request(item, i) for i, item in enumerate(requests)]
+        hits = [cache and await self._journal(self.find_cached, r) is not None for r in batch]
+        return await self._journal(
+            estimate_requests, batch, provider=self.provider, store=self.store, scope=self.cache_scope, cached=hits
+        )
+
     async def generate_many(
         self,
         requests: Iterable[GenerationRequest | Mapping[str, Any] | str],
@@ -811,11 +827,15 @@ class AsyncClient:
         on_update: UpdateCallback | None = None,
         timeout: float | None = None,
         cache: bool = False,
+        max_cost: float | None = None,
     ) -> list[Generation]:
         """Run many requests with at most ``concurrency`` in flight; results in input order.
 
         Every request is validated before anything is sent. A request that fails does not stop the
         others: its :class:`Generation` has ``error`` set (with the task id when one exists).
+        ``max_cost``: refuse the whole batch before any submit when its estimate (``estimate``) is
+        higher, and send no more once spent + in flight + the next would pass it (those not sent
+        have a ``ValidationError`` naming the cap).
         """
         limit = _check_count("concurrency", concurrency)
         _check_seconds("timeout", timeout, allow_none=True)
@@ -833,6 +853,7 @@ class AsyncClient:
                 await self.check(request)
             except ValidationError as exc:
                 raise ValidationError(exc.field, f"request {index}: {exc.message}") from None
+        budget = await self._budget(batch, check_max_cost(max_cost), cache)
         gate = asyncio.Semaphore(limit)
 
         async def one(index: int, request: GenerationRequest) -> Generation:
@@ -840,6 +861,11 @@ class AsyncClient:
             # the next submit overlaps this one's downloads (bounded on their own, per client).
             await gate.acquire()
             held = True
+            refused = budget.reserve(index) if budget is not None else None
+            if refused is not None:
+                gate.release()
+                return Generation(task_id=None, request=request, status="not sent",
+                                  error=ValidationError("max_cost", refused))
 
             def settled() -> None:
                 nonlocal held
@@ -848,12 +874,18 @@ class AsyncClient:
                     gate.release()
 
             key = new_idempotency_key()
+            report = on_update if budget is None else _counting(budget, index, on_update)
             try:
-                return await self._run(
-                    request, on_update=on_update, timeout=timeout, cache=cache, batch_index=index, key=key,
+                done = await self._run(
+                    request, on_update=report, timeout=timeout, cache=cache, batch_index=index, key=key,
                     settled=settled,
                 )
+                if budget is not None:
+                    budget.settle(index, done.cost, billed=not done.cached)
+                return done
             except QImageError as exc:
+                if budget is not None:  # a task the host failed is not billed; a lost answer may be
+                    budget.settle(index, None, billed=isinstance(exc, SubmitOutcomeUnknown))
                 job = await self._journal(self.store.get, key)
                 return Generation(
                     task_id=exc.task_id or (job.task_id if job else None),
@@ -865,7 +897,23 @@ class AsyncClient:
             finally:
                 settled()
 
-        return Batch(await asyncio.gather(*(one(i, r) for i, r in enumerate(batch))))
+        results = Batch(await asyncio.gather(*(one(i, r) for i, r in enumerate(batch))))
+        if budget is not None and budget.stopped:
+            logger.warning(
+                "qimage_nb: stopped at max_cost %s: %d of %d generations not sent (%s spent)",
+                money(budget.max_cost), budget.stopped, len(batch), money(budget.spent),
+            )
+        return results
+
+    async def _budget(self, batch: list[GenerationRequest], max_cost: float | None, cache: bool) -> Budget | None:
+        """The batch's cap, or None; refuses (nothing sent) when the estimate is over it or unknown."""
+        if max_cost is None:
+            return None
+        plan = await self.estimate(batch, cache=cache)
+        refused = plan.refusal(max_cost)
+        if refused is not None:
+            raise ValidationError("max_cost", refused)
+        return Budget(plan, max_cost)
 
     async def resume_many(
         self,
@@ -1193,6 +1241,16 @@ class AsyncClient:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _counting(budget: Budget, index: int, on_update: UpdateCallback | None) -> UpdateCallback:
+    """``on_update`` with the batch's budget told each price as the host gives it."""
+
+    def report(update: Update) -> Awaitable[None] | None:
+        budget.on_update(index, update)
+        return on_update(update) if on_update is not None else None
+
+    return report
 
 
 def new_idempotency_key() -> str:

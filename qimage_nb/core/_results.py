@@ -49,6 +49,7 @@ class Update:
     label: str | None = None
     batch_index: int | None = None
     reattached: bool = False  # waiting on an earlier, unfinished run of the same request
+    cost: float | None = None  # what the host says the task costs, once it says
 
     @property
     def done(self) -> bool:
@@ -171,6 +172,7 @@ class _Progress:
             cached=cached,
             cached_at=cached_at,
             reattached=self.reattached,
+            cost=status.cost if status is not None and status.cost is not None else base.cost,
         )
         self._last = update
         if self.callback is None:

@@ -88,6 +88,10 @@ class Provider:
     # The models this host documents, each validated exactly.
     models: tuple[str, ...] = ()
     default_model: str = ""
+    # Its published price per image as (model, resolution, price), and where and when that was
+    # read: what an estimate uses until the journal has seen this host price that model itself.
+    prices: tuple[tuple[str, str, float], ...] = ()
+    prices_as_of: str = ""
 
     def __repr__(self) -> str:
         return f"<provider {self.name}>"
