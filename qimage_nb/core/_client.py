@@ -18,7 +18,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -828,6 +828,7 @@ class AsyncClient:
         timeout: float | None = None,
         cache: bool = False,
         max_cost: float | None = None,
+        labels: Sequence[str | None] | None = None,
     ) -> list[Generation]:
         """Run many requests with at most ``concurrency`` in flight; results in input order.
 
@@ -835,7 +836,8 @@ class AsyncClient:
         others: its :class:`Generation` has ``error`` set (with the task id when one exists).
         ``max_cost``: refuse the whole batch before any submit when its estimate (``estimate``) is
         higher, and send no more once spent + in flight + the next would pass it (those not sent
-        have a ``ValidationError`` naming the cap).
+        have a ``ValidationError`` naming the cap). ``labels``: one journal label per request
+        (kept with it, and in its images' provenance).
         """
         limit = _check_count("concurrency", concurrency)
         _check_seconds("timeout", timeout, allow_none=True)
@@ -847,6 +849,9 @@ class AsyncClient:
                 "wrap one prompt in a list, or call generate()",
             )
         batch = [self._coerce_request(item, i) for i, item in enumerate(requests)]
+        names = list(labels) if labels is not None else [None] * len(batch)
+        if len(names) != len(batch):
+            raise ValidationError("labels", f"{len(names)} labels for {len(batch)} requests: give one per request")
         self._auth()
         for index, request in enumerate(batch):
             try:
@@ -878,7 +883,7 @@ class AsyncClient:
             try:
                 done = await self._run(
                     request, on_update=report, timeout=timeout, cache=cache, batch_index=index, key=key,
-                    settled=settled,
+                    settled=settled, label=names[index],
                 )
                 if budget is not None:
                     budget.settle(index, done.cost, billed=not done.cached)
@@ -1218,6 +1223,7 @@ class AsyncClient:
                     path = await store_image(
                         http, self.store, key=job.key, request=job.request, status=status, index=index,
                         url=url, retry=self.retry, origin=self.base_url, provider=self.provider.name,
+                        label=job.label,
                     )
             image = await self._journal(open_stored, Path(path))
             progress.images[index] = image

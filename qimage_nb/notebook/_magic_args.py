@@ -108,6 +108,16 @@ _CELL_ARGUMENTS = (
         "made (e.g. qimages[0]; their source URL is reused), another PIL image or a file path "
         "(uploaded first)",
     ),
+    argument(
+        "--each", metavar="VAR", default=None,
+        help="one generation per item of VAR (a list of strings, a list of dicts or a pandas DataFrame): "
+        "the cell body is a template, {} the whole item, {column} a field, {{ }} literal braces",
+    ),
+    argument("--dry-run", action="store_true", help="show the plan and its estimated cost; send nothing"),
+    argument(
+        "--max-cost", metavar="AMOUNT", default=None,
+        help="refuse the cell when its estimate is higher, and stop submitting before spending more (e.g. 0.50)",
+    ),
     argument("--new", action="store_true", help="fresh images even if an identical request is cached"),
     argument(
         "--background", action="store_true",
