@@ -6,6 +6,7 @@ Nothing happens at import time: each public name below is imported on first use 
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -133,6 +134,11 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'qimage_nb' has no attribute {name!r}")
     value = getattr(import_module(f".{module}", __name__), name)
+    if name in ("AsyncClient", "Client") and "ipykernel" in sys.modules:
+        # In a Jupyter kernel, generate_many shows one progress display per batch by default.
+        from .notebook._batch import register_in_kernel
+
+        register_in_kernel()
     globals()[name] = value  # resolve once
     return value
 
@@ -143,9 +149,11 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext qimage_nb``: register ``%%qimage`` and ``%qimage``. No network, no output."""
+    from .notebook._batch import register_in_kernel
     from .notebook._magics import QImageMagics
 
     ipython.register_magics(QImageMagics)
+    register_in_kernel()
 
 
 def unload_ipython_extension(ipython: Any) -> None:

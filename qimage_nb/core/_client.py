@@ -59,9 +59,18 @@ from ._config import (
 )
 from ._download import store_image
 from ._estimate import Budget, Estimate, check_max_cost, estimate_requests, money
+from ._observe import batch_display, bill
 from ._polling import Calibration, PollPolicy, poll_updates
 from ._results import Batch, Generation, Update, UpdateCallback, _Progress
-from ._retry import RetryPolicy, TryAgain, is_retryable, note_retry, parse_retry_after, retrying
+from ._retry import (
+    RetryPolicy,
+    TryAgain,
+    is_retryable,
+    note_retry,
+    parse_retry_after,
+    retry_observer,
+    retrying,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -829,6 +838,7 @@ class AsyncClient:
         cache: bool = False,
         max_cost: float | None = None,
         labels: Sequence[str | None] | None = None,
+        progress: bool | None = None,
     ) -> list[Generation]:
         """Run many requests with at most ``concurrency`` in flight; results in input order.
 
@@ -837,7 +847,9 @@ class AsyncClient:
         ``max_cost``: refuse the whole batch before any submit when its estimate (``estimate``) is
         higher, and send no more once spent + in flight + the next would pass it (those not sent
         have a ``ValidationError`` naming the cap). ``labels``: one journal label per request
-        (kept with it, and in its images' provenance).
+        (kept with it, and in its images' provenance). ``progress``: one display for the whole
+        batch (done/total, failed, spent, time left, thumbnails in one grid), updated in place; by
+        default on in a Jupyter kernel, ``False`` turns it off.
         """
         limit = _check_count("concurrency", concurrency)
         _check_seconds("timeout", timeout, allow_none=True)
@@ -859,6 +871,12 @@ class AsyncClient:
             except ValidationError as exc:
                 raise ValidationError(exc.field, f"request {index}: {exc.message}") from None
         budget = await self._budget(batch, check_max_cost(max_cost), cache)
+        shown = batch_display() if progress is not False else None
+        display = shown(batch, labels) if shown is not None else None
+        token = None
+        if display is not None:
+            on_update = _also(display.on_update, on_update)
+            token = retry_observer.set(display.retrying)  # retries show on the batch's line
         gate = asyncio.Semaphore(limit)
 
         async def one(index: int, request: GenerationRequest) -> Generation:
@@ -902,7 +920,15 @@ class AsyncClient:
             finally:
                 settled()
 
-        results = Batch(await asyncio.gather(*(one(i, r) for i, r in enumerate(batch))))
+        try:
+            results = Batch(await asyncio.gather(*(one(i, r) for i, r in enumerate(batch))))
+        finally:
+            if token is not None:
+                retry_observer.reset(token)
+        if display is not None:
+            with contextlib.suppress(Exception):  # a display must never cost the results
+                display.finish(results)
+            results.shown_live = True
         if budget is not None and budget.stopped:
             logger.warning(
                 "qimage_nb: stopped at max_cost %s: %d of %d generations not sent (%s spent)",
@@ -1137,6 +1163,7 @@ class AsyncClient:
             actual_prompt=last.actual_prompt,
             seed=last.seed,
         )
+        bill(generation)  # the process's spend, whichever face asked
         await progress.emit("done", task_id=task_id, status=last)
         return generation
 
@@ -1247,6 +1274,17 @@ class AsyncClient:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _also(show: Callable[[Update], None], on_update: UpdateCallback | None) -> UpdateCallback:
+    """The batch display told first, then the caller's ``on_update``."""
+
+    def report(update: Update) -> Awaitable[None] | None:
+        with contextlib.suppress(Exception):  # a display must never cost a paid image
+            show(update)
+        return on_update(update) if on_update is not None else None
+
+    return report
 
 
 def _counting(budget: Budget, index: int, on_update: UpdateCallback | None) -> UpdateCallback:

@@ -113,9 +113,16 @@ class Batch(list):  # type: ignore[type-arg]
     """``generate_many``'s results: a plain list of :class:`Generation` in input order, which a
     notebook shows as one labelled grid (``qimage_nb.grid``) instead of a gallery per item."""
 
+    # Set when a live progress display already drew this batch's grid: the cell's own result then
+    # shows as text once, not as a second grid of the same pictures.
+    shown_live = False
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         from ..view._grid import grid
 
+        if self.shown_live:
+            self.shown_live = False
+            return {"text/plain": "\n".join(repr(gen) for gen in self)}
         failed = [gen for gen in self if getattr(gen, "error", None) is not None]
         title = f"{len(self)} generations" + (f", {len(failed)} failed" if failed else "")
         bundle = grid([gen for gen in self if getattr(gen, "error", None) is None], title=title)._repr_mimebundle_()

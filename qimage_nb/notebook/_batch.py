@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from .._contract import GenerationRequest
     from ..core._estimate import Estimate
 
-__all__ = ["BatchGallery", "Items", "dry_run_text", "fill_prompts", "items_of", "show_batch_progress"]
+__all__ = ["BatchGallery", "Items", "dry_run_text", "fill_prompts", "items_of", "register_in_kernel", "show_batch_progress"]
 
 _SHOWN_FAILURES = 5  # failure lines drawn in red; past that, one line counts the rest
 
@@ -173,7 +173,6 @@ class BatchGallery(LiveGallery):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.started = time.monotonic()
-        self.stopped_by_cap: str | None = None
 
     def on_update(self, update: Any, index: int | None = None) -> None:
         i = update.batch_index if index is None else index
@@ -187,7 +186,9 @@ class BatchGallery(LiveGallery):
 
         total = len(self.slots)
         done = [s for s in self.slots if s.stage == "done"]
-        failed = [s for s in self.slots if s.stage in ("failed", "error", "cancelled")]
+        ended = [s for s in self.slots if s.stage in ("failed", "error", "cancelled")]
+        capped = [s for s in ended if _capped(s)]
+        failed = [s for s in ended if not _capped(s)]
         stopped = [s for s in self.slots if s.stage == "interrupted"]
         cached = sum(1 for s in done if s.cached)
         spent = sum(s.cost for s in self.slots if s.cost is not None and not s.cached)
@@ -199,6 +200,9 @@ class BatchGallery(LiveGallery):
         priced = any(s.cost is not None for s in self.slots)
         if priced:
             bits.append(f"{money(spent)} spent")
+        if capped:
+            cap = re.search(r"max_cost (\$[\d.]+)", capped[0].error or "")
+            bits.append(f"{len(capped)} not sent: the cost cap{' of ' + cap.group(1) if cap else ''} was reached")
         if stopped:
             running = [s.task_id for s in stopped if s.task_id]
             bits.append(
@@ -206,9 +210,7 @@ class BatchGallery(LiveGallery):
                 "%qimage resume --all fetches them"
             )
             return " · ".join(bits)
-        if self.stopped_by_cap:
-            bits.append(self.stopped_by_cap)
-        left = self._left(len(done) + len(failed), total)
+        left = self._left(len(done) + len(ended), total)
         if left is not None:
             bits.append(f"about {format_seconds(left)} left" if left >= 1 else "finishing")
         retrying = next((s.retry for s in self.slots if s.retry and s.stage not in ("done", "failed", "error")), None)
@@ -219,21 +221,28 @@ class BatchGallery(LiveGallery):
     def _left(self, finished: int, total: int) -> float | None:
         if finished >= total:
             return None
-        etas = [s.eta for s in self.slots if s.eta is not None and s.stage not in ("done", "failed", "error")]
         if finished:
             # Measured throughput, concurrency included: the batch so far says how long the rest takes.
             return (time.monotonic() - self.started) / finished * (total - finished)
+        if any(s.stage in ("waiting", "submitting") for s in self.slots):
+            return None  # some not started yet, none finished: nothing measured says how long they take
+        etas = [s.eta for s in self.slots if s.eta is not None]
         return max(etas) if etas else None
 
     def status_lines(self) -> tuple[list[str], list[str]]:
         failures = []
         for slot in self.slots:
-            if slot.stage in ("failed", "error", "cancelled") and not self.reason_below:
+            if slot.stage in ("failed", "error", "cancelled") and not self.reason_below and not _capped(slot):
                 prefix = f"{slot.label}: " if slot.label else ""
                 failures.append(prefix + slot.status())
         if len(failures) > _SHOWN_FAILURES:
             failures = [*failures[:_SHOWN_FAILURES], f"... and {len(failures) - _SHOWN_FAILURES} more failed"]
         return [self.summary()], failures
+
+
+def _capped(slot: LiveSlot) -> bool:
+    """Not sent because the batch's cost cap was reached (said once, on the progress line)."""
+    return bool(slot.error and slot.error.startswith("not sent:"))
 
 
 def show_batch_progress(requests: Sequence[GenerationRequest], labels: Sequence[str | None] | None = None) -> BatchGallery:
@@ -248,3 +257,14 @@ def show_batch_progress(requests: Sequence[GenerationRequest], labels: Sequence[
     )
     gallery.show()
     return gallery
+
+
+def register_in_kernel() -> None:
+    """In a Jupyter kernel, ``generate_many`` shows its batches here by default. Not in a terminal
+    IPython: there each update of a display would print again, a line per update."""
+    import sys
+
+    if "ipykernel" in sys.modules:
+        from ..core._observe import register_batch_display
+
+        register_batch_display(show_batch_progress)

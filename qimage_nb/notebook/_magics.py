@@ -575,6 +575,7 @@ class QImageMagics(Magics):
             cache=not plan.fresh,
             max_cost=plan.max_cost,
             labels=labels,
+            progress=False,  # the cell's own gallery shows it
         )
 
     def _conclude(self, name: str, generations: list[Generation], live: LiveGallery, *, raising: bool = True) -> None:
@@ -585,9 +586,7 @@ class QImageMagics(Magics):
         output, and the cell raises only when none succeeded, without repeating them.
         """
         from ._display import error_line
-        from ._session import get_session
 
-        get_session().record(generations)  # for %qimage config's session total
         images = [image for gen in generations if gen.error is None for image in gen.images]
         failures = [gen for gen in generations if gen.error is not None]
         if images or not failures:

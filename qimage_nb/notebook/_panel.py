@@ -591,10 +591,6 @@ class Panel(PanelView):
     def _run_finished(self, run: Run) -> None:
         self._refresh_controls()
         if run.state == "done":
-            if self._client_override is None:
-                from ._session import get_session
-
-                get_session().record([run.generation])  # the session's total in %qimage config
             self._start_background(self._refresh_balance(), "balance")
 
     # -- preview and per-image actions --
