@@ -97,3 +97,16 @@ async def test_a_batch_stopped_by_its_cost_cap_says_so_on_its_one_line(shell, tm
     line = next(ln for ln in final.splitlines() if "of 5 done" in ln)
     assert line == "2 of 5 done · $0.04 spent · 3 not sent: the cost cap of $0.05 was reached"
     assert "failed" not in final
+
+
+async def test_running_the_same_generate_many_again_submits_nothing(emu, tmp_path):
+    prompts = [f"again {i}" for i in range(4)]
+    async with make(emu, tmp_path) as client:
+        first = await client.generate_many(prompts, progress=False)
+        again = await client.generate_many(prompts, progress=False)
+        assert emu.counters()["submits_accepted"] == 4  # the second run sent nothing
+        assert all(g.cached for g in again) and [g.task_id for g in again] == [g.task_id for g in first]
+        fresh = await client.generate_many(prompts[:1], progress=False, new=True)
+        assert not fresh[0].cached and emu.counters()["submits_accepted"] == 5
+        assert not (await client.generate(prompts[1], cache=False)).cached
+    assert emu.counters()["submits_accepted"] == 6

@@ -748,7 +748,8 @@ class AsyncClient:
         *,
         on_update: UpdateCallback | None = None,
         timeout: float | None = None,
-        cache: bool = False,
+        cache: bool = True,
+        new: bool = False,
         label: str | None = None,
         **options: Any,
     ) -> Generation:
@@ -768,12 +769,13 @@ class AsyncClient:
         cache:
             Reuse the images of an identical completed request from the journal (no request is
             sent, nothing is billed), or wait for an identical request that was submitted but never
-            finished here (no second task). The faces' "re-run without paying".
+            finished here (no second task): the same "re-run without paying" as the magic's.
+            On by default; ``cache=False`` or ``new=True`` (the magic's ``--new``) pays for fresh images.
         """
         request = self._request(prompt, options)
         _check_seconds("timeout", timeout, allow_none=True)
         await self.check(request)
-        return await self._run(request, on_update=on_update, timeout=timeout, cache=cache, label=label)
+        return await self._run(request, on_update=on_update, timeout=timeout, cache=cache and not new, label=label)
 
     def _request(self, prompt: Any, options: Mapping[str, Any]) -> GenerationRequest:
         if isinstance(prompt, GenerationRequest):
@@ -815,7 +817,7 @@ class AsyncClient:
 
     async def estimate(
         self, requests: Iterable[GenerationRequest | Mapping[str, Any] | str] | GenerationRequest | str,
-        *, cache: bool = False,
+        *, cache: bool = True,
     ) -> Estimate:
         """What ``requests`` should cost, sending nothing: per image, the journal's last price for
         this host, model and resolution, else the provider's price table; ``cache=True`` counts an
@@ -835,7 +837,8 @@ class AsyncClient:
         concurrency: int = 4,
         on_update: UpdateCallback | None = None,
         timeout: float | None = None,
-        cache: bool = False,
+        cache: bool = True,
+        new: bool = False,
         max_cost: float | None = None,
         labels: Sequence[str | None] | None = None,
         progress: bool | None = None,
@@ -844,6 +847,8 @@ class AsyncClient:
 
         Every request is validated before anything is sent. A request that fails does not stop the
         others: its :class:`Generation` has ``error`` set (with the task id when one exists).
+        Like ``generate``, an identical request already made is served from the journal (running
+        the same cell again sends nothing); ``cache=False`` or ``new=True`` pays for fresh images.
         ``max_cost``: refuse the whole batch before any submit when its estimate (``estimate``) is
         higher, and send no more once spent + in flight + the next would pass it (those not sent
         have a ``ValidationError`` naming the cap). ``labels``: one journal label per request
@@ -853,6 +858,7 @@ class AsyncClient:
         """
         limit = _check_count("concurrency", concurrency)
         _check_seconds("timeout", timeout, allow_none=True)
+        cache = cache and not new
         if isinstance(requests, (str, bytes, Mapping, GenerationRequest)) or not isinstance(requests, Iterable):
             # A bare prompt is iterable too: one image per character would be billed.
             raise ValidationError(
