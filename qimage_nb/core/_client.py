@@ -1002,6 +1002,19 @@ class AsyncClient:
         """
         task_id = _check_task_id(task_id, "resume")
         known = await self._journal(self.store.get, task_id)
+        if known is None:
+            # Ask the host first: an id it does not know is one line and leaves the journal as it
+            # was (adopting it first would leave a failed row behind, and say so differently next time).
+            self._auth()
+            try:
+                await self.get_task(task_id)
+            except NotFoundError as exc:
+                raise NotFoundError(
+                    f"{task_id} is not a task of {self._host()} (unknown or expired task, HTTP {exc.status_code}) "
+                    "and not in the journal: nothing was resumed or recorded; %qimage pending (client.pending()) "
+                    "lists the tasks waiting here",
+                    status_code=exc.status_code, task_id=task_id, code=exc.code, error_type=exc.type,
+                ) from None
         job = known or await self._adopt(task_id)
         progress = _Progress(job.request, on_update, job.label, None, time.monotonic())
         if job.downloaded:

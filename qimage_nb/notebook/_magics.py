@@ -741,12 +741,15 @@ class QImageMagics(Magics):
                 )
         from ._display import LiveGallery, LiveSlot
 
+        # Without -o, each task's images go back to the name its cell chose (-o storm), else the default.
+        names = [name] * len(ids) if args.output is not None else _cell_names(client, ids, name)
+        name = names[0]
         slots = [LiveSlot(request=None, label=task_id if len(ids) > 1 else None, task_id=task_id) for task_id in ids]
         what = "resending" if args.resend else "resuming"
         live = LiveGallery(
             slots,
             title=f"{what} {', '.join(ids)}",
-            subtitle=f"-> {name}" + (" · from the emulator" if session.emulator_for(provider.name) else ""),
+            subtitle=f"-> {', '.join(dict.fromkeys(names))}" + (" · from the emulator" if session.emulator_for(provider.name) else ""),
             banner=None,
             thumb_px=thumb_px,
             fmt=fmt,
@@ -775,7 +778,21 @@ class QImageMagics(Magics):
             if isinstance(gen.error, ValidationError):
                 live.fail(gen.error, said_below=True)
                 raise UsageError(gen.error.message)
-        self._conclude(name, generations, live)
+        if len(set(names)) == 1:
+            self._conclude(name, generations, live)
+            return
+        try:
+            self._conclude(name, generations, live)
+        finally:
+            said = []
+            for each in dict.fromkeys(names):
+                images = [im for gen, nm in zip(generations, names, strict=True) if nm == each and gen.error is None
+                          for im in gen.images]
+                if images:
+                    self.shell.user_ns[each] = images
+                    said.append(f"{each}: {len(images)} image{'s' if len(images) != 1 else ''}")
+            live.footer = " · ".join(said) or None
+            live.refresh()
 
     @no_var_expand
     @line_magic("qimage")
@@ -800,6 +817,18 @@ class QImageMagics(Magics):
 
 
 QImageMagics.qimage_line.__doc__ = LINE_HELP
+
+
+def _cell_names(client: AsyncClient, ids: list[str], default: str) -> list[str]:
+    """The variable each task's cell bound its images to (its journal label, "%%qimage -o NAME")."""
+    import re
+
+    names = []
+    for task_id in ids:
+        entry = client.store.get(task_id)
+        found = re.match(r"%%qimage -o ([A-Za-z_]\w*)", (entry.label or "") if entry is not None else "")
+        names.append(found.group(1) if found and not keyword.iskeyword(found.group(1)) else default)
+    return names
 
 
 def _adopt_journal_ids(client: AsyncClient, live: LiveGallery, since: float) -> None:
