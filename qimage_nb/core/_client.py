@@ -61,13 +61,15 @@ from ._download import store_image
 from ._estimate import Budget, Estimate, check_max_cost, estimate_requests, money
 from ._observe import batch_display, bill
 from ._polling import Calibration, PollPolicy, poll_updates
-from ._results import Batch, Generation, Update, UpdateCallback, _Progress
+from ._results import Batch, Generation, Update, UpdateCallback, _Progress, retries_as_updates
 from ._retry import (
     RetryPolicy,
     TryAgain,
+    chain_observers,
     is_retryable,
     note_retry,
     parse_retry_after,
+    retry_log_level,
     retry_observer,
     retrying,
 )
@@ -375,7 +377,9 @@ class AsyncClient:
                     f"{what}: {self._host()} did not answer in time ({type(exc).__name__})", task_id=task_id
                 )) from None
             except httpx.TransportError as exc:
-                raise TryAgain(TransportError(f"{what}: {self._network_failure(exc)}", task_id=task_id)) from None
+                failure = TransportError(f"{what}: {self._network_failure(exc)}", task_id=task_id)
+                failure.unreachable = isinstance(exc, httpx.ConnectError)  # type: ignore[attr-defined]
+                raise TryAgain(failure) from None
             if response.is_success:
                 try:
                     return self._decoded(response, what, task_id)
@@ -390,7 +394,11 @@ class AsyncClient:
                 raise error
             raise TryAgain(error, error.retry_after)
 
-        return await retrying(attempt, policy=self.retry, what=what, attempts=None if retry else 1)
+        started = time.monotonic()
+        try:
+            return await retrying(attempt, policy=self.retry, what=what, attempts=None if retry else 1)
+        except TransportError as exc:
+            raise self._unreachable(exc, self.retry.max_attempts if retry else 1, started) from None
 
     def _host(self) -> str:
         return httpx.URL(self.base_url).host or self.base_url
@@ -541,6 +549,7 @@ class AsyncClient:
         auth = self._auth()
         call = self.provider.submit(request, key)
         what = "submit"
+        started = time.monotonic()
         may_exist = False  # some attempt may have created the task without our knowing
         failure: QImageError | None = None
         for attempt in range(self.retry.max_attempts):
@@ -555,6 +564,7 @@ class AsyncClient:
                 response = await self._send(call, auth=auth)
             except httpx.ConnectError as exc:
                 failure = TransportError(f"{what}: {self._network_failure(exc)}")
+                failure.unreachable = True  # type: ignore[attr-defined]
             except httpx.TransportError as exc:
                 may_exist = True
                 reason = (
@@ -624,15 +634,37 @@ class AsyncClient:
                 raise await self._unknown(key, f"the resend got no definite answer ({failure})") from None
             if attempt + 1 < self.retry.max_attempts:
                 delay = self.retry.backoff(attempt, retry_after)
-                logger.info("qimage_nb: %s failed (%s); retry %d of %d with the same key in %.1f s",
-                            what, failure, attempt + 1, self.retry.max_attempts - 1, delay)
+                logger.log(retry_log_level(), "qimage_nb: %s failed (%s); retry %d of %d with the same key in %.1f s",
+                           what, failure, attempt + 1, self.retry.max_attempts - 1, delay)
                 note_retry(what, failure, attempt + 1, self.retry.max_attempts - 1, delay)
                 await asyncio.sleep(delay)
         assert failure is not None
         if may_exist:
             raise await self._unknown(key, f"no definite answer after {self.retry.max_attempts} attempts ({failure})") from None
+        failure = self._unreachable(failure, self.retry.max_attempts, started)
         await self._journal(self.store.record_status, key, "failed", 0, error=str(failure))
         raise failure
+
+    def _unreachable(self, failure: QImageError, attempts: int, started: float) -> QImageError:
+        """A connection that never opened, after every attempt: one error naming the address, the
+        attempts, the time spent and the fix (where this host's address is set)."""
+        if not getattr(failure, "unreachable", False):
+            return failure
+        spent = time.monotonic() - started
+        local = is_loopback_host(httpx.URL(self.base_url).host or "")
+        fix = (
+            "start the emulator (%qimage emulator, or python -m qimage_nb.emulator), or check the network "
+            f"connection and {self.provider.base_url_env} (base_url=)"
+            if local
+            else f"check the network connection, or {self.provider.base_url_env} (base_url=) if the API is at another address"
+        )
+        error = TransportError(
+            f"{failure.message}; {attempts} attempt{'s' if attempts != 1 else ''} to {self.base_url} over "
+            f"{spent:.1f} s, nothing was sent: {fix}",
+            task_id=failure.task_id,
+        )
+        error.unreachable = True  # type: ignore[attr-defined]
+        return error
 
     def _abandoned(self, key: str) -> None:
         """An interrupt or a cancelled wait before the submit's answer: nobody waits for it now,
@@ -775,7 +807,15 @@ class AsyncClient:
         request = self._request(prompt, options)
         _check_seconds("timeout", timeout, allow_none=True)
         await self.check(request)
-        return await self._run(request, on_update=on_update, timeout=timeout, cache=cache and not new, label=label)
+        token = None
+        if on_update is not None:
+            on_update, retried = retries_as_updates(request, on_update)
+            token = retry_observer.set(chain_observers(retry_observer.get(), retried))
+        try:
+            return await self._run(request, on_update=on_update, timeout=timeout, cache=cache and not new, label=label)
+        finally:
+            if token is not None:
+                retry_observer.reset(token)
 
     def _request(self, prompt: Any, options: Mapping[str, Any]) -> GenerationRequest:
         if isinstance(prompt, GenerationRequest):
@@ -904,6 +944,9 @@ class AsyncClient:
 
             key = new_idempotency_key()
             report = on_update if budget is None else _counting(budget, index, on_update)
+            if report is not None:  # this one's retries reach on_update (each one() is its own task)
+                report, retried = retries_as_updates(request, report, index)
+                retry_observer.set(chain_observers(retry_observer.get(), retried))
             try:
                 done = await self._run(
                     request, on_update=report, timeout=timeout, cache=cache, batch_index=index, key=key,

@@ -50,6 +50,7 @@ class Update:
     batch_index: int | None = None
     reattached: bool = False  # waiting on an earlier, unfinished run of the same request
     cost: float | None = None  # what the host says the task costs, once it says
+    retry: str | None = None  # a request being retried now, and why ("... ; retry 2 of 5 in 1.5 s")
 
     @property
     def done(self) -> bool:
@@ -130,6 +131,35 @@ class Batch(list):  # type: ignore[type-arg]
         return bundle
 
 
+def retries_as_updates(
+    request: GenerationRequest, on_update: UpdateCallback, batch_index: int | None = None
+) -> tuple[UpdateCallback, Callable[..., None]]:
+    """(``on_update`` that remembers the last update, a retry observer that tells ``on_update``
+    each retry as that update with ``retry`` set): retries reach a caller's callback as they happen."""
+    import asyncio
+
+    last: list[Update] = []
+    pending: set[Any] = set()  # callbacks scheduled from a retry, kept until they ran
+
+    def report(update: Update) -> Awaitable[None] | None:
+        last[:] = [update]
+        return on_update(update)
+
+    def retried(what: str, failure: BaseException, retry: int, retries: int, delay: float) -> None:
+        base = last[0] if last else Update(request=request, stage="submitting", batch_index=batch_index)
+        text = f"{failure}; retry {retry} of {retries} in {delay:.1f} s"
+        try:
+            result = on_update(replace(base, retry=text))
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        except Exception:  # a broken progress display must never cost the user a paid image
+            logger.exception("qimage_nb: on_update callback failed")
+
+    return report, retried
+
+
 class _Progress:
     """Builds the ``Update`` stream of one generation and shields it from callback failures."""
 
@@ -180,6 +210,7 @@ class _Progress:
             cached_at=cached_at,
             reattached=self.reattached,
             cost=status.cost if status is not None and status.cost is not None else base.cost,
+            retry=None,
         )
         self._last = update
         if self.callback is None:
