@@ -24,10 +24,9 @@ def closed_port() -> int:
 
 def test_a_dead_address_is_one_exception_naming_it_the_attempts_the_time_and_the_fix(tmp_path, caplog):
     url = f"http://127.0.0.1:{closed_port()}"
-    with caplog.at_level(logging.INFO, logger="qimage_nb"), Client("sk-test", url, retry=FAST,
-                                                                   store=Store(tmp_path)) as client:
-        with pytest.raises(TransportError) as info:
-            client.generate("a lighthouse")
+    client = Client("sk-test", url, retry=FAST, store=Store(tmp_path))
+    with caplog.at_level(logging.INFO, logger="qimage_nb"), pytest.raises(TransportError) as info:
+        client.generate("a lighthouse")
     message = str(info.value)
     assert "\n" not in message
     assert f"3 attempts to {url} over " in message and " s, nothing was sent" in message

@@ -180,7 +180,7 @@ def _is_image(obj: Any) -> bool:
 
 
 def _gather(items: Any, last: int | None, store: Store | None) -> list[_Picture]:
-    from ._images import read_provenance
+    from ._png_text import read_provenance
 
     pictures: list[_Picture] = []
     seen: set[Path] = set()
@@ -292,7 +292,7 @@ def _png_bytes(picture: _Picture) -> bytes:
     when the file does not say it; any other format (or an image in memory) encoded once as PNG."""
     from PIL import Image
 
-    from ._images import PNG_SIGNATURE, png_with_text
+    from ._png_text import PNG_SIGNATURE, png_with_text
 
     meta = {k: v for k, v in picture.info.items() if k != "path"}
     if picture.source is not None:

@@ -83,7 +83,7 @@ class Grid:
 def _figure(item: _Item, shown: int) -> str:
     import base64
 
-    from ..journal._images import thumbnail, thumbnail_mime
+    from ..journal._thumbnails import thumbnail, thumbnail_mime
 
     source = _source(item.image)
     data = thumbnail(source, max_side=GRID_THUMB_PX, fmt="JPEG", max_bytes=_budget(source))
