@@ -83,6 +83,23 @@ def _suggest(value: str, allowed: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _nearest_ratio(value: str) -> str:
+    """The supported ratio closest in shape to ``W:H`` (5:4 -> 4:3, never the other orientation);
+    for anything else, the closest spelling."""
+    import math
+
+    parts = value.split(":")
+    try:
+        wanted = math.log(float(parts[0]) / float(parts[1])) if len(parts) == 2 else None
+    except (ValueError, ZeroDivisionError):
+        wanted = None
+    if wanted is None or not math.isfinite(wanted):
+        return _suggest(value, RATIOS)
+    shapes = {r: math.log(int(r.split(":")[0]) / int(r.split(":")[1])) for r in RATIOS}
+    best = min(shapes, key=lambda r: abs(shapes[r] - wanted))
+    return f" (the closest is {best!r})"
+
+
 def _short(text: Any, limit: int = 40) -> str:
     """``text`` on one line of at most ``limit`` characters: whitespace runs collapsed, a cut marked "…".
 
@@ -195,7 +212,7 @@ def _check_size(value: Any, model: str) -> str:
     if normal not in RATIOS:
         raise ValidationError(
             "size",
-            f"size {value!r} is not supported{_suggest(normal, RATIOS)}; use a ratio ({_choices(RATIOS)}) "
+            f"size {value!r} is not supported{_nearest_ratio(normal)}; use a ratio ({_choices(RATIOS)}) "
             "or WIDTHxHEIGHT where the provider takes pixel sizes",
         )
     return normal

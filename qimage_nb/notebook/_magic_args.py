@@ -78,7 +78,7 @@ _CELL_ARGUMENTS = (
     ),
     argument(
         "--provider", metavar="P", default=None,
-        help="the host: apimart (the seed's API) or dashscope (Alibaba Model Studio); default: "
+        help="the host: apimart (the APIMart API) or dashscope (Alibaba Model Studio); default: "
         "%%config QImageMagics.provider, $QIMAGE_PROVIDER, or the one whose key is set",
     ),
     argument(

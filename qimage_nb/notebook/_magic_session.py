@@ -97,7 +97,7 @@ def pending(magics: QImageMagics, line: str) -> None:
 )
 @argument(
     "--provider", metavar="P", default=None,
-    help="whose emulator: apimart (the seed's API) or dashscope (Alibaba Model Studio); it becomes "
+    help="whose emulator: apimart (the APIMart API) or dashscope (Alibaba Model Studio); it becomes "
     "the provider in use (default: the one in use)",
 )
 def emulator(magics: QImageMagics, line: str) -> None:
