@@ -32,10 +32,13 @@ _JOURNAL_DEPTH = 500  # newest journal entries searched for a price
 
 
 def money(amount: float) -> str:
-    """$0.072, $1.20, $12: enough digits for a price per image, no more."""
-    if amount < 0.1:
-        return f"${amount:.4f}".rstrip("0").rstrip(".") if amount else "$0"
-    return f"${amount:.2f}"
+    """$0.006, $0.144, $0.10, $12.50: enough digits for a price per image, no more."""
+    if not amount:
+        return "$0"
+    if amount >= 1:
+        return f"${amount:,.2f}"
+    whole, _, cents = f"{amount:.4f}".rstrip("0").partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 @dataclass(frozen=True)
