@@ -63,3 +63,29 @@ async def test_retries_reach_on_update_as_they_happen(tmp_path):
     retries = [u.retry for u in seen if u.retry]
     assert len(retries) == 2 and "could not connect" in retries[0] and retries[0].endswith("s")
     assert "retry 1 of 2" in retries[0] and "retry 2 of 2" in retries[1]
+
+
+def test_small_text_a_shape_suggests_its_nearest_ratio_and_a_task_is_named_once():
+    from qimage_nb import GenerationRequest, ValidationError
+    from qimage_nb._exceptions import TaskFailedError
+    from qimage_nb.notebook._display import progress_status
+
+    with pytest.raises(ValidationError, match=r"size '5:4' is not supported \(the closest is '4:3'\)"):
+        GenerationRequest.create("x", size="5:4")
+    with pytest.raises(ValidationError, match=r"\(the closest is '3:4'\)"):
+        GenerationRequest.create("x", size="4:5")
+    failed = TaskFailedError("task_01AB failed: refused", task_id="task_01AB")
+    assert "task task_" not in str(failed)
+    assert str(TaskFailedError("refused", task_id="3f2a-uuid")) == "refused (task 3f2a-uuid)"
+    assert progress_status("queued", eta=0.3, task_id="task_01AB") == "queued · almost done · task_01AB"
+    assert "about 0 s" not in progress_status("running", progress=50, eta=0.4)
+
+
+def test_the_help_names_the_host_not_the_seed_document():
+    from qimage_nb.notebook._magic_args import cell_arguments
+
+    @cell_arguments
+    def probe(line, cell):
+        """x"""
+
+    assert "seed's" not in (probe.__doc__ or "") and "the APIMart API" in (probe.__doc__ or "")
