@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..journal._store import JobRecord, Store
     from ..providers._base import Provider
 
-__all__ = ["Budget", "Estimate", "Price", "check_max_cost", "estimate_requests", "money"]
+__all__ = ["Budget", "Estimate", "Price", "check_max_cost", "estimate_requests", "money", "price_of"]
 
 _JOURNAL_DEPTH = 500  # newest journal entries searched for a price
 
@@ -166,6 +166,27 @@ def _journal_prices(store: Store, scope: str) -> dict[tuple[str, str], tuple[flo
         if key not in found and entry.request.n > 0 and entry.request.prompt:
             found[key] = (entry.cost / entry.request.n, entry.completed_at or entry.updated_at)
     return found
+
+
+# A face that prices as you type (the panel) asks often: the journal is read at most this often.
+_RECENT_SECONDS = 5.0
+_recent: dict[tuple[str, str], tuple[float, dict[tuple[str, str], tuple[float, float]]]] = {}
+
+
+def price_of(request: GenerationRequest, *, provider: Provider, store: Store, scope: str) -> Price:
+    """One request's price (never from the cache: a face that always makes new images), with the
+    journal's prices read at most every few seconds."""
+    key = (str(store.root), scope)
+    seen, prices = _recent.get(key, (0.0, {}))
+    if time.monotonic() - seen > _RECENT_SECONDS:
+        prices = _journal_prices(store, scope)
+        _recent[key] = (time.monotonic(), prices)
+    found = prices.get((request.model, request.resolution))
+    if found is not None:
+        return Price(request, found[0], "journal", found[1])
+    table = {(model, resolution): price for model, resolution, price in provider.prices}
+    per_image = table.get((request.model, request.resolution))
+    return Price(request, per_image, "price table" if per_image is not None else "unknown")
 
 
 def estimate_requests(

@@ -22,6 +22,7 @@ The widgets and their layout live in ``_panel_view`` (every part carries a stabl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import html
 import logging
@@ -420,6 +421,18 @@ class Panel(PanelView):
             return str(exc), True
         return None, False
 
+    def _price_note(self) -> str:
+        """What a run of the current request should cost, shown beside Generate ("" when unknown)."""
+        from ..core._estimate import money, price_of
+
+        with contextlib.suppress(Exception):  # a price that cannot be read never blocks a run
+            client = self._client()
+            price = price_of(self._request(), provider=client.provider, store=client.store, scope=client.cache_scope)
+            if price.cost is not None:
+                where = "the last price seen" if price.source == "journal" else "the host's price list"
+                return f"About {money(price.cost)} a run ({where}). "
+        return ""
+
     def _refresh_controls(self) -> None:
         prompt_len = len(self.prompt.value.strip())
         self.prompt_count.value = self._count_html(prompt_len, PROMPT_MAX)
@@ -436,7 +449,7 @@ class Panel(PanelView):
         self.hint.value = (
             f'<span style="color:{RED if is_error else MUTED}">{html.escape(_short(reason, LINE))}</span>'
             if reason else
-            f'<span style="color:{MUTED}">The kernel stays free while it runs.</span>'
+            f'<span style="color:{MUTED}">{html.escape(self._price_note())}The kernel stays free while it runs.</span>'
         )
         if is_error and reason:
             self._show_error(reason, validation=True)
