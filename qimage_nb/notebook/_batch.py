@@ -10,6 +10,7 @@ done/total, failed, spent and time left, updated in place (never a line per gene
 
 from __future__ import annotations
 
+import keyword
 import math
 import re
 import time
@@ -25,7 +26,10 @@ if TYPE_CHECKING:
     from .._contract import GenerationRequest
     from ..core._estimate import Estimate
 
-__all__ = ["BatchGallery", "Items", "dry_run_text", "fill_prompts", "items_of", "register_in_kernel", "show_batch_progress"]
+__all__ = [
+    "BatchGallery", "Items", "cell_names", "dry_run_text", "fill_prompts", "items_of", "max_cost_of",
+    "register_in_kernel", "show_batch_progress",
+]  # fmt: skip
 
 _SHOWN_FAILURES = 5  # failure lines drawn in red; past that, one line counts the rest
 
@@ -150,6 +154,29 @@ def fill_prompts(template: str, items: Items) -> list[str]:
                 raise UsageError(f"--each {items.name}: item {index}'s {field or 'value'} with :{spec}: {exc}") from None
         prompts.append("".join(out))
     return prompts
+
+
+def max_cost_of(value: str | None) -> float | None:
+    """--max-cost 0.50 (or $0.50): an amount of money, in the host's currency."""
+    if value is None:
+        return None
+    try:
+        amount = float(value.strip().lstrip("$"))
+    except ValueError:
+        amount = -1.0
+    if not 0 <= amount < float("inf"):
+        raise UsageError(f"--max-cost {value!r} is not an amount of money; e.g. --max-cost 0.50")
+    return amount
+
+
+def cell_names(client: Any, ids: list[str], default: str) -> list[str]:
+    """The variable each task's cell bound its images to (its journal label, "%%qimage -o NAME")."""
+    names = []
+    for task_id in ids:
+        entry = client.store.get(task_id)
+        found = re.match(r"%%qimage -o ([A-Za-z_]\w*)", (entry.label or "") if entry is not None else "")
+        names.append(found.group(1) if found and not keyword.iskeyword(found.group(1)) else default)
+    return names
 
 
 def dry_run_text(estimate: Estimate, requests: Sequence[GenerationRequest], labels: Sequence[str | None], name: str) -> str:

@@ -126,19 +126,6 @@ class _Cell:
     items: list[int] | None = None  # --each: the item each request was filled from
 
 
-def _max_cost(value: str | None) -> float | None:
-    """--max-cost 0.50 (or $0.50): an amount of money, in the host's currency."""
-    if value is None:
-        return None
-    try:
-        amount = float(value.strip().lstrip("$"))
-    except ValueError:
-        amount = -1.0
-    if not 0 <= amount < float("inf"):
-        raise UsageError(f"--max-cost {value!r} is not an amount of money; e.g. --max-cost 0.50")
-    return amount
-
-
 # --- the magics ------------------------------------------------------------------------------
 
 
@@ -267,7 +254,7 @@ class QImageMagics(Magics):
                 raise self._config_error("timeout", f"timeout is {timeout}; use a positive number of seconds")
         elif not 0 < timeout < float("inf"):
             raise UsageError(f"--timeout {timeout} must be a positive number of seconds")
-        from ._batch import fill_prompts, items_of
+        from ._batch import fill_prompts, items_of, max_cost_of
 
         prompts = labels = None
         if args.each is not None:
@@ -279,7 +266,7 @@ class QImageMagics(Magics):
             item_labels=labels,
             each=args.each.strip() if args.each is not None else None,
             dry_run=args.dry_run,
-            max_cost=_max_cost(args.max_cost),
+            max_cost=max_cost_of(args.max_cost),
             prompt=prompt,
             negative=args.negative,
             n=n,
@@ -739,10 +726,11 @@ class QImageMagics(Magics):
                 raise UsageError(
                     f"{len(ids)} tasks are pending ({', '.join(ids)}); pass one task id, or --all"
                 )
+        # Without -o, each task's images go back to the name its cell chose (-o storm), else the default.
+        from ._batch import cell_names
         from ._display import LiveGallery, LiveSlot
 
-        # Without -o, each task's images go back to the name its cell chose (-o storm), else the default.
-        names = [name] * len(ids) if args.output is not None else _cell_names(client, ids, name)
+        names = [name] * len(ids) if args.output is not None else cell_names(client, ids, name)
         name = names[0]
         slots = [LiveSlot(request=None, label=task_id if len(ids) > 1 else None, task_id=task_id) for task_id in ids]
         what = "resending" if args.resend else "resuming"
@@ -817,18 +805,6 @@ class QImageMagics(Magics):
 
 
 QImageMagics.qimage_line.__doc__ = LINE_HELP
-
-
-def _cell_names(client: AsyncClient, ids: list[str], default: str) -> list[str]:
-    """The variable each task's cell bound its images to (its journal label, "%%qimage -o NAME")."""
-    import re
-
-    names = []
-    for task_id in ids:
-        entry = client.store.get(task_id)
-        found = re.match(r"%%qimage -o ([A-Za-z_]\w*)", (entry.label or "") if entry is not None else "")
-        names.append(found.group(1) if found and not keyword.iskeyword(found.group(1)) else default)
-    return names
 
 
 def _adopt_journal_ids(client: AsyncClient, live: LiveGallery, since: float) -> None:
