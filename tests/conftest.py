@@ -23,6 +23,7 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     from qimage_nb.core import _account
 
     _account._LISTED_MODELS.clear()
+    _account._MODEL_SCHEMAS.clear()
     yield home
 
 

@@ -140,8 +140,8 @@ def test_a_model_the_seed_api_neither_documents_nor_lists_is_refused_with_the_kn
 
 
 def test_a_listed_model_passes_with_the_universal_checks_only():
-    request = GenerationRequest.create("a cat", model="qwen-image-3.0", size="21:9", n=6)
-    get_provider("apimart").check(request, listed=["qwen-image-2.0", "qwen-image-3.0"])
+    request = GenerationRequest.create("a cat", model="qwen-image-4.0", size="21:9", n=6)
+    get_provider("apimart").check(request, listed=["qwen-image-2.0", "qwen-image-4.0"])
     assert request.size == "21:9" and request.pixel_size is None
 
 

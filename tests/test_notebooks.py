@@ -52,7 +52,7 @@ EXPECTED = {
     "image_to_image": (4, 4),
     "batches": (11, 11),  # the catalogue (--each), generate_many's one display, three ratios
     "resume_and_cache": (4, 3),  # teapots three times (one from cache, one --new), then boats
-    "providers": (5, 5),  # the fox on each host, two seeds, one free pixel size
+    "providers": (7, 7),  # the fox on each host, two seeds, one free pixel size, 2.0 beside 3.0
 }
 
 # What a notebook binds, read in its kernel (a tutorial does not end with test code: no demo has
@@ -64,7 +64,7 @@ SIZES = {
     "batches": {"catalogue": [[1152, 864]] * 4, "ratios": [[1024, 1024], [1280, 720], [720, 1280]]},
     "resume_and_cache": {"teapots": [[1024, 1024]], "boats": [[1024, 1024]]},
     "providers": {"on_apimart": [[1280, 720]], "on_dashscope": [[1280, 720]], "seeds": [[1024, 1024]] * 2,
-                  "banner": [[1536, 640]]},
+                  "banner": [[1536, 640]], "versions": [[1024, 1024], [2560, 1440]]},
 }
 
 # Appended for the run and removed before saving: facts only the live kernel knows.
@@ -76,6 +76,7 @@ _lists = {_k: _v for _k, _v in list(globals().items())
           if not _k.startswith("_") and isinstance(_v, list) and _v and all(isinstance(_im, _Image.Image) for _im in _v)}
 _facts["sizes"] = {_k: [list(_im.size) for _im in _v] for _k, _v in _lists.items()}
 _facts["info"] = {_k: [{"prompt": _im.info.get("prompt"), "origin": _im.info.get("origin"),
+                        "size": _im.info.get("size"), "output_size": _im.info.get("output_size"),
                         "pixels": __import__("hashlib").sha256(_im.tobytes()).hexdigest()} for _im in _v]
                   for _k, _v in _lists.items()}
 if "panel" in globals():
@@ -273,6 +274,7 @@ def test_what_the_demos_bound_is_what_they_promised(executed):
     providers = executed["providers"].facts["info"]
     assert providers["on_apimart"][0]["origin"] != providers["on_dashscope"][0]["origin"]  # two hosts
     assert providers["seeds"][0]["pixels"] != providers["seeds"][1]["pixels"]  # two seeds, two pictures
+    assert providers["versions"][1]["output_size"] == "2560x1440" and providers["versions"][1]["size"] == "auto"
     boats = executed["resume_and_cache"].facts["info"]["boats"]
     assert boats[0]["prompt"] == "a paper boat on a rainy street, reflections"
 
@@ -355,13 +357,15 @@ def test_cells_queued_behind_a_waiting_magic_run_in_order(tmp_path):
 
 def test_the_providers_notebook_shows_the_same_cell_on_both_hosts(executed):
     run = executed["providers"]
-    first, second, seeds, banner = (_cell_text(c) for c in _magic_cells(run))
+    first, second, seeds, banner, versions = (_cell_text(c) for c in _magic_cells(run))
     assert "on the APIMart API · from the emulator" in first and "$0.006" in first
     assert "on Alibaba Model Studio (DashScope) · from the emulator" in second
     assert "from cache" not in second  # another host: a generation of its own
     assert "seed 1: done" in seeds and "seed 2: done" in seeds and "prompt as written" in seeds
     assert "1536x640" in banner
+    assert "standard · 1:1 · 1K · seed 1" in versions and "qwen-image-3.0 · size chosen by the model" in versions
     texts = run.texts()
+    assert "qwen-image-3.0 (2560, 1440) chosen by the model" in texts
     assert "refused: the APIMart API does not support seed" in texts
     assert "Alibaba Model Studio (DashScope) has no model listing" in texts
     assert "this session: $0.006 for 1 generation" in texts
@@ -404,4 +408,5 @@ def test_with_both_keys_the_providers_notebook_uses_both_apis_unchanged(tmp_path
     assert "using the real API at" in texts and "using the real API of Alibaba Model Studio (DashScope) at" in texts
     assert "bundled offline emulator" not in texts and "from the emulator" not in texts
     assert b"sk-apimart-KEY" not in run.saved and b"sk-dashscope-KEY" not in run.saved
-    assert billed == (1, 4)  # the fox on the seed's API; the fox, two seeds and the banner on DashScope
+    # The fox on the seed's API; the fox, two seeds, the banner, 2.0 and 3.0 on DashScope.
+    assert billed == (1, 6)

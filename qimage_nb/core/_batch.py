@@ -48,7 +48,8 @@ class Batches:
         if isinstance(requests, (str, Mapping, GenerationRequest)):
             requests = [requests]
         default_model = self._http.provider.default_model
-        batch = [coerce_request(item, i, default_model) for i, item in enumerate(requests)]
+        inline = self._http.provider.capabilities.inline_refs
+        batch = [coerce_request(item, i, default_model, inline) for i, item in enumerate(requests)]
         hits = [cache and await self._journal(self._pipeline.find_cached, r) is not None for r in batch]
         return await self._journal(
             estimate_requests, batch, provider=self._http.provider, store=self._journal.store,
@@ -87,7 +88,8 @@ class Batches:
                 "wrap one prompt in a list, or call generate()",
             )
         default_model = self._http.provider.default_model
-        batch = [coerce_request(item, i, default_model) for i, item in enumerate(requests)]
+        inline = self._http.provider.capabilities.inline_refs
+        batch = [coerce_request(item, i, default_model, inline) for i, item in enumerate(requests)]
         names = list(labels) if labels is not None else [None] * len(batch)
         if len(names) != len(batch):
             raise ValidationError("labels", f"{len(names)} labels for {len(batch)} requests: give one per request")

@@ -112,7 +112,7 @@ class AsyncClient:
     ) -> None:
         self.provider = env = choose_provider(provider)
         self._key = _check_key(api_key if api_key is not None else os.environ.get(env.key_env))
-        raw_url = base_url if base_url is not None else (os.environ.get(env.base_url_env) or env.default_base_url)
+        raw_url = base_url if base_url is not None else env.base_url_from(os.environ)[0]
         self.base_url = check_base_url(raw_url, allow_insecure_http=allow_insecure_http, example=env.default_base_url)
         self.cache_scope = cache_scope or self.base_url
         if isinstance(timeout, httpx.Timeout):
@@ -211,7 +211,7 @@ class AsyncClient:
     ) -> str:
         """Validate, journal and submit one request; return the task id. Billed once per call."""
         if isinstance(request, str):
-            request = GenerationRequest.create(request, **fields)
+            request = build_request(request, fields, self.provider.default_model, self.provider.capabilities.inline_refs)
         elif fields:
             raise ValidationError("request", "pass either a GenerationRequest or a prompt with fields, not both")
         self._auth()  # refuse before journaling when no key is set
@@ -322,7 +322,7 @@ class AsyncClient:
             finished here (no second task): the same "re-run without paying" as the magic's.
             On by default; ``cache=False`` or ``new=True`` (the magic's ``--new``) pays for fresh images.
         """
-        request = build_request(prompt, options, self.provider.default_model)
+        request = build_request(prompt, options, self.provider.default_model, self.provider.capabilities.inline_refs)
         _check_seconds("timeout", timeout, allow_none=True)
         await self.check(request)
         token = None

@@ -201,6 +201,8 @@ def caption_for(info: dict[str, Any] | Any) -> tuple[str, str]:
     short_prompt = _short(info.get("prompt", ""), 60)
     pixels = parse_pixel_size(str(info.get("size") or ""))
     size = info.get("size", "") if pixels else f"{info.get('size', '')} {info.get('resolution', '')}"
+    if info.get("size") == "auto":
+        size = f"{info.get('output_size') or 'its own size'} (the model's choice)"
     parts = [info.get("model", ""), str(size).strip()]
     caption = " · ".join(p for p in (short_prompt, *parts) if p)
     tooltip = "\n".join(
@@ -233,6 +235,8 @@ def stored_caption(info: dict[str, Any] | Any, heading: str = "") -> tuple[str, 
     model_said = said(model) or said(SHORT_MODEL.get(model, ""))
     # A pixel size (DashScope's 1536x640) has no tier to name.
     keys = ("size",) if parse_pixel_size(str(info.get("size") or "")) else ("size", "resolution")
+    if info.get("size") == "auto":
+        keys = ()  # the model chose it; the tile's own pixel size is shown beside it
     size = " ".join(str(info.get(k) or "") for k in keys if not said(str(info.get(k) or "")))
     caption = " · ".join(p for p in (short_prompt, "" if model_said else model, size.strip()) if p)
     tips = []
@@ -651,7 +655,9 @@ class LiveGallery:
     def tiles(self) -> list[Tile]:
         out = []
         for slot in self.slots:
-            w, h = slot.request.pixel_size if slot.request is not None and slot.request.prompt else (1, 1)
+            # A size the model chooses (3.0 with none asked) or a host's own word: a square placeholder.
+            known = slot.request.pixel_size if slot.request is not None and slot.request.prompt else None
+            w, h = known or (1, 1)
             tiles = slot.tiles or [None]
             if slot.gone() and not any(tiles):
                 tiles = [None]  # one mark for the generation, not one per image that will not come

@@ -153,6 +153,7 @@ class Run:
         self.started_wall = time.time()
         self.finished_at: float | None = None
         self._cancel_requested = False
+        self._host_note: str | None = None  # what the host did when Cancel asked it to cancel
         self.slots: list[RunSlot] = []
         self._deadline: float | None = None  # when the estimate says it ends; only ever moves earlier
         self.retry_note: str | None = None  # a request being retried now, and why
@@ -332,6 +333,8 @@ class Run:
         self.render()
 
     def cancel_message(self) -> str:
+        if self._host_note:
+            return self._host_note
         if self.task_id:
             return (
                 f"cancelled: stopped waiting for task {self.task_id}. It may still finish on the server; "
@@ -403,6 +406,10 @@ class Run:
             self.state = "done"
         except asyncio.CancelledError:
             self.state = "cancelled"
+            if self._cancel_requested:
+                from ._refs import cancel_on_host
+
+                self._host_note = await cancel_on_host(self.client, self.task_id)
             self._record_unfinished(None)
             if not self._cancel_requested:
                 raise  # the loop itself is going away: do not swallow that

@@ -7,7 +7,9 @@ and a test file. Nothing else changes: the client, the journal and the faces are
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from functools import cache
 from importlib import import_module
 from typing import TYPE_CHECKING
@@ -16,7 +18,8 @@ from .._exceptions import ValidationError
 from ._base import Call, Capabilities, ErrorInfo, Provider, Submitted
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Mapping
+    from typing import Any
 
     from .._contract import GenerationRequest
 
@@ -34,6 +37,8 @@ __all__ = [
 
 # name -> module; the first is the default when nothing says otherwise.
 _MODULES = {"apimart": "apimart", "dashscope": "dashscope"}
+logger = logging.getLogger("qimage_nb")
+_last_note: dict[str, float] = {}
 ALIASES = {"alibaba": "dashscope", "modelstudio": "dashscope", "model-studio": "dashscope", "seed": "apimart"}
 
 
@@ -72,9 +77,13 @@ def choose_provider(explicit: str | Provider | None = None) -> Provider:
     return get_provider(next(iter(_MODULES)))
 
 
-def check(provider: Provider, request: GenerationRequest, listed: Collection[str] = ()) -> None:
+def check(
+    provider: Provider, request: GenerationRequest, listed: Collection[str] = (),
+    schema: Mapping[str, Any] | None = None,
+) -> None:
     """Check a request against a provider: an option it does not take is one line naming the hosts
-    that do; then the provider's own rules (models, sizes, counts)."""
+    that do; then the provider's own rules (models, sizes, counts). A request sent anyway with a
+    note (a model not in the host's table) logs that note, one line, as a warning."""
     for option in ("seed", "prompt_extend", "watermark"):
         if getattr(request, option) is not None and option not in provider.capabilities.options:
             others = [p.name for p in all_providers() if option in p.capabilities.options]
@@ -83,4 +92,11 @@ def check(provider: Provider, request: GenerationRequest, listed: Collection[str
                 f"{provider.title} does not support {option}: remove it, or choose a provider that "
                 f"does ({', '.join(others) or 'none does'})",
             )
-    provider.check(request, listed)
+    provider.check(request, listed, schema)
+    for note in provider.notes(request):
+        # One line per request sent: the faces check a cell's requests, then the client checks
+        # each again as it sends it; the same note within seconds is that same request.
+        now = time.monotonic()
+        if _last_note.get(note, -60.0) < now - 10.0:
+            logger.warning("qimage_nb: %s", note)
+        _last_note[note] = now

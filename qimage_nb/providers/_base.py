@@ -74,6 +74,11 @@ class Capabilities:
     balance: bool = False
     list_models: bool = False
     idempotency_keys: bool = False
+    # GET /v1/model-schema (API.md 7.7): a model's own parameter schema, validated against.
+    model_schema: bool = False
+    # Local references go inside the request as data: URIs, within these limits (max_bytes,
+    # side_min, side_max, types sent as they are); None: the host wants public URLs.
+    inline_refs: Mapping[str, Any] | None = None
 
 
 class Provider:
@@ -88,6 +93,7 @@ class Provider:
     # The models this host documents, each validated exactly.
     models: tuple[str, ...] = ()
     default_model: str = ""
+    models_checked: str = ""  # when that table was last checked against the host's documents
     # Its published price per image as (model, resolution, price), and where and when that was
     # read: what an estimate uses until the journal has seen this host price that model itself.
     prices: tuple[tuple[str, str, float], ...] = ()
@@ -98,10 +104,33 @@ class Provider:
 
     # -- requests --
 
-    def check(self, request: GenerationRequest, listed: Collection[str] = ()) -> None:
+    def check(self, request: GenerationRequest, listed: Collection[str] = (), schema: Mapping[str, Any] | None = None) -> None:
         """Refuse, in one line naming this host, what it does not support (its models, sizes, counts).
         ``listed``: model ids the host's own model listing returned (a model there is accepted with
-        the universal checks). Options it lacks are refused before this, by ``providers.check``."""
+        the universal checks). ``schema``: the model's input schema where the host serves one.
+        Options it lacks are refused before this, by ``providers.check``."""
+
+    def notes(self, request: GenerationRequest) -> list[str]:
+        """One-line notes about a request that is sent anyway (a model not in this host's table)."""
+        return []
+
+    def base_url_from(self, environ: Mapping[str, str]) -> tuple[str, str]:
+        """The base URL the environment chooses for this host, and why (for ``%qimage config``)."""
+        if environ.get(self.base_url_env, "").strip():
+            return environ[self.base_url_env].strip(), f"${self.base_url_env}"
+        return self.default_base_url, f"default; ${self.base_url_env} changes it"
+
+    def region_url(self, region: str, workspace: str = "") -> str:
+        """The base URL of a region (and workspace) the user names, e.g. at ``%qimage login``."""
+        from .._exceptions import ValidationError
+
+        raise ValidationError("region", f"{self.title} has no regions to choose: set {self.base_url_env} instead")
+
+    def model_schema(self, model: str) -> Call:
+        raise NotImplementedError
+
+    def read_model_schema(self, payload: Any) -> Mapping[str, Any] | None:
+        raise NotImplementedError
 
     def submit(self, request: GenerationRequest, key: str) -> Call:
         raise NotImplementedError
