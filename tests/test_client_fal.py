@@ -81,6 +81,15 @@ async def test_six_images_are_two_journaled_submits_and_one_generation(fal):
     assert seen[-1].stage == "done" and len(seen[-1].images) == 6 and all(seen[-1].images)
 
 
+async def test_running_a_split_request_again_serves_each_part_from_its_own_journal_entry(fal):
+    async with client_for(fal) as client:
+        first = await client.generate("six dogs", n=6)
+        again = await client.generate("six dogs", n=6)
+    assert fal.counters()["requests_per_endpoint"]["POST submit"] == 2  # the re-run sent nothing
+    assert again.cached and sorted(again.task_ids) == sorted(first.task_ids)  # each part its own job
+    assert [p.read_bytes() for p in again.paths] == [p.read_bytes() for p in first.paths]
+
+
 async def test_a_refusal_of_the_app_is_one_line_naming_the_field_and_billed(fal):
     async with client_for(fal) as client:
         with pytest.raises(TaskFailedError) as failed:

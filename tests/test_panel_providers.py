@@ -256,3 +256,23 @@ async def test_cancel_cancels_a_queued_dashscope_task_on_the_host_and_says_so_fo
     assert first.state == "cancelled" and "already running" in first.cancel_message()
     assert f"%qimage resume {first.task_id}" in first.cancel_message()
     assert busy.counters()["tasks_by_status"].get("CANCELED") == 1
+
+
+async def test_the_estimate_shows_beside_generate_and_learns_the_host_s_price(session):
+    from qimage_nb.core import _estimate
+
+    session.start_emulator("apimart", latency=0.1, jitter=0.0, price_per_image=0.01)
+    panel = await make_panel()
+    try:
+        panel.prompt.value = "a lighthouse at dusk"
+        panel.count.value = panel.count.options[1] if len(panel.count.options) > 1 else panel.count.value
+        n = int(panel.count.value)
+        assert f"About ${0.006 * n:.3f} a run (the host's price list)" in text_of(panel.hint)
+        await generate(panel, "a lighthouse at dusk")
+        await panel.wait()
+        _estimate._recent.clear()  # the journal is read again at most every few seconds
+        panel.prompt.value = "a lighthouse at dawn"
+        assert "a run (the last price seen)" in text_of(panel.hint)
+        assert f"About ${0.01 * n:.2f}" in text_of(panel.hint)
+    finally:
+        panel.close()

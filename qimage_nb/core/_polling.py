@@ -50,6 +50,7 @@ from .._exceptions import (
     RequestTimeoutError,
     ServerError,
     TransportError,
+    task_name,
 )
 
 __all__ = ["Calibration", "PollPolicy", "PollSchedule", "poll_updates"]
@@ -698,7 +699,7 @@ async def poll_updates(
 
     def timed_out() -> GenerationTimeout:
         return GenerationTimeout(
-            f"task {task_id} still {status.phase if status else 'unconfirmed'} after {timeout:.0f} s; "
+            f"{task_name(task_id)} still {status.phase if status else 'unconfirmed'} after {timeout:.0f} s; "
             f"fetch it later with resume({task_id!r})",
             task_id=task_id,
             last_status=status.status if status else None,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .._exceptions import APIError, ProtocolError, QImageError, SubmitOutcomeUnknown, TransportError
-from ._retry import RetryPolicy, is_retryable, note_retry
+from ._retry import RetryPolicy, is_retryable, note_retry, retry_log_level
 
 if TYPE_CHECKING:
     from .._contract import GenerationRequest
@@ -98,6 +98,7 @@ class Submitter:
         auth = http.auth()
         call = http.provider.submit(request, key)
         what = "submit"
+        started = time.monotonic()
         may_exist = False  # some attempt may have created the task without our knowing
         failure: QImageError | None = None
         for attempt in range(self._retry.max_attempts):
@@ -112,6 +113,7 @@ class Submitter:
                 response = await http.send(call, auth=auth)
             except httpx.ConnectError as exc:
                 failure = TransportError(f"{what}: {http.network_failure(exc)}")
+                failure.unreachable = True  # type: ignore[attr-defined]
             except httpx.TransportError as exc:
                 may_exist = True
                 reason = (
@@ -180,8 +182,8 @@ class Submitter:
                 raise await self.unknown(key, f"the resend got no definite answer ({failure})") from None
             if attempt + 1 < self._retry.max_attempts:
                 delay = self._retry.backoff(attempt, retry_after)
-                logger.info("qimage_nb: %s failed (%s); retry %d of %d with the same key in %.1f s",
-                            what, failure, attempt + 1, self._retry.max_attempts - 1, delay)
+                logger.log(retry_log_level(), "qimage_nb: %s failed (%s); retry %d of %d with the same key in %.1f s",
+                           what, failure, attempt + 1, self._retry.max_attempts - 1, delay)
                 note_retry(what, failure, attempt + 1, self._retry.max_attempts - 1, delay)
                 await asyncio.sleep(delay)
         assert failure is not None
@@ -189,6 +191,7 @@ class Submitter:
             raise await self.unknown(
                 key, f"no definite answer after {self._retry.max_attempts} attempts ({failure})"
             ) from None
+        failure = http.unreachable(failure, self._retry.max_attempts, started)
         await self._journal(store.record_status, key, "failed", 0, error=str(failure))
         raise failure
 

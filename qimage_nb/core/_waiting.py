@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .._contract import TaskStatus
-from .._exceptions import ProtocolError, TaskCancelledError, TaskFailedError
+from .._exceptions import ProtocolError, TaskCancelledError, TaskFailedError, task_name
 from ._answers import with_result
 from ._config import is_loopback_host
 from ._polling import Calibration, PollPolicy, poll_updates
@@ -195,13 +195,13 @@ def raise_for_terminal(status: TaskStatus) -> None:
         reason = failure.message if failure else "no reason given"
         billing = "the host bills a request it refuses" if status.raw.get("billed") else "failed tasks are not billed"
         raise TaskFailedError(
-            f"task {status.task_id} failed: {reason} ({billing})",
+            f"{task_name(status.task_id)} failed: {reason} ({billing})",
             task_id=status.task_id,
             code=failure.code if failure else None,
             error_type=failure.type if failure else None,
             param=failure.param if failure else None,
         )
     if status.status == "cancelled":
-        raise TaskCancelledError(f"task {status.task_id} was cancelled", task_id=status.task_id)
+        raise TaskCancelledError(f"{task_name(status.task_id)} was cancelled", task_id=status.task_id)
     if status.status != "completed":
-        raise ProtocolError(f"task {status.task_id} is {status.status}, not completed", task_id=status.task_id)
+        raise ProtocolError(f"{task_name(status.task_id)} is {status.status}, not completed", task_id=status.task_id)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._contract import PHASE_WORDS, _short, parse_pixel_size
+from .._exceptions import task_name
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -124,10 +125,10 @@ def progress_status(
     ``eta`` is the seconds left by the server's estimate (or None); ``have``/``count`` are the
     images downloaded so far and expected.
     """
-    task = f" · task {task_id}" if task_id else ""
+    task = f" · {task_name(task_id)}" if task_id else ""
     if eta is None:
         left = ""
-    elif eta <= 0 or (stage == "running" and progress >= 90):
+    elif eta < 0.5 or (stage == "running" and progress >= 90):  # never "about 0 s left"
         # The server's estimate is pessimistic: near the end, progress says more than it does.
         left = " · almost done"
     else:
@@ -163,7 +164,7 @@ def error_line(
     if isinstance(exc, GenerationTimeout):
         phase = PHASE_WORDS.get(exc.last_status or "", exc.last_status or "running")
         message = (
-            f"task {exc.task_id} is still {phase} after the wait deadline; "
+            f"{task_name(exc.task_id)} is still {phase} after the wait deadline; "
             f"it keeps running on the server. Get its images later with: %qimage resume {exc.task_id}"
         )
     elif isinstance(exc, TransportError) and host:
@@ -246,7 +247,7 @@ def stored_caption(info: dict[str, Any] | Any, heading: str = "") -> tuple[str, 
     if negative and not said(negative):
         tips.append(f"negative: {negative}")
     if task_id and not said(task_id):
-        tips.append(f"task {task_id}")
+        tips.append(task_name(task_id))
     return caption, "\n".join(tips)
 
 
@@ -442,7 +443,7 @@ class LiveSlot:
             self.tiles = [None] * self.count
 
     def status(self) -> str:
-        task = f" · task {self.task_id}" if self.task_id else ""
+        task = f" · {task_name(self.task_id)}" if self.task_id else ""
         if self.stage == "done":
             if self.cached:
                 return f"from cache, {when(self.cached_at)}; --new for fresh images{task}"
@@ -588,7 +589,7 @@ class LiveGallery:
 
     def _tile(self, image: Any, slot: LiveSlot) -> Tile | None:
         # The title, subtitle, label and status line already name the prompt, model, size and task.
-        heading = " ".join(filter(None, (self.title, self.subtitle, slot.label, slot.task_id and f"task {slot.task_id}")))
+        heading = " ".join(filter(None, (self.title, self.subtitle, slot.label, slot.task_id and task_name(slot.task_id))))
         try:
             share = self._output_share(image, slot, heading)
             return tile_for(image, thumb_px=self.thumb_px, fmt=self.fmt, label=slot.label, stored=True,
@@ -787,10 +788,14 @@ def history_bundle(entries: Sequence[Any], *, pending_only: bool) -> dict[str, A
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
         model = request.model  # the name the API, the magic and the panel use
         cost = getattr(entry, "cost", None)
+        status = _status_word(entry)
+        if pending_only and getattr(entry, "updated_at", None):
+            # What the journal last heard, and when: a task may have finished on the server since.
+            status = f"{status}, last seen {when(entry.updated_at)}"
         rows.append(
             (
                 stamp,
-                _status_word(entry),
+                status,
                 entry.task_id or f"(no id; key {entry.key})",
                 _short(request.prompt or "(unknown prompt)", 50),
                 str(request.n),

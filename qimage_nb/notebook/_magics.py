@@ -110,6 +110,11 @@ class _Plan:
     watermark: bool | None = None
     host_params: dict[str, Any] = dataclass_field(default_factory=dict)  # --param NAME=VALUE
     from_config: dict[str, str] = dataclass_field(default_factory=dict)  # field -> the trait it came from
+    prompts: list[str] | None = None  # --each: one filled prompt per item
+    item_labels: list[str] | None = None
+    each: str | None = None
+    dry_run: bool = False
+    max_cost: float | None = None
 
 
 @dataclass
@@ -120,6 +125,7 @@ class _Cell:
     requests: list[GenerationRequest]
     labels: list[str | None]
     columns: int | None
+    items: list[int] | None = None  # --each: the item each request was filled from
 
 
 # --- the magics ------------------------------------------------------------------------------
@@ -134,7 +140,7 @@ class QImageMagics(Magics):
     """
 
     provider = Unicode(
-        "", help="Provider: apimart (the seed's API), dashscope (Alibaba Model Studio), fal or replicate; empty: "
+        "", help="Provider: apimart (the APIMart API), dashscope (Alibaba Model Studio), fal or replicate; empty: "
         "$QIMAGE_PROVIDER, else the one provider whose key is set, else apimart."
     ).tag(config=True)
     model = Unicode("qwen-image-2.0", help="Default model: qwen-image-2.0 or qwen-image-2.0-pro (or pro, std).").tag(config=True)
@@ -253,7 +259,19 @@ class QImageMagics(Magics):
                 raise self._config_error("timeout", f"timeout is {timeout}; use a positive number of seconds")
         elif not 0 < timeout < float("inf"):
             raise UsageError(f"--timeout {timeout} must be a positive number of seconds")
+        from ._batch import fill_prompts, items_of, max_cost_of
+
+        prompts = labels = None
+        if args.each is not None:
+            items = items_of(args.each.strip(), self.shell.user_ns)
+            prompts = fill_prompts(prompt, items)
+            labels = [items.label(i) for i in range(len(items))]
         return _Plan(
+            prompts=prompts,
+            item_labels=labels,
+            each=args.each.strip() if args.each is not None else None,
+            dry_run=args.dry_run,
+            max_cost=max_cost_of(args.max_cost),
             prompt=prompt,
             negative=args.negative,
             n=n,
@@ -276,6 +294,8 @@ class QImageMagics(Magics):
         from .._exceptions import ValidationError
         from ._display import SHORT_MODEL
 
+        if plan.prompts is not None:
+            return self._build_each(plan, urls)
         requests: list[GenerationRequest] = []
         for model, size, resolution, seed in plan.combos:
             try:
@@ -308,6 +328,27 @@ class QImageMagics(Magics):
             per_row = len(requests) // len({a[varied[0]] for a in axes}) if len(varied) >= 2 else len(requests)
             columns = per_row * plan.n
         return _Cell(plan=plan, requests=requests, labels=labels, columns=columns)
+
+    def _build_each(self, plan: _Plan, urls: list[str] | None) -> _Cell:
+        """--each: one request per item (times the grid's combinations), item by item, so the
+        images bind in item order; every filled prompt checked before anything is sent."""
+        import dataclasses
+
+        assert plan.prompts is not None and plan.item_labels is not None
+        requests: list[GenerationRequest] = []
+        labels: list[str | None] = []
+        items: list[int] = []
+        for index, (prompt, label) in enumerate(zip(plan.prompts, plan.item_labels, strict=True)):
+            try:
+                one = self._build(dataclasses.replace(plan, prompt=prompt, prompts=None), urls)
+            except UsageError as exc:
+                raise UsageError(f"--each {plan.each}: item {index}: {exc}") from None
+            requests += one.requests
+            grid = len(one.requests) > 1
+            labels += [f"{label} · {combo}" if grid else label for combo in one.labels]
+            items += [index] * len(one.requests)
+        columns = (len(requests) // len(plan.prompts)) * plan.n if len(requests) > len(plan.prompts) else None
+        return _Cell(plan=plan, requests=requests, labels=labels, columns=columns, items=items)
 
     def _usage(self, plan: _Plan, exc: Any) -> UsageError:
         """A ValidationError as the one line the user sees: naming the %config value it came from."""
@@ -344,7 +385,7 @@ class QImageMagics(Magics):
         An identical request that already completed is served from the journal with no request
         to the API ("from cache"); --new pays for fresh images. Comma-separated values for
         --model, --size, --resolution and --seed run every combination concurrently as a
-        comparison grid. Options a provider does not take (--seed on the seed's API, say) are
+        comparison grid. Options a provider does not take (--seed on the APIMart API, say) are
         refused in one line before anything is sent.
 
         For example, two wide pictures into the variable cats:
@@ -387,6 +428,20 @@ class QImageMagics(Magics):
 
         from ..core._sync import run_sync
 
+        if plan.dry_run or plan.max_cost is not None:
+            from ._batch import dry_run_text
+
+            try:
+                estimate = run_sync(self._estimate(client, cell))
+            except KeyboardInterrupt:
+                print("interrupted before anything was submitted")
+                return
+            if plan.dry_run:
+                print(dry_run_text(estimate, cell.requests, cell.labels, plan.name))
+                return
+            refused = estimate.refusal(plan.max_cost)
+            if refused is not None:
+                raise UsageError(refused.replace("max_cost", "--max-cost"))
         say: list[str] = []
         try:
             cell = run_sync(self._prepare(client, cell, refs, say.append))
@@ -426,6 +481,11 @@ class QImageMagics(Magics):
             raise self._surface(exc, live) from None
         self._conclude(plan.name, generations, live)
 
+    async def _estimate(self, client: AsyncClient, cell: _Cell) -> Any:
+        """The cell's price before anything is sent (references not uploaded: a dry run sends nothing)."""
+        await self._checked(client, cell)
+        return await client.estimate(cell.requests, cache=not cell.plan.fresh)
+
     async def _prepare(self, client: AsyncClient, cell: _Cell, refs: list[Ref], say: Any) -> _Cell:
         """The cell's requests with their references, each checked against the provider, before
         anything is submitted.
@@ -460,10 +520,15 @@ class QImageMagics(Magics):
         plan = cell.plan
         slots = [LiveSlot(request=r, label=label) for r, label in zip(cell.requests, cell.labels, strict=True)]
         first = cell.requests[0]
-        if len(cell.requests) == 1:
-            size = first.size if parse_pixel_size(first.size) else f"{first.size} {first.resolution}"
-            if first.size == "auto":
-                size = "size chosen by the model"
+        size = first.size if parse_pixel_size(first.size) else f"{first.size} {first.resolution}"
+        if first.size == "auto":
+            size = "size chosen by the model"
+        if plan.prompts is not None:
+            combos = len(cell.requests) // len(plan.prompts)
+            subtitle = f"--each {plan.each}: {len(plan.prompts)} items"
+            subtitle += f" x {combos} combinations" if combos > 1 else f" · {first.model} · {size}"
+            subtitle += f" x {plan.n} -> {plan.name}" if plan.n > 1 else f" -> {plan.name}"
+        elif len(cell.requests) == 1:
             subtitle = f"{first.model} · {size} · {plan.n} image{'s' if plan.n > 1 else ''} -> {plan.name}"
             if first.seed is not None:
                 subtitle += f" · seed {first.seed}"
@@ -482,7 +547,12 @@ class QImageMagics(Magics):
         if emulator:
             # %qimage emulator said what the emulator is, once; each output only names it.
             subtitle += " · from the emulator"
-        return LiveGallery(
+        gallery = LiveGallery
+        if plan.prompts is not None:
+            from ._batch import BatchGallery
+
+            gallery = BatchGallery  # one progress line for the batch, not one per item
+        return gallery(
             slots,
             title=_short(plan.prompt, 200),
             subtitle=subtitle,
@@ -496,8 +566,10 @@ class QImageMagics(Magics):
         from ..core._retry import retry_observer
 
         retry_observer.set(live.retrying)  # this run's retries show on its lines while they happen
+        from ..journal._provenance import item_label
+
         plan = cell.plan
-        if len(cell.requests) == 1:
+        if len(cell.requests) == 1 and cell.items is None:
             generation = await client.generate(
                 cell.requests[0],
                 on_update=live.on_update,
@@ -506,12 +578,20 @@ class QImageMagics(Magics):
                 label=f"%%qimage -o {plan.name}",
             )
             return [generation]
+        cell_label = f"%%qimage -o {plan.name}"
+        if cell.items is not None:
+            labels = [item_label(f"{cell_label} --each {plan.each}", item) for item in cell.items]
+        else:
+            labels = [cell_label] * len(cell.requests)
         return await client.generate_many(
             cell.requests,
             concurrency=concurrency,
             on_update=live.on_update,
             timeout=plan.timeout,
             cache=not plan.fresh,
+            max_cost=plan.max_cost,
+            labels=labels,
+            progress=False,  # the cell's own gallery shows it
         )
 
     def _conclude(self, name: str, generations: list[Generation], live: LiveGallery, *, raising: bool = True) -> None:
@@ -522,9 +602,7 @@ class QImageMagics(Magics):
         output, and the cell raises only when none succeeded, without repeating them.
         """
         from ._display import error_line
-        from ._session import get_session
 
-        get_session().record(generations)  # for %qimage config's session total
         images = [image for gen in generations if gen.error is None for image in gen.images]
         failures = [gen for gen in generations if gen.error is not None]
         if images or not failures:
@@ -677,14 +755,18 @@ class QImageMagics(Magics):
                 raise UsageError(
                     f"{len(ids)} tasks are pending ({', '.join(ids)}); pass one task id, or --all"
                 )
+        # Without -o, each task's images go back to the name its cell chose (-o storm), else the default.
+        from ._batch import cell_names
         from ._display import LiveGallery, LiveSlot
 
+        names = [name] * len(ids) if args.output is not None else cell_names(client, ids, name)
+        name = names[0]
         slots = [LiveSlot(request=None, label=task_id if len(ids) > 1 else None, task_id=task_id) for task_id in ids]
         what = "resending" if args.resend else "resuming"
         live = LiveGallery(
             slots,
             title=f"{what} {', '.join(ids)}",
-            subtitle=f"-> {name}" + (" · from the emulator" if session.emulator_for(provider.name) else ""),
+            subtitle=f"-> {', '.join(dict.fromkeys(names))}" + (" · from the emulator" if session.emulator_for(provider.name) else ""),
             banner=None,
             thumb_px=thumb_px,
             fmt=fmt,
@@ -717,7 +799,21 @@ class QImageMagics(Magics):
             if isinstance(gen.error, ValidationError):
                 live.fail(gen.error, said_below=True)
                 raise UsageError(gen.error.message)
-        self._conclude(name, generations, live)
+        if len(set(names)) == 1:
+            self._conclude(name, generations, live)
+            return
+        try:
+            self._conclude(name, generations, live)
+        finally:
+            said = []
+            for each in dict.fromkeys(names):
+                images = [im for gen, nm in zip(generations, names, strict=True) if nm == each and gen.error is None
+                          for im in gen.images]
+                if images:
+                    self.shell.user_ns[each] = images
+                    said.append(f"{each}: {len(images)} image{'s' if len(images) != 1 else ''}")
+            live.footer = " · ".join(said) or None
+            live.refresh()
 
     @no_var_expand
     @line_magic("qimage")

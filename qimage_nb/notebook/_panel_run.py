@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import ipywidgets as W
 
 from .._contract import GenerationRequest, _short, parse_pixel_size
-from .._exceptions import QImageError, TaskError
+from .._exceptions import QImageError, TaskError, task_name
 from ._display import DEFAULT_THUMB_PX as THUMB_PX
 from ._display import (
     error_line,
@@ -324,7 +324,7 @@ class Run:
             return describe(self.error) if self.error else ""
         if isinstance(self.error, TaskError) and self.error.task_id:
             # The host's reason first and short (the run's line is narrow); the task id after it.
-            reason = self.error.message.removeprefix(f"task {self.error.task_id} failed: ")
+            reason = self.error.message.removeprefix(f"{task_name(self.error.task_id)} failed: ")
             reason = reason.replace("(failed tasks are not billed)", "(not billed)")
             return _short(f"{reason} · {self.error.task_id}", LINE)
         host = urlsplit(getattr(self.client, "base_url", "") or "").netloc or None

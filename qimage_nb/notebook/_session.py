@@ -63,8 +63,9 @@ class Session:
         # One poll policy per emulator, so every client of it shares what its calibration learns.
         self._emulator_polls: dict[str, PollPolicy] = {}
         self._clients: dict[str, tuple[tuple[str | None, str], AsyncClient]] = {}
-        # What the generations run in this kernel cost, by task id (a resumed task counts once).
-        self._costs: dict[str, float] = {}
+        # What this kernel has spent is the client's ledger (every face's generations, Python's
+        # too), counted from the process's start; a session made by reset_session counts afresh.
+        self._billed_before = _billed_before
 
     def __repr__(self) -> str:
         return f"<Session provider={self._chosen or 'from the environment'} emulators={sorted(self._emulators)}>"
@@ -222,16 +223,14 @@ class Session:
 
     # -- what was spent --
 
-    def record(self, generations: Any) -> None:
-        """Count the cost of generations this kernel ran (served from the cache: nothing)."""
-        for gen in generations:
-            if gen is not None and gen.cost is not None and not gen.cached and gen.error is None and gen.task_id:
-                self._costs[gen.task_id] = gen.cost
-
     @property
     def spent(self) -> tuple[float, int]:
-        """(the sum of the costs the hosts gave, how many generations it covers)."""
-        return sum(self._costs.values()), len(self._costs)
+        """(the sum of the costs the hosts gave, how many generations it covers), for every billed
+        generation of this kernel, whichever face made it (a resumed task counts once; one served
+        from the journal costs nothing)."""
+        from ..core._observe import spent
+
+        return spent(self._billed_before)
 
     # -- the clients --
 
@@ -292,6 +291,9 @@ _session: Session | None = None
 _lock = threading.Lock()
 
 
+_billed_before = 0  # generations billed before the current session (reset_session moves it)
+
+
 def get_session() -> Session:
     """The process-wide session, created on first use."""
     global _session
@@ -308,7 +310,9 @@ def current_client() -> Client:
     talks to the same API (or the same in-kernel emulator) as the magic and the panel.
     """
     from ..core._sync import Client
+    from ._batch import register_in_kernel
 
+    register_in_kernel()  # its generate_many shows one progress display per batch
     session = get_session()
     p = session.provider()
     return Client(session.key_for(p.name), session.base_url_for(p.name), provider=p, **session.client_options(p.name))
@@ -316,7 +320,10 @@ def current_client() -> Client:
 
 def reset_session() -> None:
     """Forget the session (tests; ``%qimage logout`` keeps the emulator and base URL)."""
-    global _session
+    global _session, _billed_before
+    from ..core._observe import billed_count
+
+    _billed_before = billed_count()  # the next session's cost starts from here
     with _lock:
         if _session is not None:
             _session._stop_all_emulators()
