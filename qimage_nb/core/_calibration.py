@@ -22,7 +22,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from ._durations import Durations
 
 __all__ = ["Calibration"]
 
@@ -155,6 +157,9 @@ class Calibration:
     schedule falls back on each task's own readings. For the start, the simplest model that fits
     is used (see ``_simplest_start_models``).
 
+    For a host whose tasks give neither (only queued / running / done), :attr:`durations` keeps
+    how long its tasks of each model took (see ``_durations.py``).
+
     With a ``path``, what was learned outlives the process: it is read on first use (unless older
     than ``max_age`` seconds) and written back as samples arrive, so a restarted kernel polls its
     first batch as sparsely as its last. :meth:`shared` gives every client of one provider (and
@@ -185,6 +190,7 @@ class Calibration:
         self._start_models: list[list[tuple[float, float, float]]] | None = None
         self._step = 0  # gcd of the progress values seen
         self._readings = 0
+        self._durations = Durations()
         self.version = 0
 
     @classmethod
@@ -213,10 +219,11 @@ class Calibration:
                 logger.info("qimage_nb: cannot read the saved poll timing at %s (%s)", self.path, exc)
                 return
             try:
-                finish, start, step, readings = self._parse(text)
+                finish, start, step, readings, durations = self._parse(text)
                 self._finish.extend(finish)
                 self._start.extend(start)
                 self._step, self._readings = step, readings
+                self._durations.load(durations)
                 self._refit()
             except Exception as exc:  # a cache file: whatever is wrong with it, learn afresh
                 logger.info("qimage_nb: ignoring the saved poll timing at %s (%s)", self.path, exc)
@@ -224,18 +231,22 @@ class Calibration:
                 self._start.clear()
                 self._step = self._readings = 0
                 self._estimate_lines = self._start_models = None
+                self._durations = Durations()
                 return
             self.version += 1
 
-    def _parse(self, text: str) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float]], int, int]:
-        """The samples of a saved file, keeping only rows that could have been written by ``add``;
-        nothing at all when the file is of another format or too old (or from the future)."""
+    def _parse(
+        self, text: str
+    ) -> tuple[list[tuple[float, float, float]], list[tuple[float, float, float]], int, int, Any]:
+        """The samples of a saved file, keeping only rows that could have been written by ``add``
+        (the durations are checked by ``Durations.load``); nothing at all when the file is of
+        another format or too old (or from the future)."""
         saved = json.loads(text)
         if not isinstance(saved, dict) or saved.get("format") != _TIMING_FORMAT:
-            return [], [], 0, 0
+            return [], [], 0, 0, None
         age = time.time() - float(saved["saved"])
         if not -60 <= age <= self.max_age:  # NaN fails this too
-            return [], [], 0, 0
+            return [], [], 0, 0, None
 
         def rows(key: str, valid: Callable[[tuple[float, float, float]], bool]) -> list[tuple[float, float, float]]:
             kept = []
@@ -251,14 +262,16 @@ class Calibration:
         step, readings = saved["step"], saved["readings"]
         if not (isinstance(step, int) and isinstance(readings, int) and 0 <= step < 100 and readings >= 0):
             step = readings = 0
-        return finish, start, step, readings
+        # An older file has no durations: what it has still holds.
+        return finish, start, step, readings, saved.get("durations")
 
     def _save(self) -> None:
         """Write the samples back after each finished task (a few kilobytes, well under a millisecond)."""
         if self.path is None:
             return
         state = {"format": _TIMING_FORMAT, "saved": time.time(), "finish": list(self._finish),
-                 "start": list(self._start), "step": self._step, "readings": self._readings}
+                 "start": list(self._start), "step": self._step, "readings": self._readings,
+                 "durations": self._durations.to_json()}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -291,6 +304,25 @@ class Calibration:
             self._refit()
             self.version += 1
             self._save()
+
+    @property
+    def durations(self) -> Durations:
+        """How long this provider's tasks of each model took, for tasks that give no hints."""
+        self._ensure_loaded()
+        return self._durations
+
+    def add_duration(
+        self,
+        model: str,
+        total: tuple[float, float],
+        run: tuple[float, float] | None = None,
+        queue: tuple[float, float] | None = None,
+    ) -> None:
+        """Record how long a task that gave no hints took (see :meth:`Durations.add`)."""
+        if self.durations.add(model, total, run, queue):
+            with self._lock:
+                self.version += 1
+                self._save()
 
     def note_progress(self, progress: int) -> None:
         """Record a progress reading, to learn the provider's progress step (some report in 5s or 10s)."""

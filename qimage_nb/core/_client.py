@@ -201,7 +201,7 @@ class AsyncClient:
         self._pools = weakref.WeakKeyDictionary()
         # Each recent fresh submit's exchange (sent, answered): the server created the task in
         # between, and the poll schedule counts from then, not from when the caller starts waiting.
-        self._answered: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._answered: OrderedDict[str, tuple[float, float, str]] = OrderedDict()  # sent, answered, model
 
     # -- plumbing --
 
@@ -607,7 +607,8 @@ class AsyncClient:
                         await self._settle_refused(key, error, may_exist)
                         raise
                 else:
-                    await self._journal_submitted(key, submitted, fresh=fresh, sent=sent, answered=answered)
+                    await self._journal_submitted(key, submitted, fresh=fresh, sent=sent, answered=answered,
+                                                  model=request.model)
                     return submitted
             if may_exist and not await self._keys_honoured():
                 # The user's one resend got no definite answer either: report, never send again.
@@ -641,10 +642,10 @@ class AsyncClient:
             await self._journal(self.store.record_status, key, "failed", 0, error=str(error))
 
     async def _journal_submitted(
-        self, key: str, submitted: Submitted, *, fresh: bool, sent: float, answered: float
+        self, key: str, submitted: Submitted, *, fresh: bool, sent: float, answered: float, model: str
     ) -> None:
         if fresh and not submitted.replayed:
-            self._answered[submitted.task_id] = (sent, answered)
+            self._answered[submitted.task_id] = (sent, answered, model)
             while len(self._answered) > _ANSWERED_KEPT:
                 self._answered.popitem(last=False)
         await self._journal(self.store.set_task_id, key, submitted.task_id)
@@ -697,14 +698,16 @@ class AsyncClient:
         # give or take half of it. Any other task (a resume, a second wait) is of unknown age: it
         # is polled at once ('immediate') and its schedule neither learns nor uses what was learned.
         exchange = self._answered.pop(task_id, None)
+        model = None
         if exchange is None:
             origin, slack = time.monotonic(), 0.0
         else:
             origin, slack = (exchange[0] + exchange[1]) / 2, (exchange[1] - exchange[0]) / 2
+            model = exchange[2]  # what the schedule learns per model, for hosts that give no hints
             immediate = False  # its age is known: the schedule places even the first poll
         updates = poll_updates(
             functools.partial(self.get_task, task_id), task_id, policy=self.poll, started=start,
-            timeout=timeout_s, origin=origin, slack=slack, immediate=immediate,
+            timeout=timeout_s, origin=origin, slack=slack, immediate=immediate, model=model,
         )
         async with contextlib.aclosing(updates):
             async for status in updates:

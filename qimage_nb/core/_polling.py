@@ -60,6 +60,7 @@ async def poll_updates(
     origin: float,
     slack: float = 0.0,
     immediate: bool = False,
+    model: str | None = None,
 ) -> AsyncIterator[TaskStatus]:
     """Poll ``get_task`` on ``policy``'s adaptive schedule; yield each status change until a
     terminal status.
@@ -68,14 +69,15 @@ async def poll_updates(
     (monotonic seconds), after at least one poll, so a timeout never reports an unseen task.
     ``origin``: when the server created the task (the schedule's clock counts from it), give or
     take ``slack``. ``immediate``: a task of unknown age (a resume, a second wait), polled at once;
-    its schedule neither learns nor uses what was learned.
+    its schedule neither learns nor uses what was learned. ``model``: the task's model (what a
+    host that gives no hints is learned by).
 
     Transient failures (network, 5xx, 429, a garbled answer) do not end the wait: the task is
     already billed, so only the deadline or a definite answer does. A server's ``Retry-After``
     outranks the schedule; a failed poll is retried after ``policy.floor``.
     """
     deadline = started + timeout
-    schedule = policy.schedule(fresh=not immediate, slack=slack)
+    schedule = policy.schedule(fresh=not immediate, slack=slack, model=model)
     status: TaskStatus | None = None
     last_seen: tuple[str, int] | None = None
     protocol_errors = 0

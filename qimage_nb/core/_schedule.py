@@ -23,6 +23,12 @@ of a task stays within ``[floor, ceiling]``.
 While a task waits between polls, :meth:`PollSchedule.revise` lets the waiting loop move the next
 poll when another task of the same policy has just taught the calibration something: the first wave
 of a batch learns from its own shortest tasks.
+
+A task that gives no hints (no estimate, no progress: DashScope's asynchronous models) is polled
+instead on a plan drawn from how long this host's tasks of its model took (``_durations.py``):
+where the host stamps when a task started, from that start; else from its creation. With nothing
+learned yet it is polled on the host SDK's own instants, so it is never seen later than the SDK
+would see it, with fewer polls.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 
 from .._contract import TaskStatus
 from ._calibration import Calibration
+from ._durations import backoff, cold_poll, next_planned
 
 __all__ = ["PollPolicy", "PollSchedule"]
 
@@ -69,6 +76,12 @@ class PollPolicy:
         While waiting on a wide interval, how often to look whether the calibration changed.
     learn:
         Learn from finished tasks how this provider's numbers relate to the real finish.
+    pace:
+        For a task that gives no hints and a model with nothing learned: the unit of the host
+        SDK's poll instants (1, 2, 4, 6, 8, 12, 16, 20, then every 5 units after the submit).
+    budget:
+        For a task that gives no hints: the share of the polls the host's SDK would spend on
+        the learned durations that a learned plan may spend.
     """
 
     floor: float = 0.2
@@ -81,6 +94,8 @@ class PollPolicy:
     trust: float = 0.2
     recheck: float = 0.5
     learn: bool = True
+    pace: float = 1.0
+    budget: float = 0.75
     calibration: Calibration = field(default_factory=Calibration, compare=False, repr=False)
 
     @classmethod
@@ -108,18 +123,27 @@ class PollPolicy:
             margin=scaled(base.margin, 0.1, 0.005),
             tight=scaled(base.tight, 0.25, 0.02),
             recheck=scaled(base.recheck, 0.25, 0.02),
+            pace=scaled(base.pace, 1 / 3, 0.01),
         )
 
-    def schedule(self, *, fresh: bool = True, slack: float = 0.0) -> PollSchedule:
+    def schedule(self, *, fresh: bool = True, slack: float = 0.0, model: str | None = None) -> PollSchedule:
         """A schedule for one task. ``fresh``: the task was just submitted, so the elapsed times fed
         to it count from (about) its creation on the server; False for a task of unknown age (a
         resume), which then neither uses nor teaches the calibration. ``slack``: how long before
         that origin the server may have created the task (half the submit's round trip, when the
-        origin is its middle)."""
+        origin is its middle). ``model``: the task's model, whose durations a task that gives no
+        hints learns from and teaches."""
         slack = max(0.0, slack)
         # A submit whose exchange took long (retries, a lost answer) leaves the task's creation
         # vague: its schedule may use what was learned but must not teach it.
-        return PollSchedule(self, fresh=fresh, _pending_until=-slack, _teaches=slack <= self.calibration.precision)
+        schedule = PollSchedule(self, fresh=fresh, model=model, _pending_until=-slack, _slack=slack,
+                                _teaches=slack <= self.calibration.precision)
+        if fresh and self.learn:
+            # The plan as learned when the task began: the tasks finishing meanwhile are the
+            # shortest of their batch, and would only pull its later polls early.
+            schedule._plans = {kind: self.calibration.durations.plan(
+                model, kind, floor=self.floor, unit=self.pace, budget=self.budget) for kind in ("total", "run")}
+        return schedule
 
 
 @dataclass
@@ -128,6 +152,7 @@ class PollSchedule:
 
     policy: PollPolicy
     fresh: bool = True
+    model: str | None = None
     _points: list[tuple[float, int]] = field(default_factory=list)  # (elapsed, progress), processing
     # The last time the task was seen pending (progress began later); before any such sighting,
     # the earliest the server may have created it.
@@ -140,6 +165,13 @@ class PollSchedule:
     _earliest_model_end: float | None = None  # when learned models disagree: where the earliest ends
     _teaches: bool = True  # False when the task's origin is too vague, or its progress went back
     _first_given: bool = False
+    _slack: float = 0.0
+    # For a task that gives no hints: whether it ever gave one, the host's stamps of its creation
+    # and start (its own clock), and the learned plans (instants since creation, since start).
+    _hinted: bool = False
+    _created: float | None = None
+    _started: float | None = None
+    _plans: dict[str, tuple[float, ...] | None] = field(default_factory=dict)
 
     # -- the client's calls --
 
@@ -149,7 +181,9 @@ class PollSchedule:
             if self._first_given:  # the first poll failed: never hammer, whatever the clock says
                 return self._clamp(self.policy.first)
             self._first_given = True  # ``first`` after the origin, however late the wait began
-            return max(0.0, min(self.policy.ceiling, self.policy.first - elapsed))
+            plan = self._plans.get("total")
+            first = (next_planned(plan, elapsed - self.policy.floor, self.policy.floor) if plan else None) or self.policy.first
+            return max(0.0, min(self.policy.ceiling, first - elapsed))
         self._observe(status, elapsed)
         if status.terminal:
             return 0.0
@@ -170,7 +204,7 @@ class PollSchedule:
         """Whether a wait is worth re-checking: only a probe in a wide interval can improve."""
         lo, hi = self._interval
         return (
-            self._learns and self._last_poll is not None and not self._overdue_polls
+            self._learns and self._hinted and self._last_poll is not None and not self._overdue_polls
             and hi - lo > self.policy.tight
         )
 
@@ -185,6 +219,13 @@ class PollSchedule:
         self._last_poll = elapsed
         if status.estimated_time and status.estimated_time > 0:
             self._estimated = float(status.estimated_time)
+            self._hinted = True
+        if status.status == "processing" and 0 < status.progress < 100:
+            self._hinted = True
+        self._created = status.created if status.created is not None else self._created
+        self._started = status.started if status.started is not None else self._started
+        if status.status == "completed" and not self._hinted:
+            self._teach_duration(status, previous, elapsed)
         if status.status == "pending":
             self._pending_until = elapsed
         elif status.status == "processing":
@@ -206,6 +247,30 @@ class PollSchedule:
             lo, hi = max(lo, previous), min(hi, elapsed)
             if lo <= hi:
                 self.policy.calibration.add(self._estimated, lo, hi, self._start(lo, hi))
+
+    def _teach_duration(self, status: TaskStatus, previous: float | None, elapsed: float) -> None:
+        """A task that gave no hints finished: how long it took, from the host's own stamps where
+        it sent them (exact, whatever the clocks' offset; queue apart from run), else from the
+        two polls around its finish."""
+        if not self.policy.learn or self.model is None:
+            return
+        created, started, ended = self._created, self._started, status.completed
+        run = queue = None
+        if created is not None and ended is not None and created <= ended:
+            # Whole seconds on both (a host stamping to the second) leave a second's doubt.
+            doubt = 1.0 if float(created).is_integer() and float(ended).is_integer() else 0.002
+
+            def box(span: float) -> tuple[float, float]:
+                return max(0.0, span - doubt), span + doubt
+
+            total = box(ended - created)
+            if started is not None and created <= started <= ended:
+                run, queue = box(ended - started), box(started - created)
+        elif self._learns and self._teaches and previous is not None:
+            total = (max(0.0, previous - self._slack), elapsed + self._slack)
+        else:
+            return
+        self.policy.calibration.add_duration(self.model, total, run, queue)
 
     def _start(self, finish_lo: float, finish_hi: float) -> tuple[float, float] | None:
         """The interval in which progress left 0, from the readings and the finish.
@@ -272,6 +337,8 @@ class PollSchedule:
 
     def _plan(self, elapsed: float, *, replan: bool = False) -> float:
         """The elapsed time of the next poll."""
+        if not self._hinted:
+            return self._plan_hintless(elapsed)
         p = self.policy
         self._planned_with = p.calibration.version
         last = self._last_poll if self._last_poll is not None else elapsed
@@ -293,6 +360,30 @@ class PollSchedule:
             end = self._earliest_model_end
             if end is not None and lo < end < hi:
                 target = end + p.margin
+        return min(max(target, last + p.floor), last + p.ceiling)
+
+    def _plan_hintless(self, elapsed: float) -> float:
+        """The next poll of a task that gave no hints: on the learned plan from its start (where
+        the host stamped it) or from its creation; past it, a back-off; with nothing learned, on
+        the host SDK's instants."""
+        p = self.policy
+        self._planned_with = p.calibration.version
+        last = self._last_poll if self._last_poll is not None else elapsed
+        self._interval = (last, _INF)
+        run, total = self._plans.get("run"), self._plans.get("total")
+        plan, offset = total, 0.0  # offset: when its run began (its queue)
+        if run and self._created is not None and self._started is not None:
+            plan, offset = run, self._started - self._created
+        elif run and self._pending_until >= last:
+            # Still queued at the last poll: it cannot end before a whole run from now.
+            plan, offset = run, last
+        if not plan:
+            target = cold_poll(last, p.floor, p.pace)
+        elif (planned := next_planned(plan, last - offset, p.floor)) is not None:
+            target = offset + planned
+        else:  # slower than every task seen
+            self._overdue_polls += 1
+            target = last + backoff(plan, self._overdue_polls, p.floor, p.pace)
         return min(max(target, last + p.floor), last + p.ceiling)
 
     def _clamp(self, delay: float) -> float:

@@ -10,7 +10,9 @@ official SDK):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -195,6 +197,9 @@ class DashScope(Provider):
             status=status,
             progress=100 if status == "completed" else 0,
             urls=urls,
+            created=_moment(output.get("submit_time")),
+            started=_moment(output.get("scheduled_time")),
+            completed=_moment(output.get("end_time")),
             error=failure,
             raw_status=word,
             actual_prompt=first.get("actual_prompt") if isinstance(first.get("actual_prompt"), str) else None,
@@ -246,6 +251,25 @@ def _output(payload: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(output, Mapping):
         raise ProtocolError(f"the {what} answer has no output object: {_brief(payload, 80)}")
     return output
+
+
+_BEIJING = timezone(timedelta(hours=8))
+_MOMENT = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?")
+
+
+def _moment(value: Any) -> float | None:
+    """A task time (``2025-09-09 11:38:54.741``, Beijing time) in epoch seconds, or None. Only its
+    differences are used (queue and run time), so a zone or clock off by hours changes nothing;
+    anything malformed is ignored rather than refused, as it only informs the poll schedule."""
+    match = _MOMENT.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        return None
+    *fields, fraction = match.groups()
+    try:
+        whole = datetime(*(int(v) for v in fields), tzinfo=_BEIJING).timestamp()  # type: ignore[misc]
+    except (ValueError, OverflowError):
+        return None
+    return whole + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
 
 
 def _seed(item: Mapping[str, Any]) -> int | None:

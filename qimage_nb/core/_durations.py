@@ -1,0 +1,276 @@
+"""Learned durations, for a host whose tasks say nothing of when they will end.
+
+Some hosts answer a poll with only queued / running / done: no estimate, no progress (DashScope's
+asynchronous models; Replicate after its ``Prefer: wait`` window). Their own SDKs poll on a fixed
+back-off (dashscope 2.0.2's ``ImageSynthesis.wait``: 1, 1, 2, 2, 2, 4, 4, 4, then every 5 s), which
+is blind to where tasks really end. What the client can know is how long this host's tasks of one
+model took: :class:`Durations` keeps that, per model, from the host's own timestamps where it
+sends them (exact, and queue apart from run) or else from the two polls around each finish.
+
+From those samples :func:`plan_polls` places one fixed set of poll instants, greedily: each poll
+goes where it removes the most expected waiting per expected poll it costs (a poll at ``x`` inside
+``(p, q]`` saves ``(q - x)`` for the tasks that end in ``(p, x]`` and is paid by every task still
+running at ``x``), until the polls cost as many as the host's SDK would spend on the same durations
+(times ``budget``). So polls crowd where tasks end and thin out where few do, and none are spent
+before the shortest task seen. Past everything seen the plan backs off geometrically.
+
+With nothing learned yet (a new model or host), the schedule falls back on the SDK's own instants,
+so a cold start is never behind it: :func:`cold_poll`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__all__ = ["Durations", "backoff", "cold_poll", "next_planned", "plan_polls", "sdk_polls"]
+
+# The poll instants of dashscope 2.0.2's ImageSynthesis.wait, in seconds after its submit returns
+# (a first GET at once, then sleeps of 1, 1, 2, 2, 2, 4, 4, 4, then 5 s for ever).
+_SDK_INSTANTS = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0)
+_SDK_STEP = 5.0
+# A plan needs this many finished tasks of one model: fewer say little about the next ones.
+MIN_SAMPLES = 5
+# How many samples each model keeps (the newest): enough for a steady host, short enough to follow
+# a host that got slower or faster.
+MAX_SAMPLES = 64
+# How many candidate instants a plan chooses among: fine enough (tens of milliseconds on tasks of
+# seconds) and a few milliseconds of arithmetic per plan.
+_GRID = 240
+# Past the plan, each gap grows by this factor (the back-off for a task slower than any seen).
+_BACKOFF = 1.5
+
+
+def sdk_polls(unit: float = 1.0) -> Iterable[float]:
+    """The host SDK's poll instants after the submit, without end (``unit`` scales them)."""
+    yield from (t * unit for t in _SDK_INSTANTS)
+    t = _SDK_INSTANTS[-1]
+    while True:
+        t += _SDK_STEP
+        yield t * unit
+
+
+def cold_poll(last: float, floor: float, unit: float = 1.0) -> float:
+    """The first of the SDK's instants at least ``floor`` after ``last``: with nothing learned, a
+    hintless task is polled no later, and no more often, than the host's own SDK would."""
+    for t in sdk_polls(unit):
+        if t > 0 and t >= last + floor:
+            return t
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Mixture:
+    """The learned distribution: each sample's interval widened by a kernel, as a uniform
+    spread; its CDF is piecewise linear, so it is cheap to evaluate anywhere."""
+
+    def __init__(self, boxes: Sequence[tuple[float, float]], shift: float = 0.0) -> None:
+        mids = sorted((lo + hi) / 2 for lo, hi in boxes)
+        n = len(mids)
+        spread = statistics.pstdev(mids) if n > 1 else 0.0
+        iqr = mids[(3 * n) // 4] - mids[n // 4] if n > 3 else spread
+        scale = min(spread, iqr / 1.34) if iqr > 0 else spread
+        # Silverman's rule of thumb for the kernel's width: narrow enough to keep where tasks
+        # bunch, wide enough that the next batch's draws between this batch's are not missed.
+        width = max(0.05, 0.9 * scale * n ** -0.2)
+        self.boxes = [(max(0.0, lo + shift - width), hi + shift + width) for lo, hi in boxes]
+        self.start = min(lo for lo, _ in self.boxes)
+        self.end = max(hi for _, hi in self.boxes)
+
+    def cdf(self, t: float) -> float:
+        total = 0.0
+        for lo, hi in self.boxes:
+            if t >= hi:
+                total += 1.0
+            elif t > lo:
+                total += (t - lo) / (hi - lo)
+        return total / len(self.boxes)
+
+
+def _expected_polls(mixture: _Mixture, instants: Iterable[float]) -> float:
+    """How many polls a task drawn from ``mixture`` costs on these instants: the poll at ``t_k``
+    is made by every task not seen done at ``t_(k-1)``."""
+    expected, previous = 0.0, None
+    for t in instants:
+        expected += 1.0 if previous is None else 1.0 - mixture.cdf(previous)
+        if t >= mixture.end:
+            return expected
+        previous = t
+    return expected  # pragma: no cover - instants never end
+
+
+def plan_polls(
+    boxes: Sequence[tuple[float, float]],
+    *,
+    floor: float,
+    unit: float = 1.0,
+    budget: float = 0.85,
+    shift: float = 0.0,
+) -> tuple[float, ...]:
+    """Poll instants (seconds since the clock's origin) for tasks whose durations were ``boxes``
+    (each ``(lo, hi)``: the duration lies in it; ``lo == hi`` when exact), plus ``shift``.
+
+    Greedy: start with one poll where the last task ends, then add the poll that removes the
+    most expected waiting per expected poll, while the expected polls stay within ``budget``
+    times what the host SDK's instants (scaled by ``unit``) cost on the same distribution. No
+    two polls are closer than ``floor``.
+    """
+    mixture = _Mixture(boxes, shift)
+    allowed = budget * _expected_polls(mixture, sdk_polls(unit))
+    lo, hi = mixture.start, mixture.end
+    step = max((hi - lo) / _GRID, floor / 4, 1e-3)
+    grid = [lo + step * k for k in range(1, math.ceil((hi - lo) / step))] + [hi]
+    cdf = [mixture.cdf(t) for t in grid]
+    chosen = [len(grid) - 1]  # indices into grid, sorted; the last covers every sample
+    spent = 1.0
+    while True:
+        best: tuple[float, int, float] | None = None  # (gain per poll, index, cost)
+        previous = -1
+        for index in chosen:
+            p_time, p_cdf = (0.0, 0.0) if previous < 0 else (grid[previous], cdf[previous])
+            q_time = grid[index]
+            for x in range(previous + 1, index):
+                x_time = grid[x]
+                # Tasks ending in (p, x] are seen at x, with as many polls as before; every task
+                # still running at x pays one poll more.
+                cost = max(1.0 - cdf[x], 1e-6)
+                if x_time - p_time < floor or q_time - x_time < floor or spent + cost > allowed:
+                    continue
+                gain = (q_time - x_time) * (cdf[x] - p_cdf) / cost
+                if best is None or gain > best[0]:
+                    best = (gain, x, cost)
+            previous = index
+        if best is None or best[0] <= 0:
+            break
+        bisect.insort(chosen, best[1])
+        spent += best[2]
+    return tuple(grid[i] for i in chosen)
+
+
+def next_planned(plan: Sequence[float], last: float, floor: float) -> float | None:
+    """The plan's first instant at least ``floor`` after ``last``; None past the plan."""
+    index = bisect.bisect_left(plan, last + floor)
+    return plan[index] if index < len(plan) else None
+
+
+def backoff(plan: Sequence[float], overdue: int, floor: float, unit: float = 1.0) -> float:
+    """The gap before the ``overdue``-th poll (1, 2, ...) of a task running past every instant of
+    ``plan``: the plan's typical gap, growing geometrically, never beyond the SDK's longest gap
+    (a task slower than any seen is not seen later than the SDK would see it)."""
+    typical = (plan[-1] - plan[0]) / (len(plan) - 1) if len(plan) > 1 else _SDK_STEP * unit
+    return min(_SDK_STEP * unit, max(floor, typical) * _BACKOFF ** (overdue - 1))
+
+
+class Durations:
+    """How long one host's tasks took, per model: a poll plan for tasks that give no hints.
+
+    Thread-safe; owned by the host's :class:`~qimage_nb.core._calibration.Calibration`, which
+    shares it between a process's clients and saves it with the rest of what it learned. Each
+    model keeps up to ``MAX_SAMPLES`` of three kinds: ``total`` (creation to end), and where the
+    host stamps its tasks, ``run`` (start to end) and ``queue`` (creation to start).
+    """
+
+    KINDS = ("total", "run", "queue")
+
+    def __init__(self, *, min_samples: int = MIN_SAMPLES, max_samples: int = MAX_SAMPLES) -> None:
+        self._min = min_samples
+        self._max = max_samples
+        self._samples: dict[str, dict[str, deque[tuple[float, float]]]] = {}
+        self._plans: dict[tuple[str, str, float, float, float], tuple[float, ...] | None] = {}
+        self._lock = threading.Lock()
+        self.version = 0
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{m}: {len(s['total'])}" for m, s in sorted(self._samples.items()))
+        return f"<Durations {counts or 'none'}>"
+
+    def _model(self, model: str) -> dict[str, deque[tuple[float, float]]]:
+        samples = self._samples.get(model)
+        if samples is None:
+            samples = self._samples[model] = {kind: deque(maxlen=self._max) for kind in self.KINDS}
+        return samples
+
+    def known(self, model: str | None) -> bool:
+        """Whether tasks of ``model`` finished here without hints: a plan can place the first poll."""
+        return model is not None and len(self._samples.get(model, {}).get("total", ())) >= self._min
+
+    def add(
+        self,
+        model: str,
+        total: tuple[float, float],
+        run: tuple[float, float] | None = None,
+        queue: tuple[float, float] | None = None,
+    ) -> bool:
+        """Record a finished task: each argument the interval its duration lies in (seconds).
+        Returns whether the sample was kept (a negative or vague one is not)."""
+        if not _valid(total) or (run is not None and not _valid(run)) or (queue is not None and not _valid(queue)):
+            return False
+        with self._lock:
+            samples = self._model(model)
+            samples["total"].append(total)
+            if run is not None and queue is not None:
+                samples["run"].append(run)
+                samples["queue"].append(queue)
+            self._plans.clear()
+            self.version += 1
+        return True
+
+    def plan(self, model: str | None, kind: str = "total", *, floor: float, unit: float = 1.0,
+             budget: float = 0.85) -> tuple[float, ...] | None:
+        """The poll instants for a task of ``model``: since its creation (``total``), or since it
+        started running (``run``); None until ``min_samples`` tasks of that kind finished."""
+        if model is None:
+            return None
+        key = (model, kind, floor, unit, budget)
+        with self._lock:
+            if key in self._plans:
+                return self._plans[key]
+            samples = self._samples.get(model, {})
+            boxes = list(samples.get(kind, ()))
+            queues = sorted((lo + hi) / 2 for lo, hi in samples.get("queue", ()))
+        plan = None
+        if len(boxes) >= self._min:
+            # A run plan is paid for like the whole wait: the SDK's instants count from the submit.
+            shift = queues[len(queues) // 2] if kind == "run" and queues else 0.0
+            plan = plan_polls(boxes, floor=floor, unit=unit, budget=budget, shift=shift)
+            plan = tuple(t - shift for t in plan)
+        with self._lock:
+            self._plans[key] = plan
+        return plan
+
+    # -- persistence (through the Calibration's file) --
+
+    def to_json(self) -> dict[str, Any]:
+        with self._lock:
+            return {model: {kind: [list(box) for box in rows] for kind, rows in samples.items()}
+                    for model, samples in self._samples.items()}
+
+    def load(self, saved: Any) -> None:
+        """Add the samples of a saved file, keeping only rows ``add`` could have written."""
+        if not isinstance(saved, dict):
+            return
+        with self._lock:
+            for model, samples in list(saved.items())[:256]:
+                if not isinstance(model, str) or not isinstance(samples, dict):
+                    continue
+                for kind in self.KINDS:
+                    rows = samples.get(kind)
+                    if not isinstance(rows, list):
+                        continue
+                    for row in rows[-self._max:]:
+                        if (isinstance(row, list) and len(row) == 2
+                                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row)
+                                and _valid((float(row[0]), float(row[1])))):
+                            self._model(model)[kind].append((float(row[0]), float(row[1])))
+            self._plans.clear()
+            self.version += 1
+
+
+def _valid(box: tuple[float, float]) -> bool:
+    lo, hi = box
+    # A day is far beyond any image generation: a bigger number is a broken clock.
+    return math.isfinite(lo) and math.isfinite(hi) and 0 <= lo <= hi <= 86400 and hi - lo <= 30
