@@ -8,6 +8,7 @@ sleeps and its GETs replaced), so the comparison with it uses the SDK's real loo
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import random
@@ -227,3 +228,60 @@ def test_cold_instants_scale_with_the_policy_for_a_fast_emulator():
     while len(instants) < 6:
         instants.append(cold_poll(instants[-1], fast.floor, fast.pace))
     assert instants == pytest.approx([0.075, 0.1, 0.2, 0.3, 0.4, 0.6])
+
+
+def run_batch(policy: PollPolicy, finishes: list[float], queues: list[float]) -> list[list[float]]:
+    """Tasks created together, polled on one fake clock; each one's poll instants."""
+    schedules = [policy.schedule(model=MODEL) for _ in finishes]
+    due = [(schedule.next_delay(None, 0.0), i) for i, schedule in enumerate(schedules)]
+    heapq.heapify(due)
+    polls: list[list[float]] = [[] for _ in finishes]
+    while due:
+        now, i = heapq.heappop(due)
+        polls[i].append(now)
+        status = answer(now, finishes[i], queues[i])
+        if status.terminal:
+            schedules[i].finish(status, now)
+            schedules[i].close()
+        else:
+            heapq.heappush(due, (now + schedules[i].next_delay(status, now), i))
+    return polls
+
+
+def test_cold_the_first_tasks_of_a_batch_to_finish_teach_the_others_while_they_wait(sdk_polls):
+    rng = random.Random(3)
+    queues = [rng.uniform(0.25, 0.75) for _ in range(48)]
+    finishes = [q + rng.uniform(3, 13) for q in queues]
+    ours = run_batch(PollPolicy(), finishes, queues)
+    untaught = run_batch(PollPolicy(learn=False), finishes, queues)  # the SDK's instants throughout
+    theirs = [sdk_polls(t) for t in finishes]
+    # Once half the batch finished, the rest were polled on what it taught: the later half is
+    # seen sooner than without it, and the batch costs fewer polls than the SDK's.
+    later = [i for i, t in enumerate(finishes) if t > statistics.median(finishes)]
+
+    def later_median(polls: list[list[float]]) -> float:
+        return statistics.median(detection(polls[i], finishes[i]) for i in later)
+
+    assert later_median(ours) <= 0.85 * later_median(untaught)
+    assert later_median(untaught) <= later_median(theirs)
+    assert sum(map(len, ours)) < sum(map(len, theirs))
+    assert all(detection(p, t) <= 4.0 + 1e-9 for p, t in zip(ours, finishes, strict=True))
+
+
+def test_a_plan_made_while_a_batch_runs_weighs_the_tasks_still_running():
+    durations = Durations()
+    tokens = [durations.begin(MODEL) for _ in range(20)]
+    for k, token in enumerate(tokens[:6]):  # the six shortest of twenty finished
+        durations.end(token)
+        durations.add(MODEL, (3.0 + 0.1 * k, 3.0 + 0.1 * k))
+    for token in tokens[6:]:
+        durations.seen(token, 3.6)
+    assert durations.plan(MODEL, floor=0.2) is None  # most still run: no plan from the six shortest
+    for k, token in enumerate(tokens[6:12]):  # now more than half finished, up to 4.6 s
+        durations.end(token)
+        durations.add(MODEL, (4.0 + 0.1 * k, 4.0 + 0.1 * k))
+    for token in tokens[12:]:
+        durations.seen(token, 4.6)
+    plan = durations.plan(MODEL, floor=0.2, after=4.6)
+    # The eight still running are expected above the median as the first ones ended below it.
+    assert plan and plan[0] > 4.6 and plan[-1] >= 5.4, plan

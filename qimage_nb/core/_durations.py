@@ -21,6 +21,7 @@ so a cold start is never behind it: :func:`cold_poll`.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import statistics
 import threading
@@ -66,9 +67,16 @@ def cold_poll(last: float, floor: float, unit: float = 1.0) -> float:
 
 class _Mixture:
     """The learned distribution: each sample's interval widened by a kernel, as a uniform
-    spread; its CDF is piecewise linear, so it is cheap to evaluate anywhere."""
+    spread; its CDF is piecewise linear, so it is cheap to evaluate anywhere. ``weights``: each
+    sample's share (equal by default). ``after``: conditioned on the duration exceeding it."""
 
-    def __init__(self, boxes: Sequence[tuple[float, float]], shift: float = 0.0) -> None:
+    def __init__(
+        self,
+        boxes: Sequence[tuple[float, float]],
+        shift: float = 0.0,
+        weights: Sequence[float] | None = None,
+        after: float = 0.0,
+    ) -> None:
         mids = sorted((lo + hi) / 2 for lo, hi in boxes)
         n = len(mids)
         spread = statistics.pstdev(mids) if n > 1 else 0.0
@@ -78,24 +86,41 @@ class _Mixture:
         # bunch, wide enough that the next batch's draws between this batch's are not missed.
         width = max(0.05, 0.9 * scale * n ** -0.2)
         self.boxes = [(max(0.0, lo + shift - width), hi + shift + width) for lo, hi in boxes]
-        self.start = min(lo for lo, _ in self.boxes)
+        self.weights = list(weights) if weights is not None else [1.0] * len(self.boxes)
+        self.total = sum(self.weights)
+        self.after, self.below = 0.0, 0.0
+        self.start = max(after, min(lo for lo, _ in self.boxes))
         self.end = max(hi for _, hi in self.boxes)
+        self.below = self._raw(after)  # the mass at or before ``after``, conditioned away
+        self.after = after
+
+    def _raw(self, t: float) -> float:
+        total = 0.0
+        for (lo, hi), weight in zip(self.boxes, self.weights, strict=True):
+            if t >= hi:
+                total += weight
+            elif t > lo:
+                total += weight * (t - lo) / (hi - lo)
+        return total / self.total
+
+    @property
+    def empty(self) -> bool:
+        """Whether no mass is left after ``after`` (every sample ended before it)."""
+        return self.below >= 1.0 - 1e-9 or self.end <= self.after
 
     def cdf(self, t: float) -> float:
-        total = 0.0
-        for lo, hi in self.boxes:
-            if t >= hi:
-                total += 1.0
-            elif t > lo:
-                total += (t - lo) / (hi - lo)
-        return total / len(self.boxes)
+        if t <= self.after:
+            return 0.0
+        return max(0.0, (self._raw(t) - self.below) / (1.0 - self.below))
 
 
 def _expected_polls(mixture: _Mixture, instants: Iterable[float]) -> float:
-    """How many polls a task drawn from ``mixture`` costs on these instants: the poll at ``t_k``
-    is made by every task not seen done at ``t_(k-1)``."""
+    """How many polls a task drawn from ``mixture`` costs on these instants (those after its
+    ``after`` only): the poll at ``t_k`` is made by every task not seen done at ``t_(k-1)``."""
     expected, previous = 0.0, None
     for t in instants:
+        if t <= mixture.after:
+            continue
         expected += 1.0 if previous is None else 1.0 - mixture.cdf(previous)
         if t >= mixture.end:
             return expected
@@ -108,19 +133,25 @@ def plan_polls(
     *,
     floor: float,
     unit: float = 1.0,
-    budget: float = 0.85,
+    budget: float = 0.75,
     shift: float = 0.0,
+    weights: Sequence[float] | None = None,
+    after: float = 0.0,
+    extra: float = 0.0,
 ) -> tuple[float, ...]:
     """Poll instants (seconds since the clock's origin) for tasks whose durations were ``boxes``
-    (each ``(lo, hi)``: the duration lies in it; ``lo == hi`` when exact), plus ``shift``.
+    (each ``(lo, hi)``: the duration lies in it; ``lo == hi`` when exact), plus ``shift``;
+    with ``after``, for a task still running then (empty when none of the samples is).
 
     Greedy: start with one poll where the last task ends, then add the poll that removes the
     most expected waiting per expected poll, while the expected polls stay within ``budget``
-    times what the host SDK's instants (scaled by ``unit``) cost on the same distribution. No
-    two polls are closer than ``floor``.
+    times what the host SDK's instants (scaled by ``unit``) cost on the same distribution (its
+    instants after ``after`` only), plus ``extra``. No two polls are closer than ``floor``.
     """
-    mixture = _Mixture(boxes, shift)
-    allowed = budget * _expected_polls(mixture, sdk_polls(unit))
+    mixture = _Mixture(boxes, shift, weights, after)
+    if mixture.empty:
+        return ()
+    allowed = budget * _expected_polls(mixture, sdk_polls(unit)) + extra
     lo, hi = mixture.start, mixture.end
     step = max((hi - lo) / _GRID, floor / 4, 1e-3)
     grid = [lo + step * k for k in range(1, math.ceil((hi - lo) / step))] + [hi]
@@ -131,7 +162,7 @@ def plan_polls(
         best: tuple[float, int, float] | None = None  # (gain per poll, index, cost)
         previous = -1
         for index in chosen:
-            p_time, p_cdf = (0.0, 0.0) if previous < 0 else (grid[previous], cdf[previous])
+            p_time, p_cdf = (after, 0.0) if previous < 0 else (grid[previous], cdf[previous])
             q_time = grid[index]
             for x in range(previous + 1, index):
                 x_time = grid[x]
@@ -165,13 +196,55 @@ def backoff(plan: Sequence[float], overdue: int, floor: float, unit: float = 1.0
     return min(_SDK_STEP * unit, max(floor, typical) * _BACKOFF ** (overdue - 1))
 
 
+def _with_open_tasks(
+    done: Sequence[tuple[float, float]], running: Sequence[float]
+) -> tuple[list[tuple[float, float]], list[float]] | None:
+    """The distribution of durations from the tasks that finished (``done``) and those still
+    running (each at least as long as its entry in ``running``): their Kaplan-Meier weights, so
+    the tasks of a batch that finished first (its shortest) do not pass for the whole batch.
+
+    While some tasks run past every finished one, the share of them is not yet known: once at
+    least half of all tasks finished (the median is known), the rest are taken to spread above it
+    as the first ones spread below it (a mirror); before that, None.
+    """
+    events = sorted(done, key=lambda box: box[0] + box[1])
+    order = sorted([((lo + hi) / 2, 0, i) for i, (lo, hi) in enumerate(events)] + [(c, 1, -1) for c in running])
+    at_risk, survival = len(order), 1.0
+    weights = [0.0] * len(events)
+    median = None
+    for _, censored, index in order:
+        if not censored:
+            weights[index] = survival / at_risk
+            survival -= weights[index]
+            if median is None and survival <= 0.5 + 1e-9:
+                median = (events[index][0] + events[index][1]) / 2
+        at_risk -= 1
+    if survival <= 1e-9:
+        return events, weights
+    if median is None:
+        return None  # most tasks still run: where they end is anyone's guess
+    last = max((lo + hi) / 2 for lo, hi in events)
+    boxes, shares, left = list(events), list(weights), survival
+    for (lo, hi), weight in zip(events, weights, strict=True):
+        if left <= 1e-9:
+            break
+        share = min(weight, left)
+        boxes.append((max(last, 2 * median - hi), max(last, 2 * median - lo)))
+        shares.append(share)
+        left -= share
+    return boxes, shares
+
+
 class Durations:
     """How long one host's tasks took, per model: a poll plan for tasks that give no hints.
 
     Thread-safe; owned by the host's :class:`~qimage_nb.core._calibration.Calibration`, which
     shares it between a process's clients and saves it with the rest of what it learned. Each
     model keeps up to ``MAX_SAMPLES`` of three kinds: ``total`` (creation to end), and where the
-    host stamps its tasks, ``run`` (start to end) and ``queue`` (creation to start).
+    host stamps its tasks, ``run`` (start to end) and ``queue`` (creation to start). It also
+    knows the tasks still running (:meth:`begin`, :meth:`seen`, :meth:`end`): how long each has
+    run so far weighs the finished ones, so a plan made while a batch runs is not the plan of
+    its shortest tasks, and once half a batch finished, the first to finish teach the others.
     """
 
     KINDS = ("total", "run", "queue")
@@ -180,7 +253,10 @@ class Durations:
         self._min = min_samples
         self._max = max_samples
         self._samples: dict[str, dict[str, deque[tuple[float, float]]]] = {}
-        self._plans: dict[tuple[str, str, float, float, float], tuple[float, ...] | None] = {}
+        self._plans: dict[tuple[Any, ...], tuple[float, ...] | None] = {}
+        # Tasks still running: token -> (model, how long it has run (seen running), its queue).
+        self._running: dict[int, tuple[str, float, float | None]] = {}
+        self._tokens = itertools.count(1)
         self._lock = threading.Lock()
         self.version = 0
 
@@ -219,24 +295,60 @@ class Durations:
             self.version += 1
         return True
 
+    # -- the tasks still running --
+
+    def begin(self, model: str) -> int:
+        """A task of ``model`` started waiting; returns its token for :meth:`seen` and :meth:`end`."""
+        with self._lock:
+            token = next(self._tokens)
+            self._running[token] = (model, 0.0, None)
+            return token
+
+    def seen(self, token: int, elapsed: float, queue: float | None = None) -> None:
+        """The task was seen still running ``elapsed`` s after its creation (queued ``queue`` s)."""
+        with self._lock:
+            if token in self._running:
+                model = self._running[token][0]
+                self._running[token] = (model, elapsed, queue)
+                self._plans.clear()
+
+    def end(self, token: int) -> None:
+        """The task finished, or nobody waits for it any more."""
+        with self._lock:
+            if self._running.pop(token, None) is not None:
+                self._plans.clear()
+
+    # -- plans --
+
     def plan(self, model: str | None, kind: str = "total", *, floor: float, unit: float = 1.0,
-             budget: float = 0.85) -> tuple[float, ...] | None:
+             budget: float = 0.75, after: float = 0.0, extra: float = 0.0) -> tuple[float, ...] | None:
         """The poll instants for a task of ``model``: since its creation (``total``), or since it
-        started running (``run``); None until ``min_samples`` tasks of that kind finished."""
+        started running (``run``); with ``after``, for a task still running then. None until
+        ``min_samples`` tasks of that kind finished and at least half of those begun did (see
+        ``_with_open_tasks``); empty when the task outlived them all."""
         if model is None:
             return None
-        key = (model, kind, floor, unit, budget)
+        # Tasks polled together ask with (nearly) the same ``after``: one plan serves them all.
+        after = math.floor(max(0.0, after) / 0.05) * 0.05
+        key = (model, kind, floor, unit, budget, after, extra)
         with self._lock:
             if key in self._plans:
                 return self._plans[key]
             samples = self._samples.get(model, {})
             boxes = list(samples.get(kind, ()))
             queues = sorted((lo + hi) / 2 for lo, hi in samples.get("queue", ()))
+            running = [
+                ran if kind == "total" else ran - queue
+                for name, ran, queue in self._running.values()
+                if name == model and (kind == "total" or queue is not None)
+            ]
         plan = None
-        if len(boxes) >= self._min:
+        known = _with_open_tasks(boxes, running) if len(boxes) >= self._min else None
+        if known is not None:
             # A run plan is paid for like the whole wait: the SDK's instants count from the submit.
             shift = queues[len(queues) // 2] if kind == "run" and queues else 0.0
-            plan = plan_polls(boxes, floor=floor, unit=unit, budget=budget, shift=shift)
+            plan = plan_polls(known[0], weights=known[1], floor=floor, unit=unit, budget=budget,
+                              shift=shift, after=after + shift, extra=extra)
             plan = tuple(t - shift for t in plan)
         with self._lock:
             self._plans[key] = plan

@@ -11,6 +11,7 @@ found them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -78,6 +79,28 @@ async def poll_updates(
     """
     deadline = started + timeout
     schedule = policy.schedule(fresh=not immediate, slack=slack, model=model)
+    updates = _waiting(get_task, schedule, task_id, policy=policy, deadline=deadline, timeout=timeout,
+                       origin=origin, immediate=immediate)
+    try:
+        async with contextlib.aclosing(updates):
+            async for status in updates:
+                yield status
+    finally:
+        schedule.close()  # its model's other tasks no longer count it as still running
+
+
+async def _waiting(
+    get_task: Callable[[], Awaitable[TaskStatus]],
+    schedule: PollSchedule,
+    task_id: str,
+    *,
+    policy: PollPolicy,
+    deadline: float,
+    timeout: float,
+    origin: float,
+    immediate: bool,
+) -> AsyncIterator[TaskStatus]:
+    """The loop of :func:`poll_updates` (which owns the schedule's end)."""
     status: TaskStatus | None = None
     last_seen: tuple[str, int] | None = None
     protocol_errors = 0

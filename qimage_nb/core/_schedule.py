@@ -46,6 +46,12 @@ _INF = math.inf
 # When the models that stay disagree, each one's finish must be known to within this (seconds)
 # for a poll at the end of the earliest to be worth it.
 _MODEL_SHARP = 1.0
+# A task of a model with nothing learned when it began is taught mid-wait by its own batch: from
+# then on it may spend 0.75x the polls the SDK would still spend, plus a quarter of the poll it
+# saved by skipping the SDK's poll at once (more let a long-tailed batch, whose tail the mirror
+# underestimates, cost more polls than the SDK in simulations); and it is never polled later than
+# the SDK would poll it.
+_TAUGHT_BUDGET, _TAUGHT_EXTRA = 0.75, 0.25
 
 
 @dataclass(frozen=True)
@@ -138,11 +144,13 @@ class PollPolicy:
         # vague: its schedule may use what was learned but must not teach it.
         schedule = PollSchedule(self, fresh=fresh, model=model, _pending_until=-slack, _slack=slack,
                                 _teaches=slack <= self.calibration.precision)
-        if fresh and self.learn:
-            # The plan as learned when the task began: the tasks finishing meanwhile are the
-            # shortest of their batch, and would only pull its later polls early.
-            schedule._plans = {kind: self.calibration.durations.plan(
-                model, kind, floor=self.floor, unit=self.pace, budget=self.budget) for kind in ("total", "run")}
+        if fresh and self.learn and model is not None:
+            durations = self.calibration.durations
+            # The plan when the task began, if the model's durations were known then; else the
+            # task is polled on the SDK's instants until its own batch has taught enough.
+            schedule._plans = {kind: durations.plan(model, kind, floor=self.floor, unit=self.pace,
+                                                    budget=self.budget) for kind in ("total", "run")}
+            schedule._token = durations.begin(model)
         return schedule
 
 
@@ -172,6 +180,7 @@ class PollSchedule:
     _created: float | None = None
     _started: float | None = None
     _plans: dict[str, tuple[float, ...] | None] = field(default_factory=dict)
+    _token: int | None = None  # its entry among the model's tasks still running
 
     # -- the client's calls --
 
@@ -192,6 +201,12 @@ class PollSchedule:
     def finish(self, status: TaskStatus, elapsed: float) -> None:
         """The terminal status: a completed task whose finish is pinned down teaches the calibration."""
         self._observe(status, elapsed)
+
+    def close(self) -> None:
+        """Nobody waits for the task any more (it ended, the wait timed out or was cancelled)."""
+        if self._token is not None:
+            self.policy.calibration.durations.end(self._token)
+            self._token = None
 
     def revise(self, elapsed: float) -> float | None:
         """While waiting: a new delay if the calibration changed since the plan was made, else None."""
@@ -226,6 +241,11 @@ class PollSchedule:
         self._started = status.started if status.started is not None else self._started
         if status.status == "completed" and not self._hinted:
             self._teach_duration(status, previous, elapsed)
+        if self._hinted or status.terminal:
+            self.close()  # what it says of its length is not a duration to weigh others by
+        elif self._token is not None:
+            queue = self._started - self._created if self._started is not None and self._created is not None else None
+            self.policy.calibration.durations.seen(self._token, elapsed, queue)
         if status.status == "pending":
             self._pending_until = elapsed
         elif status.status == "processing":
@@ -370,20 +390,30 @@ class PollSchedule:
         self._planned_with = p.calibration.version
         last = self._last_poll if self._last_poll is not None else elapsed
         self._interval = (last, _INF)
-        run, total = self._plans.get("run"), self._plans.get("total")
-        plan, offset = total, 0.0  # offset: when its run began (its queue)
-        if run and self._created is not None and self._started is not None:
-            plan, offset = run, self._started - self._created
-        elif run and self._pending_until >= last:
-            # Still queued at the last poll: it cannot end before a whole run from now.
-            plan, offset = run, last
-        if not plan:
+        ways = [("total", 0.0)]  # (plan, when the clock it counts on began)
+        if self._created is not None and self._started is not None:
+            ways.insert(0, ("run", self._started - self._created))
+        elif self._pending_until >= last:
+            ways.insert(0, ("run", last))  # still queued: it cannot end before a whole run from now
+        plan, offset, kept = None, 0.0, False
+        for kind, offset in ways:
+            plan, kept = self._plans.get(kind), True
+            if not plan and self._learns and self.model is not None:
+                # Nothing known when it began: what the tasks that finished since have taught.
+                plan, kept = p.calibration.durations.plan(
+                    self.model, kind, floor=p.floor, unit=p.pace, budget=_TAUGHT_BUDGET,
+                    extra=_TAUGHT_EXTRA, after=last - offset), False
+            if plan is not None:
+                break
+        if plan is None:
             target = cold_poll(last, p.floor, p.pace)
         elif (planned := next_planned(plan, last - offset, p.floor)) is not None:
-            target = offset + planned
-        else:  # slower than every task seen
+            target = offset + planned if kept else min(offset + planned, cold_poll(last, p.floor, p.pace))
+        elif kept:  # slower than every task seen
             self._overdue_polls += 1
             target = last + backoff(plan, self._overdue_polls, p.floor, p.pace)
+        else:  # slower than its batch's mirror: back on the SDK's instants
+            target = cold_poll(last, p.floor, p.pace)
         return min(max(target, last + p.floor), last + p.ceiling)
 
     def _clamp(self, delay: float) -> float:
