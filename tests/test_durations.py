@@ -285,3 +285,26 @@ def test_a_plan_made_while_a_batch_runs_weighs_the_tasks_still_running():
     plan = durations.plan(MODEL, floor=0.2, after=4.6)
     # The eight still running are expected above the median as the first ones ended below it.
     assert plan and plan[0] > 4.6 and plan[-1] >= 5.4, plan
+
+
+def test_a_task_waiting_on_the_sdks_instants_moves_its_next_poll_when_its_batch_teaches():
+    policy = PollPolicy()
+    schedules = [policy.schedule(model=MODEL) for _ in range(20)]
+    for schedule in schedules:
+        schedule.next_delay(None, 0.0)
+    ends = [6.0 + 0.1 * k for k in range(12)]  # the twelve that end first, by 7.1 s
+    waiting = schedules[12:]
+    for schedule in waiting:  # seen running at 8 s before the others' answers were read
+        assert schedule.next_delay(answer(8.0, 99.0, 0.5), 8.0) == pytest.approx(4.0)  # the SDK's 12 s
+        assert schedule.revisable and schedule.revise(8.1) is None  # nothing new yet
+    for schedule, end in zip(schedules[:12], ends, strict=True):
+        schedule.finish(answer(8.0, end, 0.5), 8.0)
+        schedule.close()
+    moved = [schedule.revise(8.1) for schedule in waiting]
+    # The other eight are expected by about 8 s, as the first twelve spread below their median.
+    assert all(delay is not None and delay < 1.5 for delay in moved), moved  # not at 12 s
+    # A task that began once the model was known keeps its plan: nothing to revise.
+    later = policy.schedule(model=MODEL)
+    later.next_delay(None, 0.0)
+    later.next_delay(answer(5.0, 99.0, 0.5), 5.0)
+    assert not later.revisable

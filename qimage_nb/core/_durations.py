@@ -15,7 +15,11 @@ running at ``x``), until the polls cost as many as the host's SDK would spend on
 before the shortest task seen. Past everything seen the plan backs off geometrically.
 
 With nothing learned yet (a new model or host), the schedule falls back on the SDK's own instants,
-so a cold start is never behind it: :func:`cold_poll`.
+so a cold start is never behind it: :func:`cold_poll`. The tasks still running count as well
+(:meth:`Durations.begin`): each finished duration is weighed against how long the others have run
+so far (Kaplan-Meier), so the first tasks of a batch to finish, its shortest, do not pass for the
+whole batch; once half of it finished, the rest are expected above the median as the first were
+below it, and the tasks still waiting are polled on that (:func:`_with_open_tasks`).
 """
 
 from __future__ import annotations
@@ -119,7 +123,7 @@ def _expected_polls(mixture: _Mixture, instants: Iterable[float]) -> float:
     ``after`` only): the poll at ``t_k`` is made by every task not seen done at ``t_(k-1)``."""
     expected, previous = 0.0, None
     for t in instants:
-        if t <= mixture.after:
+        if t < mixture.after or 0 < mixture.after == t:  # made already (the SDK's poll at once counts)
             continue
         expected += 1.0 if previous is None else 1.0 - mixture.cdf(previous)
         if t >= mixture.end:

@@ -28,7 +28,7 @@ A task that gives no hints (no estimate, no progress: DashScope's asynchronous m
 instead on a plan drawn from how long this host's tasks of its model took (``_durations.py``):
 where the host stamps when a task started, from that start; else from its creation. With nothing
 learned yet it is polled on the host SDK's own instants, so it is never seen later than the SDK
-would see it, with fewer polls.
+would see it, with fewer polls, until the first tasks of its batch to finish have taught enough.
 """
 
 from __future__ import annotations
@@ -216,10 +216,13 @@ class PollSchedule:
 
     @property
     def revisable(self) -> bool:
-        """Whether a wait is worth re-checking: only a probe in a wide interval can improve."""
+        """Whether a wait is worth re-checking: only a probe in a wide interval can improve, or a
+        task that gave no hints and began with nothing learned (its batch may teach it)."""
         lo, hi = self._interval
+        if not self._hinted:
+            return self._learns and self._last_poll is not None and not self._plans.get("total")
         return (
-            self._learns and self._hinted and self._last_poll is not None and not self._overdue_polls
+            self._learns and self._last_poll is not None and not self._overdue_polls
             and hi - lo > self.policy.tight
         )
 
