@@ -60,12 +60,19 @@ def sdk_polls(unit: float = 1.0) -> Iterable[float]:
         yield t * unit
 
 
-def cold_poll(last: float, floor: float, unit: float = 1.0) -> float:
+def cold_poll(last: float, floor: float, unit: float = 1.0, *, answered: float = 0.0, rtt: float = 0.0) -> float:
     """The first of the SDK's instants at least ``floor`` after ``last``: with nothing learned, a
-    hintless task is polled no later, and no more often, than the host's own SDK would."""
-    for t in sdk_polls(unit):
-        if t > 0 and t >= last + floor:
-            return t
+    hintless task is polled no later, and no more often, than the host's own SDK would.
+
+    The SDK counts from its submit's answer (``answered``, on the same clock as ``last``) and
+    sleeps after each poll's answer, so each of its polls comes one round trip (``rtt``) later
+    than the one before: matching that phase keeps a burst's shared instants (8 s, 12 s) on the
+    same side of the tasks ending near them as the SDK's.
+    """
+    for k, t in enumerate(sdk_polls(unit)):
+        instant = answered + t + k * rtt
+        if t > 0 and instant >= last + floor:
+            return instant
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -181,6 +181,8 @@ class PollSchedule:
     _started: float | None = None
     _plans: dict[str, tuple[float, ...] | None] = field(default_factory=dict)
     _token: int | None = None  # its entry among the model's tasks still running
+    _aimed: float | None = None  # when the poll now awaited was due
+    _rtt: float | None = None  # how late answers come after their poll was due (averaged)
 
     # -- the client's calls --
 
@@ -192,11 +194,17 @@ class PollSchedule:
             self._first_given = True  # ``first`` after the origin, however late the wait began
             plan = self._plans.get("total")
             first = (next_planned(plan, elapsed - self.policy.floor, self.policy.floor) if plan else None) or self.policy.first
+            self._aimed = max(first, elapsed)
             return max(0.0, min(self.policy.ceiling, first - elapsed))
+        if self._aimed is not None and 0.0 <= elapsed - self._aimed < 2.0:
+            # How late an answer comes after its poll was due: the round trip, and a busy loop's lag.
+            self._rtt = elapsed - self._aimed if self._rtt is None else (self._rtt + elapsed - self._aimed) / 2
         self._observe(status, elapsed)
         if status.terminal:
             return 0.0
-        return self._plan(elapsed) - elapsed
+        target = self._plan(elapsed)
+        self._aimed = max(target, elapsed)
+        return target - elapsed
 
     def finish(self, status: TaskStatus, elapsed: float) -> None:
         """The terminal status: a completed task whose finish is pinned down teaches the calibration."""
@@ -408,15 +416,17 @@ class PollSchedule:
                     extra=_TAUGHT_EXTRA, after=last - offset), False
             if plan is not None:
                 break
+        # The SDK's instants count from its submit's answer, half the exchange after our origin.
+        sdk = cold_poll(last, p.floor, p.pace, answered=self._slack, rtt=self._rtt or 0.0)
         if plan is None:
-            target = cold_poll(last, p.floor, p.pace)
+            target = sdk
         elif (planned := next_planned(plan, last - offset, p.floor)) is not None:
-            target = offset + planned if kept else min(offset + planned, cold_poll(last, p.floor, p.pace))
+            target = offset + planned if kept else min(offset + planned, sdk)
         elif kept:  # slower than every task seen
             self._overdue_polls += 1
             target = last + backoff(plan, self._overdue_polls, p.floor, p.pace)
         else:  # slower than its batch's mirror: back on the SDK's instants
-            target = cold_poll(last, p.floor, p.pace)
+            target = sdk
         return min(max(target, last + p.floor), last + p.ceiling)
 
     def _clamp(self, delay: float) -> float:
