@@ -4,7 +4,8 @@ DashScope's asynchronous model (``qwen-image-plus``) answers a poll with PENDING
 SUCCEEDED and nothing about when a task will end. The official SDK (``dashscope==2.0.2``) waits
 with ``ImageSynthesis.wait``, polling 1, 1, 2, 2, 2, 4, 4, 4, 5 ... s apart. qimage_nb
 (``AsyncClient(provider="dashscope")``, default poll policy) polls a new model on those same
-instants and learns the model's durations from the host's own timestamps as tasks finish.
+instants, learns the model's durations from the host's own timestamps as tasks finish, and once
+half of a batch has finished polls the rest on what it taught.
 
 One run: two DashScope emulators, each in its own process, with the same seed, so both face the
 same draws of durations (each task queues 0.25-0.75 s, then runs ``8 +/- spread`` s, uniform,
