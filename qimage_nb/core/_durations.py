@@ -29,6 +29,7 @@ import itertools
 import math
 import statistics
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -49,6 +50,9 @@ MAX_SAMPLES = 64
 _GRID = 240
 # Past the plan, each gap grows by this factor (the back-off for a task slower than any seen).
 _BACKOFF = 1.5
+# A running task is polled at least every 10 s (the policy's ceiling): one unheard of for longer
+# was dropped without a word (a wait abandoned mid-way) and no longer counts as running.
+_FORGOTTEN = 120.0
 
 
 def sdk_polls(unit: float = 1.0) -> Iterable[float]:
@@ -265,8 +269,9 @@ class Durations:
         self._max = max_samples
         self._samples: dict[str, dict[str, deque[tuple[float, float]]]] = {}
         self._plans: dict[tuple[Any, ...], tuple[float, ...] | None] = {}
-        # Tasks still running: token -> (model, how long it has run (seen running), its queue).
-        self._running: dict[int, tuple[str, float, float | None]] = {}
+        # Tasks still running: token -> (model, how long it has run (seen running), its queue,
+        # when this was heard on time.monotonic()).
+        self._running: dict[int, tuple[str, float, float | None, float]] = {}
         self._tokens = itertools.count(1)
         self._lock = threading.Lock()
         self.version = 0
@@ -312,7 +317,7 @@ class Durations:
         """A task of ``model`` started waiting; returns its token for :meth:`seen` and :meth:`end`."""
         with self._lock:
             token = next(self._tokens)
-            self._running[token] = (model, 0.0, None)
+            self._running[token] = (model, 0.0, None, time.monotonic())
             return token
 
     def seen(self, token: int, elapsed: float, queue: float | None = None) -> None:
@@ -320,7 +325,7 @@ class Durations:
         with self._lock:
             if token in self._running:
                 model = self._running[token][0]
-                self._running[token] = (model, elapsed, queue)
+                self._running[token] = (model, elapsed, queue, time.monotonic())
                 self._plans.clear()
 
     def end(self, token: int) -> None:
@@ -348,9 +353,12 @@ class Durations:
             samples = self._samples.get(model, {})
             boxes = list(samples.get(kind, ()))
             queues = sorted((lo + hi) / 2 for lo, hi in samples.get("queue", ()))
+            now = time.monotonic()
+            for token in [k for k, entry in self._running.items() if now - entry[3] > _FORGOTTEN]:
+                del self._running[token]
             running = [
                 ran if kind == "total" else ran - queue
-                for name, ran, queue in self._running.values()
+                for name, ran, queue, _ in self._running.values()
                 if name == model and (kind == "total" or queue is not None)
             ]
         plan = None

@@ -220,7 +220,9 @@ class PollSchedule:
         """While waiting: a new delay if the calibration changed since the plan was made, else None."""
         if not self.revisable or self._planned_with == self.policy.calibration.version:
             return None
-        return max(0.0, self._plan(elapsed, replan=True) - elapsed)
+        target = self._plan(elapsed, replan=True)
+        self._aimed = max(target, elapsed)
+        return max(0.0, target - elapsed)
 
     @property
     def revisable(self) -> bool:
