@@ -24,13 +24,6 @@ from ._exceptions import ValidationError
 
 # --- constants -------------------------------------------------------------------------------
 
-PRODUCTION_BASE_URL = "https://api.apimart.ai"
-
-SUBMIT_PATH = "/v1/images/generations"
-TASK_PATH = "/v1/tasks/{task_id}"
-UPLOAD_PATH = "/v1/uploads/images"
-BALANCE_PATH = "/v1/balance"
-
 MODELS = ("qwen-image-2.0", "qwen-image-2.0-pro")
 # Every Qwen Image model some provider documents, each validated exactly by that provider (sizes
 # are checked as ratios for these); any other id is a host's own listing (API.md 7.7).

@@ -20,9 +20,9 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("QIMAGE_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
     monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
     # The model list is cached per origin for a process's session; each test is a new session.
-    from qimage_nb.core import _client
+    from qimage_nb.core import _account
 
-    _client._LISTED_MODELS.clear()
+    _account._LISTED_MODELS.clear()
     yield home
 
 

@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .._contract import PRODUCTION_BASE_URL
 from .._exceptions import ValidationError
 
 __all__ = ["check_base_url", "is_loopback_host"]
@@ -62,9 +61,12 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def check_base_url(value: Any, *, allow_insecure_http: bool = False) -> str:
-    """Validate and normalise a base URL; plain http only to loopback unless explicitly allowed."""
-    example = f"use an https URL such as {PRODUCTION_BASE_URL}"
+def check_base_url(value: Any, *, allow_insecure_http: bool = False, example: str | None = None) -> str:
+    """Validate and normalise a base URL; plain http only to loopback unless explicitly allowed.
+
+    ``example``: a good URL to show in the refusal (the provider's own production host): the core
+    knows no host of its own."""
+    example = f"use an https URL such as {example}" if example else "use an https URL"
     if not isinstance(value, str) or not value.strip():
         raise ValidationError("base_url", f"base_url must be an http(s) URL; {example}")
     text = value.strip()

@@ -56,6 +56,7 @@ def describe(
 
 def open_stored(path: Path) -> Image.Image:
     """An image from the journal's files, lazily opened, carrying what its file says (and its path)."""
-    from ._images import open_lazy, read_provenance
+    from ._images import open_lazy
+    from ._png_text import read_provenance
 
     return open_lazy(Path(path), read_provenance(path))

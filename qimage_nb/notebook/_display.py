@@ -7,7 +7,7 @@ image) plus a caption made from the image's provenance. The magic draws tiles as
 
 What a saved notebook keeps per shown image is held to the larger of ``NOTEBOOK_SHARE`` (2 %) of
 embedding the full image and ``NOTEBOOK_FLOOR_BYTES`` (16 KB): the thumbnail keeps the pixels it is
-shown at and steps down in quality and format to fit (see ``_images.thumbnail``), its cell says only
+shown at and steps down in quality and format to fit (see ``_thumbnails.thumbnail``), its cell says only
 what the gallery's heading does not, and styling is one ``<style>`` per output.
 
 :func:`progress_status` is the one status/ETA line of a generation in flight, for both faces.
@@ -265,7 +265,7 @@ def tile_for(
     stores per image; by default ``_TEXT_RESERVE``. Without ``stored`` (the panel's widgets) the
     thumbnail is ``fmt`` at full size and quality.
     """
-    from ..journal._images import THUMB_FORMATS, thumbnail, thumbnail_mime
+    from ..journal._thumbnails import THUMB_FORMATS, thumbnail, thumbnail_mime
 
     info = dict(getattr(image, "info", {}) or {})
     source = info.get("path") or image

@@ -188,7 +188,7 @@ class QImageMagics(Magics):
         return DEFAULT_THUMB_PX
 
     def _checked_display_settings(self) -> tuple[int, str, int]:
-        from ..journal._images import THUMB_FORMATS
+        from ..journal._thumbnails import THUMB_FORMATS
 
         if not 32 <= self.thumb_px <= 1024:
             raise self._config_error("thumb_px", f"thumb_px is {self.thumb_px}; use 32 to 1024 pixels")

@@ -70,7 +70,7 @@ def describe(exc: BaseException) -> str:
 
 def thumb_bytes(source: Any, max_side: int) -> bytes:
     """JPEG thumbnail bytes of a path, PIL image or encoded bytes (runs in a worker thread)."""
-    from ..journal._images import thumbnail
+    from ..journal._thumbnails import thumbnail
 
     if isinstance(source, (bytes, bytearray, memoryview)):
         import io

@@ -254,7 +254,7 @@ def _path_ref(path: str, shown: str) -> Ref:
 def local_ref(material: Any, shown: str, *, option: str = "") -> Ref:
     """A path, PIL image or encoded bytes, checked the way the upload will check it, not yet sent."""
     from .._exceptions import QImageError
-    from ..journal._images import prepare_upload
+    from ..journal._uploads import prepare_upload
 
     try:
         prepared = prepare_upload(material)

@@ -109,7 +109,7 @@ class Session:
         if url is None:
             self._base_urls.pop(name, None)
         else:
-            self._base_urls[name] = check_base_url(url)
+            self._base_urls[name] = check_base_url(url, example=self.provider(provider).default_base_url)
 
     def emulator_for(self, provider: str | None = None) -> Emulator | None:
         return self._emulators.get(self.provider(provider).name)
@@ -146,7 +146,7 @@ class Session:
             return emulator.base_url
         if p.name in self._base_urls:
             return self._base_urls[p.name]
-        return check_base_url(os.environ.get(p.base_url_env) or p.default_base_url)
+        return check_base_url(os.environ.get(p.base_url_env) or p.default_base_url, example=p.default_base_url)
 
     @property
     def base_url(self) -> str:

@@ -16,7 +16,6 @@ from urllib.parse import quote, urlsplit
 from .._contract import (
     DEFAULT_MODEL,
     MODELS,
-    PRODUCTION_BASE_URL,
     Balance,
     GenerationRequest,
     TaskFailure,
@@ -29,6 +28,8 @@ from .._contract import (
 from .._exceptions import ProtocolError, ValidationError
 from ._base import Call, Capabilities, ErrorInfo, Provider, Submitted, decode_json, html_title
 
+# The provider's production host (API.md: mirrors and resellers serve the same API elsewhere).
+PRODUCTION_BASE_URL = "https://api.apimart.ai"
 SUBMIT_PATH = "/v1/images/generations"
 TASK_PATH = "/v1/tasks/{task_id}"
 UPLOAD_PATH = "/v1/uploads/images"
