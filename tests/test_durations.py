@@ -100,6 +100,17 @@ def detection(polls: list[float], finish: float) -> float:
 
 def test_the_sdk_schedule_the_tests_compare_with_is_the_documented_one(sdk_polls):
     assert sdk_polls(29.5) == [0, 1, 2, 4, 6, 8, 12, 16, 20, 25, 30]
+    # The provider's account of its SDK is that SDK's own loop, and the poller's default.
+    assert list(itertools.accumulate((0.0, *PROVIDER.sdk_sleeps))) == sdk_polls(29.5)[:10]
+    assert PollPolicy().sleeps == PROVIDER.sdk_sleeps
+
+
+def test_a_client_for_the_host_waits_no_later_than_its_sdk_would(tmp_path):
+    from qimage_nb.core._client import AsyncClient
+    from qimage_nb.journal._store import Store
+
+    client = AsyncClient("sk-test", provider="dashscope", store=Store(tmp_path))
+    assert client.poll.sleeps == PROVIDER.sdk_sleeps
 
 
 def test_cold_a_hintless_task_is_never_seen_later_than_by_the_sdk_and_costs_fewer_polls(sdk_polls):
@@ -223,10 +234,10 @@ def test_durations_refuse_nonsense_and_keep_the_newest():
 
 def test_cold_instants_scale_with_the_policy_for_a_fast_emulator():
     fast = PollPolicy.for_latency(0.15)
-    assert fast.pace == pytest.approx(0.05)
+    assert fast.sleeps == pytest.approx([0.05 * s for s in PollPolicy().sleeps])
     instants = [fast.first]
     while len(instants) < 6:
-        instants.append(cold_poll(instants[-1], fast.floor, fast.pace))
+        instants.append(cold_poll(instants[-1], fast.floor, fast.sleeps))
     assert instants == pytest.approx([0.075, 0.1, 0.2, 0.3, 0.4, 0.6])
 
 

@@ -1,9 +1,9 @@
 """Learned durations, for a host whose tasks say nothing of when they will end.
 
-Some hosts answer a poll with only queued / running / done: no estimate, no progress (DashScope's
-asynchronous models; Replicate after its ``Prefer: wait`` window). Their own SDKs poll on a fixed
-back-off (dashscope 2.0.2's ``ImageSynthesis.wait``: 1, 1, 2, 2, 2, 4, 4, 4, then every 5 s), which
-is blind to where tasks really end. What the client can know is how long this host's tasks of one
+Some hosts answer a poll with only queued / running / done: no estimate, no progress (an
+asynchronous model, or any task past a host's synchronous window). Their own SDKs poll on a fixed
+back-off (a provider gives its host's as ``sdk_sleeps``, e.g. sleeps of 1, 1, 2, 2, 2, 4, 4, 4,
+then 5 s for ever), which is blind to where tasks really end. What the client can know is how long this host's tasks of one
 model took: :class:`Durations` keeps that, per model, from the host's own timestamps where it
 sends them (exact, and queue apart from run) or else from the two polls around each finish.
 
@@ -34,12 +34,11 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["Durations", "backoff", "cold_poll", "next_planned", "plan_polls", "sdk_polls"]
+__all__ = ["DEFAULT_SLEEPS", "Durations", "backoff", "cold_poll", "next_planned", "plan_polls", "sdk_polls"]
 
-# The poll instants of dashscope 2.0.2's ImageSynthesis.wait, in seconds after its submit returns
-# (a first GET at once, then sleeps of 1, 1, 2, 2, 2, 4, 4, 4, then 5 s for ever).
-_SDK_INSTANTS = (0.0, 1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0)
-_SDK_STEP = 5.0
+# The sleeps between polls of a task that gives no hints, the last repeated for ever, when the
+# provider names no SDK of its own (``Provider.sdk_sleeps``): a common SDK back-off.
+DEFAULT_SLEEPS = (1.0, 1.0, 2.0, 2.0, 2.0, 4.0, 4.0, 4.0, 5.0)
 # A plan needs this many finished tasks of one model: fewer say little about the next ones.
 MIN_SAMPLES = 5
 # How many samples each model keeps (the newest): enough for a steady host, short enough to follow
@@ -55,16 +54,22 @@ _BACKOFF = 1.5
 _FORGOTTEN = 120.0
 
 
-def sdk_polls(unit: float = 1.0) -> Iterable[float]:
-    """The host SDK's poll instants after the submit, without end (``unit`` scales them)."""
-    yield from (t * unit for t in _SDK_INSTANTS)
-    t = _SDK_INSTANTS[-1]
+def sdk_polls(sleeps: Sequence[float] = DEFAULT_SLEEPS) -> Iterable[float]:
+    """The SDK's poll instants after its submit's answer, without end: one at once, then one after
+    each of ``sleeps``, the last repeated."""
+    t = 0.0
+    yield t
+    for sleep in sleeps:
+        t += sleep
+        yield t
     while True:
-        t += _SDK_STEP
-        yield t * unit
+        t += sleeps[-1]
+        yield t
 
 
-def cold_poll(last: float, floor: float, unit: float = 1.0, *, answered: float = 0.0, rtt: float = 0.0) -> float:
+def cold_poll(
+    last: float, floor: float, sleeps: Sequence[float] = DEFAULT_SLEEPS, *, answered: float = 0.0, rtt: float = 0.0
+) -> float:
     """The first of the SDK's instants at least ``floor`` after ``last``: with nothing learned, a
     hintless task is polled no later, and no more often, than the host's own SDK would.
 
@@ -73,7 +78,7 @@ def cold_poll(last: float, floor: float, unit: float = 1.0, *, answered: float =
     than the one before: matching that phase keeps a burst's shared instants (8 s, 12 s) on the
     same side of the tasks ending near them as the SDK's.
     """
-    for k, t in enumerate(sdk_polls(unit)):
+    for k, t in enumerate(sdk_polls(sleeps)):
         instant = answered + t + k * rtt
         if t > 0 and instant >= last + floor:
             return instant
@@ -147,7 +152,7 @@ def plan_polls(
     boxes: Sequence[tuple[float, float]],
     *,
     floor: float,
-    unit: float = 1.0,
+    sleeps: Sequence[float] = DEFAULT_SLEEPS,
     budget: float = 0.75,
     shift: float = 0.0,
     weights: Sequence[float] | None = None,
@@ -160,13 +165,13 @@ def plan_polls(
 
     Greedy: start with one poll where the last task ends, then add the poll that removes the
     most expected waiting per expected poll, while the expected polls stay within ``budget``
-    times what the host SDK's instants (scaled by ``unit``) cost on the same distribution (its
+    times what the SDK's instants (``sleeps``) cost on the same distribution (its
     instants after ``after`` only), plus ``extra``. No two polls are closer than ``floor``.
     """
     mixture = _Mixture(boxes, shift, weights, after)
     if mixture.empty:
         return ()
-    allowed = budget * _expected_polls(mixture, sdk_polls(unit)) + extra
+    allowed = budget * _expected_polls(mixture, sdk_polls(sleeps)) + extra
     lo, hi = mixture.start, mixture.end
     step = max((hi - lo) / _GRID, floor / 4, 1e-3)
     grid = [lo + step * k for k in range(1, math.ceil((hi - lo) / step))] + [hi]
@@ -203,12 +208,12 @@ def next_planned(plan: Sequence[float], last: float, floor: float) -> float | No
     return plan[index] if index < len(plan) else None
 
 
-def backoff(plan: Sequence[float], overdue: int, floor: float, unit: float = 1.0) -> float:
+def backoff(plan: Sequence[float], overdue: int, floor: float, sleeps: Sequence[float] = DEFAULT_SLEEPS) -> float:
     """The gap before the ``overdue``-th poll (1, 2, ...) of a task running past every instant of
     ``plan``: the plan's typical gap, growing geometrically, never beyond the SDK's longest gap
     (a task slower than any seen is not seen later than the SDK would see it)."""
-    typical = (plan[-1] - plan[0]) / (len(plan) - 1) if len(plan) > 1 else _SDK_STEP * unit
-    return min(_SDK_STEP * unit, max(floor, typical) * _BACKOFF ** (overdue - 1))
+    typical = (plan[-1] - plan[0]) / (len(plan) - 1) if len(plan) > 1 else sleeps[-1]
+    return min(sleeps[-1], max(floor, typical) * _BACKOFF ** (overdue - 1))
 
 
 def _with_open_tasks(
@@ -336,7 +341,7 @@ class Durations:
 
     # -- plans --
 
-    def plan(self, model: str | None, kind: str = "total", *, floor: float, unit: float = 1.0,
+    def plan(self, model: str | None, kind: str = "total", *, floor: float, sleeps: Sequence[float] = DEFAULT_SLEEPS,
              budget: float = 0.75, after: float = 0.0, extra: float = 0.0) -> tuple[float, ...] | None:
         """The poll instants for a task of ``model``: since its creation (``total``), or since it
         started running (``run``); with ``after``, for a task still running then. None until
@@ -346,7 +351,7 @@ class Durations:
             return None
         # Tasks polled together ask with (nearly) the same ``after``: one plan serves them all.
         after = math.floor(max(0.0, after) / 0.05) * 0.05
-        key = (model, kind, floor, unit, budget, after, extra)
+        key = (model, kind, floor, tuple(sleeps), budget, after, extra)
         with self._lock:
             if key in self._plans:
                 return self._plans[key]
@@ -366,7 +371,7 @@ class Durations:
         if known is not None:
             # A run plan is paid for like the whole wait: the SDK's instants count from the submit.
             shift = queues[len(queues) // 2] if kind == "run" and queues else 0.0
-            plan = plan_polls(known[0], weights=known[1], floor=floor, unit=unit, budget=budget,
+            plan = plan_polls(known[0], weights=known[1], floor=floor, sleeps=sleeps, budget=budget,
                               shift=shift, after=after + shift, extra=extra)
             plan = tuple(t - shift for t in plan)
         with self._lock:

@@ -24,10 +24,10 @@ While a task waits between polls, :meth:`PollSchedule.revise` lets the waiting l
 poll when another task of the same policy has just taught the calibration something: the first wave
 of a batch learns from its own shortest tasks.
 
-A task that gives no hints (no estimate, no progress: DashScope's asynchronous models) is polled
+A task that gives no hints (no estimate, no progress: some hosts' asynchronous models) is polled
 instead on a plan drawn from how long this host's tasks of its model took (``_durations.py``):
 where the host stamps when a task started, from that start; else from its creation. With nothing
-learned yet it is polled on the host SDK's own instants, so it is never seen later than the SDK
+learned yet it is polled on the host SDK's own instants (``sleeps``), so it is never seen later than the SDK
 would see it, with fewer polls, until the first tasks of its batch to finish have taught enough.
 """
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from .._contract import TaskStatus
 from ._calibration import Calibration
-from ._durations import backoff, cold_poll, next_planned
+from ._durations import DEFAULT_SLEEPS, backoff, cold_poll, next_planned
 
 __all__ = ["PollPolicy", "PollSchedule"]
 
@@ -82,9 +82,11 @@ class PollPolicy:
         While waiting on a wide interval, how often to look whether the calibration changed.
     learn:
         Learn from finished tasks how this provider's numbers relate to the real finish.
-    pace:
-        For a task that gives no hints and a model with nothing learned: the unit of the host
-        SDK's poll instants (1, 2, 4, 6, 8, 12, 16, 20, then every 5 units after the submit).
+    sleeps:
+        For a task that gives no hints: how the host's SDK waits, its sleeps between polls after
+        a first poll at once, the last repeated (the client takes its provider's ``sdk_sleeps``).
+        With nothing learned of the model, its polls come on those instants (all but the first),
+        and what a learned plan may spend is measured against them.
     budget:
         For a task that gives no hints: the share of the polls the host's SDK would spend on
         the learned durations that a learned plan may spend.
@@ -100,7 +102,7 @@ class PollPolicy:
     trust: float = 0.2
     recheck: float = 0.5
     learn: bool = True
-    pace: float = 1.0
+    sleeps: tuple[float, ...] = DEFAULT_SLEEPS
     budget: float = 0.75
     calibration: Calibration = field(default_factory=Calibration, compare=False, repr=False)
 
@@ -129,7 +131,7 @@ class PollPolicy:
             margin=scaled(base.margin, 0.1, 0.005),
             tight=scaled(base.tight, 0.25, 0.02),
             recheck=scaled(base.recheck, 0.25, 0.02),
-            pace=scaled(base.pace, 1 / 3, 0.01),
+            sleeps=tuple(sleep * scaled(1.0, 1 / 3, 0.01) for sleep in base.sleeps),
         )
 
     def schedule(self, *, fresh: bool = True, slack: float = 0.0, model: str | None = None) -> PollSchedule:
@@ -148,7 +150,7 @@ class PollPolicy:
             durations = self.calibration.durations
             # The plan when the task began, if the model's durations were known then; else the
             # task is polled on the SDK's instants until its own batch has taught enough.
-            schedule._plans = {kind: durations.plan(model, kind, floor=self.floor, unit=self.pace,
+            schedule._plans = {kind: durations.plan(model, kind, floor=self.floor, sleeps=self.sleeps,
                                                     budget=self.budget) for kind in ("total", "run")}
             schedule._token = durations.begin(model)
         return schedule
@@ -414,19 +416,19 @@ class PollSchedule:
             if not plan and self._learns and self.model is not None:
                 # Nothing known when it began: what the tasks that finished since have taught.
                 plan, kept = p.calibration.durations.plan(
-                    self.model, kind, floor=p.floor, unit=p.pace, budget=_TAUGHT_BUDGET,
+                    self.model, kind, floor=p.floor, sleeps=p.sleeps, budget=_TAUGHT_BUDGET,
                     extra=_TAUGHT_EXTRA, after=last - offset), False
             if plan is not None:
                 break
         # The SDK's instants count from its submit's answer, half the exchange after our origin.
-        sdk = cold_poll(last, p.floor, p.pace, answered=self._slack, rtt=self._rtt or 0.0)
+        sdk = cold_poll(last, p.floor, p.sleeps, answered=self._slack, rtt=self._rtt or 0.0)
         if plan is None:
             target = sdk
         elif (planned := next_planned(plan, last - offset, p.floor)) is not None:
             target = offset + planned if kept else min(offset + planned, sdk)
         elif kept:  # slower than every task seen
             self._overdue_polls += 1
-            target = last + backoff(plan, self._overdue_polls, p.floor, p.pace)
+            target = last + backoff(plan, self._overdue_polls, p.floor, p.sleeps)
         else:  # slower than its batch's mirror: back on the SDK's instants
             target = sdk
         return min(max(target, last + p.floor), last + p.ceiling)

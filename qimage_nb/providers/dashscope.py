@@ -69,6 +69,9 @@ class DashScope(Provider):
     capabilities = Capabilities(options=frozenset({"seed", "prompt_extend", "watermark", "pixel_size"}))
     models = SYNC_MODELS + ASYNC_MODELS
     default_model = "qwen-image-2.0"
+    # dashscope 2.0.2's ImageSynthesis.wait (client/base_api.py): a GET at once, then sleeps that
+    # double every third poll from 1 s up to 5 s. The async models say nothing of when a task ends.
+    sdk_sleeps = (1.0, 1.0, 2.0, 2.0, 2.0, 4.0, 4.0, 4.0, 5.0)
 
     # -- requests --
 
