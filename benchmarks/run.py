@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable a
 from benchmarks import (
     bench_batches,
     bench_dashscope_sdk,
+    bench_detection,
     bench_images,
     bench_imports,
     bench_loop,
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rows: list[Row] = []
     for name, module in (("polling", bench_polling), ("no-hints polling vs the dashscope SDK", bench_dashscope_sdk),
-                         ("providers", bench_providers), ("batches", bench_batches),
+                         ("detection", bench_detection), ("providers", bench_providers), ("batches", bench_batches),
                          ("images", bench_images), ("imports", bench_imports), ("event loop", bench_loop)):
         print(f"... {name}", file=sys.stderr, flush=True)
         rows += module.run(quick=args.quick, home=home) if module is bench_batches else module.run(quick=args.quick)

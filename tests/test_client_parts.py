@@ -89,8 +89,13 @@ async def test_wait_and_resume_ask_the_same_seam_for_a_task_of_unknown_age():
     assert [r.url.path for r in fake.api_requests()] == []  # adopted by id: nothing was submitted
 
 
-def test_every_host_waits_by_polling_today():
-    # What a provider does not declare otherwise: the adaptive poll schedule.
+def test_every_host_waits_by_polling_unless_it_declares_a_status_stream():
+    # What a provider does not declare otherwise: the adaptive poll schedule; a host that streams
+    # its statuses (fal) is read through its stream, polling as the fallback.
+    from qimage_nb.core._waiting import Streaming
+
     for provider in all_providers():
         client = AsyncClient("sk-any-key-0000", API, provider=provider)
-        assert isinstance(client._waiting, Polling), provider.name
+        expected = Streaming if provider.capabilities.status_stream else Polling
+        assert isinstance(client._waiting, expected), provider.name
+    assert [p.name for p in all_providers() if p.capabilities.status_stream] == ["fal"]

@@ -8,6 +8,7 @@ host lacks is a one-line ``ValidationError`` with nothing sent.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._contract import Balance, GenerationRequest, UploadedImage
@@ -33,6 +34,8 @@ UPLOAD_REUSE_SECONDS = 48 * 3600
 # One process-wide list of model ids per (provider, origin): the model list changes rarely, and a
 # request for a model the provider's table does not know must be checked against it before any submit.
 _LISTED_MODELS: dict[tuple[str, str], list[str]] = {}
+# Likewise each listed model's own schema (API.md 7.7), None where the host serves none.
+_MODEL_SCHEMAS: dict[tuple[str, str, str], Mapping[str, Any] | None] = {}
 
 
 class Account:
@@ -74,13 +77,32 @@ class Account:
             except (APIError, TransportError, ProtocolError) as exc:
                 # Without the list the model cannot be shown to exist here: refuse it, and say why.
                 unreadable = exc
+        schema = None
+        if request.model in listed and provider.capabilities.model_schema:
+            schema = await self._model_schema(request.model)
         try:
-            check_request(provider, request, listed)
+            check_request(provider, request, listed, schema)
         except ValidationError as exc:
             if unreadable is None or exc.field != "model":
                 raise
             raise ValidationError("model", f"{exc.message} (the host's model list could not be read: {unreadable})") from None
         return request
+
+    async def _model_schema(self, model: str) -> Mapping[str, Any] | None:
+        """The host's schema for a listed model, once per origin per process; None where it has none
+        (the provider's own table then decides)."""
+        provider = self._http.provider
+        cache_key = (provider.name, self._http.base_url, model)
+        if cache_key not in _MODEL_SCHEMAS:
+            try:
+                payload = await self._http.call(provider.model_schema(model), what=f"schema of {model}")
+            except (APIError, ProtocolError):
+                _MODEL_SCHEMAS[cache_key] = None  # no schema served here: the provider's table decides
+            except TransportError:
+                return None  # not cached: the network may come back
+            else:
+                _MODEL_SCHEMAS[cache_key] = provider.read_model_schema(payload)
+        return _MODEL_SCHEMAS[cache_key]
 
     async def upload(self, image: Any, *, reuse: bool = False) -> str:
         from ..journal._uploads import prepare_upload

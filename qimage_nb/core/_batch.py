@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .._contract import GenerationRequest
 from .._exceptions import QImageError, ValidationError
 from ._config import _check_count, _check_seconds, _check_task_id
+from ._parts import run_split
 from ._requests import coerce_request
 from ._results import Generation, Update, UpdateCallback
 from ._submit import new_idempotency_key
@@ -55,7 +56,8 @@ class Batches:
                 "wrap one prompt in a list, or call generate()",
             )
         default_model = self._http.provider.default_model
-        batch = [coerce_request(item, i, default_model) for i, item in enumerate(requests)]
+        inline = self._http.provider.capabilities.inline_refs
+        batch = [coerce_request(item, i, default_model, inline) for i, item in enumerate(requests)]
         self._http.auth()
         for index, request in enumerate(batch):
             try:
@@ -78,6 +80,9 @@ class Batches:
 
             key = new_idempotency_key()
             try:
+                if len(self._http.provider.split(request)) > 1:
+                    return await run_split(self._pipeline.run, self._http.provider, request, on_update=on_update,
+                                           timeout=timeout, cache=cache, batch_index=index)
                 return await self._pipeline.run(
                     request, on_update=on_update, timeout=timeout, cache=cache, batch_index=index, key=key,
                     settled=settled,

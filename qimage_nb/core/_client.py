@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -27,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .._contract import Balance, GenerationRequest, TaskStatus, UploadedImage
-from .._exceptions import ProtocolError, ValidationError
+from .._exceptions import ProtocolError, QImageError, ValidationError
 from ..providers import Provider, choose_provider
 from ._account import Account
+from ._answers import cancel_at_host, cancel_note, with_result
 from ._batch import Batches
 from ._config import (
     _BearerAuth,
@@ -42,6 +44,7 @@ from ._config import (
 from ._download import Downloads
 from ._http import Connection
 from ._journaling import Journal
+from ._parts import run_split
 from ._pipeline import Pipeline
 from ._polling import PollPolicy
 from ._requests import build_request
@@ -110,8 +113,10 @@ class AsyncClient:
         cache_scope: str | None = None,
     ) -> None:
         self.provider = env = choose_provider(provider)
-        self._key = _check_key(api_key if api_key is not None else os.environ.get(env.key_env))
-        raw_url = base_url if base_url is not None else (os.environ.get(env.base_url_env) or env.default_base_url)
+        # Each host's variables are read as its own SDK reads them (a key in two variables, a base
+        # URL given as a bare host name, a region and workspace): the provider says how.
+        self._key = _check_key(api_key if api_key is not None else env.key_from_env(os.environ))
+        raw_url = base_url if base_url is not None else env.base_url_from(os.environ)[0]
         self.base_url = check_base_url(raw_url, allow_insecure_http=allow_insecure_http, example=env.default_base_url)
         self.cache_scope = cache_scope or self.base_url
         if isinstance(timeout, httpx.Timeout):
@@ -211,7 +216,7 @@ class AsyncClient:
     ) -> str:
         """Validate, journal and submit one request; return the task id. Billed once per call."""
         if isinstance(request, str):
-            request = GenerationRequest.create(request, **fields)
+            request = build_request(request, fields, self.provider.default_model, self.provider.capabilities.inline_refs)
         elif fields:
             raise ValidationError("request", "pass either a GenerationRequest or a prompt with fields, not both")
         self._auth()  # refuse before journaling when no key is set
@@ -233,19 +238,24 @@ class AsyncClient:
                 "task_id", f"{self.provider.title} has no way to cancel a task: it runs to its end "
                 "(a failed task is not billed); stop waiting instead, and resume it later"
             )
-        await self._http.call(call, what=f"cancel of {task_id}", task_id=task_id)
+        try:
+            before: TaskStatus | None = await self.get_task(task_id)  # whether it had started, for the note
+        except QImageError:
+            before = None
+        answer, accepted = await cancel_at_host(self._http, call, task_id)
         status = await self.get_task(task_id)
         job = await self._journal(self.store.get, task_id)
         if job is not None and status.terminal:
             await self._journal(self.store.record_status, job.key, status.status, status.progress)
-        return status
+        note = cancel_note(self.provider.title, answer, accepted, before, status)
+        return dataclasses.replace(status, raw={**status.raw, "cancel_answer": answer, "cancel_note": note})
 
     async def get_task(self, task_id: str) -> TaskStatus:
         """One status poll of the task."""
         task_id = _check_task_id(task_id, "get_task")
         payload = await self._http.call(self.provider.poll(task_id), what=f"status of {task_id}", task_id=task_id)
         try:
-            return self.provider.read_task(payload, task_id)
+            return await with_result(self._http, self.provider.read_task(payload, task_id))
         except ProtocolError as exc:
             exc.task_id = exc.task_id or task_id
             raise
@@ -320,10 +330,11 @@ class AsyncClient:
             sent, nothing is billed), or wait for an identical request that was submitted but never
             finished here (no second task). The faces' "re-run without paying".
         """
-        request = build_request(prompt, options, self.provider.default_model)
+        request = build_request(prompt, options, self.provider.default_model, self.provider.capabilities.inline_refs)
         _check_seconds("timeout", timeout, allow_none=True)
         await self.check(request)
-        return await self._pipeline.run(request, on_update=on_update, timeout=timeout, cache=cache, label=label)
+        return await run_split(self._pipeline.run, self.provider, request, on_update=on_update, timeout=timeout,
+                               cache=cache, label=label)
 
     async def resend(
         self, key: str, *, on_update: UpdateCallback | None = None, timeout: float | None = None

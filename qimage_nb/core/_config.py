@@ -39,11 +39,12 @@ class _Secret:
 class _BearerAuth(httpx.Auth):
     """Adds the key at send time, so no dict of headers in our frames ever holds it."""
 
-    def __init__(self, secret: _Secret) -> None:
+    def __init__(self, secret: _Secret, scheme: str = "Bearer") -> None:
         self._secret = secret
+        self._scheme = scheme  # the host's word before the key (provider.auth_scheme)
 
     def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
-        request.headers["Authorization"] = f"Bearer {self._secret.reveal()}"
+        request.headers["Authorization"] = f"{self._scheme} {self._secret.reveal()}"
         yield request
 
     def __repr__(self) -> str:

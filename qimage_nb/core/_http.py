@@ -126,7 +126,7 @@ class Connection:
                 f"no API key: %qimage emulator tries everything offline; or set {self.provider.key_env}, "
                 "pass api_key=..., or run %qimage login",
             )
-        return _BearerAuth(self._key)
+        return _BearerAuth(self._key, self.provider.auth_scheme)
 
     def redact(self, text: str) -> str:
         # Keys shorter than 8 characters are toys (tests, local mirrors): replacing such a short

@@ -73,16 +73,18 @@ class Submitter:
     async def unknown(self, key: str, reason: str) -> SubmitOutcomeUnknown:
         """Journal a submit with no answer as 'outcome unknown' and say so, once, with the way out."""
         await self._journal(self._journal.store.mark_outcome_unknown, key, reason)
-        if not self._http.provider.capabilities.idempotency_keys:
-            why = "nothing was resent, because this host has no idempotency key"
+        keys = self._http.provider.capabilities.idempotency_keys
+        if not keys:
+            why = ("nothing was resent, because this host has no idempotency key, so a resend may "
+                   "bill twice")
         elif await self.keys_honoured():
             why = "nothing more was resent"
         else:
             why = "nothing was resent, because this host has not shown that it honours Idempotency-Key"
         return SubmitOutcomeUnknown(
             f"submit to {self._http.host}: {reason}; the task may exist and may be billed ({why}). "
-            f"To resend the identical request with the same key: %qimage resume --resend {key} "
-            f"(Python: client.resend({key!r}))",
+            f"To resend the identical request{' with the same key' if keys else ' (this may bill twice)'}: "
+            f"%qimage resume --resend {key} (Python: client.resend({key!r}))",
             idempotency_key=key,
         )
 

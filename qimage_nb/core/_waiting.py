@@ -15,23 +15,29 @@ import abc
 import contextlib
 import functools
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .._contract import TaskStatus
 from .._exceptions import ProtocolError, TaskCancelledError, TaskFailedError
+from ._answers import with_result
 from ._config import is_loopback_host
 from ._polling import Calibration, PollPolicy, poll_updates
+from ._stream import StreamUnavailable, stream_statuses
 
 if TYPE_CHECKING:
     from ..journal._store import Store
+    from ..providers import Call
     from ._http import Connection
 
-__all__ = ["Polling", "SubmitTimes", "Waiting", "raise_for_terminal", "shared_timing", "waiting_for"]
+__all__ = ["Polling", "Streaming", "SubmitTimes", "Waiting", "raise_for_terminal", "shared_timing", "waiting_for"]
+
+logger = logging.getLogger("qimage_nb")
 
 _ANSWERED_KEPT = 4096  # submit answer times kept for the schedules of tasks not yet waited on
 
@@ -109,11 +115,57 @@ def waiting_for(
     policy: PollPolicy,
     submit_times: SubmitTimes,
 ) -> Waiting:
-    """How to wait on the tasks of ``connection``'s provider. Every host is polled today; a host
-    that streams its statuses will declare it on its provider, and this picks the ``Waiting`` that
-    reads the stream through ``connection`` (one branch on what the provider declares, never on
-    its name)."""
-    return Polling(get_task, policy, submit_times)
+    """How to wait on the tasks of ``connection``'s provider: a host that streams its statuses
+    (``capabilities.status_stream``) is read through ``connection``'s stream, with polling as
+    the fallback; every other host is polled (one branch on what the provider declares, never on
+    its name). A host that holds its submit until the result exists (an HTTP ``Prefer: wait``)
+    needs no waiting at all when it does: the submit's answer is the result."""
+    polling = Polling(get_task, policy, submit_times)
+    if connection.provider.capabilities.status_stream:
+        return Streaming(connection, polling)
+    return polling
+
+
+class Streaming(Waiting):
+    """Waiting on the host's status stream (server-sent events): each change as it happens, one
+    request in all; any failure before the end hands over to ``fallback`` (polling)."""
+
+    def __init__(self, connection: Connection, fallback: Waiting) -> None:
+        self._http = connection
+        self._fallback = fallback
+
+    async def updates(
+        self, task_id: str, *, timeout: float, immediate: bool, started: float
+    ) -> AsyncIterator[TaskStatus]:
+        call = self._http.provider.stream(task_id)
+        if call is not None:
+            try:
+                async for status in self._streamed(call, task_id, deadline=started + timeout, timeout=timeout):
+                    yield status
+                    if status.terminal:
+                        return
+            except StreamUnavailable as exc:
+                logger.info("qimage_nb: the status stream of %s failed (%s); polling instead", task_id, exc)
+                immediate = True  # what the stream said is unknown: ask at once
+        updates = self._fallback.updates(task_id, timeout=timeout, immediate=immediate, started=started)
+        async with contextlib.aclosing(updates):
+            async for status in updates:
+                yield status
+
+    async def _streamed(self, call: Call, task_id: str, *, deadline: float, timeout: float) -> AsyncIterator[TaskStatus]:
+        http, auth = self._http.pool()[0], self._http.auth()
+        provider = self._http.provider
+
+        def open_stream() -> Any:
+            return http.stream(call.method, self._http.base_url + call.path,
+                               headers={"Accept": "text/event-stream", **call.headers}, auth=auth)
+
+        statuses = stream_statuses(open_stream, lambda data: provider.read_event(self._http.redact(data), task_id),
+                                   task_id, deadline=deadline, timeout=timeout)
+        async with contextlib.aclosing(statuses):
+            async for status in statuses:
+                # The last event says COMPLETED; the images are at the host's result (provider.result).
+                yield await with_result(self._http, status) if status.terminal else status
 
 
 def shared_timing(base_url: str, store: Store | None) -> Calibration:
@@ -144,8 +196,9 @@ def raise_for_terminal(status: TaskStatus) -> None:
     if status.status == "failed":
         failure = status.error
         reason = failure.message if failure else "no reason given"
+        billing = "the host bills a request it refuses" if status.raw.get("billed") else "failed tasks are not billed"
         raise TaskFailedError(
-            f"task {status.task_id} failed: {reason} (failed tasks are not billed)",
+            f"task {status.task_id} failed: {reason} ({billing})",
             task_id=status.task_id,
             code=failure.code if failure else None,
             error_type=failure.type if failure else None,

@@ -36,6 +36,19 @@ class ImageFiles:
         tmp.mkdir(parents=True, exist_ok=True)
         return tmp / f"{uuid.uuid4().hex}{suffix}"
 
+    def keep_reference(self, path: Path, data: bytes) -> None:
+        """The bytes of an inline reference at ``path`` (``refs/``), written once per content and
+        made durable before the journal row that names them by digest."""
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.temp_path(".ref")
+        with open(temp, "wb") as fp:
+            fp.write(data)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(temp, path)
+
     def keep(self, temp: Path, provenance: Mapping[str, str]) -> tuple[Path, str, int]:
         """Move a checked download into the image store with its provenance written into it;
         return its final path, the SHA-256 of the bytes as received, and their length.

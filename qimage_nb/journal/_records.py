@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from .._contract import (
@@ -17,7 +18,9 @@ from .._contract import (
     STATUSES,
     TERMINAL_STATUSES,
     GenerationRequest,
+    InlineImage,
 )
+from .._exceptions import ValidationError
 
 __all__ = ["JOB_STATUSES", "OUTCOME_UNKNOWN", "JobRecord", "records_from_rows", "request_from_json"]
 
@@ -88,10 +91,34 @@ class JobRecord:
         return self.status in TERMINAL_STATUSES
 
 
-def request_from_json(text: str) -> GenerationRequest:
+def _read_ref(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        raise ValidationError(
+            "image_urls", f"the local reference {path.name[:12]} is missing from the journal folder; send the picture again"
+        ) from None
+
+
+def ref_path(root: Path, digest: str) -> Path:
+    """Where the bytes of an inline reference (a ``data:`` URI sent to the host) are kept, once."""
+    return root / "refs" / digest[:2] / digest
+
+
+def request_from_json(text: str, root: Path | None = None) -> GenerationRequest:
     # Rebuilt field by field, not re-validated: the row holds what was journaled, including the
     # client's placeholder (empty prompt) for a task adopted by id, which validation would refuse.
     body = json.loads(text)
+
+    def reference(text: str) -> str | InlineImage:
+        # An inline reference is journaled by digest; its bytes stay in refs/, read only if sent.
+        inline = InlineImage.from_token(text)
+        if inline is None:
+            return text
+        if root is None:
+            return inline
+        return InlineImage(inline.content_type, inline.digest, load=partial(_read_ref, ref_path(root, inline.digest)))
+
     negative = body.get("negative_prompt")
     seed = body.get("seed")
     return GenerationRequest(
@@ -101,10 +128,11 @@ def request_from_json(text: str) -> GenerationRequest:
         resolution=str(body.get("resolution", DEFAULT_RESOLUTION)),
         n=int(body.get("n", 1)),
         negative_prompt=str(negative) if negative is not None else None,
-        image_urls=tuple(str(u) for u in body.get("image_urls") or ()),
+        image_urls=tuple(reference(str(u)) for u in body.get("image_urls") or ()),
         seed=int(seed) if isinstance(seed, int) else None,
         prompt_extend=body.get("prompt_extend") if isinstance(body.get("prompt_extend"), bool) else None,
         watermark=body.get("watermark") if isinstance(body.get("watermark"), bool) else None,
+        host_params=body.get("host_params") if isinstance(body.get("host_params"), dict) else {},
     )
 
 
@@ -130,7 +158,7 @@ def records_from_rows(conn: sqlite3.Connection, rows: Sequence[sqlite3.Row], roo
             JobRecord(
                 key=row["key"],
                 task_id=row["task_id"],
-                request=request_from_json(row["request_json"]),
+                request=request_from_json(row["request_json"], root),
                 fingerprint=row["fingerprint"],
                 status=row["status"],
                 progress=row["progress"],

@@ -9,6 +9,8 @@ Layout under ``root`` (``$QIMAGE_HOME``, else the platform's user data dir)::
 
     journal.sqlite3               jobs, events, images (WAL mode)
     images/<sha[:2]>/<sha>.png    content-addressed by the bytes as received (before provenance)
+    refs/<sha[:2]>/<sha>          local references sent inline (``data:`` URIs), once per content;
+                                  the request in the journal names them by digest only
     tmp/                          downloads in flight; same filesystem, so moves are atomic renames
     timing/<hash>.json            what the poll schedule learned of each provider (``_polling``)
 
@@ -33,8 +35,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._contract import InlineImage
 from ._files import ImageFiles
-from ._records import JOB_STATUSES, OUTCOME_UNKNOWN, JobRecord, records_from_rows
+from ._records import JOB_STATUSES, OUTCOME_UNKNOWN, JobRecord, records_from_rows, ref_path
 from ._schema import ORIGINS_SCHEMA, UPLOADS_SCHEMA, open_journal
 
 if TYPE_CHECKING:
@@ -152,6 +155,9 @@ class Store:
             raise ValueError(f"a journal key must be a non-empty string, got {key!r}")
         fingerprint = request.fingerprint()
         body = json.dumps(request.to_json(), ensure_ascii=False, sort_keys=True)
+        for ref in request.image_urls:  # inline references: their bytes once, before the row
+            if isinstance(ref, InlineImage) and ref.data is not None:
+                self._files.keep_reference(ref_path(self.root, ref.digest), ref.data)
         now = time.time()
         with self._write() as conn:
             existing = conn.execute("SELECT fingerprint FROM jobs WHERE key = ?", (key,)).fetchone()

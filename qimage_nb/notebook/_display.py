@@ -117,6 +117,7 @@ def progress_status(
     task_id: str | None = None,
     have: int = 0,
     count: int = 0,
+    position: int | None = None,
 ) -> str:
     """The status line of a generation in flight, the same words in both faces.
 
@@ -138,7 +139,8 @@ def progress_status(
     if stage == "submitting":
         return "submitting..."
     if stage == "queued":
-        return f"queued{left}{task}"
+        ahead = f" ({position} ahead)" if position else ""
+        return f"queued{ahead}{left}{task}"
     if stage == "running":
         return f"running {progress}%{left}{task}"
     if stage in ("downloading", "completed"):
@@ -200,6 +202,8 @@ def caption_for(info: dict[str, Any] | Any) -> tuple[str, str]:
     short_prompt = _short(info.get("prompt", ""), 60)
     pixels = parse_pixel_size(str(info.get("size") or ""))
     size = info.get("size", "") if pixels else f"{info.get('size', '')} {info.get('resolution', '')}"
+    if info.get("size") == "auto":
+        size = f"{info.get('output_size') or 'its own size'} (the model's choice)"
     parts = [info.get("model", ""), str(size).strip()]
     caption = " · ".join(p for p in (short_prompt, *parts) if p)
     tooltip = "\n".join(
@@ -232,6 +236,8 @@ def stored_caption(info: dict[str, Any] | Any, heading: str = "") -> tuple[str, 
     model_said = said(model) or said(SHORT_MODEL.get(model, ""))
     # A pixel size (DashScope's 1536x640) has no tier to name.
     keys = ("size",) if parse_pixel_size(str(info.get("size") or "")) else ("size", "resolution")
+    if info.get("size") == "auto":
+        keys = ()  # the model chose it; the tile's own pixel size is shown beside it
     size = " ".join(str(info.get(k) or "") for k in keys if not said(str(info.get(k) or "")))
     caption = " · ".join(p for p in (short_prompt, "" if model_said else model, size.strip()) if p)
     tips = []
@@ -428,6 +434,7 @@ class LiveSlot:
     retry: str | None = None  # the request being retried now, and why
     deadline: float | None = None  # monotonic time the estimate says it ends; only ever moves earlier
     cost: float | None = None  # what the host said the task cost, when it said
+    queue_position: int | None = None  # requests ahead in the host's queue, where it says
 
     def __post_init__(self) -> None:
         if self.request is not None and not self.tiles:
@@ -460,7 +467,8 @@ class LiveSlot:
             return f"{self.stage}: {self.error or 'no reason given'}"
         have = sum(t is not None for t in self.tiles)
         line = progress_status(
-            self.stage, progress=self.progress, eta=self.eta, task_id=self.task_id, have=have, count=self.count
+            self.stage, progress=self.progress, eta=self.eta, task_id=self.task_id, have=have, count=self.count,
+            position=self.queue_position,
         )
         if self.retry and self.stage in ("waiting", "submitting", "queued", "running", "downloading"):
             line += f" · {self.retry}"
@@ -553,6 +561,7 @@ class LiveGallery:
         slot.cached = update.cached
         slot.cached_at = update.cached_at
         slot.reattached = update.reattached
+        slot.queue_position = update.queue_position
         if update.error is not None:
             slot.error = error_line(update.error, host=self.host, retries=self.retries, setting=self.setting)[1]
         count = len(update.images) or slot.count or update.request.n
@@ -650,7 +659,9 @@ class LiveGallery:
     def tiles(self) -> list[Tile]:
         out = []
         for slot in self.slots:
-            w, h = slot.request.pixel_size if slot.request is not None and slot.request.prompt else (1, 1)
+            # A size the model chooses (3.0 with none asked) or a host's own word: a square placeholder.
+            known = slot.request.pixel_size if slot.request is not None and slot.request.prompt else None
+            w, h = known or (1, 1)
             tiles = slot.tiles or [None]
             if slot.gone() and not any(tiles):
                 tiles = [None]  # one mark for the generation, not one per image that will not come

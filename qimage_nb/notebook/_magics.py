@@ -38,6 +38,7 @@ from ._magic_args import (
     keep_empty_cells,
     parse,
     parse_cell_line,
+    parse_params,
     split_refs,
     split_values,
 )
@@ -99,7 +100,7 @@ class _Plan:
     prompt: str
     negative: str | None
     n: int
-    combos: list[tuple[str, str, str, int | None]]  # model, size, resolution, seed
+    combos: list[tuple[str, str | None, str, int | None]]  # model, size (None: the model's), resolution, seed
     name: str
     timeout: float
     fresh: bool
@@ -107,6 +108,7 @@ class _Plan:
     provider: str | None = None  # --provider, else the session's
     prompt_extend: bool | None = None
     watermark: bool | None = None
+    host_params: dict[str, Any] = dataclass_field(default_factory=dict)  # --param NAME=VALUE
     from_config: dict[str, str] = dataclass_field(default_factory=dict)  # field -> the trait it came from
 
 
@@ -132,11 +134,14 @@ class QImageMagics(Magics):
     """
 
     provider = Unicode(
-        "", help="Provider: apimart (the seed's API) or dashscope (Alibaba Model Studio); empty: "
+        "", help="Provider: apimart (the seed's API), dashscope (Alibaba Model Studio), fal or replicate; empty: "
         "$QIMAGE_PROVIDER, else the one provider whose key is set, else apimart."
     ).tag(config=True)
     model = Unicode("qwen-image-2.0", help="Default model: qwen-image-2.0 or qwen-image-2.0-pro (or pro, std).").tag(config=True)
-    size = Unicode("1:1", help="Default aspect ratio: 1:1, 4:3, 3:4, 16:9, 9:16, 3:2 or 2:3.").tag(config=True)
+    size = Unicode(
+        "", help="Default aspect ratio: 1:1, 4:3, 3:4, 16:9, 9:16, 3:2 or 2:3; empty: the model's default "
+        "(1:1; Qwen Image 3.0 chooses its own size)."
+    ).tag(config=True)
     resolution = Unicode("1K", help="Default resolution tier: 1K or 2K.").tag(config=True)
     n = Int(1, help="Default number of images per request (1 to 6).").tag(config=True)
     thumb_px = Int(help="Longest side of the thumbnails kept in the notebook, in pixels (default 256).").tag(config=True)
@@ -221,9 +226,9 @@ class QImageMagics(Magics):
         if not models:
             models = [MODEL_ALIASES.get(self.model.strip().lower(), self.model)]  # "pro" works here too
             from_config["model"] = "model"
-        sizes = split_values(args.size)
+        sizes: list[str | None] = list(split_values(args.size))
         if not sizes:
-            sizes = [self.size]
+            sizes = [self.size or None]  # unset: the model's default (3.0 chooses its own size)
             from_config["size"] = "size"
         resolutions = split_values(args.resolution)
         if not resolutions:
@@ -260,6 +265,7 @@ class QImageMagics(Magics):
             provider=args.provider,
             prompt_extend=True if args.extend else False if args.no_extend else None,
             watermark=True if args.watermark else None,
+            host_params=parse_params(args.param),
             from_config=from_config,
         )
 
@@ -273,10 +279,12 @@ class QImageMagics(Magics):
         requests: list[GenerationRequest] = []
         for model, size, resolution, seed in plan.combos:
             try:
+                sized = {"size": size} if size is not None else {}  # none given: the model's default
                 request = GenerationRequest.create(
-                    plan.prompt, model=model, size=size, resolution=resolution, n=plan.n,
+                    plan.prompt, model=model, **sized, resolution=resolution, n=plan.n,
                     negative_prompt=plan.negative, image_urls=urls or None, seed=seed,
                     prompt_extend=plan.prompt_extend, watermark=plan.watermark,
+                    host_params=plan.host_params or None,
                 )
             except ValidationError as exc:
                 raise self._usage(plan, exc) from None
@@ -290,6 +298,8 @@ class QImageMagics(Magics):
 
             def label(r: GenerationRequest) -> str:
                 bits = [SHORT_MODEL.get(r.model, r.model), r.size, r.resolution]
+                if r.size == "auto":
+                    bits[1:] = ["size chosen by the model"]
                 if r.seed is not None:
                     bits.append(f"seed {r.seed}")
                 return " · ".join(bits)
@@ -352,6 +362,12 @@ class QImageMagics(Magics):
 
     def _generate(self, args: Any, prompt: str) -> None:
         self._push_provider()
+        hosts = split_values([args.provider]) if args.provider else []
+        if len(hosts) > 1:
+            from ._magic_hosts import run_host_grid
+
+            run_host_grid(self, args, prompt, hosts)  # the host as a grid axis
+            return
         plan = self._plan(args, prompt)
         thumb_px, fmt, concurrency = self._checked_display_settings()
         cell = self._build(plan, None)  # every value checked before references are looked at
@@ -383,6 +399,9 @@ class QImageMagics(Magics):
         live.setting = provider.base_url_env
         for text in say:
             live.notes.append(text)
+        from ._host_cancel import split_notes
+
+        live.notes.extend(split_notes(client, cell.requests))
         live.show()
         if plan.background:
             self._start_background(cell, live, concurrency, provider.name)
@@ -395,7 +414,13 @@ class QImageMagics(Magics):
         except KeyboardInterrupt:
             # Each generation's line says it once: stopped waiting, and the command that resumes it.
             _adopt_journal_ids(client, live, started)
-            live.interrupted()
+            stopped = live.interrupted()
+            if client.provider.capabilities.cancel_on_stop:  # fal, Replicate: every unfinished task
+                from ._host_cancel import cancel_at_host
+
+                cancel_at_host(client, started)
+            else:  # DashScope's asynchronous models: a task still queued
+                _cancel_on_host(client, stopped)
             return
         except BaseException as exc:
             raise self._surface(exc, live) from None
@@ -437,6 +462,8 @@ class QImageMagics(Magics):
         first = cell.requests[0]
         if len(cell.requests) == 1:
             size = first.size if parse_pixel_size(first.size) else f"{first.size} {first.resolution}"
+            if first.size == "auto":
+                size = "size chosen by the model"
             subtitle = f"{first.model} · {size} · {plan.n} image{'s' if plan.n > 1 else ''} -> {plan.name}"
             if first.seed is not None:
                 subtitle += f" · seed {first.seed}"
@@ -448,6 +475,8 @@ class QImageMagics(Magics):
             subtitle += " · prompt rewriting on" if plan.prompt_extend else " · prompt as written"
         if plan.watermark:
             subtitle += " · watermark"
+        if plan.host_params:
+            subtitle += " · " + ", ".join(f"{k}={v!r}" for k, v in plan.host_params.items())
         if host_title:
             subtitle += f" · on {host_title}"
         if emulator:
@@ -662,6 +691,10 @@ class QImageMagics(Magics):
         )
         live.host = _host(client)
         live.setting = provider.base_url_env
+        if args.resend and not provider.capabilities.idempotency_keys:
+            # The user's call, made knowingly: this host cannot tell a resend from a new request.
+            live.notes.append(f"{provider.title} has no idempotency key: if the first submit did reach it, "
+                              "this resend is a second task and may bill twice")
         live.show()
 
         async def resume_all() -> list[Generation]:
@@ -709,6 +742,22 @@ class QImageMagics(Magics):
 
 
 QImageMagics.qimage_line.__doc__ = LINE_HELP
+
+
+def _cancel_on_host(client: AsyncClient, task_ids: list[str]) -> None:
+    """After an interrupt, ask a host that can cancel (DashScope's asynchronous models, while
+    queued) to cancel what was stopped; one printed line per task says what the host did."""
+    from ..core._sync import run_sync
+    from ._refs import cancel_on_host
+
+    for task_id in task_ids:
+        try:
+            line = run_sync(cancel_on_host(client, task_id))
+        except KeyboardInterrupt:
+            print(f"task {task_id}: not cancelled (interrupted again); %qimage resume {task_id} fetches it")
+            continue
+        if line:
+            print(f"task {task_id}: {line}")
 
 
 def _adopt_journal_ids(client: AsyncClient, live: LiveGallery, since: float) -> None:

@@ -31,11 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._contract import (
+    LONG_PROMPT_MAX,
     NEGATIVE_PROMPT_MAX,
     PIXEL_SIZES,
     PROMPT_MAX,
     REFS_MAX,
+    SHORT_PROMPT_MODELS,
     GenerationRequest,
+    InlineImage,
     _short,
     check_reference_url,
     parse_pixel_size,
@@ -149,8 +152,9 @@ class Panel(PanelView):
         # newest run in view after Generate.
         self.options_row.layout.display = None if options & {"seed", "prompt_extend", "watermark"} else "none"
         self.free_size.layout.display = None if "pixel_size" in options else "none"
-        self.uploader.disabled = not provider.capabilities.upload
-        self.uploader.tooltip = "" if provider.capabilities.upload else (
+        local_refs = provider.capabilities.upload or provider.capabilities.inline_refs is not None
+        self.uploader.disabled = not local_refs
+        self.uploader.tooltip = "" if local_refs else (
             f"{provider.title} has no upload endpoint: add public https URLs"
         )
         from ._session import emulator_banner
@@ -422,8 +426,12 @@ class Panel(PanelView):
 
     def _refresh_controls(self) -> None:
         prompt_len = len(self.prompt.value.strip())
-        self.prompt_count.value = self._count_html(prompt_len, PROMPT_MAX)
-        self.negative_count.value = self._count_html(len(self.negative.value.strip()), NEGATIVE_PROMPT_MAX)
+        # 2.0's character limits are not 3.0's (about 4,500 tokens) nor an unlisted model's.
+        short = self.model.value in SHORT_PROMPT_MODELS
+        self.prompt_count.value = self._count_html(prompt_len, PROMPT_MAX if short else LONG_PROMPT_MAX)
+        self.negative_count.value = self._count_html(
+            len(self.negative.value.strip()), NEGATIVE_PROMPT_MAX if short else LONG_PROMPT_MAX
+        )
         free = parse_pixel_size(self.free_size.value.strip()) if not self.free_size.disabled else None
         w, h = free or PIXEL_SIZES[(self.ratio.value, self.resolution.value)]
         n = int(self.count.value)
@@ -468,19 +476,22 @@ class Panel(PanelView):
 
     # -- references --
 
-    def add_reference(self, url: str, *, thumb: bytes | None = None, name: str = "") -> None:
-        """Add a public image URL to the next run's references (at most 3)."""
-        url = (url or "").strip()
-        if not url:
-            raise ValidationError("image_urls", "type or paste a public http(s) image URL first")
-        checked = check_reference_url(url, len(self.references))
+    def add_reference(self, url: str | InlineImage, *, thumb: bytes | None = None, name: str = "") -> None:
+        """Add a public image URL (or a local picture sent inline) to the next run's references (at most 3)."""
+        if isinstance(url, InlineImage):
+            checked: str | InlineImage = url
+        else:
+            url = (url or "").strip()
+            if not url:
+                raise ValidationError("image_urls", "type or paste a public http(s) image URL first")
+            checked = check_reference_url(url, len(self.references))
         if any(r.url == checked for r in self.references):
             self._note("That reference is already in the list.", ok=False)
             return
         if len(self.references) + len(self._uploading) >= REFS_MAX:
             raise ValidationError("image_urls", f"the API takes at most {REFS_MAX} references: remove one first")
         self.references.append(Ref(shown=name, url=checked, thumb=thumb))
-        if self.ref_url.value.strip() == url:
+        if isinstance(url, str) and self.ref_url.value.strip() == url:
             self.ref_url.value = ""
         self._render_refs()
         self._refresh_controls()

@@ -470,8 +470,11 @@ class PanelView:
     ) -> None:
         chips: list[W.Widget] = []
         for index, ref in enumerate(references):
+            inline = ref.url is not None and not isinstance(ref.url, str)  # sent inside the request
             if ref.thumb is not None:
                 picture = W.Image(value=ref.thumb, format="jpeg")
+            elif inline:
+                picture = W.Image(value=ref.url.raw(), format=ref.url.content_type.split("/")[1])
             else:
                 picture = W.Image(value=(ref.url or "").encode("utf-8"), format="url")
             # The whole picture, letterboxed: "cover" cropped a 16:9 image to the middle of its words.
@@ -482,7 +485,7 @@ class PanelView:
             remove = W.Button(
                 description="Remove",
                 icon="times",
-                tooltip=ref.url or "",
+                tooltip=f"{ref.shown} (sent inside the request)" if inline else ref.url or "",
                 layout=W.Layout(width=f"{REF_PX + 24}px", height="24px"),
             )
             remove.add_class("qimage-ref-remove")
