@@ -447,6 +447,9 @@ class TaskStatus:
     progress: int = 0
     urls: tuple[str, ...] = ()
     created: float | None = None
+    # When the host began running it (DashScope's scheduled_time), like created and completed in
+    # epoch seconds of the host's clock: differences between them are exact, whatever the skew.
+    started: float | None = None
     completed: float | None = None
     estimated_time: float | None = None
     actual_time: float | None = None

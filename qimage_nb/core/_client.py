@@ -127,7 +127,8 @@ class AsyncClient:
             http_timeout = httpx.Timeout(seconds, connect=min(seconds, 10.0))
         self.wait_timeout = _check_seconds("wait_timeout", wait_timeout)
         self.retry = retry or RetryPolicy()
-        self.poll = poll or PollPolicy(calibration=shared_timing(self.base_url, store))
+        self.poll = poll or PollPolicy(calibration=shared_timing(self.base_url, store),
+                                       **({"sleeps": env.sdk_sleeps} if env.sdk_sleeps else {}))
         # The parts, wired once; none of them does I/O until asked.
         self._http = Connection(
             env, self.base_url, self._key, timeout=http_timeout, transport=transport, retry=self.retry,

@@ -175,7 +175,8 @@ class Submitter:
                         await self._settle_refused(key, error, may_exist)
                         raise
                 else:
-                    await self._journal_submitted(key, submitted, fresh=fresh, sent=sent, answered=answered)
+                    await self._journal_submitted(key, submitted, fresh=fresh, sent=sent, answered=answered,
+                                                  model=request.model)
                     return submitted
             if may_exist and not await self.keys_honoured():
                 # The user's one resend got no definite answer either: report, never send again.
@@ -214,9 +215,9 @@ class Submitter:
             await self._journal(store.record_status, key, "failed", 0, error=str(error))
 
     async def _journal_submitted(
-        self, key: str, submitted: Submitted, *, fresh: bool, sent: float, answered: float
+        self, key: str, submitted: Submitted, *, fresh: bool, sent: float, answered: float, model: str
     ) -> None:
         if fresh and not submitted.replayed:
-            self._submit_times.note(submitted.task_id, sent, answered)
+            self._submit_times.note(submitted.task_id, sent, answered, model)
         await self._journal(self._journal.store.set_task_id, key, submitted.task_id)
         await self._journal(self._journal.store.record_status, key, "pending", 0)

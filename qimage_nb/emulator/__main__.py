@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="estimated_time is the real duration times this (default 1.5)")
     parser.add_argument("--pickup", type=float, default=0.1,
                         help="share of each run spent pending before progress starts (default 0.1)")
+    parser.add_argument("--queue", type=float, default=None,
+                        help="dashscope: seconds an async task waits PENDING (each draws 0.5x to 1.5x) "
+                        "before it runs for its whole length (default: pickup x latency)")
     wire = parser.add_argument_group(
         "deployment", "which of API.md's variants to serve (default: the documented contract, sections 1-6)")
     wire.add_argument("--dialect", choices=DIALECTS, default="documented",
@@ -106,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         common["api_key"] = args.key
     try:
         if args.provider == "dashscope":
-            emulator = DashScopeEmulator(**common).start()
+            emulator = DashScopeEmulator(queue=args.queue, **common).start()
         elif args.provider == "fal":
             emulator = FalEmulator(**common).start()
         elif args.provider == "replicate":

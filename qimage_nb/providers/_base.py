@@ -104,6 +104,11 @@ class Provider:
     capabilities: Capabilities = Capabilities()
     # The models this host documents, each validated exactly.
     models: tuple[str, ...] = ()
+    # How the host's official SDK waits on a task: its sleeps between polls after a first poll at
+    # once, the last repeated. A task that gives no hints is never seen later than that SDK would
+    # see it, and what a learned poll plan may spend is measured against it. Empty: the poller's
+    # default back-off.
+    sdk_sleeps: tuple[float, ...] = ()
     default_model: str = ""
     models_checked: str = ""  # when that table was last checked against the host's documents
     # How the key is sent: ``Authorization: <auth_scheme> <key>``.
