@@ -22,10 +22,12 @@ start_total_clock
 CONSTRAINTS="${ROOT}/ci/colab-constraints.txt"
 CVENV="${ROOT}/.venv-colab"
 CPY="${CVENV}/bin/python"
-# What a Colab notebook has of the Jupyter stack, and the two packages our headless run needs
-# (nbclient, nbconvert: Colab has both); every version comes from the constraints file.
+# What a Colab notebook has of the Jupyter stack, the two packages our headless run needs
+# (nbclient, nbconvert), and pandas (the batches demo's DataFrame): Colab has them all; every version
+# comes from the constraints file.
 STACK=(ipython ipykernel ipywidgets widgetsnbextension jupyterlab_widgets traitlets jupyter_client
-       notebook tornado pyzmq pillow httpx platformdirs nest-asyncio anywidget nbclient nbformat nbconvert)
+       notebook tornado pyzmq pillow httpx platformdirs nest-asyncio anywidget nbclient nbformat nbconvert
+       pandas)
 # Run inside the Colab venv: the module that covers ipywidgets 7 vs 8, and the panel's own tests (the
 # magic on IPython 7.34 runs in every demo notebook).
 UNIT_TESTS=(tests/test_widgets_compat.py tests/test_panel.py tests/test_panel_providers.py)

@@ -9,6 +9,7 @@ import re
 
 import pytest
 from test_panel import by_class, generate, open_button, text_of, thumbs, visible
+from test_widgets_compat import browser_uploads
 
 from qimage_nb import Panel
 from qimage_nb.emulator import Faults
@@ -204,7 +205,6 @@ async def test_the_journal_offers_the_resend_command_for_an_unknown_outcome(sess
 
 
 async def test_the_upload_button_sends_a_local_picture_inline_on_dashscope_and_lists_3_0(both, session):
-    import datetime
     import io
 
     from PIL import Image
@@ -217,10 +217,7 @@ async def test_the_upload_button_sends_a_local_picture_inline_on_dashscope_and_l
     buf = io.BytesIO()
     Image.new("RGB", (640, 480), (20, 120, 200)).save(buf, "PNG")
     data = buf.getvalue()
-    panel.uploader.value = (
-        {"name": "mine.png", "type": "image/png", "size": len(data), "content": memoryview(data),
-         "last_modified": datetime.datetime.now(datetime.timezone.utc)},
-    )
+    browser_uploads(panel.uploader, [("mine.png", data)])  # as this ipywidgets' front end sends it
     await panel.wait()
     (ref,) = panel.references
     assert ref.thumb is not None and not visible(panel.error)

@@ -41,8 +41,6 @@ def emulator_banner(provider: Provider) -> str:
 
 
 # The bundled emulator of each host (a table, not a branch per host in the faces).
-_EMULATORS = {"apimart": "Emulator", "dashscope": "DashScopeEmulator", "fal": "FalEmulator",
-              "replicate": "ReplicateEmulator"}
 
 
 class Session:
@@ -201,12 +199,11 @@ class Session:
         session's clients of that provider at it."""
         p = self.provider(provider)
         if p.name not in self._emulators:
-            from .. import emulator as emulators
+            from ..emulator import emulator_class
 
             options.setdefault("latency", 2.0)
             options.setdefault("jitter", 1.0)
-            emulator_class = getattr(emulators, _EMULATORS[p.name])
-            self._emulators[p.name] = emulator_class(**options).start()
+            self._emulators[p.name] = emulator_class(p.name)(**options).start()
             self._emulator_polls[p.name] = PollPolicy.for_latency(options["latency"])
         return self._emulators[p.name]
 

@@ -52,6 +52,12 @@ class DashScopeEmulator(HostEmulator):
     cache_scope = "emulator:qimage_nb:dashscope"
     in_process_cdn_url = IN_PROCESS_CDN_URL
     handler_class = DashScopeHandler
+    key_variable = "DASHSCOPE_API_KEY"
+    base_url_variable = "DASHSCOPE_HTTP_BASE_URL"
+
+    @classmethod
+    def cli_options(cls, args: Any) -> dict[str, Any]:
+        return {"queue": args.queue}
 
     def __init__(
         self,
