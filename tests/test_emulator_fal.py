@@ -18,7 +18,8 @@ T2I = "/fal-ai/qwen-image-2/text-to-image"
 
 @pytest.fixture
 def emu():
-    emulator = FalEmulator(latency=0.3, jitter=0, keepalive=0.1, max_concurrent=1).start()
+    # Long enough that the second task is still queued when a loaded machine looks (0.3 s was not)
+    emulator = FalEmulator(latency=1.0, jitter=0, keepalive=0.1, max_concurrent=1).start()
     yield emulator
     emulator.stop()
 
@@ -112,7 +113,9 @@ def test_a_lost_submit_answer_still_creates_exactly_one_request(emu, client):
     emu.set_faults(lose_submit_answers=1, lose_mode="reset")
     with pytest.raises(httpx.RemoteProtocolError):
         client.post(T2I, json={"prompt": "lost"})
-    time.sleep(0.4)
+    deadline = time.monotonic() + 5  # the lost request runs to its end, and is billed once
+    while emu.counters()["requests_billed"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
     counters = emu.counters()
     assert counters["tasks"] == 1 and counters["requests_billed"] == 1
 
