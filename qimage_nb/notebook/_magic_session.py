@@ -65,7 +65,7 @@ def history(magics: QImageMagics, line: str) -> None:
         raise UsageError(f"-n {args.limit}: show at least 1 entry")
     from IPython.display import display
 
-    from ._display import history_bundle
+    from ..view._history import history_bundle
     from ._session import get_session
 
     client = get_session().client(args.provider)
@@ -239,7 +239,7 @@ def config(magics: QImageMagics, line: str) -> None:
     """%qimage config: the effective settings (never the key), the balance where the host has one,
     and what this session's generations cost."""
     from ..core._sync import run_sync
-    from ._display import error_line, format_cost
+    from ..view._words import error_line, format_cost
     from ._session import get_session
 
     if line.strip():

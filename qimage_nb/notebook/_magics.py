@@ -9,7 +9,7 @@ leaves static HTML behind (small thumbnails as ``data:`` URIs plus a plain-text 
 saved notebook renders anywhere and grows by kilobytes per image, not megabytes.
 
 Around it: the argument syntax in ``_magic_args``, references in ``_refs``, the live output area
-and the history table in ``_display``.
+and the history table in ``view._history``.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ class QImageMagics(Magics):
     @default("thumb_px")
     def _thumb_px_default(self) -> int:
         # The display's own size, read when first needed: loading the extension imports no more.
-        from ._display import DEFAULT_THUMB_PX
+        from ..view._gallery import DEFAULT_THUMB_PX
 
         return DEFAULT_THUMB_PX
 
@@ -210,7 +210,7 @@ class QImageMagics(Magics):
         return name
 
     def _plan(self, args: Any, prompt: str) -> _Plan:
-        from ._display import MODEL_ALIASES
+        from ..view._words import MODEL_ALIASES
 
         from_config: dict[str, str] = {}
         models = [MODEL_ALIASES.get(m.lower(), m) for m in split_values(args.model)]
@@ -268,7 +268,7 @@ class QImageMagics(Magics):
         with every field the cell gives; a bad value is one UsageError line naming its option."""
         from .._contract import GenerationRequest
         from .._exceptions import ValidationError
-        from ._display import SHORT_MODEL
+        from ..view._words import SHORT_MODEL
 
         requests: list[GenerationRequest] = []
         for model, size, resolution, seed in plan.combos:
@@ -492,7 +492,7 @@ class QImageMagics(Magics):
         keeps a small mark). Several: each failed generation's reason is a labelled red line in the
         output, and the cell raises only when none succeeded, without repeating them.
         """
-        from ._display import error_line
+        from ..view._words import error_line
         from ._session import get_session
 
         get_session().record(generations)  # for %qimage config's session total
@@ -523,7 +523,7 @@ class QImageMagics(Magics):
         is said; otherwise (a background run) the output area says it.
         """
         from .._exceptions import QImageError, ValidationError
-        from ._display import error_line
+        from ..view._words import error_line
 
         if isinstance(exc, (UsageError, QImageCellError)):
             return exc

@@ -18,8 +18,8 @@ import ipywidgets as W
 
 from .._contract import GenerationRequest, _short, parse_pixel_size
 from .._exceptions import QImageError, TaskError
-from ._display import DEFAULT_THUMB_PX as THUMB_PX
-from ._display import (
+from ..view._gallery import DEFAULT_THUMB_PX as THUMB_PX
+from ..view._words import (
     error_line,
     estimate_left,
     format_cost,
@@ -478,7 +478,7 @@ class Run:
             self.render()
 
     async def _fill(self, index: int, image: Image.Image) -> None:
-        from ._display import tile_for
+        from ..view._gallery import tile_for
 
         slot = self.slots[index]
         if slot.image is not None:

@@ -511,7 +511,7 @@ class PanelView:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
         downloaded = bool(getattr(entry, "downloaded", False))
         from .._contract import PHASE_WORDS
-        from ._display import format_cost
+        from ..view._words import format_cost
 
         unknown = not getattr(entry, "in_flight", False) and (
             getattr(entry, "outcome_unknown", False) or (not task_id and status == "submitting")
@@ -546,7 +546,7 @@ class PanelView:
         children: list[W.Widget] = [text]
         if unknown:
             # Resending may bill a second task where the host ignores keys: the user's call, in a cell.
-            from ._display import resend_command
+            from ..view._words import resend_command
 
             hint = W.HTML(
                 f'<span style="color:{MUTED}">resend with <code>{html.escape(resend_command(str(key)))}</code></span>'

@@ -267,7 +267,7 @@ def local_ref(material: Any, shown: str, *, option: str = "") -> Ref:
 async def upload(client: AsyncClient, ref: Ref, say: Callable[[str], Any] | None = None) -> str:
     """The URL of a local reference: the client's earlier upload of the same bytes to the same API
     when it is recent enough, else a new upload (the client remembers it for next time)."""
-    from ._display import when
+    from ..view._words import when
 
     earlier = client.find_upload(ref.local) if say is not None else None
     if earlier is not None:
