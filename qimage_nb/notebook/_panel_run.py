@@ -27,7 +27,7 @@ from ..view._words import (
     progress_status,
     resend_command,
 )
-from ._panel_view import LINE, MUTED, RED, describe, image_format, tile_size
+from ._panel_parts import LINE, MUTED, RED, describe, image_format, tile_size
 
 if TYPE_CHECKING:
     from collections.abc import Callable
