@@ -15,12 +15,13 @@ import pytest
 from IPython.core.error import UsageError
 from PIL import Image
 
-from qimage_nb import AsyncClient, Client, _session
+from qimage_nb import AsyncClient, Client
 from qimage_nb._exceptions import ValidationError
 from qimage_nb.core._polling import PollPolicy
 from qimage_nb.core._retry import RetryPolicy
 from qimage_nb.emulator import Emulator
 from qimage_nb.journal._store import Store
+from qimage_nb.notebook import _session
 
 FAST_RETRY = RetryPolicy(max_attempts=3, backoff_base=0.01, backoff_cap=0.05)
 SEEN: dict[str, set[str]] = {"client": set(), "magic": set(), "panel": set()}

@@ -17,9 +17,10 @@ import ipywidgets as W
 import pytest
 from PIL import Image
 
-from qimage_nb import AsyncClient, Panel, PollPolicy, _session
+from qimage_nb import AsyncClient, Panel, PollPolicy
 from qimage_nb._contract import GenerationRequest
 from qimage_nb.emulator import Emulator
+from qimage_nb.notebook import _session
 from qimage_nb.notebook._panel import reproduce_cell, walk_widgets
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ import re
 import pytest
 from test_panel import by_class, generate, open_button, text_of, thumbs, visible
 
-from qimage_nb import Panel, _session
+from qimage_nb import Panel
 from qimage_nb.emulator import Faults
+from qimage_nb.notebook import _session
 from qimage_nb.providers import get_provider
 
 

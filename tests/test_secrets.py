@@ -22,12 +22,13 @@ import httpx
 import pytest
 from PIL import Image
 
-from qimage_nb import AsyncClient, Client, _session
+from qimage_nb import AsyncClient, Client
 from qimage_nb._exceptions import APIError, QImageError, ValidationError
 from qimage_nb.core._polling import PollPolicy
 from qimage_nb.core._retry import RetryPolicy
 from qimage_nb.emulator import Emulator
 from qimage_nb.journal._store import Store
+from qimage_nb.notebook import _session
 
 KEY = f"sk-LEAKCHECK-{uuid.uuid4()}"
 FAST_RETRY = RetryPolicy(max_attempts=4, backoff_base=0.01, backoff_cap=0.05)
