@@ -28,9 +28,16 @@ if TYPE_CHECKING:
     from .._contract import GenerationRequest
     from ..core._results import Generation, Update
 
-__all__ = ["LiveGallery", "LiveSlot"]
+__all__ = ["LiveGallery", "LiveSlot", "host_of"]
 
 _FINISHED = ("done", "failed", "error", "cancelled")
+
+
+def host_of(client: Any) -> str | None:
+    """The API's host (``host:port``) a live gallery names when the network fails."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(getattr(client, "base_url", "") or "").netloc or None
 
 
 @dataclass
