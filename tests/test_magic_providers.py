@@ -144,7 +144,7 @@ def test_login_provider_keeps_each_hosts_key_apart_and_never_shows_it(shell, ses
     assert "%qimage emulator --provider apimart" in str(caught.value)
     assert "QIMAGE_API_KEY" in str(caught.value)
     shell.run_line_magic("qimage", "logout --provider dashscope")
-    assert "forgot the Alibaba Model Studio (DashScope) key" in capsys.readouterr().out
+    assert "forgot the key for Alibaba Model Studio (DashScope)" in capsys.readouterr().out
     assert not session.has_key
 
 

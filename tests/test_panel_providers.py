@@ -51,8 +51,9 @@ async def test_the_provider_choice_decides_models_and_which_options_are_enabled(
     try:
         assert panel.provider.value == "apimart" and not panel.provider.disabled
         assert dict(panel.provider.options)  # every host is offered, by its title
-        assert [label for label, _ in panel.provider.options] == [
-            "the APIMart API", "Alibaba Model Studio (DashScope)"]
+        # By their short names, which fit the header's dropdown; the whole titles in its tooltip.
+        assert [label for label, _ in panel.provider.options] == ["APIMart", "DashScope"]
+        assert "Alibaba Model Studio (DashScope)" in panel.provider.tooltip
         assert list(panel.model.options) == ["qwen-image-2.0", "qwen-image-2.0-pro"]
         assert panel.seed.disabled and panel.extend.disabled and panel.watermark.disabled and panel.free_size.disabled
         (options,) = by_class(panel, "qimage-options")
@@ -169,7 +170,8 @@ async def test_run_rows_say_queued_then_running_and_the_cost(session):
         assert any(re.match(r"queued", line) for line in seen), seen
         assert any(re.match(r"running \d+%", line) for line in seen), seen
         assert not any(re.search(r"\b(submitted|in_progress|pending|processing)\b", line) for line in seen), seen
-        assert re.match(r"done · 1 image in \d+ s · \$0\.006 · task_", text_of(run.status)), text_of(run.status)
+        assert re.match(r"done · 1 image in \d+ s · \$0\.006 · +task_", text_of(run.status)), text_of(run.status)
+        assert f'title="task id: {run.task_id}"' in run.status.value  # the whole id, shortened on the line
         assert session.spent == (pytest.approx(0.006), 1)  # %qimage config's session total
     finally:
         panel.close()

@@ -20,7 +20,7 @@ from ..view._words import (
     estimate_left,
     format_cost,
     progress_status,
-    resend_command,
+    resend_offer,
     when,
 )
 
@@ -67,7 +67,8 @@ class LiveSlot:
             self.count = self.request.n
             self.tiles = [None] * self.count
 
-    def status(self) -> str:
+    def status(self, *, keys_honoured: bool = False) -> str:
+        """The slot's line; ``keys_honoured``: its host honours idempotency keys (what a resend risks)."""
         task = f" · task {self.task_id}" if self.task_id else ""
         if self.stage == "done":
             if self.cached:
@@ -80,8 +81,7 @@ class LiveSlot:
             if self.task_id and self.unconfirmed:
                 return (
                     "interrupted while submitting: the API may or may not have this task (it may be billed). "
-                    f"{resend_command(self.task_id)} sends the identical request with the same key "
-                    "(a host that honours the key answers with the task it made)"
+                    + resend_offer(self.task_id, keys_honoured=keys_honoured)
                 )
             if self.task_id:
                 return (
@@ -140,6 +140,7 @@ class LiveGallery:
         self.footer: str | None = None
         self.host: str | None = None  # the API's host, named when the network fails
         self.setting = "QIMAGE_BASE_URL"  # the provider's base URL variable, named with it
+        self.keys_honoured = False  # the host honours idempotency keys: a resend cannot bill twice
         self.retries = 0
         # The cell raises the failure: its one red line is the reason, so the gallery does not
         # say it again (a status line and an error line would repeat it above the traceback).
@@ -300,7 +301,7 @@ class LiveGallery:
             failed = slot.stage in ("failed", "error", "cancelled")
             if failed and self.reason_below:
                 continue  # the cell's own error line says it
-            (failures if failed else lines).append(prefix + slot.status())
+            (failures if failed else lines).append(prefix + slot.status(keys_honoured=self.keys_honoured))
         return lines, failures
 
     def bundle(self) -> dict[str, Any]:

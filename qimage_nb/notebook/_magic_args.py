@@ -57,7 +57,9 @@ LINE_HELP = "\n".join(
         "  %qimage models [--provider P]  the model ids the API in use lists",
         "  %qimage resume [TASK_ID | --all | --resend KEY] [-o NAME]",
         "                                 fetch a task's images without submitting it again; --resend",
-        "                                 sends a submit whose outcome is unknown again, same key",
+        "                                 sends a submit whose outcome is unknown again, same key (no",
+        "                                 second bill only where the host honours keys: APIMart; on",
+        "                                 DashScope it may bill again)",
         "  %qimage history [-n N] [--pending]",
         "                                 the journal of generations on this machine",
         "  %qimage pending                tasks submitted but never downloaded",
@@ -74,7 +76,7 @@ _CELL_ARGUMENTS = (
     ),
     argument(
         "--provider", metavar="P", default=None,
-        help="the host: apimart (the seed's API) or dashscope (Alibaba Model Studio); default: "
+        help="the host: apimart (APIMart) or dashscope (Alibaba Model Studio); default: "
         "%%config QImageMagics.provider, $QIMAGE_PROVIDER, or the one whose key is set",
     ),
     argument(

@@ -83,6 +83,7 @@ def resume(magics: QImageMagics, line: str) -> None:
     )
     live.host = host_of(client)
     live.setting = provider.base_url_env
+    live.keys_honoured = provider.capabilities.idempotency_keys
     live.show()
 
     async def resume_all() -> list[Generation]:

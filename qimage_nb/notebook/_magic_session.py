@@ -70,7 +70,8 @@ def history(magics: QImageMagics, line: str) -> None:
 
     client = get_session().client(args.provider)
     entries = client.pending()[: args.limit] if args.pending else client.history(args.limit)
-    display(history_bundle(entries, pending_only=args.pending), raw=True)
+    keys = client.provider.capabilities.idempotency_keys
+    display(history_bundle(entries, pending_only=args.pending, keys_honoured=keys), raw=True)
     if args.pending and client.cache_scope != client.base_url:
         # The in-kernel emulator: tasks left unfinished by an earlier kernel's emulator (or another
         # kernel's) share its scope but not its address, and no emulator here knows them.
@@ -97,23 +98,36 @@ def pending(magics: QImageMagics, line: str) -> None:
 )
 @argument(
     "--provider", metavar="P", default=None,
-    help="whose emulator: apimart (the seed's API) or dashscope (Alibaba Model Studio); it becomes "
+    help="whose emulator: apimart (APIMart) or dashscope (Alibaba Model Studio); it becomes "
     "the provider in use (default: the one in use)",
 )
 def emulator(magics: QImageMagics, line: str) -> None:
     """%qimage emulator [--provider P] [--auto] [--stop] [--latency S]: a bundled offline emulator in this kernel."""
     args = parse(emulator, line)
+    from ..providers import get_provider
+    from ..view._words import emulator_name
     from ._session import emulator_banner, get_session
 
     session = get_session()
     provider = session.provider(args.provider)
     name = provider.name
     if args.stop:
-        if session.emulator_for(name) is None:
-            print(f"the {provider.title} emulator is not running; using the API at {session.base_url_for(name)}")
+        # The emulator of the provider in use, or of the one --provider names: never another.
+        running = session.emulator_for(name)
+        if running is None:
+            others = [get_provider(other) for other in session._emulators if other != name]
+            also = "".join(
+                f"; {emulator_name(other.title)} is running (%qimage emulator --stop --provider {other.name} stops it)"
+                for other in others
+            )
+            print(f"{emulator_name(provider.title)} is not running; using the API at {session.base_url_for(name)}{also}")
             return
+        where = running.base_url
         session.stop_emulator(name)
-        print(f"emulator stopped; using {provider.title} at {session.base_url_for(name)} (key {_key_state(session, name)})")
+        print(
+            f"stopped {emulator_name(provider.title)} (was at {where}); using {provider.title} at "
+            f"{session.base_url_for(name)} (key {_key_state(session, name)})"
+        )
         return
     if args.latency is not None and not args.latency >= 0:
         raise UsageError(f"--latency {args.latency} must be zero or more seconds")
@@ -126,7 +140,7 @@ def emulator(magics: QImageMagics, line: str) -> None:
     running = session.emulator_for(name)
     if running is not None:
         note = " (stop it first to change --latency)" if args.latency is not None else ""
-        print(f"the {provider.title} emulator is already running at {running.base_url}{note}")
+        print(f"{emulator_name(provider.title)} is already running at {running.base_url}{note}")
         return
     options: dict[str, Any] = {}
     if args.latency is not None:
@@ -184,7 +198,9 @@ def login(magics: QImageMagics, line: str) -> None:
     stopped = ""
     if session.emulator_for(provider.name) is not None:
         session.stop_emulator(provider.name)
-        stopped = "emulator stopped; "
+        from ..view._words import emulator_name
+
+        stopped = f"stopped {emulator_name(provider.title)}; "
     print(
         f"key set for this kernel (memory only, never saved); {stopped}using {provider.title} at "
         f"{session.base_url_for(provider.name)}"
@@ -198,7 +214,7 @@ def logout(magics: QImageMagics, line: str) -> None:
     session = get_session()
     provider = session.provider(_login_provider(line.strip()))
     session.logout(provider.name)
-    print(f"forgot the {provider.title} key typed with %qimage login; key now {_key_state(session, provider.name)}")
+    print(f"forgot the key for {provider.title} typed with %qimage login; key now {_key_state(session, provider.name)}")
 
 
 @magic_arguments(name="qimage models")

@@ -90,7 +90,7 @@ class QImageMagics(CellPlanner, Magics):
     """
 
     provider = Unicode(
-        "", help="Provider: apimart (the seed's API) or dashscope (Alibaba Model Studio); empty: "
+        "", help="Provider: apimart (APIMart) or dashscope (Alibaba Model Studio); empty: "
         "$QIMAGE_PROVIDER, else the one provider whose key is set, else apimart."
     ).tag(config=True)
     model = Unicode("qwen-image-2.0", help="Default model: qwen-image-2.0 or qwen-image-2.0-pro (or pro, std).").tag(config=True)
@@ -159,7 +159,7 @@ class QImageMagics(CellPlanner, Magics):
         An identical request that already completed is served from the journal with no request
         to the API ("from cache"); --new pays for fresh images. Comma-separated values for
         --model, --size, --resolution and --seed run every combination concurrently as a
-        comparison grid. Options a provider does not take (--seed on the seed's API, say) are
+        comparison grid. Options a provider does not take (--seed on APIMart, say) are
         refused in one line before anything is sent.
 
         For example, two wide pictures into the variable cats:
@@ -208,6 +208,7 @@ class QImageMagics(CellPlanner, Magics):
 
         live.host = host_of(client)
         live.setting = provider.base_url_env
+        live.keys_honoured = provider.capabilities.idempotency_keys
         for text in say:
             live.notes.append(text)
         live.show()

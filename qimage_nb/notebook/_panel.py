@@ -96,6 +96,7 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
         self._selected: tuple[Run, int] | None = None
         self._error_is_validation = False
         self._journal_loaded = False
+        self._resend_key: str | None = None  # the resend the panel asked about, until answered
         self._tasks: set[asyncio.Future[Any]] = set()
         self._build(str(folder))
         problem = self._choose_initial_provider()
@@ -119,6 +120,8 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
         self.use_ref_button.on_click(self._guard("use as reference", lambda _b: self.use_selected_as_reference()))
         self.journal_refresh.on_click(self._guard("journal", lambda _b: self.refresh_journal()))
         self.journal.observe(self._guard("journal", self._on_journal_toggle), names="selected_index")
+        self.resend_yes.on_click(self._guard("resend", lambda _b: self.confirm_resend()))
+        self.resend_no.on_click(self._guard("resend", lambda _b: self.keep_unsent()))
 
     # -- display protocol --
 
@@ -248,7 +251,10 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
 
     def _note(self, message: str, *, ok: bool = True) -> None:
         color = "#1b6e3a" if ok else MUTED
-        self.action_note.value = f'<span style="color:{color}">{html.escape(_short(message, LINE))}</span>'
+        # A block that wraps anywhere: a saved file's path is one long word, and was cut.
+        self.action_note.value = (
+            f'<div style="color:{color};line-height:1.35;overflow-wrap:anywhere">{html.escape(_short(message, LINE))}</div>'
+        )
 
     # -- controls and validation --
 
@@ -383,8 +389,10 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
         request = job.request if job is not None else GenerationRequest(prompt="")
         return self._start_run(request, client, resume=task_id)
 
-    def _start_run(self, request: GenerationRequest, client: AsyncClient, *, resume: str | None = None) -> Run:
-        run = Run(_RunHost(self), len(self.runs) + 1, request, client, resume=resume)
+    def _start_run(
+        self, request: GenerationRequest, client: AsyncClient, *, resume: str | None = None, resend: bool = False
+    ) -> Run:
+        run = Run(_RunHost(self), len(self.runs) + 1, request, client, resume=resume, resend=resend)
         self.runs.append(run)
         self.history.children = (run.box, *self.history.children)
         if resume is None:

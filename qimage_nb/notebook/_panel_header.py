@@ -131,7 +131,7 @@ class PanelHeader:
         short = {"%qimage login (memory only)": "%qimage login"}
         text = f"key: {short.get(source, source)}" if source else f"no key (${provider.key_env})"
         tip = (
-            f"the {provider.title} key comes from {source} (never shown)" if source else
+            f"the key for {provider.title} comes from {source} (never shown)" if source else
             f"set ${provider.key_env}, run %qimage login --provider {provider.name}, or "
             f"%qimage emulator --provider {provider.name}"
         )

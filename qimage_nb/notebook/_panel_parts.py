@@ -96,8 +96,10 @@ def inline(widget: W.Widget) -> W.Widget:
 
 def counted_text(description: str, placeholder: str, height: str, css: str) -> tuple[W.Textarea, W.HTML]:
     """A labelled text box and the count beside it (the panel fills the count as the text changes)."""
+    # No side margins: a widget's own 2 px each side made a 100 % wide box 4 px wider than its column.
     text = W.Textarea(
-        placeholder=placeholder, description=description, style=DESC, layout=W.Layout(width="100%", height=height)
+        placeholder=placeholder, description=description, style=DESC,
+        layout=W.Layout(width="100%", height=height, margin="2px 0"),
     )
     text.add_class(css)
     count = W.HTML()
@@ -115,6 +117,7 @@ def toggles(
         description=description,
         tooltips=tooltips or [],
         style={**DESC, "button_width": width},
+        layout=W.Layout(flex="0 0 auto"),  # never shrunk: its buttons stay on one line
     )
     inline(widget)
     widget.add_class(css)
@@ -174,8 +177,23 @@ def ref_chips(references: list[Ref], uploading: list[str], on_remove: Callable[[
         chips.append(pending)
     return tuple(chips)
 
-def journal_row(entry: Any, on_resume: Callable[[str], Any]) -> W.Widget:
-    """One earlier journal entry: what it was, and the button (or the cell) that gets its images."""
+
+def journal_row(
+    entry: Any,
+    on_resume: Callable[[str], Any],
+    on_resend: Callable[[str], Any] | None = None,
+    *,
+    keys_honoured: bool = False,
+) -> W.Widget:
+    """One earlier journal entry: what it was, and the button (or the cell) that gets its images.
+
+    An entry whose submit got no answer offers a resend that says what it risks on this host
+    (``keys_honoured``: the host honours idempotency keys); ``on_resend`` is the panel's, which
+    asks first where a resend may bill again.
+    """
+    from .._contract import PHASE_WORDS
+    from ..view._words import format_cost, id_html, resend_offer
+
     request: GenerationRequest = entry.request
     status = str(getattr(entry, "status", "") or "")
     task_id = getattr(entry, "task_id", None)
@@ -183,9 +201,6 @@ def journal_row(entry: Any, on_resume: Callable[[str], Any]) -> W.Widget:
     created = getattr(entry, "created_at", None)
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
     downloaded = bool(getattr(entry, "downloaded", False))
-    from .._contract import PHASE_WORDS
-    from ..view._words import format_cost
-
     unknown = not getattr(entry, "in_flight", False) and (
         getattr(entry, "outcome_unknown", False) or (not task_id and status == "submitting")
     )
@@ -197,8 +212,9 @@ def journal_row(entry: Any, on_resume: Callable[[str], Any]) -> W.Widget:
         request.size if parse_pixel_size(request.size) else f"{request.size} {request.resolution}",
         f"n={request.n}",
         format_cost(cost) if cost is not None else "",
-        str(task_id or "no task id"),
     ]
+    # The id shortened, whole in its tooltip: a 36-character id wrapped over four lines here.
+    shown_id = id_html(str(task_id)) if task_id else "no task id"
     error = getattr(entry, "error", None)
     prompt = (
         f"“{html.escape(_short(request.prompt, 90))}”"
@@ -206,7 +222,8 @@ def journal_row(entry: Any, on_resume: Callable[[str], Any]) -> W.Widget:
         else "<i>prompt unknown</i>"
     )
     text = W.HTML(
-        f'<div style="line-height:1.35"><span style="color:{MUTED}">{html.escape(" · ".join(b for b in bits if b))}</span>'
+        f'<div style="line-height:1.35;overflow-wrap:anywhere"><span style="color:{MUTED}">'
+        f'{html.escape(" · ".join(b for b in bits if b))} · {shown_id}</span>'
         f"<br>{prompt}"
         + (
             f'<br><span style="color:{RED}">{html.escape(_short(error, 160))}</span>'
@@ -214,18 +231,32 @@ def journal_row(entry: Any, on_resume: Callable[[str], Any]) -> W.Widget:
             else ""
         )
         + "</div>",
-        layout=W.Layout(flex="1 1 auto"),
+        layout=W.Layout(flex="1 1 0", min_width="0"),
     )
     children: list[W.Widget] = [text]
     if unknown:
-        # Resending may bill a second task where the host ignores keys: the user's call, in a cell.
-        from ..view._words import resend_command
-
         hint = W.HTML(
-            f'<span style="color:{MUTED}">resend with <code>{html.escape(resend_command(str(key)))}</code></span>'
+            f'<div style="color:{MUTED};line-height:1.35;overflow-wrap:anywhere">'
+            f"{html.escape(resend_offer(str(key), keys_honoured=keys_honoured))}</div>",
+            layout=W.Layout(flex="1 1 0", min_width="0"),
         )
         hint.add_class("qimage-resend-hint")
         children.append(hint)
+        if on_resend is not None:
+            resend = W.Button(
+                description="Resend…",
+                icon="redo",
+                tooltip=(
+                    "Send the identical request again with the same key: this host honours it, no second bill"
+                    if keys_honoured else
+                    "Send the identical request again: this host has no idempotency key, so it may bill "
+                    "again (the panel asks first)"
+                ),
+                layout=W.Layout(width="auto", min_width="100px", flex="0 0 auto"),
+            )
+            resend.add_class("qimage-resend")
+            resend.on_click(on_resend(str(key)))
+            children.append(resend)
     elif status not in ("failed", "cancelled") and (task_id or key):
         label = "Show" if downloaded else "Resume"
         tip = (
@@ -237,7 +268,8 @@ def journal_row(entry: Any, on_resume: Callable[[str], Any]) -> W.Widget:
             description=label,
             icon="eye" if downloaded else "download",
             tooltip=tip,
-            layout=W.Layout(width="100px"),
+            # Never shrunk by the row's text: squeezed, "Show" read as an icon and an ellipsis.
+            layout=W.Layout(width="auto", min_width="100px", flex="0 0 auto"),
         )
         button.add_class("qimage-resume")
         button.on_click(on_resume(str(task_id or key)))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._contract import REFS_MAX
 from .._exceptions import QImageError, ValidationError
+from ..view._words import id_html
 from ._magic_args import reproduce_cell
 from ._panel_parts import MUTED, PREVIEW_PX, journal_row, thumb_bytes
 
@@ -36,8 +37,9 @@ class PanelPicks:
         info = dict(getattr(image, "info", {}) or {})
         w, h = image.size
         caption = (
+            '<div style="line-height:1.4;overflow-wrap:anywhere">'
             f"<b>#{run.number} · image {index + 1} of {len(run.slots)}</b> · {w}×{h} · {html.escape(info.get('model', run.request.model))}"
-            f"<br><span style='color:{MUTED}'>task {html.escape(str(info.get('task_id') or run.task_id or ''))}</span>"
+            f"<br><span style='color:{MUTED}'>task {id_html(str(info.get('task_id') or run.task_id or ''))}</span></div>"
         )
         self.preview_caption.value = caption
         try:
@@ -126,12 +128,52 @@ class PanelPicks:
         entries = [e for e in client.history(limit) if getattr(e, "task_id", None) not in own
                    and getattr(e, "key", None) not in own]
         self._journal_loaded = True
+
         def resumer(target: str) -> Callable[..., Any]:
             return self._guard("resume", lambda _b: self.resume(target))
 
-        rows = [journal_row(entry, resumer) for entry in entries]
+        def resender(key: str) -> Callable[..., Any]:
+            return self._guard("resend", lambda _b: self.offer_resend(key))
+
+        keys = client.provider.capabilities.idempotency_keys
+        rows = [journal_row(entry, resumer, resender, keys_honoured=keys) for entry in entries]
         self.journal_list.children = tuple(rows)
         self.journal_note.value = (
             f'<span style="color:{MUTED};margin-left:8px">{len(rows)} earlier entr{"y" if len(rows) == 1 else "ies"}'
             f" in {html.escape(str(getattr(client.store, 'root', '') or 'the journal'))}</span>"
         )
+
+    # -- resending a submit whose outcome is unknown --
+
+    def offer_resend(self, key: str) -> Run | None:
+        """What a journal row's Resend… does: resend at once where the host honours the key (no
+        second bill), else ask first, saying that the resend may bill again."""
+        client = self._client()
+        if client.provider.capabilities.idempotency_keys:
+            return self.resend(key)
+        self._resend_key = key
+        self.resend_question.value = (
+            f'<div style="color:#8a5a00;line-height:1.35;overflow-wrap:anywhere">{html.escape(client.provider.label or client.provider.title)} '
+            f"has no idempotency key: if the first submit of {id_html(key)} reached it, a resend makes a second "
+            "task and may bill again. Resend anyway?</div>"
+        )
+        self.resend_confirm.layout.display = None
+        return None
+
+    def confirm_resend(self) -> Run | None:
+        """The user's yes to the question :meth:`offer_resend` asked."""
+        key, self._resend_key = self._resend_key, None
+        self.resend_confirm.layout.display = "none"
+        return self.resend(key) if key else None
+
+    def keep_unsent(self) -> None:
+        self._resend_key = None
+        self.resend_confirm.layout.display = "none"
+
+    def resend(self, key: str) -> Run:
+        """Resend the journaled submit ``key`` (the identical request, the same key) as a run."""
+        client = self._client()
+        job = client.store.get(key)
+        if job is None:
+            raise ValidationError("key", f"no journal entry {key!r}: refresh the journal")
+        return self._start_run(job.request, client, resume=key, resend=True)

@@ -44,10 +44,11 @@ class PanelView:
 
         # In the header, after the title: the host is what the whole panel talks to (and a row of
         # its own would push the newest run further down).
+        # By their short names ("APIMart", "DashScope"): a long title was cut in the dropdown.
         self.provider = W.Dropdown(
-            options=[(p.title, p.name) for p in all_providers()],
-            tooltip="the host the panel sends to",
-            layout=W.Layout(width="auto", min_width="190px", flex="0 1 230px", margin="0 10px 0 8px"),
+            options=[(p.label, p.name) for p in all_providers()],
+            tooltip="the host the panel sends to: " + "; ".join(f"{p.label}: {p.title}" for p in all_providers()),
+            layout=W.Layout(width="auto", min_width="130px", flex="0 0 auto", margin="0 10px 0 8px"),
         )
         self.provider.add_class("qimage-provider")
         # Where the chosen provider's key comes from (never the key), beside its server.
@@ -80,25 +81,25 @@ class PanelView:
         # A dropdown: a host may serve many models (DashScope lists seven).
         self.model = W.Dropdown(
             options=list(MODELS), value=MODELS[0], description="Model", style=DESC,
-            layout=W.Layout(width="auto", min_width="300px", max_width="420px"),
+            layout=W.Layout(width="auto", min_width="260px", max_width="420px", flex="1 1 300px"),
         )
         self.model.add_class("qimage-model")
         self.ratio = toggles(list(RATIOS), "Ratio", "50px", "qimage-size")
         self.free_size = W.Text(
             placeholder="or W x H, e.g. 1024x768",
-            layout=W.Layout(width="190px", margin="0 0 0 10px"),
+            layout=W.Layout(width="190px", flex="0 0 auto", margin="2px 0 2px 10px"),
             tooltip="A free pixel size (each side 512 to 2048) instead of the ratio and resolution",
         )
         self.free_size.add_class("qimage-free-size")
         self.resolution = toggles(list(RESOLUTIONS), "Resolution", "42px", "qimage-resolution")
-        self.pixels = W.HTML()
+        self.pixels = W.HTML(layout=W.Layout(flex="0 0 auto"))
         self.pixels.add_class("qimage-pixels")
         self.count = toggles(list(range(N_MIN, N_MAX + 1)), "Images", "32px", "qimage-count")
         self.count.style.description_width = "52px"
 
         # Options only some hosts take; enabled where the provider supports them.
         self.seed = W.Text(
-            placeholder="random", description="Seed", style=DESC, layout=W.Layout(width="220px")
+            placeholder="random", description="Seed", style=DESC, layout=W.Layout(width="220px", flex="0 0 auto")
         )
         self.seed.add_class("qimage-seed")
         self.extend = W.ToggleButtons(
@@ -111,16 +112,17 @@ class PanelView:
                 "the host may rewrite the prompt to add detail",
                 "send the prompt exactly as written",
             ],
-            layout=W.Layout(margin="0 0 0 10px"),
+            layout=W.Layout(margin="2px 0 2px 10px", flex="0 0 auto"),
         )
         inline(self.extend)
         self.extend.add_class("qimage-extend")
         self.watermark = W.Checkbox(value=False, description="Watermark", indent=False,
-                                    layout=W.Layout(width="auto", margin="0 0 0 10px"))
+                                    layout=W.Layout(width="auto", flex="0 0 auto", margin="2px 0 2px 10px"))
         self.watermark.add_class("qimage-watermark")
         # Shown only for a provider that takes at least one of them (the panel decides).
         self.options_row = W.HBox(
-            [self.seed, self.extend, self.watermark], layout=W.Layout(align_items="center", width="100%")
+            [self.seed, self.extend, self.watermark],
+            layout=W.Layout(align_items="center", width="100%", flex_flow="row wrap"),
         )
         self.options_row.add_class("qimage-options")
 
@@ -129,7 +131,7 @@ class PanelView:
             placeholder="https://… public image URL",
             description="References",
             style=DESC,
-            layout=W.Layout(width="auto", flex="1 1 auto"),
+            layout=W.Layout(width="auto", min_width="220px", flex="1 1 220px"),
         )
         self.ref_url.add_class("qimage-ref-url")
         # Sized by its words (an icon, padding and "Add" do not fit in 70 px: it read "+ A...").
@@ -164,15 +166,18 @@ class PanelView:
             tooltip="Stop waiting on the runs in flight (their task ids stay in the journal)",
         )
         self.cancel_button.add_class("qimage-cancel")
-        self.hint = W.HTML(layout=W.Layout(flex="1 1 200px", margin="0 0 0 8px"))
+        self.hint = W.HTML(layout=W.Layout(flex="1 1 200px", min_width="0", margin="0 0 0 8px"))
         self.hint.add_class("qimage-hint")
 
-        self.error = W.HTML(layout=W.Layout(width="100%", display="none"))
+        self.error = W.HTML(layout=W.Layout(width="100%", margin="2px 0", display="none"))
         self.error.add_class("qimage-error")
 
         def row(*children: W.Widget, **layout: Any) -> W.HBox:
+            # A control that does not fit beside the one before it goes to the next line whole:
+            # in the column beside the preview (about 480 px in a 950 px notebook) a shrunk
+            # control cut its words ("Waterma") and a ratio row wrapped its buttons.
             return W.HBox(
-                list(children), layout=W.Layout(align_items="center", width="100%", **layout)
+                list(children), layout=W.Layout(align_items="center", width="100%", flex_flow="row wrap", **layout)
             )
 
         def right(widget: W.Widget) -> W.HBox:
@@ -198,9 +203,11 @@ class PanelView:
                 # The hint shares the buttons' row: every line the controls save brings the newest
                 # run (drawn below them) closer to where the user just clicked.
                 row(
-                    W.HTML(layout=W.Layout(width=LABEL_W, min_width=LABEL_W)),
-                    self.generate_button,
-                    self.cancel_button,
+                    W.HBox(
+                        [W.HTML(layout=W.Layout(width=LABEL_W, min_width=LABEL_W)), self.generate_button,
+                         self.cancel_button],
+                        layout=W.Layout(flex="0 0 auto", align_items="center"),
+                    ),
                     self.hint,
                     margin="6px 0 0 0",
                 ),
@@ -231,8 +238,8 @@ class PanelView:
         self.folder = W.Text(
             value=folder,
             description="Folder",
-            style={"description_width": "48px"},
-            layout=W.Layout(width="auto", flex="1 1 auto"),
+            style={"description_width": "initial"},  # as wide as the word: 48 px read "older"
+            layout=W.Layout(width="auto", min_width="150px", flex="1 1 150px"),
         )
         self.folder.add_class("qimage-folder")
         self.save_button = W.Button(
@@ -255,14 +262,14 @@ class PanelView:
             f'<span style="color:{MUTED}">The %%qimage cell that reproduces it:</span>'
         )
         self.cell_label.add_class("qimage-cell-label")
-        self.cell = W.Textarea(layout=W.Layout(width="100%", height="96px"))
+        self.cell = W.Textarea(layout=W.Layout(width="100%", height="96px", margin="2px 0"))
         self.cell.add_class("qimage-cell")
         self.preview_actions = W.VBox(
             [
                 self.preview_caption,
                 W.HBox(
                     [self.folder, self.save_button],
-                    layout=W.Layout(width="100%", align_items="center"),
+                    layout=W.Layout(width="100%", align_items="center", flex_flow="row wrap"),
                 ),
                 W.HBox([self.use_ref_button], layout=W.Layout(width="100%")),
                 self.action_note,
@@ -288,10 +295,24 @@ class PanelView:
         self.history.add_class("qimage-history")
         self.journal_list = W.VBox([], layout=W.Layout(width="100%"))
         self.journal_refresh = W.Button(
-            description="Refresh", icon="refresh", layout=W.Layout(width="100px")
+            description="Refresh", icon="refresh", layout=W.Layout(width="auto", min_width="100px", flex="0 0 auto")
         )
         self.journal_refresh.add_class("qimage-journal-refresh")
         self.journal_note = W.HTML()
+        # The question a resend asks first where the host has no idempotency key (hidden until then).
+        self.resend_question = W.HTML(layout=W.Layout(flex="1 1 0", min_width="0"))
+        self.resend_yes = W.Button(
+            description="Resend anyway", button_style="warning",
+            layout=W.Layout(width="auto", min_width="130px", flex="0 0 auto"),
+        )
+        self.resend_yes.add_class("qimage-resend-yes")
+        self.resend_no = W.Button(description="Keep it", layout=W.Layout(width="auto", min_width="90px", flex="0 0 auto"))
+        self.resend_no.add_class("qimage-resend-no")
+        self.resend_confirm = W.HBox(
+            [self.resend_question, self.resend_yes, self.resend_no],
+            layout=W.Layout(align_items="center", width="100%", display="none"),
+        )
+        self.resend_confirm.add_class("qimage-resend-confirm")
         self.journal = W.Accordion(
             [
                 W.VBox(
@@ -300,6 +321,7 @@ class PanelView:
                             [self.journal_refresh, self.journal_note],
                             layout=W.Layout(align_items="center"),
                         ),
+                        self.resend_confirm,
                         self.journal_list,
                     ]
                 )

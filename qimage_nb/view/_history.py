@@ -8,12 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._contract import PHASE_WORDS, _short, parse_pixel_size
-from ._words import format_cost, resend_command
+from ._words import format_cost, resend_offer
 
 __all__ = ["history_bundle"]
 
 
-def _resume_hints(pending: Sequence[Any]) -> list[str]:
+def _resume_hints(pending: Sequence[Any], *, keys_honoured: bool) -> list[str]:
     """The commands that fetch pending entries, with real ids in them (never a TASK_ID to fill in).
 
     An entry whose submit was never answered has no task id, only its journal key: the task may
@@ -33,8 +33,8 @@ def _resume_hints(pending: Sequence[Any]) -> list[str]:
             hints.append(f"{entry.key} is still being submitted: its answer is on its way")
             continue
         hints.append(
-            f"outcome unknown (the submit got no answer; the task may exist and may be billed): "
-            f"to resend the identical request with the same key, {resend_command(entry.key)}"
+            "outcome unknown (the submit got no answer; the task may exist and may be billed): "
+            + resend_offer(entry.key, keys_honoured=keys_honoured)
         )
     return hints
 
@@ -47,8 +47,11 @@ def _status_word(entry: Any) -> str:
     return PHASE_WORDS.get(str(getattr(entry, "status", "")), str(getattr(entry, "status", "")))
 
 
-def history_bundle(entries: Sequence[Any], *, pending_only: bool) -> dict[str, Any]:
-    """The journal's entries as a table (HTML, and aligned plain text), newest first."""
+def history_bundle(entries: Sequence[Any], *, pending_only: bool, keys_honoured: bool = False) -> dict[str, Any]:
+    """The journal's entries as a table (HTML, and aligned plain text), newest first.
+
+    ``keys_honoured``: the host honours idempotency keys, so a resend offer may promise no second bill.
+    """
     if not entries:
         text = "no pending tasks" if pending_only else "the journal is empty: no generations yet"
         return {"text/plain": text, "text/html": f"<div>{html.escape(text)}</div>"}
@@ -75,7 +78,7 @@ def history_bundle(entries: Sequence[Any], *, pending_only: bool) -> dict[str, A
     text_lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
     text_lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     pending = [e for e in entries if not getattr(e, "downloaded", True) and getattr(e, "status", "") not in ("failed", "cancelled")]
-    hints = _resume_hints(pending)
+    hints = _resume_hints(pending, keys_honoured=keys_honoured)
     text_lines += hints
     cells = "".join(
         "<tr>" + "".join(f'<td style="text-align:left">{html.escape(c)}</td>' for c in row) + "</tr>" for row in rows

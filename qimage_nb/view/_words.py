@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import html
 import time
 
 from .._contract import PHASE_WORDS
 
 __all__ = [
-    "MODEL_ALIASES", "SHORT_MODEL", "error_line", "estimate_left", "format_cost", "format_seconds", "progress_status",
-    "resend_command", "when",
+    "MODEL_ALIASES",
+    "SHORT_MODEL",
+    "emulator_name",
+    "error_line",
+    "estimate_left",
+    "format_cost",
+    "format_seconds",
+    "id_html",
+    "progress_status",
+    "resend_command",
+    "resend_offer",
+    "short_id",
+    "when",
 ]  # fmt: skip
 
 # The models' short names, shown in captions and tables; --model and %config accept them (and
@@ -133,3 +145,34 @@ def error_line(
 
 def resend_command(key: str) -> str:
     return f"%qimage resume --resend {key}"
+
+
+def resend_offer(key: str, *, keys_honoured: bool) -> str:
+    """The offer to resend a submit whose outcome is unknown, saying what it risks on this host.
+
+    ``keys_honoured``: the host honours an idempotency key (its provider's capability). Only then
+    is a resend free of a second bill; on any other host it may make, and bill, a second task.
+    """
+    if keys_honoured:
+        return f"{resend_command(key)} resends it with the same key (same key, no second bill)"
+    return (
+        f"{resend_command(key)} resends it, but this host has no idempotency key: if the first submit "
+        "reached it, the resend is a second task and may bill again"
+    )
+
+
+def short_id(task_id: str) -> str:
+    """A long task id shortened for a label (its head and tail, which tell ids apart); short ones whole."""
+    return task_id if len(task_id) <= 20 else f"{task_id[:9]}…{task_id[-6:]}"
+
+
+def id_html(task_id: str) -> str:
+    """A task id in HTML: shortened, the whole id in its tooltip (and in ``data-task-id``)."""
+    full = html.escape(task_id)
+    return f'<span data-task-id="{full}" title="task id: {full}">{html.escape(short_id(task_id))}</span>'
+
+
+def emulator_name(title: str) -> str:
+    """``the APIMart API emulator``, ``the Alibaba Model Studio (DashScope) emulator``: a host's
+    title with one "the" before it, whichever way the title starts."""
+    return f"{title if title.lower().startswith('the ') else 'the ' + title} emulator"
