@@ -507,10 +507,13 @@ class AsyncClient:
             why = "nothing more was resent"
         else:
             why = "nothing was resent, because this host has not shown that it honours Idempotency-Key"
+        # The offer says what a resend risks on this host (no second bill only where keys are honoured).
+        from ..view._words import resend_offer
+
+        offer = resend_offer(key, keys_honoured=self.provider.capabilities.idempotency_keys)
         return SubmitOutcomeUnknown(
             f"submit to {self._host()}: {reason}; the task may exist and may be billed ({why}). "
-            f"To resend the identical request with the same key: %qimage resume --resend {key} "
-            f"(Python: client.resend({key!r}))",
+            f"{offer[0].upper()}{offer[1:]} (Python: client.resend({key!r}))",
             idempotency_key=key,
         )
 

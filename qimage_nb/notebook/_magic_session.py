@@ -251,9 +251,16 @@ def models(magics: QImageMagics, line: str) -> None:
     print("\n".join(lines))
 
 
+# How long %qimage config waits for the balance: with the rest, it answers in under 3 s.
+BALANCE_WAIT = 2.5
+
+
 def config(magics: QImageMagics, line: str) -> None:
     """%qimage config: the effective settings (never the key), the balance where the host has one,
     and what this session's generations cost."""
+    import asyncio
+    from urllib.parse import urlsplit
+
     from ..core._sync import run_sync
     from ..view._words import error_line, format_cost
     from ._session import get_session
@@ -278,9 +285,14 @@ def config(magics: QImageMagics, line: str) -> None:
         lines.append(f"  balance:     {provider.title} has no balance endpoint (see its console)")
     else:
         try:
-            balance = run_sync(client.balance())
+            # Bounded: settings are shown at once whatever the server does (a host that never
+            # answered held this command for 11.5 s, through the client's own timeouts and retries).
+            balance = run_sync(asyncio.wait_for(client.balance(), BALANCE_WAIT))
         except KeyboardInterrupt:
             lines.append("  balance:     (interrupted)")
+        except TimeoutError:
+            host = urlsplit(client.base_url).netloc or client.base_url
+            lines.append(f"  balance:     no answer from {host} in {BALANCE_WAIT:g} s")
         except Exception as exc:
             lines.append(f"  balance:     unavailable ({error_line(exc)[1]})")
         else:

@@ -97,6 +97,7 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
         self._error_is_validation = False
         self._journal_loaded = False
         self._resend_key: str | None = None  # the resend the panel asked about, until answered
+        self._session_provider: str | None = None  # the session's provider in use, as last seen
         self._tasks: set[asyncio.Future[Any]] = set()
         self._build(str(folder))
         problem = self._choose_initial_provider()
@@ -173,6 +174,10 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
     def close(self) -> None:
         """Stop waiting on every run and close all widgets."""
         self.cancel()
+        if self._client_override is None:
+            from ._session import get_session
+
+            get_session().unsubscribe(self._session_changed)
         for widget in reversed(list(walk_widgets(self.root))):
             widget.close()
 
@@ -317,8 +322,11 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
         self.generate_button.disabled = reason is not None
         self.generate_button.description = "Submitting…" if self._submitting else "Generate"
         self.generate_button.tooltip = reason or "Start a run; the kernel stays free while it works"
+        # A refusal is said once, in the error line; the hint says only what is not an error
+        # (a bad size was said twice, in red, one above the other).
         self.hint.value = (
-            f'<span style="color:{RED if is_error else MUTED}">{html.escape(_short(reason, LINE))}</span>'
+            "" if is_error else
+            f'<span style="color:{MUTED}">{html.escape(_short(reason, LINE))}</span>'
             if reason else
             f'<span style="color:{MUTED}">The kernel stays free while it runs.</span>'
         )

@@ -32,8 +32,10 @@ class PanelHeader:
             return None
         from ._session import get_session
 
+        session = get_session()
+        session.subscribe(self._session_changed)
         try:
-            self.provider.value = get_session().provider().name
+            self.provider.value = self._session_provider = session.provider().name
         except QImageError as exc:
             return exc
         return None
@@ -64,14 +66,21 @@ class PanelHeader:
         self.uploader.tooltip = "" if provider.capabilities.upload else (
             f"{provider.title} has no upload endpoint: add public https URLs"
         )
+        self._refresh_controls()
+        self.refresh_header()
+
+    def refresh_header(self) -> None:
+        """The header as the session stands now: the emulator tag, the server's address, where the
+        key comes from, the balance. Called on every change of the session (``%qimage emulator``,
+        ``--stop``, ``%qimage login``/``logout``, a provider switch), so it is never stale."""
         from ._session import emulator_banner
 
+        provider = self._provider()
         self.banner.value = banner_html(emulator_banner(provider))
         self.banner.layout.display = None if self._using_emulator() else "none"
         self.server.value = self._server_html()
         self.provider_note.value = self._provider_note()
         self.balance.value = ""
-        self._refresh_controls()
         try:
             self._client()
         except QImageError as exc:  # e.g. a bad base URL variable: one line where every error goes
@@ -80,6 +89,27 @@ class PanelHeader:
             if not self._error_is_validation:
                 self.clear_error()
             self._start_background(self._refresh_balance(), "balance")
+
+    def _session_changed(self) -> None:
+        """The session's listener (held weakly: a panel that is gone is not kept alive by it). It
+        may be called from any thread; the work runs on the panel's loop, through its guard."""
+        self._guard("header", lambda: self._follow_session())()
+
+    def _follow_session(self) -> None:
+        """A switch of the session's provider (``--provider`` of ``%qimage emulator`` or ``login``)
+        moves the dropdown too; any change redraws the header."""
+        from ._session import get_session
+
+        try:
+            in_use = get_session().provider().name
+        except QImageError:
+            in_use = None
+        if in_use is not None and in_use != self._session_provider:
+            self._session_provider = in_use
+            if self.provider.value != in_use:
+                self.provider.value = in_use  # its observer redraws everything that follows it
+                return
+        self.refresh_header()
 
     def _provider(self) -> Provider:
         if self._client_override is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..core._client import AsyncClient
@@ -63,9 +64,28 @@ class Session:
         self._clients: dict[str, tuple[tuple[str | None, str], AsyncClient]] = {}
         # What the generations run in this kernel cost, by task id (a resumed task counts once).
         self._costs: dict[str, float] = {}
+        # Who redraws when the session changes (each panel's header), held weakly: a panel that is
+        # gone must not be kept alive, nor called, by the session.
+        self._listeners: list[weakref.WeakMethod[Any]] = []
 
     def __repr__(self) -> str:
         return f"<Session provider={self._chosen or 'from the environment'} emulators={sorted(self._emulators)}>"
+
+    # -- who follows it --
+
+    def subscribe(self, callback: Any) -> None:
+        """Call the bound method ``callback`` after every change of the session (held weakly)."""
+        self._listeners.append(weakref.WeakMethod(callback))
+
+    def unsubscribe(self, callback: Any) -> None:
+        self._listeners = [ref for ref in self._listeners if ref() not in (None, callback)]
+
+    def _changed(self) -> None:
+        self._listeners = [ref for ref in self._listeners if ref() is not None]
+        for ref in list(self._listeners):
+            callback = ref()
+            if callback is not None:
+                callback()
 
     # -- which provider --
 
@@ -80,11 +100,13 @@ class Session:
     def choose(self, name: str | None) -> Provider:
         """Use ``name``'s provider in this kernel from now on (None: back to the environment's)."""
         self._chosen = self.provider(name).name if name else None
+        self._changed()
         return self.provider()
 
     def prefer(self, name: str | None) -> None:
         """Like :meth:`choose`, checked when first used (``%config`` cannot show a one-line error)."""
         self._chosen = name or None
+        self._changed()
 
     @property
     def chosen(self) -> str | None:
@@ -100,9 +122,11 @@ class Session:
 
             raise ValidationError("api_key", "the key is empty: paste the key from the provider's API key page")
         self._login_keys[self.provider(provider).name] = secret
+        self._changed()
 
     def logout(self, provider: str | None = None) -> None:
         self._login_keys.pop(self.provider(provider).name, None)
+        self._changed()
 
     def set_base_url(self, url: str | None, provider: str | None = None) -> None:
         name = self.provider(provider).name
@@ -110,6 +134,7 @@ class Session:
             self._base_urls.pop(name, None)
         else:
             self._base_urls[name] = check_base_url(url)
+        self._changed()
 
     def emulator_for(self, provider: str | None = None) -> Emulator | None:
         return self._emulators.get(self.provider(provider).name)
@@ -204,6 +229,7 @@ class Session:
             emulator_class = getattr(emulators, _EMULATORS[p.name])
             self._emulators[p.name] = emulator_class(**options).start()
             self._emulator_polls[p.name] = PollPolicy.for_latency(options["latency"])
+            self._changed()
         return self._emulators[p.name]
 
     def stop_emulator(self, provider: str | None = None) -> None:
@@ -212,6 +238,7 @@ class Session:
         self._emulator_polls.pop(name, None)
         if emulator is not None:
             emulator.stop()
+            self._changed()
 
     def _stop_all_emulators(self) -> None:
         for name in list(self._emulators):
@@ -315,6 +342,8 @@ def reset_session() -> None:
     """Forget the session (tests; ``%qimage logout`` keeps the emulator and base URL)."""
     global _session
     with _lock:
-        if _session is not None:
-            _session._stop_all_emulators()
-        _session = None
+        old, _session = _session, None
+    if old is not None:
+        # Outside the lock, and with no one following it: a listener asks get_session().
+        old._listeners.clear()
+        old._stop_all_emulators()

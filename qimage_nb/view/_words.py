@@ -154,11 +154,8 @@ def resend_offer(key: str, *, keys_honoured: bool) -> str:
     is a resend free of a second bill; on any other host it may make, and bill, a second task.
     """
     if keys_honoured:
-        return f"{resend_command(key)} resends it with the same key (same key, no second bill)"
-    return (
-        f"{resend_command(key)} resends it, but this host has no idempotency key: if the first submit "
-        "reached it, the resend is a second task and may bill again"
-    )
+        return f"{resend_command(key)} resends it (same key, no second bill)"
+    return f"{resend_command(key)} resends it, and may bill again (this host has no idempotency key)"
 
 
 def short_id(task_id: str) -> str:
@@ -169,7 +166,11 @@ def short_id(task_id: str) -> str:
 def id_html(task_id: str) -> str:
     """A task id in HTML: shortened, the whole id in its tooltip (and in ``data-task-id``)."""
     full = html.escape(task_id)
-    return f'<span data-task-id="{full}" title="task id: {full}">{html.escape(short_id(task_id))}</span>'
+    # nowrap: the short id moves to the next line whole rather than breaking in two.
+    return (
+        f'<span data-task-id="{full}" title="task id: {full}" style="white-space:nowrap">'
+        f"{html.escape(short_id(task_id))}</span>"
+    )
 
 
 def emulator_name(title: str) -> str:

@@ -274,6 +274,9 @@ def test_every_element_of_the_panel_fits_the_default_layouts(jupyter_lab, open_n
     page.wait_for_timeout(500)
     root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
     ui.screenshot(f"{provider}-{layout}-{width}px", full_page=True)
+    root.locator(".qimage-journal").evaluate("(el) => el.scrollIntoView({block: 'end'})")
+    page.wait_for_timeout(300)
+    ui.screenshot(f"{provider}-{layout}-{width}px-journal", full_page=True)
     problems = opening + root.evaluate(FITS)
     assert problems == [], f"{provider}, notebook {width} px wide:\n" + "\n".join(problems)
 
