@@ -214,13 +214,14 @@ TASK_IDS = """(root) => {
 
 def set_notebook_width(ui, layout: str) -> int:
     """``file-browser``: a 1280 px window with JupyterLab's file browser open (the default layout);
-    ``full``: the same window with the left sidebar closed. The notebook's width, measured."""
+    ``full``: the same window with the left sidebar closed; ``narrow``: a 700 px window, sidebar
+    closed (the panel's columns stack). The notebook's width, measured."""
     page = ui.page
-    page.set_viewport_size({"width": 1280, "height": 900})
+    page.set_viewport_size({"width": 700 if layout == "narrow" else 1280, "height": 900})
     left_open = page.locator("#jp-left-stack:not(.lm-mod-hidden)").count() > 0
     if layout == "file-browser" and not left_open:
         page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id='filebrowser']").click()
-    elif layout == "full" and left_open:
+    elif layout in ("full", "narrow") and left_open:
         page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()
     page.wait_for_timeout(400)
     return round(ui.panel.bounding_box()["width"])
@@ -236,8 +237,11 @@ def panel_cells(provider: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("provider", ["apimart", "dashscope"])
-@pytest.mark.parametrize("layout", ["file-browser", "full"])
+@pytest.mark.parametrize(
+    ("provider", "layout"),
+    [("apimart", "file-browser"), ("dashscope", "file-browser"), ("apimart", "full"), ("dashscope", "full"),
+     ("dashscope", "narrow")],
+)
 def test_every_element_of_the_panel_fits_the_default_layouts(jupyter_lab, open_notebook, provider, layout):
     cells = panel_cells(provider)
     nb = new_notebook(cells=[new_code_cell(c) for c in cells])
@@ -246,8 +250,10 @@ def test_every_element_of_the_panel_fits_the_default_layouts(jupyter_lab, open_n
     width = set_notebook_width(ui, layout)
     if layout == "file-browser":
         assert 900 <= width <= 1000, width  # the notebook a newcomer gets: about 950 px
-    else:
+    elif layout == "full":
         assert width >= 1180, width
+    else:
+        assert width < 700, width
     for index in range(len(cells)):
         run_cell(ui, index)
     ui.wait_for_execution()
