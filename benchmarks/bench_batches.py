@@ -100,7 +100,7 @@ def fds():
 out = {}
 if mode == "qimage":
     from qimage_nb import AsyncClient
-    from qimage_nb.journal._images import thumbnail
+    from qimage_nb.journal._thumbnails import thumbnail
     async def main():
         async with AsyncClient(key, base_url) as client:
             t = time.monotonic()

@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image, ImageFile
 
 from qimage_nb.emulator._render import render_png
-from qimage_nb.journal import _images
+from qimage_nb.journal import _images, _thumbnails
 
 from ._common import Row
 
@@ -44,7 +44,7 @@ def _time_ms(fn, paths: list[Path], rounds: int) -> float:
     times = []
     for _ in range(rounds):
         for path in paths:
-            _images._THUMB_CACHE.clear()  # measure the work, not the cache
+            _thumbnails._THUMB_CACHE.clear()  # measure the work, not the cache
             started = time.perf_counter()
             fn(path)
             times.append((time.perf_counter() - started) * 1000)
@@ -103,8 +103,8 @@ async def _download_one(root: Path) -> tuple[int, int, int]:
             image.getpixel((0, 0))
             image.load()
         with _DecodeCounter() as thumb:
-            _images._THUMB_CACHE.clear()
-            _images.thumbnail(image)  # already decoded: thumbnails from the pixels in memory
+            _thumbnails._THUMB_CACHE.clear()
+            _thumbnails.thumbnail(image)  # already decoded: thumbnails from the pixels in memory
     return pipeline.count, use.count, thumb.count
 
 
@@ -170,11 +170,11 @@ def run(quick: bool = False) -> list[Row]:
     root = Path(tempfile.mkdtemp(prefix="qimage-bench-images-"))
     rows: list[Row] = []
     two_k = _files(root, "2K")
-    ours = _time_ms(lambda p: _images.thumbnail(p, max_side=256), two_k, rounds)
+    ours = _time_ms(lambda p: _thumbnails.thumbnail(p, max_side=256), two_k, rounds)
     naive = _time_ms(_naive_thumbnail, two_k, rounds)
     rows.append(Row("thumbnail of a 2K PNG (256 px JPEG)", ours, "ms", naive,
                     "full decode + full-size LANCZOS", "<= 60 ms", ours <= 60))
-    webp = _time_ms(lambda p: _images.thumbnail(p, max_side=256, fmt="WEBP"), two_k, rounds)
+    webp = _time_ms(lambda p: _thumbnails.thumbnail(p, max_side=256, fmt="WEBP"), two_k, rounds)
     rows.append(Row("thumbnail of a 2K PNG (256 px WebP)", webp, "ms", naive,
                     "full decode + full-size LANCZOS", "<= 60 ms", webp <= 60))
 
@@ -234,8 +234,8 @@ def run(quick: bool = False) -> list[Row]:
     # HiDPI: what a 2x-dense thumbnail would cost for the same photograph (informational; the
     # gallery shows 256 px, see the README's Performance notes for the choice).
     for side in (384, 512):
-        _images._THUMB_CACHE.clear()
-        data = _images.thumbnail(photo, max_side=side)
+        _thumbnails._THUMB_CACHE.clear()
+        data = _thumbnails.thumbnail(photo, max_side=side)
         stored_side = 4 * -(-len(data) // 3)
         rows.append(Row(f"photo-like 1K image as a {side} px JPEG (HiDPI), base64", stored_side, "B", full,
                         "base64 of the full PNG", "", None))

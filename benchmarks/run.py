@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable a
 
 from benchmarks import (
     bench_batches,
+    bench_detection,
     bench_images,
     bench_imports,
     bench_loop,
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     home = private_home("run")
     started = time.monotonic()
     rows: list[Row] = []
-    for name, module in (("polling", bench_polling), ("providers", bench_providers), ("batches", bench_batches),
+    for name, module in (("polling", bench_polling), ("detection", bench_detection), ("providers", bench_providers),
+                         ("batches", bench_batches),
                          ("images", bench_images), ("imports", bench_imports), ("event loop", bench_loop)):
         print(f"... {name}", file=sys.stderr, flush=True)
         rows += module.run(quick=args.quick, home=home) if module is bench_batches else module.run(quick=args.quick)

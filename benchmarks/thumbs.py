@@ -24,7 +24,7 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qimage_nb.journal import _images
+from qimage_nb.journal import _images, _thumbnails
 from qimage_nb.view._gallery import tile_for
 
 RUNS = 20
@@ -55,7 +55,7 @@ def encoded(image: Image.Image, fmt: str) -> bytes:
 def median_ms(fn) -> float:
     times = []
     for _ in range(RUNS):
-        _images._THUMB_CACHE.clear()  # measure the work, not the in-memory cache
+        _thumbnails._THUMB_CACHE.clear()  # measure the work, not the in-memory cache
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -75,9 +75,9 @@ def main() -> None:
         for index, (name, data) in enumerate(cases.items()):
             path = root / f"{index}.img"
             path.write_bytes(data)
-            thumb_ms = median_ms(lambda p=path: _images.thumbnail(p))
+            thumb_ms = median_ms(lambda p=path: _thumbnails.thumbnail(p))
             decode_ms = median_ms(lambda p=path: Image.open(p).load())
-            size = len(_images.thumbnail(path))
+            size = len(_thumbnails.thumbnail(path))
             tile_ms = median_ms(lambda p=path: tile_for(_images.open_lazy(p, {}), stored=True))
             tile = tile_for(_images.open_lazy(path, {}), stored=True)
             print(
@@ -88,9 +88,9 @@ def main() -> None:
             )
         cached = root / "cached.png"
         cached.write_bytes(emulator_png())
-        _images.thumbnail(cached)
+        _thumbnails.thumbnail(cached)
         start = time.perf_counter()
-        _images.thumbnail(cached)
+        _thumbnails.thumbnail(cached)
         print(f"  repeat of a cached file      {(time.perf_counter() - start) * 1000:6.2f} ms")
 
 

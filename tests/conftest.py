@@ -12,17 +12,20 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     """No test sees the developer's key, base URL or journal (nor DashScope's, for the SDK tests);
     each gets a private QIMAGE_HOME."""
     for name in list(os.environ):
-        if name.startswith(("QIMAGE_", "DASHSCOPE_")):
+        if name.startswith(("QIMAGE_", "DASHSCOPE_", "FAL_", "REPLICATE_")):
             monkeypatch.delenv(name, raising=False)
     home = tmp_path_factory.mktemp("qimage_home")
     monkeypatch.setenv("QIMAGE_HOME", str(home))
     # A test that forgets to point at the emulator must fail, not reach the production host.
     monkeypatch.setenv("QIMAGE_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
     monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
+    monkeypatch.setenv("REPLICATE_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
+    monkeypatch.setenv("FAL_QUEUE_RUN_HOST", "127.0.0.1:9")
     # The model list is cached per origin for a process's session; each test is a new session.
-    from qimage_nb.core import _client
+    from qimage_nb.core import _account
 
-    _client._LISTED_MODELS.clear()
+    _account._LISTED_MODELS.clear()
+    _account._MODEL_SCHEMAS.clear()
     yield home
 
 

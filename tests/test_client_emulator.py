@@ -232,9 +232,9 @@ async def test_wrong_key_and_empty_balance(emu):
 async def test_unknown_model_at_the_server_is_not_retried(emu):
     # A model list read before the model was withdrawn: the server's 503 model_not_found must not
     # be retried.
-    from qimage_nb.core import _client
+    from qimage_nb.core import _account
 
-    _client._LISTED_MODELS[("apimart", emu.base_url)] = ["qwen-image-2.0", "qwen-image-9"]
+    _account._LISTED_MODELS[("apimart", emu.base_url)] = ["qwen-image-2.0", "qwen-image-9"]
     async with AsyncClient(emu.api_key, emu.base_url, retry=FAST_RETRY) as client:
         forged = GenerationRequest(prompt="x", model="qwen-image-9")
         with pytest.raises(ServerError, match="model") as info:
@@ -311,7 +311,7 @@ def test_png_bytes_on_disk_are_the_cdn_bytes_plus_provenance(emu):
 
 
 async def test_an_image_carries_what_its_file_says_fresh_or_from_the_journal(client, emu):
-    from qimage_nb.journal._images import read_provenance
+    from qimage_nb.journal._png_text import read_provenance
 
     fresh = await client.generate("said once", n=2, cache=True)
     again = await client.generate("said once", n=2, cache=True)

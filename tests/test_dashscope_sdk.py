@@ -7,6 +7,7 @@ SDK opens is checked to be loopback, so no test can reach Alibaba Cloud.
 
 from __future__ import annotations
 
+import base64
 import io
 import ipaddress
 import socket
@@ -84,6 +85,35 @@ def test_multimodal_conversation_edits_a_previous_result(emu):
                                        messages=prompt_message("make it green", (source,)))
     assert edit.status_code == 200, edit
     assert download(edit.output.choices[0].message.content[0]["image"]).size == (1536, 1024)
+
+
+def test_a_qwen_image_3_0_generation_with_no_size_gets_the_size_the_model_chose(emu):
+    response = MultiModalConversation.call(
+        model="qwen-image-3.0", api_key=emu.api_key, messages=prompt_message("a tall lighthouse poster " * 60),
+        n=2, seed=3, prompt_extend=True, prompt_extend_mode="direct", negative_prompt="text",
+    )
+    assert response.status_code == 200, response
+    content = response.output.choices[0].message.content
+    urls = [part["image"] for part in content if "image" in part]  # 3.0 adds a part with text only
+    assert len(urls) == 2 and len(content) == 3
+    usage = response.usage
+    assert (usage["output_width"], usage["output_height"], usage["output_image_count"]) == (1440, 2560, 2)
+    assert [download(url).size for url in urls] == [(1440, 2560)] * 2
+
+
+def test_a_qwen_image_3_0_edit_takes_a_data_uri_reference(emu):
+    out = io.BytesIO()
+    Image.new("RGB", (768, 512), "purple").save(out, "PNG")
+    reference = "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+    response = MultiModalConversation.call(
+        model="qwen-image-3.0-pro", api_key=emu.api_key, messages=prompt_message("make Image 1 gold", (reference,)),
+        size="1536*1024",
+    )
+    assert response.status_code == 200, response
+    (url,) = [part["image"] for part in response.output.choices[0].message.content if "image" in part]
+    assert download(url).size == (1536, 1024)
+    assert response.usage["input_image_count"] == 1
+    assert not any("upload" in name for name in emu.counters()["requests_per_endpoint"])
 
 
 def test_image_synthesis_call_waits_for_the_async_task_and_gets_its_image(emu):

@@ -14,8 +14,9 @@ from PIL import Image
 from qimage_nb._contract import GenerationRequest
 from qimage_nb.core._client import Generation
 from qimage_nb.emulator._render import render_png
-from qimage_nb.journal import _images
-from qimage_nb.journal._images import add_png_text, open_lazy
+from qimage_nb.journal import _thumbnails
+from qimage_nb.journal._images import open_lazy
+from qimage_nb.journal._png_text import add_png_text
 from qimage_nb.notebook._display import LiveGallery, LiveSlot
 from qimage_nb.view._gallery import (
     NOTEBOOK_FLOOR_BYTES,
@@ -77,7 +78,7 @@ def _thumbs(html_text: str) -> list[Image.Image]:
 
 @pytest.fixture(autouse=True)
 def _no_cached_thumbnails():
-    _images._THUMB_CACHE.clear()
+    _thumbnails._THUMB_CACHE.clear()
 
 
 def _sharpness(image: Image.Image) -> float:

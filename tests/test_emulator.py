@@ -116,7 +116,7 @@ def test_import_starts_nothing_and_loads_no_pillow():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['DashScopeEmulator', 'Emulator', 'Faults']"
+    assert result.stdout.strip() == "['DashScopeEmulator', 'Emulator', 'FalEmulator', 'Faults', 'ReplicateEmulator']"
 
 
 def test_every_ratio_and_tier_renders_a_png_of_the_contracted_size(api, plain):

@@ -51,7 +51,7 @@ def test_what_an_emulator_takes_from_the_contract_is_constants():
     for path in (ROOT / "emulator").rglob("*.py"):
         for name in _contract_names_used(path):
             value = getattr(contract, name)
-            assert not callable(value) or isinstance(value, type) and issubclass(value, (str, int)), (
+            assert not callable(value) or (isinstance(value, type) and issubclass(value, (str, int))), (
                 f"{path.relative_to(ROOT)} takes {name} from the contract, which is not a constant"
             )
 

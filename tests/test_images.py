@@ -1,4 +1,5 @@
-"""_images: download safety, PNG provenance, lazy opening, thumbnails and upload preparation."""
+"""The journal's image modules: download safety and lazy opening (_images), PNG provenance (_png_text),
+thumbnails (_thumbnails) and upload preparation (_uploads)."""
 
 from __future__ import annotations
 
@@ -13,23 +14,13 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile
 
+from qimage_nb._contract import UPLOAD_MAX_BYTES
 from qimage_nb._exceptions import ImageError, ValidationError
-from qimage_nb.journal import _images
-from qimage_nb.journal._images import (
-    MAX_DOWNLOAD_BYTES,
-    MAX_PIXELS,
-    UPLOAD_MAX_BYTES,
-    add_png_text,
-    inspect_image,
-    open_lazy,
-    png_with_text,
-    prepare_upload,
-    read_provenance,
-    sidecar_path,
-    thumbnail,
-    thumbnail_data_uri,
-    thumbnail_mime,
-)
+from qimage_nb.journal import _thumbnails, _uploads
+from qimage_nb.journal._images import MAX_DOWNLOAD_BYTES, MAX_PIXELS, inspect_image, open_lazy
+from qimage_nb.journal._png_text import add_png_text, png_with_text, read_provenance, sidecar_path
+from qimage_nb.journal._thumbnails import thumbnail, thumbnail_data_uri, thumbnail_mime
+from qimage_nb.journal._uploads import prepare_upload
 
 PROVENANCE = {
     "prompt": "雪中的红狐狸, a red fox in snow 🦊",
@@ -467,7 +458,7 @@ def test_thumbnail_over_budget_even_at_the_floor_returns_the_floor_quality_at_fu
     assert shown.size == (256, 144)
     fmt = shown.format
     # The floor quality: what the same pixels cost there, within encoder noise.
-    at_floor = _images._encode(shown.convert("RGB"), fmt, _images.THUMB_FLOOR_QUALITY[fmt])
+    at_floor = _thumbnails._encode(shown.convert("RGB"), fmt, _thumbnails.THUMB_FLOOR_QUALITY[fmt])
     assert len(data) <= len(at_floor) * 1.25
 
 
@@ -484,22 +475,22 @@ def test_thumbnail_under_a_budget_never_enlarges_nor_shrinks_below_max_side(tmp_
 def test_thumbnail_budget_decodes_once_and_only_encodes_again(tmp_path, monkeypatch):
     path = emulator_png(tmp_path, resolution="2K")
     shrinks, encodes = [], []
-    shrink, encode = _images._shrink, _images._encode
-    monkeypatch.setattr(_images, "_shrink", lambda *a, **k: shrinks.append(1) or shrink(*a, **k))
-    monkeypatch.setattr(_images, "_encode", lambda *a, **k: encodes.append(1) or encode(*a, **k))
+    shrink, encode = _thumbnails._shrink, _thumbnails._encode
+    monkeypatch.setattr(_thumbnails, "_shrink", lambda *a, **k: shrinks.append(1) or shrink(*a, **k))
+    monkeypatch.setattr(_thumbnails, "_encode", lambda *a, **k: encodes.append(1) or encode(*a, **k))
     thumbnail(path, max_bytes=600)
     assert len(shrinks) == 1 and len(encodes) > 1
 
 
 def test_thumbnail_budget_is_part_of_the_cache_key(tmp_path):
     path = emulator_png(tmp_path)
-    _images._THUMB_CACHE.clear()
+    _thumbnails._THUMB_CACHE.clear()
     plain = thumbnail(path)
     squeezed = thumbnail(path, max_bytes=len(plain) // 3)
     assert len(squeezed) <= len(plain) // 3 < len(plain)
     assert thumbnail(path) == plain  # the budgeted one did not replace it
     assert thumbnail(path, max_bytes=len(plain) // 3) == squeezed
-    assert {key[-1] for key in _images._THUMB_CACHE} == {None, len(plain) // 3}
+    assert {key[-1] for key in _thumbnails._THUMB_CACHE} == {None, len(plain) // 3}
 
 
 def test_thumbnail_rejects_a_bad_budget():
@@ -588,7 +579,7 @@ def test_upload_over_the_limit_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(ValidationError, match="over the upload limit of 20 MB: resize it or save it as JPEG"):
         prepare_upload(write(tmp_path / "big.png", big))
     # Converted formats are checked after conversion (a lowered limit keeps this test fast).
-    monkeypatch.setattr(_images, "UPLOAD_MAX_BYTES", 20_000)
+    monkeypatch.setattr(_uploads, "UPLOAD_MAX_BYTES", 20_000)
     noisy = Image.frombytes("RGB", (100, 100), os.urandom(30_000))
     noisy.save(tmp_path / "n.bmp")
     with pytest.raises(ValidationError, match="the PNG it converts to is"):
@@ -603,7 +594,8 @@ def test_upload_over_the_limit_says_what_to_do(tmp_path, monkeypatch):
 def test_importing_does_nothing(tmp_path):
     code = (
         "import PIL.Image as I; before = I.MAX_IMAGE_PIXELS\n"
-        "import qimage_nb.journal._images, qimage_nb.journal._store\n"
+        "import qimage_nb.journal._images, qimage_nb.journal._png_text, qimage_nb.journal._thumbnails\n"
+        "import qimage_nb.journal._uploads, qimage_nb.journal._store\n"
         "assert I.MAX_IMAGE_PIXELS == before\n"
         "s = qimage_nb.journal._store.Store()\n"
         "import os; print(sorted(os.listdir(os.environ['QIMAGE_HOME'])))\n"

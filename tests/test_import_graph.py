@@ -128,7 +128,7 @@ def test_qimage_nb_has_no_import_cycles():
 
 
 def test_thumbnails_default_to_the_galleries_size():
-    from qimage_nb.journal import _images
+    from qimage_nb.journal import _thumbnails
     from qimage_nb.view import _gallery
 
-    assert _images.THUMB_PX == _gallery.DEFAULT_THUMB_PX
+    assert _thumbnails.THUMB_PX == _gallery.DEFAULT_THUMB_PX

@@ -250,7 +250,7 @@ def test_prompt_arrives_intact(shell, emu, prompt):
     body = received(emu, image.info["task_id"])
     assert body["prompt"] == prompt
     assert body["negative_prompt"] == "{x} $y"
-    from qimage_nb.journal._images import read_provenance
+    from qimage_nb.journal._png_text import read_provenance
 
     assert read_provenance(image.info["path"])["prompt"] == prompt
 

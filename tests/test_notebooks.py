@@ -43,7 +43,7 @@ pytestmark = pytest.mark.slow
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 THUMB = re.compile(r'<img class="qimage-thumb" src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"')
 ANY_DATA_URI = re.compile(r"data:image/[a-z]+;base64,")
-ORDER = ["quickstart", "panel", "image_to_image", "batches", "resume_and_cache", "providers"]
+ORDER = ["quickstart", "panel", "image_to_image", "batches", "resume_and_cache", "providers", "hosts"]
 
 # name -> (static thumbnails in the HTML outputs, images the notebook binds in total)
 EXPECTED = {
@@ -52,7 +52,8 @@ EXPECTED = {
     "image_to_image": (4, 4),
     "batches": (10, 10),
     "resume_and_cache": (4, 3),  # teapots three times (one from cache, one --new), then boats
-    "providers": (5, 5),  # the fox on each host, two seeds, one free pixel size
+    "providers": (7, 7),  # the fox on each host, two seeds, one free pixel size, 2.0 beside 3.0
+    "hosts": (11, 11),  # the kite on fal and on Replicate, a grid of four hosts, five on fal
 }
 
 # What a notebook binds, read in its kernel (a tutorial does not end with test code).
@@ -308,13 +309,15 @@ def test_cells_queued_behind_a_waiting_magic_run_in_order(tmp_path):
 
 def test_the_providers_notebook_shows_the_same_cell_on_both_hosts(executed):
     run = executed["providers"]
-    first, second, seeds, banner = (_cell_text(c) for c in _magic_cells(run))
+    first, second, seeds, banner, versions = (_cell_text(c) for c in _magic_cells(run))
     assert "on the APIMart API · from the emulator" in first and "$0.006" in first
     assert "on Alibaba Model Studio (DashScope) · from the emulator" in second
     assert "from cache" not in second  # another host: a generation of its own
     assert "seed 1: done" in seeds and "seed 2: done" in seeds and "prompt as written" in seeds
     assert "1536x640" in banner
+    assert "standard · 1:1 · 1K · seed 1" in versions and "qwen-image-3.0 · size chosen by the model" in versions
     texts = run.texts()
+    assert "qwen-image-3.0 (2560, 1440) chosen by the model" in texts
     assert "refused: the APIMart API does not support seed" in texts
     assert "Alibaba Model Studio (DashScope) has no model listing" in texts
     assert "this session: $0.006 for 1 generation" in texts
@@ -357,4 +360,5 @@ def test_with_both_keys_the_providers_notebook_uses_both_apis_unchanged(tmp_path
     assert "using the real API at" in texts and "using the real API of Alibaba Model Studio (DashScope) at" in texts
     assert "bundled offline emulator" not in texts and "from the emulator" not in texts
     assert b"sk-apimart-KEY" not in run.saved and b"sk-dashscope-KEY" not in run.saved
-    assert billed == (1, 4)  # the fox on the seed's API; the fox, two seeds and the banner on DashScope
+    # The fox on the seed's API; the fox, two seeds, the banner, 2.0 and 3.0 on DashScope.
+    assert billed == (1, 6)

@@ -52,7 +52,7 @@ async def test_the_provider_choice_decides_models_and_which_options_are_enabled(
         assert panel.provider.value == "apimart" and not panel.provider.disabled
         assert dict(panel.provider.options)  # every host is offered, by its title
         # By their short names, which fit the header's dropdown; the whole titles in its tooltip.
-        assert [label for label, _ in panel.provider.options] == ["APIMart", "DashScope"]
+        assert [label for label, _ in panel.provider.options] == ["APIMart", "DashScope", "fal", "Replicate"]
         assert "Alibaba Model Studio (DashScope)" in panel.provider.tooltip
         assert list(panel.model.options) == ["qwen-image-2.0", "qwen-image-2.0-pro"]
         assert panel.seed.disabled and panel.extend.disabled and panel.watermark.disabled and panel.free_size.disabled
@@ -68,7 +68,7 @@ async def test_the_provider_choice_decides_models_and_which_options_are_enabled(
         assert panel.model.value == "qwen-image-2.0"
         assert not (panel.seed.disabled or panel.extend.disabled or panel.watermark.disabled or panel.free_size.disabled)
         assert visible(options) and visible(panel.free_size)
-        assert panel.uploader.disabled and "no upload endpoint" in panel.uploader.tooltip
+        assert not panel.uploader.disabled  # issue 21: local pictures go inline (data: URIs) there
         assert panel.seed.tooltip.startswith("the same seed")
         (banner,) = by_class(panel, "qimage-banner")
         assert visible(banner)
@@ -317,7 +317,7 @@ async def test_on_dashscope_the_resend_warns_it_may_bill_again_and_asks_first(se
     emulator, run, panel, row = await _unknown_outcome_in_a_later_panel(session, "dashscope")
     try:
         status = text_of(run.status)
-        assert "no second bill" not in status and "may bill again" in status  # the run's own line promises nothing
+        assert "no second bill" not in status and re.search(r"may bill (again|twice)", status)  # it promises nothing
         (hint,) = in_row(row, "qimage-resend-hint")
         assert "may bill again" in text_of(hint) and "no second bill" not in text_of(hint)
         before = len(dashscope_jobs(emulator))
@@ -336,3 +336,58 @@ async def test_on_dashscope_the_resend_warns_it_may_bill_again_and_asks_first(se
         assert not visible(confirm)
     finally:
         panel.close()
+
+
+async def test_the_upload_button_sends_a_local_picture_inline_on_dashscope_and_lists_3_0(both, session):
+    import datetime
+    import io
+
+    from PIL import Image
+
+    _, dashscope = both
+    panel = await make_panel()
+    panel.provider.value = "dashscope"
+    await panel.wait()
+    assert "qwen-image-3.0" in panel.model.options and "qwen-image-3.0-pro" in panel.model.options
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 480), (20, 120, 200)).save(buf, "PNG")
+    data = buf.getvalue()
+    panel.uploader.value = (
+        {"name": "mine.png", "type": "image/png", "size": len(data), "content": memoryview(data),
+         "last_modified": datetime.datetime.now(datetime.timezone.utc)},
+    )
+    await panel.wait()
+    (ref,) = panel.references
+    assert ref.thumb is not None and not visible(panel.error)
+    await generate(panel, "make it gold", model="qwen-image-3.0")
+    await panel.wait()
+    assert panel.generations[-1].images, text_of(panel.error)
+    (job,) = dashscope_jobs(dashscope)
+    assert job.model == "qwen-image-3.0" and len(job.images) == 1
+    assert job.images[0].startswith("data:image/png;base64,")
+    assert not any("upload" in name for name in dashscope.counters()["requests_per_endpoint"])
+
+
+async def test_cancel_cancels_a_queued_dashscope_task_on_the_host_and_says_so_for_a_running_one(session):
+    import asyncio
+
+    busy = session.start_emulator("dashscope", latency=1.5, jitter=0.0, max_concurrent=1)
+    panel = await make_panel()
+    panel.provider.value = "dashscope"
+    await panel.wait()
+    panel.model.value = "qwen-image"
+    await generate(panel, "the first takes the only worker")
+    while panel.generate_button.disabled:  # held until the host confirms the first task
+        await asyncio.sleep(0.02)
+    await generate(panel, "the second waits its turn")
+    for _ in range(200):
+        if all(run.task_id for run in panel.runs) and busy.counters()["tasks_by_status"].get("RUNNING"):
+            break
+        await asyncio.sleep(0.02)
+    panel.cancel_button.click()
+    await panel.wait()
+    first, second = panel.runs
+    assert second.state == "cancelled" and "the host cancelled it; nothing is billed" in second.cancel_message()
+    assert first.state == "cancelled" and "already running" in first.cancel_message()
+    assert f"%qimage resume {first.task_id}" in first.cancel_message()
+    assert busy.counters()["tasks_by_status"].get("CANCELED") == 1

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from qimage_nb._contract import GenerationRequest
-from qimage_nb.journal._images import read_provenance
+from qimage_nb.journal._png_text import read_provenance
 from qimage_nb.journal._store import JobRecord, Store
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .._contract import PRODUCTION_BASE_URL
 from .._exceptions import ValidationError
 
 __all__ = ["check_base_url", "is_loopback_host"]
@@ -40,11 +39,12 @@ class _Secret:
 class _BearerAuth(httpx.Auth):
     """Adds the key at send time, so no dict of headers in our frames ever holds it."""
 
-    def __init__(self, secret: _Secret) -> None:
+    def __init__(self, secret: _Secret, scheme: str = "Bearer") -> None:
         self._secret = secret
+        self._scheme = scheme  # the host's word before the key (provider.auth_scheme)
 
     def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
-        request.headers["Authorization"] = f"Bearer {self._secret.reveal()}"
+        request.headers["Authorization"] = f"{self._scheme} {self._secret.reveal()}"
         yield request
 
     def __repr__(self) -> str:
@@ -62,9 +62,12 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def check_base_url(value: Any, *, allow_insecure_http: bool = False) -> str:
-    """Validate and normalise a base URL; plain http only to loopback unless explicitly allowed."""
-    example = f"use an https URL such as {PRODUCTION_BASE_URL}"
+def check_base_url(value: Any, *, allow_insecure_http: bool = False, example: str | None = None) -> str:
+    """Validate and normalise a base URL; plain http only to loopback unless explicitly allowed.
+
+    ``example``: a good URL to show in the refusal (the provider's own production host): the core
+    knows no host of its own."""
+    example = f"use an https URL such as {example}" if example else "use an https URL"
     if not isinstance(value, str) or not value.strip():
         raise ValidationError("base_url", f"base_url must be an http(s) URL; {example}")
     text = value.strip()

@@ -1,5 +1,5 @@
-"""Downloading one result image from the CDN: streamed to disk, capped, checked, retried, then
-kept in the journal with its provenance (built here, once: ``_provenance.describe``).
+"""Downloading a completed task's images from the CDN: each streamed to disk, capped, checked,
+retried, then kept in the journal with its provenance (built here, once: ``_provenance.describe``).
 
 The CDN is another origin: these requests never carry the Authorization header (the shared httpx
 client has none by default; only API requests add it through ``_BearerAuth``).
@@ -15,16 +15,71 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .._exceptions import ImageError, TransportError
+from .._exceptions import ImageError, QImageError, TransportError
 from ..journal._images import MAX_DOWNLOAD_BYTES, ImageFacts, inspect_image
-from ..journal._provenance import describe
+from ..journal._provenance import describe, open_stored
 from ._retry import RetryPolicy, TryAgain, is_retryable, parse_retry_after, retrying
 
 if TYPE_CHECKING:
-    from .._contract import GenerationRequest, TaskStatus
-    from ..journal._store import Store
+    from PIL import Image
 
-__all__ = ["fetch_image", "store_image"]
+    from .._contract import GenerationRequest, TaskStatus
+    from ..journal._store import JobRecord, Store
+    from ._http import Connection
+    from ._journaling import Journal
+    from ._results import _Progress
+
+__all__ = ["Downloads", "fetch_image", "store_image"]
+
+
+class Downloads:
+    """A client's downloads: every image of a completed task fetched concurrently (through the
+    connection's per-loop gate, shared by all of the client's generations), each journaled as soon
+    as it lands."""
+
+    def __init__(self, connection: Connection, journal: Journal, retry: RetryPolicy) -> None:
+        self._http = connection
+        self._journal = journal
+        self._retry = retry
+
+    async def fetch_all(
+        self, job: JobRecord, status: TaskStatus, progress: _Progress
+    ) -> tuple[list[Image.Image], list[Path]]:
+        """The images of ``status`` (completed) for journal entry ``job``, from disk where it has
+        them, in the API's order; the entry is then recorded as completed with these URLs."""
+        urls = list(status.urls)
+        progress.reset(len(urls))
+        on_disk = list(job.image_paths) + [None] * max(0, len(urls) - len(job.image_paths))
+        http, slots = self._http.pool()
+        store = self._journal.store
+
+        async def fetch(index: int, url: str) -> tuple[Image.Image, Path]:
+            path = on_disk[index]
+            if path is None or not Path(path).exists():
+                async with slots:
+                    path = await store_image(
+                        http, store, key=job.key, request=job.request, status=status, index=index,
+                        url=url, retry=self._retry, origin=self._http.base_url, provider=self._http.provider.name,
+                    )
+            image = await self._journal(open_stored, Path(path))
+            progress.images[index] = image
+            await progress.emit("downloading", task_id=status.task_id, status=status, new_image=index)
+            return image, Path(path)
+
+        results = await asyncio.gather(*(fetch(i, u) for i, u in enumerate(urls)), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            for failure in failures:
+                if not isinstance(failure, Exception):
+                    raise failure  # cancellation / interrupt: the journal keeps what landed
+            first = failures[0]
+            if isinstance(first, QImageError):
+                first.task_id = first.task_id or status.task_id
+                raise first
+            raise first
+        await self._journal(store.record_status, job.key, "completed", 100, urls=urls)
+        pairs = [r for r in results if not isinstance(r, BaseException)]
+        return [image for image, _ in pairs], [path for _, path in pairs]
 
 
 async def store_image(

@@ -49,6 +49,7 @@ class Update:
     label: str | None = None
     batch_index: int | None = None
     reattached: bool = False  # waiting on an earlier, unfinished run of the same request
+    queue_position: int | None = None  # requests ahead in the host's queue, where it says
 
     @property
     def done(self) -> bool:
@@ -88,6 +89,9 @@ class Generation:
     cost: float | None = None
     actual_prompt: str | None = None
     seed: int | None = None
+    # Every task that made these images, when the host needed several submits for them (it makes
+    # fewer images per submit than asked); ``task_id`` is the first.
+    task_ids: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -151,6 +155,7 @@ class _Progress:
             progress=status.progress if status else (100 if stage == "done" else base.progress),
             elapsed=time.monotonic() - self.started,
             estimated_time=status.estimated_time if status and status.estimated_time else base.estimated_time,
+            queue_position=status.queue_position if status else None,
             images=tuple(self.images),
             new_image=new_image,
             error=error,

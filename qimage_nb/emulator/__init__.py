@@ -1,5 +1,6 @@
 """The bundled emulator of the Qwen Image 2.0 task API: ``Emulator`` and its ``Faults`` switches;
-``DashScopeEmulator`` stands in for Alibaba Model Studio (DashScope) the same way.
+``DashScopeEmulator``, ``FalEmulator`` and ``ReplicateEmulator`` stand in for Alibaba Model Studio
+(DashScope), fal's queue and Replicate the same way.
 
 Names resolve on first use (PEP 562): importing the package starts nothing and loads no Pillow.
 """
@@ -9,14 +10,17 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-_EXPORTS = {"DashScopeEmulator": ".dashscope", "Emulator": ".apimart", "Faults": "._faults"}
+_EXPORTS = {"DashScopeEmulator": ".dashscope", "Emulator": ".apimart", "FalEmulator": ".fal",
+            "Faults": "._faults", "ReplicateEmulator": ".replicate"}
 
-__all__ = ["DashScopeEmulator", "Emulator", "Faults"]
+__all__ = ["DashScopeEmulator", "Emulator", "FalEmulator", "Faults", "ReplicateEmulator"]
 
 if TYPE_CHECKING:
     from ._faults import Faults
     from .apimart import Emulator
     from .dashscope import DashScopeEmulator
+    from .fal import FalEmulator
+    from .replicate import ReplicateEmulator
 
 
 def __getattr__(name: str) -> Any:

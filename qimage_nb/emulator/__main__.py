@@ -32,9 +32,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Prints the API base URL on the first line, then the CDN URL, the key and how to "
         "point qimage_nb at it.",
     )
-    parser.add_argument("--provider", choices=("qimage", "dashscope"), default="qimage",
-                        help="which host to emulate: the Qwen Image 2.0 task API (default) or "
-                        "Alibaba Model Studio (DashScope), served under /api/v1")
+    parser.add_argument("--provider", choices=("qimage", "dashscope", "fal", "replicate"), default="qimage",
+                        help="which host to emulate: the Qwen Image 2.0 task API (default), "
+                        "Alibaba Model Studio (DashScope, served under /api/v1), fal's queue, or Replicate")
     parser.add_argument("--port", type=int, default=0, help="API port (default 0: any free port)")
     parser.add_argument("--cdn-port", type=int, default=0, help="CDN port (default 0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -43,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                         "unauthenticated control endpoints)")
     parser.add_argument("--latency", type=float, default=3.0, help="seconds per task (default 3)")
     parser.add_argument("--jitter", type=float, default=1.0, help="+/- seconds of random variation (default 1)")
-    parser.add_argument("--key", default="sk-emulator-local", help="the API key to accept")
+    parser.add_argument("--key", default=None,
+                        help="the API key to accept (default: each host's well-known emulator key)")
     parser.add_argument("--max-concurrent", type=int, default=None,
                         help="tasks processed at once; the rest wait pending (default: unlimited)")
     parser.add_argument("--seed", type=int, default=0, help="seed for durations and random faults")
@@ -95,13 +96,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     from .apimart._emulator import Emulator
     from .dashscope import DashScopeEmulator
+    from .fal import FalEmulator
+    from .replicate import ReplicateEmulator
 
-    common = dict(api_key=args.key, latency=args.latency, jitter=args.jitter, seed=args.seed,
+    common = dict(latency=args.latency, jitter=args.jitter, seed=args.seed,
                   max_concurrent=args.max_concurrent, pickup=args.pickup, host=args.host,
                   port=args.port, cdn_port=args.cdn_port)
+    if args.key is not None:
+        common["api_key"] = args.key
     try:
         if args.provider == "dashscope":
             emulator = DashScopeEmulator(**common).start()
+        elif args.provider == "fal":
+            emulator = FalEmulator(**common).start()
+        elif args.provider == "replicate":
+            emulator = ReplicateEmulator(**common).start()
         else:
             emulator = Emulator(overstate=args.overstate, faults=_faults(args), **common).start()
     except (OSError, ValueError) as exc:
@@ -114,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"key:  {emulator.api_key}")
     if args.provider == "dashscope":
         print(f"use:  DASHSCOPE_HTTP_BASE_URL={emulator.base_url} DASHSCOPE_API_KEY={emulator.api_key}")
+    elif args.provider == "fal":
+        # fal's SDK puts https:// before FAL_QUEUE_RUN_HOST; qimage_nb keeps a scheme given with it.
+        print(f"use:  FAL_QUEUE_RUN_HOST={emulator.base_url} FAL_KEY={emulator.api_key}")
+    elif args.provider == "replicate":
+        print(f"use:  REPLICATE_BASE_URL={emulator.base_url} REPLICATE_API_TOKEN={emulator.api_key}")
     else:
         print(f"use:  QIMAGE_BASE_URL={emulator.base_url} QIMAGE_API_KEY={emulator.api_key}")
     print("Ctrl-C to stop.", flush=True)

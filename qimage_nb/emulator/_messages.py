@@ -3,14 +3,21 @@ transport, so both speak through exactly the same handler code.
 
 A response may carry a raw action that only a transport can perform: hold the answer (``delay``),
 close without answering (``reset``), send the full Content-Length but only part of the body
-(``truncate_at``), or drip the body slowly (``bytes_per_second``).
+(``truncate_at``), or drip the body slowly (``bytes_per_second``). A streamed response (``stream``:
+server-sent events, an answer held until a task ends) has no length: its body is produced while it
+is sent, so what it says is read off the state at that moment, not when the request arrived.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+# What a stream yields: bytes to send now, or seconds to wait first (the transport sleeps, so the
+# socket server and the in-process transports pace it the same way, and a stop ends it at once).
+StreamStep = bytes | float
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,8 @@ class Response:
     reset: bool = False
     truncate_at: int | None = None
     bytes_per_second: float | None = None
+    # A body made while it is sent (chunked on a socket); called once, when the answer starts.
+    stream: Callable[[], Iterator[StreamStep]] | None = None
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -49,6 +50,13 @@ class OriginServer(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request, client_address):  # type: ignore[override]
+        # A client that hangs up (a status stream closed once it said COMPLETED, a pool shut down)
+        # is not an emulator fault: no traceback on the terminal for it.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         # A pooled keep-alive connection must not keep talking to a stopped emulator.
@@ -145,6 +153,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self.send_response(response.status)
         for name, value in response.headers:
             self.send_header(name, value)
+        if response.stream is not None:
+            self._send_stream(response)
+            return
         self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
         if self.command == "HEAD":
@@ -165,3 +176,26 @@ class _RequestHandler(BaseHTTPRequestHandler):
         else:
             self.wfile.write(body)
         self.wfile.flush()
+
+    def _send_stream(self, response: Response) -> None:
+        """A body produced while it is sent, in HTTP/1.1 chunks; a stop or a client that hangs up
+        ends it (the generator is closed, so it never runs on for nobody)."""
+        assert response.stream is not None
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        stopping = self.server.stopping
+        steps = response.stream()
+        try:
+            for step in steps:
+                if isinstance(step, (int, float)):
+                    if stopping.wait(step):
+                        self.close_connection = True
+                        return
+                    continue
+                if step:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(step), step))
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        finally:
+            steps.close()

@@ -66,6 +66,49 @@ def _truncation_error(response: Response, request: httpx.Request) -> httpx.Remot
     )
 
 
+class _Stream(httpx.AsyncByteStream, httpx.SyncByteStream):
+    """A streamed answer (``Response.stream``): waits are slept, a wait longer than the request's
+    read timeout raises ``ReadTimeout`` as a silent socket would."""
+
+    def __init__(self, response: Response, request: httpx.Request) -> None:
+        assert response.stream is not None
+        self._steps = response.stream
+        self._request = request
+        self._read_timeout = _read_timeout(request)
+
+    def _too_long(self, pause: float) -> bool:
+        return self._read_timeout is not None and pause > self._read_timeout
+
+    def _timeout(self) -> httpx.ReadTimeout:
+        return httpx.ReadTimeout("timed out waiting for the next streamed chunk", request=self._request)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        steps = self._steps()
+        try:
+            for step in steps:
+                if isinstance(step, (int, float)):
+                    await asyncio.sleep(min(step, self._read_timeout or step))
+                    if self._too_long(step):
+                        raise self._timeout()
+                elif step:
+                    yield step
+        finally:
+            steps.close()
+
+    def __iter__(self) -> Iterator[bytes]:
+        steps = self._steps()
+        try:
+            for step in steps:
+                if isinstance(step, (int, float)):
+                    time.sleep(min(step, self._read_timeout or step))
+                    if self._too_long(step):
+                        raise self._timeout()
+                elif step:
+                    yield step
+        finally:
+            steps.close()
+
+
 class _Body(httpx.AsyncByteStream, httpx.SyncByteStream):
     def __init__(self, response: Response, request: httpx.Request) -> None:
         self._response = response
@@ -115,6 +158,9 @@ def _finish(response: Response, request: httpx.Request) -> httpx.Response:
     timeout = _read_timeout(request)
     if timeout is not None and response.delay > timeout:
         raise httpx.ReadTimeout("timed out waiting for the answer", request=request)
+    if response.stream is not None:
+        return httpx.Response(response.status, headers=response.headers, stream=_Stream(response, request),
+                              request=request)
     return httpx.Response(
         response.status, headers=_headers(response), stream=_Body(response, request), request=request
     )

@@ -1,2 +1,4 @@
-"""The journal: every paid task in SQLite, the images on disk (content-addressed, with their
-provenance written into the file), and the image safety rules those files pass. Names no host."""
+"""The journal: every paid task in SQLite (``_store``, over ``_records``, ``_schema``, ``_files``),
+the images on disk (content-addressed, with their provenance written into the file: ``_png_text``,
+``_provenance``), the safety rules those files pass (``_images``), thumbnails and upload
+preparation. Names no host."""

@@ -9,6 +9,7 @@ handed to a user, just downloaded or served from the journal later, carries what
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,11 +52,17 @@ def describe(
     for option in ("prompt_extend", "watermark"):
         if getattr(request, option) is not None:
             info[option] = str(getattr(request, option)).lower()
+    if status.output_size is not None:
+        # What the host says it made (a 3.0 model asked for no size chose this one).
+        info["output_size"] = f"{status.output_size[0]}x{status.output_size[1]}"
+    if request.host_params:
+        info["host_params"] = json.dumps(dict(request.host_params), ensure_ascii=False, sort_keys=True)
     return info
 
 
 def open_stored(path: Path) -> Image.Image:
     """An image from the journal's files, lazily opened, carrying what its file says (and its path)."""
-    from ._images import open_lazy, read_provenance
+    from ._images import open_lazy
+    from ._png_text import read_provenance
 
     return open_lazy(Path(path), read_provenance(path))

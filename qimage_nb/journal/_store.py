@@ -9,6 +9,8 @@ Layout under ``root`` (``$QIMAGE_HOME``, else the platform's user data dir)::
 
     journal.sqlite3               jobs, events, images (WAL mode)
     images/<sha[:2]>/<sha>.png    content-addressed by the bytes as received (before provenance)
+    refs/<sha[:2]>/<sha>          local references sent inline (``data:`` URIs), once per content;
+                                  the request in the journal names them by digest only
     tmp/                          downloads in flight; same filesystem, so moves are atomic renames
     timing/<hash>.json            what the poll schedule learned of each provider (``_polling``)
 
@@ -16,201 +18,34 @@ Concurrency: one connection per Store, guarded by a lock (the panel and the magi
 different threads); every write is one short ``BEGIN IMMEDIATE`` transaction, so two kernels
 writing at once queue on SQLite's lock (``busy_timeout``) instead of failing with "database is
 locked". The journal never sees the API key: no method takes one.
+
+The parts: ``_records`` (what an entry says), ``_schema`` (the tables, and opening a journal of
+any version), ``_files`` (the image files); ``Store`` puts them together.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .._contract import (
-    DEFAULT_MODEL,
-    DEFAULT_RATIO,
-    DEFAULT_RESOLUTION,
-    STATUSES,
-    TERMINAL_STATUSES,
-    GenerationRequest,
-)
+from .._contract import InlineImage
+from ._files import ImageFiles
+from ._records import JOB_STATUSES, OUTCOME_UNKNOWN, JobRecord, records_from_rows, ref_path
+from ._schema import ORIGINS_SCHEMA, UPLOADS_SCHEMA, open_journal
+
+if TYPE_CHECKING:
+    from .._contract import GenerationRequest
 
 __all__ = ["JOB_STATUSES", "JobRecord", "Store"]
 
-# "submitting" is ours: the row exists, the POST may or may not have reached the server.
-JOB_STATUSES = ("submitting", *STATUSES)
-SCHEMA_VERSION = 4  # 2: jobs.origin; 3: jobs.scope; 4: jobs.cost
-# The error text of an entry whose submit got no answer: the task may exist (and be billed).
-OUTCOME_UNKNOWN = "outcome unknown"
-# A submit with neither an answer nor that mark is still in flight (here or in another kernel)
-# for at most this long: its attempts and their read timeouts (a synchronous call's 180 s
-# included) are over by then, and an entry still unanswered is one whose process died mid-POST.
-SUBMIT_IN_FLIGHT_SECONDS = 600
-BUSY_TIMEOUT_MS = 15_000
-STALE_TEMP_SECONDS = 24 * 3600
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS jobs (
-    key          TEXT PRIMARY KEY,          -- the Idempotency-Key of the logical submit
-    fingerprint  TEXT NOT NULL,
-    request_json TEXT NOT NULL,
-    task_id      TEXT UNIQUE,               -- NULL until the submit answers
-    status       TEXT NOT NULL CHECK (status IN ({", ".join(repr(s) for s in JOB_STATUSES)})),
-    progress     INTEGER NOT NULL DEFAULT 0,
-    urls_json    TEXT NOT NULL DEFAULT '[]',
-    error        TEXT,
-    created_at   REAL NOT NULL,
-    updated_at   REAL NOT NULL,
-    completed_at REAL,
-    label        TEXT,
-    origin       TEXT,                      -- the API base URL it was sent to: where the task lives
-    scope        TEXT,                      -- which requests its images may serve: caches never cross scopes
-    cost         REAL                       -- what the host said the task cost, when it said
-);
-CREATE INDEX IF NOT EXISTS jobs_by_fingerprint ON jobs (fingerprint, created_at);
-CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
-CREATE TABLE IF NOT EXISTS events (
-    id       INTEGER PRIMARY KEY,
-    key      TEXT NOT NULL REFERENCES jobs (key),
-    status   TEXT NOT NULL,
-    progress INTEGER NOT NULL,
-    task_id  TEXT,                          -- every task id a key was ever given stays on record
-    at       REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_key ON events (key, id);
-CREATE TABLE IF NOT EXISTS images (
-    key      TEXT NOT NULL REFERENCES jobs (key),
-    idx      INTEGER NOT NULL,
-    url      TEXT NOT NULL,
-    path     TEXT NOT NULL,                 -- relative to root, so the directory can move
-    sha256   TEXT NOT NULL,
-    bytes    INTEGER NOT NULL,
-    width    INTEGER,
-    height   INTEGER,
-    saved_at REAL NOT NULL,
-    PRIMARY KEY (key, idx)
-);
-"""
-
-# Created on first use by remember_upload (not part of _SCHEMA), so journals of any version get it.
-_UPLOADS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS uploads (
-    sha256      TEXT NOT NULL,              -- of the bytes uploaded
-    origin      TEXT NOT NULL,              -- the API base URL: an upload URL is that provider's
-    url         TEXT NOT NULL,
-    uploaded_at REAL NOT NULL,
-    PRIMARY KEY (sha256, origin)
-)
-"""
-# Origins seen to honour the Idempotency-Key (API.md 7.1): only there is a lost submit resent.
-_ORIGINS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS idempotent_origins (
-    origin       TEXT PRIMARY KEY,
-    confirmed_at REAL NOT NULL
-)
-"""
 UPLOADS_KEPT_SECONDS = 7 * 24 * 3600  # provider upload URLs live 72 h; older rows are only clutter
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """One logical submit as the journal knows it."""
-
-    key: str
-    task_id: str | None
-    request: GenerationRequest
-    fingerprint: str
-    status: str
-    progress: int
-    urls: tuple[str, ...]
-    image_paths: tuple[Path | None, ...]  # by index; None if not (or no longer) on disk
-    error: str | None
-    created_at: float
-    updated_at: float
-    completed_at: float | None
-    label: str | None
-    origin: str | None = None
-    # Which requests its images may serve from the cache: its origin, or one name shared by every
-    # server that outlives no kernel (the in-kernel emulator, on a new port after each restart).
-    scope: str | None = None
-    cost: float | None = None
-
-    @property
-    def in_flight(self) -> bool:
-        """Its submit is still being sent (no answer, no 'outcome unknown' yet, and recent)."""
-        return (
-            self.task_id is None and self.status == "submitting" and not self.outcome_unknown
-            and time.time() - self.updated_at < SUBMIT_IN_FLIGHT_SECONDS
-        )
-
-    @property
-    def resendable(self) -> bool:
-        """No answer will come for its submit: marked 'outcome unknown', or left unanswered by a
-        process that died mid-POST. Only the user resends it (``client.resend(key)``)."""
-        return self.task_id is None and self.status == "submitting" and not self.in_flight
-
-    @property
-    def outcome_unknown(self) -> bool:
-        """Its submit got no answer and nothing says whether the task exists: it may be billed.
-        Resend it (same key, same body) with ``client.resend(key)`` where you choose to."""
-        return self.task_id is None and self.status == "submitting" and bool(
-            self.error and self.error.startswith(OUTCOME_UNKNOWN)
-        )
-
-    @property
-    def downloaded(self) -> bool:
-        """Completed, and every URL's image is on disk right now."""
-        if self.status != "completed" or not self.urls or len(self.image_paths) < len(self.urls):
-            return False
-        return all(path is not None and path.exists() for path in self.image_paths[: len(self.urls)])
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-
-def _request_from_json(text: str) -> GenerationRequest:
-    # Rebuilt field by field, not re-validated: the row holds what was journaled, including the
-    # client's placeholder (empty prompt) for a task adopted by id, which validation would refuse.
-    body = json.loads(text)
-    negative = body.get("negative_prompt")
-    seed = body.get("seed")
-    return GenerationRequest(
-        prompt=str(body.get("prompt", "")),
-        model=str(body.get("model", DEFAULT_MODEL)),
-        size=str(body.get("size", DEFAULT_RATIO)),
-        resolution=str(body.get("resolution", DEFAULT_RESOLUTION)),
-        n=int(body.get("n", 1)),
-        negative_prompt=str(negative) if negative is not None else None,
-        image_urls=tuple(str(u) for u in body.get("image_urls") or ()),
-        seed=int(seed) if isinstance(seed, int) else None,
-        prompt_extend=body.get("prompt_extend") if isinstance(body.get("prompt_extend"), bool) else None,
-        watermark=body.get("watermark") if isinstance(body.get("watermark"), bool) else None,
-    )
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened (Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _default_root() -> Path:
@@ -236,6 +71,7 @@ class Store:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._files = ImageFiles(self.root)
 
     @classmethod
     def default(cls) -> Store:
@@ -259,66 +95,10 @@ class Store:
         self._conn = None
         for sub in ("images", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(
-            self._db_path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-        )
-        conn.row_factory = sqlite3.Row
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._setup(conn)
-        except BaseException:
-            conn.close()
-            raise
+        conn = open_journal(self._db_path)
         self._conn, self._pid = conn, os.getpid()
-        self._sweep_temp()
+        self._files.sweep_temp()
         return conn
-
-    def _setup(self, conn: sqlite3.Connection) -> None:
-        # Two kernels may create the journal at the same instant; switching to WAL takes a lock that
-        # the busy handler does not always wait for, so retry briefly.
-        for attempt in range(50):
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or attempt == 49:
-                    raise
-                time.sleep(0.05)
-        # FULL: a committed begin() must survive power loss too; it precedes a billed POST.
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
-                if "origin" not in columns:  # a version-1 journal: keep its rows, add the column
-                    conn.execute("ALTER TABLE jobs ADD COLUMN origin TEXT")
-                if "scope" not in columns:  # version 1 or 2: an entry's scope was its origin
-                    conn.execute("ALTER TABLE jobs ADD COLUMN scope TEXT")
-                    conn.execute("UPDATE jobs SET scope = origin")
-                if "cost" not in columns:
-                    conn.execute("ALTER TABLE jobs ADD COLUMN cost REAL")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-    def _sweep_temp(self) -> None:
-        """Drop downloads abandoned by killed kernels (a day old: nothing in flight is that old)."""
-        cutoff = time.time() - STALE_TEMP_SECONDS
-        try:
-            for entry in os.scandir(self.root / "tmp"):
-                try:
-                    if entry.is_file() and entry.stat().st_mtime < cutoff:
-                        os.unlink(entry.path)
-                except OSError:
-                    continue
-        except OSError:
-            pass
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -348,42 +128,7 @@ class Store:
                     conn.execute("COMMIT")
 
     def _records(self, conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[JobRecord]:
-        if not rows:
-            return []
-        keys = [row["key"] for row in rows]
-        found: dict[str, dict[int, Path | None]] = {key: {} for key in keys}
-        for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
-            batch = keys[start : start + 500]
-            marks = ",".join("?" * len(batch))
-            for image in conn.execute(f"SELECT key, idx, path FROM images WHERE key IN ({marks})", batch):
-                path = self.root / image["path"]
-                found[image["key"]][image["idx"]] = path if path.exists() else None
-        records = []
-        for row in rows:
-            urls = tuple(json.loads(row["urls_json"]))
-            images = found[row["key"]]
-            count = max(len(urls), max(images, default=-1) + 1)
-            records.append(
-                JobRecord(
-                    key=row["key"],
-                    task_id=row["task_id"],
-                    request=_request_from_json(row["request_json"]),
-                    fingerprint=row["fingerprint"],
-                    status=row["status"],
-                    progress=row["progress"],
-                    urls=urls,
-                    image_paths=tuple(images.get(i) for i in range(count)),
-                    error=row["error"],
-                    created_at=row["created_at"],
-                    updated_at=row["updated_at"],
-                    completed_at=row["completed_at"],
-                    label=row["label"],
-                    origin=row["origin"],
-                    scope=row["scope"],
-                    cost=row["cost"],
-                )
-            )
-        return records
+        return records_from_rows(conn, rows, self.root)
 
     def _get(self, conn: sqlite3.Connection, ident: str) -> JobRecord | None:
         row = conn.execute(
@@ -410,6 +155,9 @@ class Store:
             raise ValueError(f"a journal key must be a non-empty string, got {key!r}")
         fingerprint = request.fingerprint()
         body = json.dumps(request.to_json(), ensure_ascii=False, sort_keys=True)
+        for ref in request.image_urls:  # inline references: their bytes once, before the row
+            if isinstance(ref, InlineImage) and ref.data is not None:
+                self._files.keep_reference(ref_path(self.root, ref.digest), ref.data)
         now = time.time()
         with self._write() as conn:
             existing = conn.execute("SELECT fingerprint FROM jobs WHERE key = ?", (key,)).fetchone()
@@ -510,9 +258,7 @@ class Store:
 
         Takes no lock and opens no database: a download asks for one on the event loop, which must
         not wait while another thread commits a journal write."""
-        tmp = self.root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        return tmp / f"{uuid.uuid4().hex}{suffix}"
+        return self._files.temp_path(suffix)
 
     def save_image(
         self,
@@ -532,56 +278,17 @@ class Store:
         tasks that happen to return identical bytes each keep a file whose PNG chunks name *their*
         task and prompt. Idempotent per ``(key, index)``.
         """
-        from ._images import add_png_text, sidecar_path
-
-        temp = Path(temp)
         if self.get(key) is None:
             raise KeyError(f"no journal entry for key {key!r}")
-        data = temp.read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        identity = json.dumps(
-            {k: v for k, v in sorted(provenance.items()) if k != "created"}, ensure_ascii=False
-        )
-        tag = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:12]
-        final = self.root / "images" / digest[:2] / f"{digest}-{tag}{_suffix(data)}"
-        if final.exists():
-            temp.unlink(missing_ok=True)
-        else:
-            staged = self._stage(temp)
-            meta = {**provenance}
-            meta.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-            add_png_text(staged, meta)  # PNG chunks in place, or a sidecar next to it
-            final.parent.mkdir(parents=True, exist_ok=True)
-            side = sidecar_path(staged)
-            if side.exists():
-                os.replace(side, sidecar_path(final))  # before the image, so it is never without one
-            with open(staged, "rb") as fp:
-                os.fsync(fp.fileno())
-            os.replace(staged, final)
-            _fsync_dir(final.parent)
+        final, digest, size = self._files.keep(Path(temp), provenance)
         with self._write() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO images (key, idx, url, path, sha256, bytes, width, height, saved_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key, int(index), url, final.relative_to(self.root).as_posix(), digest, len(data),
+                (key, int(index), url, final.relative_to(self.root).as_posix(), digest, size,
                  int(width), int(height), time.time()),
             )  # fmt: skip
         return final
-
-    def _stage(self, temp: Path) -> Path:
-        """``temp`` if it is already under ``root/tmp``; else a copy there (rename needs one filesystem)."""
-        tmp_dir = self.root / "tmp"
-        if temp.parent.resolve() == tmp_dir.resolve():
-            return temp
-        staged = self.temp_path()
-        try:
-            os.replace(temp, staged)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            shutil.copyfile(temp, staged)
-            temp.unlink(missing_ok=True)
-        return staged
 
     # -- queries --
 
@@ -664,7 +371,7 @@ class Store:
     def confirm_idempotency(self, origin: str) -> None:
         """Remember that ``origin`` answered in the versioned contract (keys are honoured there)."""
         with self._write() as conn:
-            conn.execute(_ORIGINS_SCHEMA)
+            conn.execute(ORIGINS_SCHEMA)
             conn.execute(
                 "INSERT OR REPLACE INTO idempotent_origins (origin, confirmed_at) VALUES (?, ?)",
                 (origin, time.time()),
@@ -691,7 +398,7 @@ class Store:
         """
         now = time.time()
         with self._write() as conn:
-            conn.execute(_UPLOADS_SCHEMA)
+            conn.execute(UPLOADS_SCHEMA)
             conn.execute(
                 "INSERT OR REPLACE INTO uploads (sha256, origin, url, uploaded_at) VALUES (?, ?, ?, ?)",
                 (sha256, origin, url, now),
@@ -719,15 +426,3 @@ class Store:
             conn, self._conn = self._conn, None
             if conn is not None and self._pid == os.getpid():
                 conn.close()
-
-
-def _suffix(data: bytes) -> str:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return ".png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return ".jpg"
-    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
-        return ".webp"
-    if data.startswith((b"GIF87a", b"GIF89a")):
-        return ".gif"
-    return ".img"

@@ -61,6 +61,7 @@ class LiveSlot:
     retry: str | None = None  # the request being retried now, and why
     deadline: float | None = None  # monotonic time the estimate says it ends; only ever moves earlier
     cost: float | None = None  # what the host said the task cost, when it said
+    queue_position: int | None = None  # requests ahead in the host's queue, where it says
 
     def __post_init__(self) -> None:
         if self.request is not None and not self.tiles:
@@ -93,7 +94,8 @@ class LiveSlot:
             return f"{self.stage}: {self.error or 'no reason given'}"
         have = sum(t is not None for t in self.tiles)
         line = progress_status(
-            self.stage, progress=self.progress, eta=self.eta, task_id=self.task_id, have=have, count=self.count
+            self.stage, progress=self.progress, eta=self.eta, task_id=self.task_id, have=have, count=self.count,
+            position=self.queue_position,
         )
         if self.retry and self.stage in ("waiting", "submitting", "queued", "running", "downloading"):
             line += f" · {self.retry}"
@@ -187,6 +189,7 @@ class LiveGallery:
         slot.cached = update.cached
         slot.cached_at = update.cached_at
         slot.reattached = update.reattached
+        slot.queue_position = update.queue_position
         if update.error is not None:
             slot.error = error_line(update.error, host=self.host, retries=self.retries, setting=self.setting)[1]
         count = len(update.images) or slot.count or update.request.n
@@ -284,7 +287,9 @@ class LiveGallery:
     def tiles(self) -> list[Tile]:
         out = []
         for slot in self.slots:
-            w, h = slot.request.pixel_size if slot.request is not None and slot.request.prompt else (1, 1)
+            # A size the model chooses (3.0 with none asked) or a host's own word: a square placeholder.
+            known = slot.request.pixel_size if slot.request is not None and slot.request.prompt else None
+            w, h = known or (1, 1)
             tiles = slot.tiles or [None]
             if slot.gone() and not any(tiles):
                 tiles = [None]  # one mark for the generation, not one per image that will not come

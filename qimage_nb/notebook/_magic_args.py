@@ -9,6 +9,7 @@ extension stays light.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +26,7 @@ __all__ = [
     "keep_empty_cells",
     "parse",
     "parse_cell_line",
+    "parse_params",
     "reproduce_cell",
 ]
 
@@ -47,7 +49,9 @@ LINE_HELP = "\n".join(
     [
         "%qimage SUBCOMMAND: manage the session (generation is the %%qimage cell magic).",
         "",
-        "  %qimage login [--provider P]   ask for the provider's API key (hidden prompt; memory only)",
+        "  %qimage login [P|--provider P] ask for the provider's API key (hidden prompt; memory only)",
+        "  %qimage login dashscope [REGION] [--workspace ID]",
+        "                                 the same, with the key's region (singapore, beijing, us-east-1...)",
         "  %qimage logout [--provider P]  forget it",
         "  %qimage config                 effective settings (never the key), the balance, the cost",
         "                                 of this session's generations",
@@ -76,19 +80,21 @@ _CELL_ARGUMENTS = (
     ),
     argument(
         "--provider", metavar="P", default=None,
-        help="the host: apimart (APIMart) or dashscope (Alibaba Model Studio); default: "
+        help="the host: apimart (APIMart), dashscope (Alibaba Model Studio), fal or replicate; "
+        "comma-separated hosts make a comparison grid, one column per host; default: "
         "%%config QImageMagics.provider, $QIMAGE_PROVIDER, or the one whose key is set",
     ),
     argument(
         "--model", action="append", metavar="M",
-        help="qwen-image-2.0 (default) or qwen-image-2.0-pro ('standard' and 'pro' work too), or "
-        "another model the provider serves (%%qimage models); comma-separated values make a comparison grid",
+        help="qwen-image-2.0 (default) or qwen-image-2.0-pro ('standard' and 'pro' work too), qwen-image-3.0 "
+        "or qwen-image-3.0-pro, or another model the provider serves (%%qimage models); comma-separated "
+        "values make a comparison grid",
     ),
     argument("--pro", action="store_true", help="use qwen-image-2.0-pro (better text, finer texture)"),
     argument(
         "--size", action="append", metavar="SIZE",
-        help="aspect ratio: 1:1 (default), 4:3, 3:4, 16:9, 9:16, 3:2, 2:3; or WIDTHxHEIGHT where the "
-        "provider takes pixel sizes (dashscope); comma-separated for a grid",
+        help="aspect ratio: 1:1 (default; 3.0 picks its own), 4:3, 3:4, 16:9, 9:16, 3:2, 2:3; WIDTHxHEIGHT "
+        "where the provider takes pixel sizes (dashscope); auto: the model chooses; comma-separated for a grid",
     ),
     argument("--resolution", action="append", metavar="1K|2K", help="1K (default) or 2K; comma-separated for a grid"),
     argument("-n", type=int, default=None, metavar="N", help="images per request, 1 to 6 (default 1)"),
@@ -100,6 +106,11 @@ _CELL_ARGUMENTS = (
     argument("--extend", action="store_true", help="let the provider rewrite the prompt (where it can: dashscope)"),
     argument("--no-extend", action="store_true", help="send the prompt as written, no rewriting (dashscope)"),
     argument("--watermark", action="store_true", help="ask the provider for its watermark (dashscope)"),
+    argument(
+        "--param", action="append", metavar="NAME=VALUE",
+        help="a host parameter qimage_nb does not know, sent as written (VALUE read as JSON where it "
+        "parses, else as text), e.g. --param enable_thinking=false --param prompt_extend_mode=agent",
+    ),
     argument(
         "--ref", action="append", nargs="+", metavar="URL_OR_NAME",
         help="reference image(s), at most 3: an http(s) URL, a variable holding images this package "
@@ -235,6 +246,23 @@ def _quote(value: str) -> str:
     raise ValueError("a value with both ' and \" cannot be passed as a %%qimage argument")
 
 
+def parse_params(values: list[str] | None) -> dict[str, Any]:
+    """``--param NAME=VALUE`` as a dict: VALUE as JSON where it parses (false, 3, "x", [1]), else text."""
+    from IPython.core.error import UsageError
+
+    params: dict[str, Any] = {}
+    for item in values or ():
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--param {item!r} is not NAME=VALUE; e.g. --param enable_thinking=false")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        params[name.strip()] = value
+    return params
+
+
 def reproduce_cell(request: GenerationRequest, *, name: str = DEFAULT_OUTPUT, provider: str | None = None) -> str:
     """The exact ``%%qimage`` cell that makes this request again (served from the journal when unchanged).
 
@@ -255,7 +283,12 @@ def reproduce_cell(request: GenerationRequest, *, name: str = DEFAULT_OUTPUT, pr
         options.append(("--negative", request.negative_prompt))
     if request.seed is not None:
         options.append(("--seed", str(request.seed)))
-    options += [("--ref", url) for url in request.image_urls]
+    for url in request.image_urls:
+        if not isinstance(url, str):
+            raise ValueError("a local picture sent inside the request cannot be written as --ref: name its file or variable")
+        options.append(("--ref", url))
+    options += [("--param", f"{name}={json.dumps(value, ensure_ascii=False)}")
+                for name, value in request.host_params.items()]
     flags = []
     if request.prompt_extend is not None:
         flags.append("--extend" if request.prompt_extend else "--no-extend")

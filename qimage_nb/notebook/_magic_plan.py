@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ._magic_args import split_values
+from ._magic_args import parse_params, split_values
 
 if TYPE_CHECKING:
     from .._contract import GenerationRequest
@@ -31,7 +31,7 @@ class _Plan:
     prompt: str
     negative: str | None
     n: int
-    combos: list[tuple[str, str, str, int | None]]  # model, size, resolution, seed
+    combos: list[tuple[str, str | None, str, int | None]]  # model, size (None: the model's), resolution, seed
     name: str
     timeout: float
     fresh: bool
@@ -39,6 +39,7 @@ class _Plan:
     provider: str | None = None  # --provider, else the session's
     prompt_extend: bool | None = None
     watermark: bool | None = None
+    host_params: dict[str, Any] = dataclass_field(default_factory=dict)  # --param NAME=VALUE
     from_config: dict[str, str] = dataclass_field(default_factory=dict)  # field -> the trait it came from
 
 
@@ -61,7 +62,7 @@ class CellPlanner:
         return UsageError(f"{message} (from %config QImageMagics.{trait} = {value!r}; fix it or pass the option)")
 
     def _checked_display_settings(self) -> tuple[int, str, int]:
-        from ..journal._images import THUMB_FORMATS
+        from ..journal._thumbnails import THUMB_FORMATS
 
         if not 32 <= self.thumb_px <= 1024:
             raise self._config_error("thumb_px", f"thumb_px is {self.thumb_px}; use 32 to 1024 pixels")
@@ -94,9 +95,9 @@ class CellPlanner:
         if not models:
             models = [MODEL_ALIASES.get(self.model.strip().lower(), self.model)]  # "pro" works here too
             from_config["model"] = "model"
-        sizes = split_values(args.size)
+        sizes: list[str | None] = list(split_values(args.size))
         if not sizes:
-            sizes = [self.size]
+            sizes = [self.size or None]  # unset: the model's default (3.0 chooses its own size)
             from_config["size"] = "size"
         resolutions = split_values(args.resolution)
         if not resolutions:
@@ -133,6 +134,7 @@ class CellPlanner:
             provider=args.provider,
             prompt_extend=True if args.extend else False if args.no_extend else None,
             watermark=True if args.watermark else None,
+            host_params=parse_params(args.param),
             from_config=from_config,
         )
 
@@ -146,10 +148,12 @@ class CellPlanner:
         requests: list[GenerationRequest] = []
         for model, size, resolution, seed in plan.combos:
             try:
+                sized = {"size": size} if size is not None else {}  # none given: the model's default
                 request = GenerationRequest.create(
-                    plan.prompt, model=model, size=size, resolution=resolution, n=plan.n,
+                    plan.prompt, model=model, **sized, resolution=resolution, n=plan.n,
                     negative_prompt=plan.negative, image_urls=urls or None, seed=seed,
                     prompt_extend=plan.prompt_extend, watermark=plan.watermark,
+                    host_params=plan.host_params or None,
                 )
             except ValidationError as exc:
                 raise self._usage(plan, exc) from None
@@ -163,6 +167,8 @@ class CellPlanner:
 
             def label(r: GenerationRequest) -> str:
                 bits = [SHORT_MODEL.get(r.model, r.model), r.size, r.resolution]
+                if r.size == "auto":
+                    bits[1:] = ["size chosen by the model"]
                 if r.seed is not None:
                     bits.append(f"seed {r.seed}")
                 return " · ".join(bits)

@@ -84,6 +84,10 @@ def resume(magics: QImageMagics, line: str) -> None:
     live.host = host_of(client)
     live.setting = provider.base_url_env
     live.keys_honoured = provider.capabilities.idempotency_keys
+    if args.resend and not provider.capabilities.idempotency_keys:
+        # The user's call, made knowingly: this host cannot tell a resend from a new request.
+        live.notes.append(f"{provider.title} has no idempotency key: if the first submit did reach it, "
+                          "this resend is a second task and may bill twice")
     live.show()
 
     async def resume_all() -> list[Generation]:

@@ -51,7 +51,7 @@ def _key_state(session: Any, provider: str | None = None) -> str:
 
 
 def _provider_option(func: Any) -> Any:
-    return argument("--provider", metavar="P", default=None, help="apimart or dashscope (default: the one in use)")(func)
+    return argument("--provider", metavar="P", default=None, help="apimart, dashscope, fal or replicate (default: the one in use)")(func)
 
 
 @magic_arguments(name="qimage history")
@@ -98,7 +98,8 @@ def pending(magics: QImageMagics, line: str) -> None:
 )
 @argument(
     "--provider", metavar="P", default=None,
-    help="whose emulator: apimart (APIMart) or dashscope (Alibaba Model Studio); it becomes "
+    help="whose emulator: apimart (APIMart), dashscope (Alibaba Model Studio), fal or "
+    "replicate; it becomes "
     "the provider in use (default: the one in use)",
 )
 def emulator(magics: QImageMagics, line: str) -> None:
@@ -161,33 +162,69 @@ def emulator(magics: QImageMagics, line: str) -> None:
 
 
 def _login_provider(line: str) -> str | None:
-    """The provider named by ``--provider P`` (the only argument login takes); None when absent.
+    """The provider named by ``--provider P`` (the only argument logout takes); None when absent.
 
     Anything else is refused without being echoed: it may be the key itself, pasted in the cell.
     """
-    words = line.split()
-    if not words:
-        return None
-    if len(words) == 2 and words[0] == "--provider":
-        return words[1]
-    if len(words) == 1 and words[0].startswith("--provider="):
-        return words[0].split("=", 1)[1]
-    raise UsageError(
-        "%qimage login takes no arguments but --provider P: run it and paste the key at the hidden prompt, "
-        "so the key never lands in the notebook (delete anything else from this cell)"
-    )
+    named, region, workspace = _login_words(line)
+    if region or workspace:
+        raise UsageError("%qimage logout takes no region: %qimage logout [--provider P]")
+    return named
+
+
+_LOGIN_REFUSED = (
+    "%qimage login takes no arguments but a provider and its region (%qimage login dashscope [REGION] "
+    "[--workspace ID], or --provider P): run it and paste the key at the hidden prompt, so the key never lands in the "
+    "notebook (delete anything else from this cell)"
+)
+
+
+def _login_words(line: str) -> tuple[str | None, str | None, str | None]:
+    """(provider, region, workspace) from ``[--provider] P [REGION | --region R] [--workspace ID]``.
+    Nothing is echoed on a refusal: a pasted key must not reach the output."""
+    from ..providers import ALIASES, all_providers
+
+    words = line.replace("=", " ").split()
+    named = region = workspace = None
+    names = {p.name for p in all_providers()} | set(ALIASES)
+    while words:
+        word = words.pop(0)
+        if word in ("--provider", "--region", "--workspace") and words:
+            value = words.pop(0)
+            if word == "--provider":
+                named = value
+            elif word == "--region":
+                region = value
+            else:
+                workspace = value
+        elif named is None and word.lower() in names:
+            named = word
+        elif named is not None and region is None and not word.startswith("-") and len(word) <= 40:
+            region = word
+        else:
+            raise UsageError(_LOGIN_REFUSED)
+    return named, region, workspace
 
 
 def login(magics: QImageMagics, line: str) -> None:
-    """%qimage login [--provider P]: type the provider's API key at a hidden prompt; kept in this
-    kernel's memory only. With --provider, that provider becomes the one in use."""
+    """%qimage login [--provider] [P] [REGION] [--workspace ID]: type the provider's API key at a
+    hidden prompt; kept in this kernel's memory only. With a provider, that provider becomes the one
+    in use; with a region (DashScope: singapore, beijing, ap-southeast-1, us-east-1 + --workspace,
+    ...), its keys' region is used in this kernel."""
     import getpass
 
+    from .._exceptions import ValidationError
     from ._session import get_session
 
     session = get_session()
-    named = _login_provider(line.strip())
+    named, region, workspace = _login_words(line.strip())
     provider = session.provider(named)
+    url = None
+    if region or workspace:
+        try:
+            url = provider.region_url(region or "", workspace or "")
+        except ValidationError as exc:
+            raise UsageError(f"%qimage login: {exc.message}") from None
     key = getpass.getpass(f"{provider.title} API key (kept in this kernel's memory only): ")
     try:
         session.login(key, provider.name)  # a bad key is a ValidationError that never echoes it
@@ -195,6 +232,9 @@ def login(magics: QImageMagics, line: str) -> None:
         del key
     if named:
         session.choose(provider.name)
+    if url is not None:
+        why = f"%qimage login {region or ''}".rstrip() + (f" --workspace {workspace}" if workspace else "")
+        session.set_base_url(url, provider.name, why=why)
     stopped = ""
     if session.emulator_for(provider.name) is not None:
         session.stop_emulator(provider.name)
@@ -230,6 +270,9 @@ def models(magics: QImageMagics, line: str) -> None:
     if not provider.capabilities.list_models:
         print(
             f"{provider.title} has no model listing; the Qwen Image models it serves: {', '.join(provider.models)}"
+            + (f" (qimage_nb's table, checked {provider.models_checked}; another id is sent as written)"
+               if provider.models_checked else "")
+            + (f"; its own ids, accepted as written: {', '.join(provider.host_ids)}" if getattr(provider, "host_ids", ()) else "")
         )
         return
     if not session.has_key_for(provider.name):
@@ -346,9 +389,17 @@ def _provider_why(session: Any) -> str:
         return " (chosen in this kernel)"
     if os.environ.get("QIMAGE_PROVIDER", "").strip():
         return " (from $QIMAGE_PROVIDER)"
+    from ..providers import all_providers
+
     provider = session.provider()
-    if os.environ.get(provider.key_env, "").strip():
+    with_keys = [p for p in all_providers() if p.key_from_env(os.environ)]
+    if with_keys == [provider]:
         return f" (the only provider whose key is set: ${provider.key_env})"
+    if len(with_keys) > 1:
+        # The documented rule: several keys set and nothing chosen means the default host.
+        names = ", ".join(f"{p.name} (${p.key_env})" for p in with_keys)
+        return (f" (the default: keys are set for {names}, so none is picked over another; "
+                "--provider, %config QImageMagics.provider or $QIMAGE_PROVIDER choose one)")
     return " (the default; --provider, %config QImageMagics.provider or $QIMAGE_PROVIDER choose another)"
 
 

@@ -34,6 +34,7 @@ from ._magic_args import (
     keep_empty_cells,
     parse_cell_line,
     split_refs,
+    split_values,
 )
 from ._magic_plan import CellPlanner
 
@@ -90,11 +91,14 @@ class QImageMagics(CellPlanner, Magics):
     """
 
     provider = Unicode(
-        "", help="Provider: apimart (APIMart) or dashscope (Alibaba Model Studio); empty: "
+        "", help="Provider: apimart (APIMart), dashscope (Alibaba Model Studio), fal or replicate; empty: "
         "$QIMAGE_PROVIDER, else the one provider whose key is set, else apimart."
     ).tag(config=True)
     model = Unicode("qwen-image-2.0", help="Default model: qwen-image-2.0 or qwen-image-2.0-pro (or pro, std).").tag(config=True)
-    size = Unicode("1:1", help="Default aspect ratio: 1:1, 4:3, 3:4, 16:9, 9:16, 3:2 or 2:3.").tag(config=True)
+    size = Unicode(
+        "", help="Default aspect ratio: 1:1, 4:3, 3:4, 16:9, 9:16, 3:2 or 2:3; empty: the model's default "
+        "(1:1; Qwen Image 3.0 chooses its own size)."
+    ).tag(config=True)
     resolution = Unicode("1K", help="Default resolution tier: 1K or 2K.").tag(config=True)
     n = Int(1, help="Default number of images per request (1 to 6).").tag(config=True)
     thumb_px = Int(help="Longest side of the thumbnails kept in the notebook, in pixels (default 256).").tag(config=True)
@@ -177,6 +181,12 @@ class QImageMagics(CellPlanner, Magics):
 
     def _generate(self, args: Any, prompt: str) -> None:
         self._push_provider()
+        hosts = split_values([args.provider]) if args.provider else []
+        if len(hosts) > 1:
+            from ._magic_hosts import run_host_grid
+
+            run_host_grid(self, args, prompt, hosts)  # the host as a grid axis
+            return
         plan = self._plan(args, prompt)
         thumb_px, fmt, concurrency = self._checked_display_settings()
         cell = self._build(plan, None)  # every value checked before references are looked at
@@ -211,6 +221,9 @@ class QImageMagics(CellPlanner, Magics):
         live.keys_honoured = provider.capabilities.idempotency_keys
         for text in say:
             live.notes.append(text)
+        from ._host_cancel import split_notes
+
+        live.notes.extend(split_notes(client, cell.requests))
         live.show()
         if plan.background:
             self._start_background(cell, live, concurrency, provider.name)
@@ -223,7 +236,15 @@ class QImageMagics(CellPlanner, Magics):
         except KeyboardInterrupt:
             # Each generation's line says it once: stopped waiting, and the command that resumes it.
             _adopt_journal_ids(client, live, started)
-            live.interrupted()
+            stopped = live.interrupted()
+            if client.provider.capabilities.cancel_on_stop:  # fal, Replicate: every unfinished task
+                from ._host_cancel import cancel_at_host
+
+                cancel_at_host(client, started)
+            else:  # DashScope's asynchronous models: a task still queued
+                from ._host_cancel import cancel_stopped
+
+                cancel_stopped(client, stopped)
             return
         except BaseException as exc:
             raise self._surface(exc, live) from None
@@ -265,6 +286,8 @@ class QImageMagics(CellPlanner, Magics):
         first = cell.requests[0]
         if len(cell.requests) == 1:
             size = first.size if parse_pixel_size(first.size) else f"{first.size} {first.resolution}"
+            if first.size == "auto":
+                size = "size chosen by the model"
             subtitle = f"{first.model} · {size} · {plan.n} image{'s' if plan.n > 1 else ''} -> {plan.name}"
             if first.seed is not None:
                 subtitle += f" · seed {first.seed}"
@@ -276,6 +299,8 @@ class QImageMagics(CellPlanner, Magics):
             subtitle += " · prompt rewriting on" if plan.prompt_extend else " · prompt as written"
         if plan.watermark:
             subtitle += " · watermark"
+        if plan.host_params:
+            subtitle += " · " + ", ".join(f"{k}={v!r}" for k, v in plan.host_params.items())
         if host_title:
             subtitle += f" · on {host_title}"
         if emulator:

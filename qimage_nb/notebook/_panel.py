@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._contract import (
+    LONG_PROMPT_MAX,
     NEGATIVE_PROMPT_MAX,
     PIXEL_SIZES,
     PROMPT_MAX,
+    SHORT_PROMPT_MODELS,
     GenerationRequest,
     _short,
     parse_pixel_size,
@@ -311,8 +313,12 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
 
     def _refresh_controls(self) -> None:
         prompt_len = len(self.prompt.value.strip())
-        self.prompt_count.value = count_html(prompt_len, PROMPT_MAX)
-        self.negative_count.value = count_html(len(self.negative.value.strip()), NEGATIVE_PROMPT_MAX)
+        # 2.0's character limits are not 3.0's (about 4,500 tokens) nor an unlisted model's.
+        short = self.model.value in SHORT_PROMPT_MODELS
+        self.prompt_count.value = count_html(prompt_len, PROMPT_MAX if short else LONG_PROMPT_MAX)
+        self.negative_count.value = count_html(
+            len(self.negative.value.strip()), NEGATIVE_PROMPT_MAX if short else LONG_PROMPT_MAX
+        )
         free = parse_pixel_size(self.free_size.value.strip()) if not self.free_size.disabled else None
         w, h = free or PIXEL_SIZES[(self.ratio.value, self.resolution.value)]
         n = int(self.count.value)

@@ -62,8 +62,9 @@ class PanelHeader:
         # newest run in view after Generate.
         self.options_row.layout.display = None if options & {"seed", "prompt_extend", "watermark"} else "none"
         self.free_size.layout.display = None if "pixel_size" in options else "none"
-        self.uploader.disabled = not provider.capabilities.upload
-        self.uploader.tooltip = "" if provider.capabilities.upload else (
+        local_refs = provider.capabilities.upload or provider.capabilities.inline_refs is not None
+        self.uploader.disabled = not local_refs
+        self.uploader.tooltip = "" if local_refs else (
             f"{provider.title} has no upload endpoint: add public https URLs"
         )
         self._refresh_controls()

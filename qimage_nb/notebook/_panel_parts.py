@@ -59,7 +59,7 @@ def describe(exc: BaseException) -> str:
 
 def thumb_bytes(source: Any, max_side: int) -> bytes:
     """JPEG thumbnail bytes of a path, PIL image or encoded bytes (runs in a worker thread)."""
-    from ..journal._images import thumbnail
+    from ..journal._thumbnails import thumbnail
 
     if isinstance(source, (bytes, bytearray, memoryview)):
         import io
@@ -145,8 +145,11 @@ def ref_chips(references: list[Ref], uploading: list[str], on_remove: Callable[[
     """The reference chips: each picture with its Remove button, then one tile per upload in flight."""
     chips: list[W.Widget] = []
     for index, ref in enumerate(references):
+        inline = ref.url is not None and not isinstance(ref.url, str)  # sent inside the request
         if ref.thumb is not None:
             picture = W.Image(value=ref.thumb, format="jpeg")
+        elif inline:
+            picture = W.Image(value=ref.url.raw(), format=ref.url.content_type.split("/")[1])
         else:
             picture = W.Image(value=(ref.url or "").encode("utf-8"), format="url")
         # The whole picture, letterboxed: "cover" cropped a 16:9 image to the middle of its words.
@@ -157,7 +160,7 @@ def ref_chips(references: list[Ref], uploading: list[str], on_remove: Callable[[
         remove = W.Button(
             description="Remove",
             icon="times",
-            tooltip=ref.url or "",
+            tooltip=f"{ref.shown} (sent inside the request)" if inline else ref.url or "",
             layout=W.Layout(width=f"{REF_PX + 24}px", height="24px"),
         )
         remove.add_class("qimage-ref-remove")

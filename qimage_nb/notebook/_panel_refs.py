@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .._contract import REFS_MAX, check_reference_url
+from .._contract import REFS_MAX, InlineImage, check_reference_url
 from .._exceptions import ValidationError
 from ._panel_parts import REF_PX, ref_chips, thumb_bytes
 from ._refs import Ref, local_ref, upload
@@ -17,19 +17,22 @@ __all__ = ["PanelRefs"]
 class PanelRefs:
     """References for the next run (a mixin of :class:`~qimage_nb.notebook._panel.Panel`)."""
 
-    def add_reference(self, url: str, *, thumb: bytes | None = None, name: str = "") -> None:
-        """Add a public image URL to the next run's references (at most 3)."""
-        url = (url or "").strip()
-        if not url:
-            raise ValidationError("image_urls", "type or paste a public http(s) image URL first")
-        checked = check_reference_url(url, len(self.references))
+    def add_reference(self, url: str | InlineImage, *, thumb: bytes | None = None, name: str = "") -> None:
+        """Add a public image URL (or a local picture sent inline) to the next run's references (at most 3)."""
+        if isinstance(url, InlineImage):
+            checked: str | InlineImage = url
+        else:
+            url = (url or "").strip()
+            if not url:
+                raise ValidationError("image_urls", "type or paste a public http(s) image URL first")
+            checked = check_reference_url(url, len(self.references))
         if any(r.url == checked for r in self.references):
             self._note("That reference is already in the list.", ok=False)
             return
         if len(self.references) + len(self._uploading) >= REFS_MAX:
             raise ValidationError("image_urls", f"the API takes at most {REFS_MAX} references: remove one first")
         self.references.append(Ref(shown=name, url=checked, thumb=thumb))
-        if self.ref_url.value.strip() == url:
+        if isinstance(url, str) and self.ref_url.value.strip() == url:
             self.ref_url.value = ""
         self._render_refs()
         self._refresh_controls()

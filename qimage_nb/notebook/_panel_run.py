@@ -28,6 +28,7 @@ from ..view._words import (
     progress_status,
     resend_offer,
 )
+from ._host_cancel import cancel_run_at_host
 from ._panel_parts import LINE, MUTED, RED, describe, tile_size
 from ._panel_slot import RunHost, RunSlot
 
@@ -71,6 +72,9 @@ class Run:
         self.started_wall = time.time()
         self.finished_at: float | None = None
         self._cancel_requested = False
+        self._host_note: str | None = None  # what the host did when Cancel asked it to cancel
+        self.host_cancel: str | None = None  # a cancel at the host (fal, Replicate): its answer, when in
+        self._host_task: asyncio.Task[None] | None = None
         self.slots: list[RunSlot] = []
         self._deadline: float | None = None  # when the estimate says it ends; only ever moves earlier
         self.retry_note: str | None = None  # a request being retried now, and why
@@ -196,7 +200,7 @@ class Run:
             eta=eta,
             task_id=self.task_id,
             have=have,
-            count=len(u.images),
+            count=len(u.images), position=u.queue_position,
         )
         return f"{text} · {self.retry_note}" if self.retry_note else text
 
@@ -257,6 +261,10 @@ class Run:
         self.render()
 
     def cancel_message(self) -> str:
+        if self._host_note:
+            return self._host_note
+        if self.task_id and self.client.provider.capabilities.cancel_on_stop:
+            return self.host_cancel or f"cancelled: asking {self.client.provider.title} to cancel task {self.task_id}..."
         if self.task_id:
             return (
                 f"cancelled: stopped waiting for task {self.task_id}. It may still finish on the server; "
@@ -331,9 +339,16 @@ class Run:
             self.state = "done"
         except asyncio.CancelledError:
             self.state = "cancelled"
+            on_stop = self.client.provider.capabilities.cancel_on_stop
+            if self._cancel_requested and not on_stop:  # DashScope: a queued task, asked and answered
+                from ._refs import cancel_on_host
+
+                self._host_note = await cancel_on_host(self.client, self.task_id)
             self._record_unfinished(None)
             if not self._cancel_requested:
                 raise  # the loop itself is going away: do not swallow that
+            if self.task_id and on_stop:  # fal, Replicate: the host's answer comes in its own task
+                self._host_task = self.panel.loop().create_task(cancel_run_at_host(self))
         except Exception as exc:
             self.state = "failed"
             self.error = exc

@@ -46,7 +46,7 @@ class PanelView:
         # its own would push the newest run further down).
         # By their short names ("APIMart", "DashScope"): a long title was cut in the dropdown.
         self.provider = W.Dropdown(
-            options=[(p.label, p.name) for p in all_providers()],
+            options=[(p.label or p.title, p.name) for p in all_providers()],
             tooltip="the host the panel sends to: " + "; ".join(f"{p.label}: {p.title}" for p in all_providers()),
             layout=W.Layout(width="auto", min_width="130px", flex="0 0 auto", margin="0 10px 0 8px"),
         )

@@ -7,6 +7,10 @@ sent, then uploaded through the client (``upload(..., reuse=True)``), which reme
 content hash in the journal, per API origin, so re-running a cell sends the same URL and hits the
 cache instead of paying again; a URL is reused for less than its 72 h life.
 
+A host that takes references inside the request (DashScope: ``data:`` URIs) needs no upload: the
+local picture is checked against that host's limits and sent inline; a generated image whose URL
+from the same host is still alive is sent by URL.
+
 Every refusal is a one-line ``ValidationError`` (nothing was sent); the magic shows it as a
 ``UsageError``, the panel in its error line.
 """
@@ -14,6 +18,7 @@ Every refusal is a one-line ``ValidationError`` (nothing was sent); the magic sh
 from __future__ import annotations
 
 import ast
+import asyncio
 import hashlib
 import os
 import re
@@ -27,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import ValidationError
 
 if TYPE_CHECKING:
+    from .._contract import InlineImage
     from ..core._client import AsyncClient
 
 __all__ = ["Ref", "local_ref", "ref_urls", "resolve_refs", "upload"]
@@ -43,7 +49,7 @@ class Ref:
     """One reference: a URL ready to send, or local material to upload first."""
 
     shown: str = ""  # how the user named it, for messages
-    url: str | None = None
+    url: str | InlineImage | None = None  # InlineImage: a local picture sent inside the request
     local: Any = None  # a path, a PIL image or encoded bytes
     digest: str | None = None  # sha256 of the bytes that would be uploaded
     thumb: bytes | None = None  # the panel's chip thumbnail, when it has one
@@ -254,7 +260,7 @@ def _path_ref(path: str, shown: str) -> Ref:
 def local_ref(material: Any, shown: str, *, option: str = "") -> Ref:
     """A path, PIL image or encoded bytes, checked the way the upload will check it, not yet sent."""
     from .._exceptions import QImageError
-    from ..journal._images import prepare_upload
+    from ..journal._uploads import prepare_upload
 
     try:
         prepared = prepare_upload(material)
@@ -264,10 +270,19 @@ def local_ref(material: Any, shown: str, *, option: str = "") -> Ref:
     return Ref(shown=shown, local=material, digest=hashlib.sha256(prepared.data).hexdigest())
 
 
-async def upload(client: AsyncClient, ref: Ref, say: Callable[[str], Any] | None = None) -> str:
+async def upload(client: AsyncClient, ref: Ref, say: Callable[[str], Any] | None = None) -> str | InlineImage:
     """The URL of a local reference: the client's earlier upload of the same bytes to the same API
-    when it is recent enough, else a new upload (the client remembers it for next time)."""
+    when it is recent enough, else a new upload (the client remembers it for next time). A host
+    that takes ``data:`` URIs gets the picture inline instead, checked against its limits."""
     from ..view._words import when
+
+    limits = client.provider.capabilities.inline_refs
+    if limits is not None:
+        from ..journal._inline import inline_image
+
+        if say is not None:
+            say(f"sending {ref.shown} inside the request (no upload)")
+        return await asyncio.to_thread(inline_image, ref.local, limits, shown=ref.shown or "the reference")
 
     earlier = client.find_upload(ref.local) if say is not None else None
     if earlier is not None:
@@ -279,9 +294,9 @@ async def upload(client: AsyncClient, ref: Ref, say: Callable[[str], Any] | None
 
 async def ref_urls(
     client: AsyncClient, refs: list[Ref], say: Callable[[str], Any] | None = None
-) -> list[str]:
+) -> list[str | InlineImage]:
     """The URLs to send for ``refs``, in order, uploading local ones first."""
-    urls = []
+    urls: list[str | InlineImage] = []
     for ref in refs:
         if ref.url_still_good(client.base_url):
             urls.append(ref.url)
@@ -291,3 +306,31 @@ async def ref_urls(
         local = ref if ref.digest is not None else local_ref(ref.local, ref.shown, option="--ref")
         urls.append(await upload(client, local, say))
     return urls
+
+
+async def cancel_on_host(client: AsyncClient, task_id: str | None) -> str | None:
+    """Ask the host to cancel a task the user stopped waiting for, where it has a cancel endpoint
+    (DashScope's asynchronous models, while the task is still queued). The line to show, or None
+    where the host has no cancel (the faces then say the task may still finish)."""
+    from .._exceptions import APIError, QImageError
+
+    if not task_id or client.provider.cancel(task_id) is None:
+        return None
+    try:
+        status = await asyncio.wait_for(client.cancel(task_id), timeout=15)
+    except APIError as exc:
+        if exc.status_code == 400:
+            return (
+                f"stopped waiting; {client.provider.title} could not cancel task {task_id}: it was already "
+                f"running (a task is cancelled only while queued), so it will finish and be billed; "
+                f"%qimage resume {task_id} fetches its images"
+            )
+        return f"stopped waiting; cancelling task {task_id} failed ({exc.message}); %qimage resume {task_id} fetches it"
+    except (QImageError, asyncio.TimeoutError) as exc:
+        return f"stopped waiting; cancelling task {task_id} got no answer ({exc}); %qimage resume {task_id} fetches it"
+    if status.status == "cancelled":
+        return f"cancelled: task {task_id} was still queued and the host cancelled it; nothing is billed"
+    return (
+        f"stopped waiting; task {task_id} is {status.phase} on the host and was not cancelled; "
+        f"%qimage resume {task_id} fetches its images"
+    )

@@ -42,7 +42,8 @@ def emulator_banner(provider: Provider) -> str:
 
 
 # The bundled emulator of each host (a table, not a branch per host in the faces).
-_EMULATORS = {"apimart": "Emulator", "dashscope": "DashScopeEmulator"}
+_EMULATORS = {"apimart": "Emulator", "dashscope": "DashScopeEmulator", "fal": "FalEmulator",
+              "replicate": "ReplicateEmulator"}
 
 
 class Session:
@@ -58,6 +59,7 @@ class Session:
         self._chosen: str | None = None
         self._login_keys: dict[str, _Secret] = {}
         self._base_urls: dict[str, str] = {}
+        self._base_url_notes: dict[str, str] = {}  # why a base URL set in this kernel was set
         self._emulators: dict[str, Emulator] = {}
         # One poll policy per emulator, so every client of it shares what its calibration learns.
         self._emulator_polls: dict[str, PollPolicy] = {}
@@ -128,12 +130,15 @@ class Session:
         self._login_keys.pop(self.provider(provider).name, None)
         self._changed()
 
-    def set_base_url(self, url: str | None, provider: str | None = None) -> None:
+    def set_base_url(self, url: str | None, provider: str | None = None, *, why: str | None = None) -> None:
         name = self.provider(provider).name
+        self._base_url_notes.pop(name, None)
         if url is None:
             self._base_urls.pop(name, None)
         else:
-            self._base_urls[name] = check_base_url(url)
+            self._base_urls[name] = check_base_url(url, example=self.provider(provider).default_base_url)
+            if why:
+                self._base_url_notes[name] = why
         self._changed()
 
     def emulator_for(self, provider: str | None = None) -> Emulator | None:
@@ -154,8 +159,8 @@ class Session:
             return "the bundled emulator"
         if p.name in self._login_keys:
             return "%qimage login (memory only)"
-        if os.environ.get(p.key_env, "").strip():
-            return f"${p.key_env}"
+        if p.key_from_env(os.environ):
+            return f"${p.key_env}" if os.environ.get(p.key_env, "").strip() else "the environment"
         return None
 
     @property
@@ -171,7 +176,7 @@ class Session:
             return emulator.base_url
         if p.name in self._base_urls:
             return self._base_urls[p.name]
-        return check_base_url(os.environ.get(p.base_url_env) or p.default_base_url)
+        return check_base_url(p.base_url_from(os.environ)[0], example=p.default_base_url)
 
     @property
     def base_url(self) -> str:
@@ -182,10 +187,8 @@ class Session:
         if p.name in self._emulators:
             return "the emulator in this kernel"
         if p.name in self._base_urls:
-            return "set in this kernel"
-        if os.environ.get(p.base_url_env):
-            return f"${p.base_url_env}"
-        return f"default; ${p.base_url_env} changes it"
+            return self._base_url_notes.get(p.name, "set in this kernel")
+        return p.base_url_from(os.environ)[1]  # which variable chose it (DashScope: which region)
 
     def key_for(self, provider: str | None = None) -> _Secret | None:
         p = self.provider(provider)
@@ -194,7 +197,7 @@ class Session:
             return _Secret(emulator.api_key)
         if p.name in self._login_keys:
             return self._login_keys[p.name]
-        return _check_key(os.environ.get(p.key_env))
+        return _check_key(p.key_from_env(os.environ))
 
     def has_key_for(self, provider: str | None = None) -> bool:
         return self.key_for(provider) is not None

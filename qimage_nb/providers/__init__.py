@@ -7,7 +7,9 @@ and a test file. Nothing else changes: the client, the journal and the faces are
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from functools import cache
 from importlib import import_module
 from typing import TYPE_CHECKING
@@ -16,7 +18,8 @@ from .._exceptions import ValidationError
 from ._base import Call, Capabilities, ErrorInfo, Provider, Submitted
 
 if TYPE_CHECKING:
-    from collections.abc import Collection
+    from collections.abc import Collection, Mapping
+    from typing import Any
 
     from .._contract import GenerationRequest
 
@@ -33,13 +36,16 @@ __all__ = [
 ]
 
 # name -> module; the first is the default when nothing says otherwise.
-_MODULES = {"apimart": "apimart", "dashscope": "dashscope"}
+_MODULES = {"apimart": "apimart", "dashscope": "dashscope", "fal": "fal", "replicate": "replicate"}
+logger = logging.getLogger("qimage_nb")
+_last_note: dict[str, float] = {}
 ALIASES = {"alibaba": "dashscope", "modelstudio": "dashscope", "model-studio": "dashscope", "seed": "apimart"}
 
 
 @cache
 def get_provider(name: str) -> Provider:
-    """The provider called ``name`` (``apimart``, ``dashscope``); a ValidationError names the choices."""
+    """The provider called ``name`` (``apimart``, ``dashscope``, ``fal``, ``replicate``); a
+    ValidationError names the choices."""
     if isinstance(name, Provider):
         return name
     key = str(name).strip().lower()
@@ -58,7 +64,8 @@ def all_providers() -> list[Provider]:
 
 def choose_provider(explicit: str | Provider | None = None) -> Provider:
     """The provider to use: ``explicit``, else ``$QIMAGE_PROVIDER``, else the one provider whose
-    key is set in the environment, else the first (the seed's API)."""
+    key is set in the environment (fal's may be FAL_KEY_ID + FAL_KEY_SECRET), else the first (the
+    seed's API): with several keys set, the seed's API too, unless ``$QIMAGE_PROVIDER`` says."""
     if isinstance(explicit, Provider):
         return explicit
     if explicit:
@@ -66,15 +73,19 @@ def choose_provider(explicit: str | Provider | None = None) -> Provider:
     configured = os.environ.get("QIMAGE_PROVIDER", "").strip()
     if configured:
         return get_provider(configured)
-    with_keys = [p for p in all_providers() if os.environ.get(p.key_env, "").strip()]
+    with_keys = [p for p in all_providers() if p.key_from_env(os.environ)]
     if len(with_keys) == 1:
         return with_keys[0]
     return get_provider(next(iter(_MODULES)))
 
 
-def check(provider: Provider, request: GenerationRequest, listed: Collection[str] = ()) -> None:
+def check(
+    provider: Provider, request: GenerationRequest, listed: Collection[str] = (),
+    schema: Mapping[str, Any] | None = None,
+) -> None:
     """Check a request against a provider: an option it does not take is one line naming the hosts
-    that do; then the provider's own rules (models, sizes, counts)."""
+    that do; then the provider's own rules (models, sizes, counts). A request sent anyway with a
+    note (a model not in the host's table) logs that note, one line, as a warning."""
     for option in ("seed", "prompt_extend", "watermark"):
         if getattr(request, option) is not None and option not in provider.capabilities.options:
             others = [p.name for p in all_providers() if option in p.capabilities.options]
@@ -83,4 +94,11 @@ def check(provider: Provider, request: GenerationRequest, listed: Collection[str
                 f"{provider.title} does not support {option}: remove it, or choose a provider that "
                 f"does ({', '.join(others) or 'none does'})",
             )
-    provider.check(request, listed)
+    provider.check(request, listed, schema)
+    for note in provider.notes(request):
+        # One line per request sent: the faces check a cell's requests, then the client checks
+        # each again as it sends it; the same note within seconds is that same request.
+        now = time.monotonic()
+        if _last_note.get(note, -60.0) < now - 10.0:
+            logger.warning("qimage_nb: %s", note)
+        _last_note[note] = now

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -74,6 +74,23 @@ class Capabilities:
     balance: bool = False
     list_models: bool = False
     idempotency_keys: bool = False
+    # GET /v1/model-schema (API.md 7.7): a model's own parameter schema, validated against.
+    model_schema: bool = False
+    # Local references go inside the request as data: URIs, within these limits (max_bytes,
+    # side_min, side_max, types sent as they are); None: the host wants public URLs.
+    inline_refs: Mapping[str, Any] | None = None
+    # Images one submit can make; a request for more is split into several submits
+    # (:meth:`Provider.split`), each journaled and billed as its own task.
+    images_per_submit: int = 6
+    # Whether the host bills a request it refuses after accepting it (fal bills its 422s), so
+    # that a failure line does not say "not billed" where it is.
+    bills_refusals: bool = False
+    # Whether stopping a wait (an interrupt, the panel's Cancel) also cancels the task at the host:
+    # where a cancel stops a queued task before it is billed and says so (fal, Replicate).
+    cancel_on_stop: bool = False
+    # Whether the host streams a task's statuses (server-sent events: ``Provider.stream``), which
+    # the client waits on instead of polling.
+    status_stream: bool = False
 
 
 class Provider:
@@ -89,16 +106,43 @@ class Provider:
     # The models this host documents, each validated exactly.
     models: tuple[str, ...] = ()
     default_model: str = ""
+    models_checked: str = ""  # when that table was last checked against the host's documents
+    # How the key is sent: ``Authorization: <auth_scheme> <key>``.
+    auth_scheme: str = "Bearer"
 
     def __repr__(self) -> str:
         return f"<provider {self.name}>"
 
     # -- requests --
 
-    def check(self, request: GenerationRequest, listed: Collection[str] = ()) -> None:
+    def check(self, request: GenerationRequest, listed: Collection[str] = (), schema: Mapping[str, Any] | None = None) -> None:
         """Refuse, in one line naming this host, what it does not support (its models, sizes, counts).
         ``listed``: model ids the host's own model listing returned (a model there is accepted with
-        the universal checks). Options it lacks are refused before this, by ``providers.check``."""
+        the universal checks). ``schema``: the model's input schema where the host serves one.
+        Options it lacks are refused before this, by ``providers.check``."""
+
+    def notes(self, request: GenerationRequest) -> list[str]:
+        """One-line notes about a request that is sent anyway (a model not in this host's table)."""
+        return []
+
+    def base_url_from(self, environ: Mapping[str, str]) -> tuple[str, str]:
+        """The base URL the environment chooses for this host, and why (for ``%qimage config``)."""
+        url = self.base_url_from_env(environ)
+        if url:
+            return url, f"${self.base_url_env}"
+        return self.default_base_url, f"default; ${self.base_url_env} changes it"
+
+    def region_url(self, region: str, workspace: str = "") -> str:
+        """The base URL of a region (and workspace) the user names, e.g. at ``%qimage login``."""
+        from .._exceptions import ValidationError
+
+        raise ValidationError("region", f"{self.title} has no regions to choose: set {self.base_url_env} instead")
+
+    def model_schema(self, model: str) -> Call:
+        raise NotImplementedError
+
+    def read_model_schema(self, payload: Any) -> Mapping[str, Any] | None:
+        raise NotImplementedError
 
     def submit(self, request: GenerationRequest, key: str) -> Call:
         raise NotImplementedError
@@ -150,6 +194,63 @@ class Provider:
 
     def cancel(self, task_id: str) -> Call | None:
         return None
+
+    def read_cancel(self, status_code: int, payload: Any) -> str:
+        """The host's answer to a cancel, in its own words (a cancel the host refuses is an error
+        answer and never reaches here)."""
+        return "cancel accepted"
+
+    def cancel_refused(self, code: int | str | None) -> str | None:
+        """The host's word when it refuses a cancel as an answer rather than an error (fal's
+        ALREADY_COMPLETED); None: the refusal is an error to raise."""
+        return None
+
+    # -- hosts that differ from "poll until the answer lists the images" --
+
+    def result(self, task_id: str) -> Call | None:
+        """Where a completed task's outputs are, when its status answer does not list them (fal's
+        ``response_url``); None when the status answer has them."""
+        return None
+
+    def read_result(self, payload: Any, status: TaskStatus) -> TaskStatus:
+        """``status`` (completed, no URLs) completed with what the result answer says."""
+        raise NotImplementedError
+
+    def failed_result(self, status: TaskStatus, info: ErrorInfo) -> TaskStatus:
+        """``status`` (completed, no URLs) when its result answer is a refusal: the task failed."""
+        from .._contract import TaskFailure, TaskStatus
+
+        raw = {**status.raw, "billed": self.capabilities.bills_refusals}
+        return TaskStatus(task_id=status.task_id, status="failed", raw_status=status.raw_status, raw=raw,
+                          error=TaskFailure(message=info.message, code=info.code, type=info.type, param=info.param))
+
+    def stream(self, task_id: str) -> Call | None:
+        """A status stream (server-sent events) to wait on instead of polling, or None."""
+        return None
+
+    def read_event(self, data: str, task_id: str) -> TaskStatus | None:
+        """One ``data:`` payload of the status stream as a status (None: not a status event)."""
+        return None
+
+    def split(self, request: GenerationRequest) -> list[GenerationRequest]:
+        """The submits one request becomes: itself, or parts of at most
+        ``capabilities.images_per_submit`` images each, as even as can be."""
+        per = self.capabilities.images_per_submit
+        if request.n <= per:
+            return [request]
+        parts = -(-request.n // per)
+        sizes = [request.n // parts + (1 if k < request.n % parts else 0) for k in range(parts)]
+        return [replace(request, n=size) for size in sizes]
+
+    # -- the environment, as the host's own SDK reads it --
+
+    def key_from_env(self, environ: Mapping[str, str]) -> str | None:
+        """The key the environment holds for this host, or None."""
+        return (environ.get(self.key_env) or "").strip() or None
+
+    def base_url_from_env(self, environ: Mapping[str, str]) -> str | None:
+        """The base URL the environment names for this host, or None."""
+        return (environ.get(self.base_url_env) or "").strip() or None
 
 
 def decode_json(body: bytes) -> Any:

@@ -14,11 +14,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from .._contract import (
+    AUTO_SIZE,
     DEFAULT_MODEL,
     MODELS,
-    PRODUCTION_BASE_URL,
+    RATIOS,
+    RESOLUTIONS,
     Balance,
     GenerationRequest,
+    InlineImage,
     TaskFailure,
     TaskStatus,
     UploadedImage,
@@ -28,12 +31,22 @@ from .._contract import (
 )
 from .._exceptions import ProtocolError, ValidationError
 from ._base import Call, Capabilities, ErrorInfo, Provider, Submitted, decode_json, html_title
+from ._schema import check_schema
 
+# The provider's production host (API.md: mirrors and resellers serve the same API elsewhere).
+PRODUCTION_BASE_URL = "https://api.apimart.ai"
 SUBMIT_PATH = "/v1/images/generations"
 TASK_PATH = "/v1/tasks/{task_id}"
 UPLOAD_PATH = "/v1/uploads/images"
 BALANCE_PATH = "/v1/balance"
 MODELS_PATH = "/v1/models"
+SCHEMA_PATH = "/v1/model-schema"
+
+# Models this host serves beyond the contract's two, with the rules known of them, checked 2026-12
+# (PROVIDERS.md 5, "Seed's reseller": its model list and README of 2026-09-21, L-M): a ratio, 1K or
+# 2K, n 1-4. Sent only where the host's model list has the model; where the host serves its
+# schema (API.md 7.7) the schema decides instead of this table.
+KNOWN_MODELS = {"qwen-image-3.0": {"n_max": 4}}
 
 # API.md 7.1: the provider's own client sends this on every submit; idempotent replay is documented
 # only for requests that carry it, and answers that carry it back prove keys are honoured there.
@@ -53,13 +66,21 @@ class APIMart(Provider):
     key_env = "QIMAGE_API_KEY"
     base_url_env = "QIMAGE_BASE_URL"
     default_base_url = PRODUCTION_BASE_URL
-    capabilities = Capabilities(upload=True, balance=True, list_models=True, idempotency_keys=True)
+    capabilities = Capabilities(upload=True, balance=True, list_models=True, idempotency_keys=True, model_schema=True)
     models = MODELS
     default_model = DEFAULT_MODEL
 
     # -- requests --
 
-    def check(self, request: GenerationRequest, listed: Collection[str] = ()) -> None:
+    def check(self, request: GenerationRequest, listed: Collection[str] = (), schema: Any = None) -> None:
+        if any(isinstance(ref, InlineImage) for ref in request.image_urls):
+            raise ValidationError(
+                "image_urls", f"{self.title} takes public http(s) URLs, not local images inline: "
+                "upload them first with client.upload(...) (or pass them to %%qimage --ref, which uploads them)"
+            )
+        for name in request.host_params:
+            if name in _OWN_FIELDS:
+                raise ValidationError("host_params", f"{name} is one of qimage_nb's own fields: pass {name}=... instead")
         if request.model not in self.models and request.model not in listed:
             known = list(dict.fromkeys([*self.models, *listed]))
             close = difflib.get_close_matches(request.model, known, n=1, cutoff=0.6)
@@ -74,13 +95,37 @@ class APIMart(Provider):
                 f"{self.title} takes a ratio and a resolution, not {request.size}: use --size 16:9 "
                 "--resolution 2K (or a provider with free pixel sizes: dashscope)",
             )
+        if request.model in self.models and request.size == AUTO_SIZE:
+            raise ValidationError("size", f"{request.model} on {self.title} needs a ratio: use --size 1:1 (or 16:9, ...)")
+        if schema:
+            check_schema(request.model, self.body(request), schema, self.title)
+        elif request.model in KNOWN_MODELS:
+            self._check_known(request)
+
+    def _check_known(self, request: GenerationRequest) -> None:
+        rules = KNOWN_MODELS[request.model]
+        if parse_pixel_size(request.size) is not None or (request.size not in RATIOS and request.size != AUTO_SIZE):
+            raise ValidationError("size", f"{request.model} on {self.title} takes a ratio ({', '.join(RATIOS)})")
+        if request.resolution not in RESOLUTIONS:
+            raise ValidationError("resolution", f"{request.model} on {self.title} takes 1K or 2K")
+        if request.n > rules["n_max"]:
+            raise ValidationError("n", f"{request.model} on {self.title} makes 1 to {rules['n_max']} images per request")
+
+    def body(self, request: GenerationRequest) -> dict[str, Any]:
+        """The submit body: the journal's field names, without options this host lacks (refused
+        before this), with host parameters as written; no size when the model picks one."""
+        body = {name: value for name, value in request.to_json().items() if name not in request.options}
+        body.pop("host_params", None)
+        if request.size == AUTO_SIZE:
+            body.pop("size", None)
+        body.update(request.host_params)
+        return body
 
     def submit(self, request: GenerationRequest, key: str) -> Call:
         # The journal keeps requests in this API's own field names; the options this API does not
         # take were refused by check() and never reach the wire.
-        body = {name: value for name, value in request.to_json().items() if name not in request.options}
         return Call(
-            "POST", SUBMIT_PATH, json=body,
+            "POST", SUBMIT_PATH, json=self.body(request),
             headers={"Idempotency-Key": key, VERSION_HEADER: RESPONSE_VERSION},
         )
 
@@ -122,8 +167,18 @@ class APIMart(Provider):
     def read_models(self, payload: Any) -> list[str]:
         return parse_models(payload)
 
+    def model_schema(self, model: str) -> Call:
+        return Call("GET", f"{SCHEMA_PATH}?model={quote(model, safe='')}&operation=image_generation")
+
+    def read_model_schema(self, payload: Any) -> Mapping[str, Any] | None:
+        data = payload.get("data", payload) if isinstance(payload, Mapping) else None
+        schema = data.get("input_schema") if isinstance(data, Mapping) else None
+        return schema if isinstance(schema, Mapping) and isinstance(schema.get("properties"), Mapping) else None
+
 
 PROVIDER = APIMart()
+
+_OWN_FIELDS = frozenset({"model", "prompt", "size", "resolution", "n", "negative_prompt", "image_urls"})
 
 
 # --- parsing: plain functions, one per answer ---------------------------------------------------

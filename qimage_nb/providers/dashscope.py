@@ -1,24 +1,31 @@
 """Alibaba Cloud Model Studio (DashScope), the official host of Qwen Image (``shared/PROVIDERS.md`` 1).
 
 Two wires under one base URL that ends in ``/api/v1`` (as ``DASHSCOPE_HTTP_BASE_URL`` does for the
-official SDK):
-- qwen-image-2.0 (and -pro, -max): the synchronous multimodal-generation endpoint. The answer holds
-  the images; there is no task id (the ``request_id`` stands for it) and no idempotency key.
+official SDK; ``_dashscope_regions`` chooses it as the SDK does, by default
+``https://dashscope-intl.aliyuncs.com/api/v1``, Singapore):
+- qwen-image-3.0 (and -pro), 2.0 (and -pro, -max): the synchronous multimodal-generation endpoint.
+  The answer holds the images; there is no task id (the ``request_id`` stands for it) and no
+  idempotency key.
 - qwen-image and qwen-image-plus: the asynchronous image-synthesis endpoint with
   ``X-DashScope-Async: enable``, then ``GET /tasks/{id}``, which the client polls like any task.
+
+Which model takes what lives in one table (``_dashscope_models``); a model not in it is sent as
+written with a one-line note, and host parameters (``host_params``) go into ``parameters`` as given.
+Local references travel inside the request as ``data:`` URIs (no upload service needed).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from .._contract import (
-    PIXEL_SIDE_MAX,
-    PIXEL_SIDE_MIN,
+    AUTO_SIZE,
     PIXEL_SIZES,
     GenerationRequest,
+    InlineImage,
     TaskFailure,
     TaskStatus,
     _brief,
@@ -27,25 +34,31 @@ from .._contract import (
 )
 from .._exceptions import NotFoundError, ProtocolError, ValidationError
 from ._base import Call, Capabilities, ErrorInfo, Provider, Submitted, decode_json, html_title
+from ._dashscope_models import (
+    ALSO_FIXED,
+    CHECKED,
+    FIXED_SIZES,
+    INLINE_LIMITS,
+    MODELS,
+    Rules,
+    rules_of,
+    suggest,
+)
+from ._dashscope_regions import BEIJING, SINGAPORE, choose, describe_url, url_for
 
-BEIJING = "https://dashscope.aliyuncs.com/api/v1"
-SINGAPORE = "https://dashscope-intl.aliyuncs.com/api/v1"
 SYNC_PATH = "/services/aigc/multimodal-generation/generation"
 ASYNC_PATH = "/services/aigc/text2image/image-synthesis"
 TASK_PATH = "/tasks/{task_id}"
 
-SYNC_MODELS = (
-    "qwen-image-2.0", "qwen-image-2.0-pro", "qwen-image-2.0-2026-03-03", "qwen-image-2.0-pro-2026-03-03",
-    "qwen-image-max",
-)  # fmt: skip
-ASYNC_MODELS = ("qwen-image", "qwen-image-plus")
-# Models with the host's fixed sizes and one image per request.
-FIXED_SIZE_MODELS = frozenset({"qwen-image-max", *ASYNC_MODELS})
-FIXED_SIZES = {"1:1": (1328, 1328), "16:9": (1664, 928), "9:16": (928, 1664), "4:3": (1472, 1104), "3:4": (1104, 1472)}
-# Also served for those models (PROVIDERS.md: 1472*1140 and 1140*1472 on some pages).
-_ALSO_FIXED = {(1472, 1140), (1140, 1472)}
+SYNC_MODELS = tuple(name for name, rules in MODELS.items() if not rules.asynchronous)
+ASYNC_MODELS = tuple(name for name, rules in MODELS.items() if rules.asynchronous)
 # A synchronous generation answers when its images exist: tens of seconds, not a poll's timeout.
 SYNC_READ_TIMEOUT = 180.0
+# Fields qimage_nb itself writes into ``parameters``: host_params may not overwrite them.
+_OWN_PARAMETERS = {"size": "size", "n": "n", "seed": "seed", "prompt_extend": "prompt_extend",
+                   "watermark": "watermark", "negative_prompt": "negative_prompt"}
+# Unlisted models get 2.0's shape (the sync call, a W*H size): the host judges the rest.
+_UNLISTED = Rules("unlisted", side_min=1, side_max=100_000, pixels_min=1, pixels_max=10**10)
 
 _STATUSES = {
     "PENDING": "pending",
@@ -64,33 +77,76 @@ class DashScope(Provider):
     label = "DashScope"
     key_env = "DASHSCOPE_API_KEY"
     base_url_env = "DASHSCOPE_HTTP_BASE_URL"
-    default_base_url = BEIJING  # the official SDK's default too
-    capabilities = Capabilities(options=frozenset({"seed", "prompt_extend", "watermark", "pixel_size"}))
-    models = SYNC_MODELS + ASYNC_MODELS
+    default_base_url = SINGAPORE  # for a new user; the SDK's own default is Beijing
+    capabilities = Capabilities(
+        options=frozenset({"seed", "prompt_extend", "watermark", "pixel_size"}), inline_refs=INLINE_LIMITS
+    )
+    models = tuple(MODELS)
     default_model = "qwen-image-2.0"
+    models_checked = CHECKED
+
+    def base_url_from(self, environ: Mapping[str, str]) -> tuple[str, str]:
+        return choose(environ)
+
+    def region_url(self, region: str, workspace: str = "") -> str:
+        return url_for(region, workspace)
 
     # -- requests --
 
-    def check(self, request: GenerationRequest, listed: Collection[str] = ()) -> None:
-        if request.model not in self.models:
-            raise ValidationError(
-                "model", f"model {request.model!r} is not a Qwen Image model of {self.title}; known: {', '.join(self.models)}"
-            )
+    def check(self, request: GenerationRequest, listed: Collection[str] = (), schema: Any = None) -> None:
+        rules = rules_of(request.model)
+        self._check_params(request, rules)
+        if rules is None:
+            self.pixels(request)  # still a size the wire can carry
+            return
         self.pixels(request)  # refuses a size this model cannot make
-        if request.model in FIXED_SIZE_MODELS:
-            if request.n != 1:
-                raise ValidationError("n", f"{request.model} on {self.title} makes one image per request: use -n 1")
-            if request.image_urls:
-                raise ValidationError(
-                    "image_urls", f"{request.model} on {self.title} takes no reference images: use qwen-image-2.0"
-                )
+        if request.n > rules.n_max:
+            limit = "one image per request: use -n 1" if rules.n_max == 1 else f"1 to {rules.n_max} images per request"
+            raise ValidationError("n", f"{request.model} on {self.title} makes {limit}")
+        if request.image_urls and not rules.edits:
+            raise ValidationError(
+                "image_urls", f"{request.model} on {self.title} takes no reference images: use qwen-image-3.0 or qwen-image-2.0"
+            )
 
-    def pixels(self, request: GenerationRequest) -> tuple[int, int]:
-        """The ``W*H`` this request asks of the host."""
+    def _check_params(self, request: GenerationRequest, rules: Rules | None) -> None:
+        for name in request.host_params:
+            if name in _OWN_PARAMETERS:
+                raise ValidationError(
+                    "host_params", f"{name} is one of qimage_nb's own fields: pass {_OWN_PARAMETERS[name]}=... instead of a host parameter"
+                )
+        mode = request.host_params.get("prompt_extend_mode")
+        if mode is None or rules is None:
+            return
+        if not rules.extend_modes:
+            raise ValidationError(
+                "host_params", f"prompt_extend_mode is a Qwen Image 3.0 parameter; {request.model} does not take it"
+            )
+        if mode not in rules.extend_modes:
+            raise ValidationError(
+                "host_params", f"prompt_extend_mode {_brief(mode)} is not one of {', '.join(rules.extend_modes)}"
+            )
+        if mode == "agent" and request.image_urls:
+            raise ValidationError(
+                "host_params", "prompt_extend_mode agent is for text-to-image only: use direct when editing"
+            )
+
+    def notes(self, request: GenerationRequest) -> list[str]:
+        if request.model in MODELS:
+            return []
+        return [
+            f"{request.model} is not in qimage_nb's DashScope models (checked {CHECKED}); sending it as "
+            f"written{suggest(request.model)}"
+        ]
+
+    def pixels(self, request: GenerationRequest) -> tuple[int, int] | None:
+        """The ``W*H`` this request asks of the host; None: no size, the model picks."""
+        rules = rules_of(request.model) or _UNLISTED
+        if request.size == AUTO_SIZE:
+            return None
         asked = parse_pixel_size(request.size)
-        if request.model in FIXED_SIZE_MODELS:
+        if rules.fixed_sizes:
             if asked is not None:
-                if asked in FIXED_SIZES.values() or asked in _ALSO_FIXED:
+                if asked in FIXED_SIZES.values() or asked in ALSO_FIXED:
                     return asked
                 raise ValidationError("size", f"{request.model} on {self.title} makes only {self._fixed_list()}")
             if request.resolution != "1K":
@@ -103,16 +159,19 @@ class DashScope(Provider):
                 )
             return FIXED_SIZES[request.size]
         if asked is None:
-            return PIXEL_SIZES[(request.size, request.resolution)]
+            table = PIXEL_SIZES.get((request.size, request.resolution))
+            if table is None:
+                raise ValidationError(
+                    "size", f"size {request.size!r} is not a ratio or WIDTHxHEIGHT that {self.title} can send"
+                )
+            return table
         width, height = asked
         total = width * height
-        if not (PIXEL_SIDE_MIN <= width <= PIXEL_SIDE_MAX and PIXEL_SIDE_MIN <= height <= PIXEL_SIDE_MAX) or not (
-            PIXEL_SIDE_MIN**2 <= total <= PIXEL_SIDE_MAX**2
-        ):
+        sides_ok = rules.side_min <= width <= rules.side_max and rules.side_min <= height <= rules.side_max
+        aspect_ok = rules.aspect_max is None or max(width, height) <= rules.aspect_max * min(width, height)
+        if not (sides_ok and aspect_ok and rules.pixels_min <= total <= rules.pixels_max):
             raise ValidationError(
-                "size",
-                f"size {width}x{height} is outside what {self.title} makes: each side "
-                f"{PIXEL_SIDE_MIN} to {PIXEL_SIDE_MAX} pixels",
+                "size", f"size {width}x{height} is outside what {self.title} makes for {request.model}: {_size_rule(rules)}"
             )
         return asked
 
@@ -121,11 +180,15 @@ class DashScope(Provider):
         return ", ".join(f"{w}x{h}" for w, h in FIXED_SIZES.values())
 
     def _parameters(self, request: GenerationRequest) -> dict[str, Any]:
-        width, height = self.pixels(request)
-        parameters: dict[str, Any] = {"size": f"{width}*{height}", "n": request.n}
+        parameters: dict[str, Any] = {}
+        pixels = self.pixels(request)
+        if pixels is not None:
+            parameters["size"] = f"{pixels[0]}*{pixels[1]}"
+        parameters["n"] = request.n
         if request.negative_prompt is not None:
             parameters["negative_prompt"] = request.negative_prompt
         parameters.update(request.options)
+        parameters.update(request.host_params)  # as written: the host judges what it does not know
         return parameters
 
     def submit(self, request: GenerationRequest, key: str) -> Call:
@@ -136,8 +199,12 @@ class DashScope(Provider):
                 json={"model": request.model, "input": {"prompt": request.prompt}, "parameters": self._parameters(request)},
                 headers={"X-DashScope-Async": "enable"},
             )
-        content: list[dict[str, str]] = [{"text": request.prompt}]
-        content += [{"image": url} for url in request.image_urls]
+        # Images first, then the prompt, as the host's own examples and Comfy's client order them
+        # ("Image 1..3" in a prompt count from the first).
+        content: list[dict[str, str]] = [
+            {"image": ref.uri if isinstance(ref, InlineImage) else ref} for ref in request.image_urls
+        ]
+        content.append({"text": request.prompt})
         return Call(
             "POST",
             SYNC_PATH,
@@ -196,6 +263,7 @@ class DashScope(Provider):
             status=status,
             progress=100 if status == "completed" else 0,
             urls=urls,
+            expires_at=_expiry(urls),
             error=failure,
             raw_status=word,
             actual_prompt=first.get("actual_prompt") if isinstance(first.get("actual_prompt"), str) else None,
@@ -228,11 +296,19 @@ class DashScope(Provider):
         return None
 
     def auth_hint(self, base_url: str = "") -> str:
-        region = "Singapore" if "intl" in base_url else "Beijing" if "dashscope.aliyuncs.com" in base_url else None
-        where = f"the {region} region ({base_url})" if region else base_url or "this base URL"
+        where = describe_url(base_url) if base_url else "this base URL"
+        if where != base_url and base_url:
+            where += f" ({base_url})"
+        try:
+            chosen, why = choose(os.environ)
+        except ValidationError:
+            chosen, why = "", ""
+        if chosen == base_url and why:
+            where += f", chosen by {why}"
         return (
-            f"{self.title} refused the key for {where}: keys are per region; check {self.key_env}, "
-            f"and for a Singapore key set {self.base_url_env}={SINGAPORE} (Beijing: {BEIJING})"
+            f"{self.title} refused the key for {where}: keys are per region; "
+            f"check {self.key_env}, and choose the key's region with DASHSCOPE_API_REGION (+ DASHSCOPE_WORKSPACE_ID) "
+            f"or {self.base_url_env} (Singapore: {SINGAPORE}, Beijing: {BEIJING})"
         )
 
     def cancel(self, task_id: str) -> Call:
@@ -247,6 +323,35 @@ def _output(payload: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(output, Mapping):
         raise ProtocolError(f"the {what} answer has no output object: {_brief(payload, 80)}")
     return output
+
+
+def _size_rule(rules: Rules) -> str:
+    if rules.aspect_max is not None:
+        return (f"{rules.pixels_min} to {rules.pixels_max} pixels in all (512x512 to 2048x2048), aspect up to "
+                f"{rules.aspect_max:g}:1, each side up to {rules.side_max}; or no size, and the model picks")
+    return f"each side {rules.side_min} to {rules.side_max} pixels"
+
+
+def _expiry(urls: Any) -> float | None:
+    """When the signed result URLs stop working (their ``Expires`` query, OSS's epoch seconds): a
+    face then sends a generated image by URL while it lives, and its bytes once it has expired."""
+    ends = []
+    for url in urls:
+        for value in parse_qs(urlsplit(url).query).get("Expires", []):
+            if value.isdigit():
+                ends.append(float(value))
+    return min(ends) if ends else None
+
+
+def _output_size(usage: Any) -> tuple[int, int] | None:
+    """The size the host says it made: 3.0's ``output_width/height``, 2.0's ``width/height``."""
+    if not isinstance(usage, Mapping):
+        return None
+    for w_key, h_key in (("output_width", "output_height"), ("width", "height")):
+        width, height = number(usage.get(w_key)), number(usage.get(h_key))
+        if width and height and width > 0 and height > 0:
+            return int(width), int(height)
+    return None
 
 
 def _seed(item: Mapping[str, Any]) -> int | None:
@@ -269,6 +374,8 @@ def _sync_result(request_id: str, payload: Mapping[str, Any], output: Mapping[st
         progress=100,
         urls=tuple(urls),
         raw_status="SUCCEEDED",
+        output_size=_output_size(payload.get("usage")),
+        expires_at=_expiry(urls),
         actual_prompt=output.get("actual_prompt") if isinstance(output.get("actual_prompt"), str) else None,
         seed=_seed(output),
         raw=dict(payload),

@@ -7,7 +7,7 @@ image) plus a caption made from the image's provenance. The magic draws tiles as
 
 What a saved notebook keeps per shown image is held to the larger of ``NOTEBOOK_SHARE`` (2 %) of
 embedding the full image and ``NOTEBOOK_FLOOR_BYTES`` (16 KB): the thumbnail keeps the pixels it is
-shown at and steps down in quality and format to fit (see ``_images.thumbnail``), its cell says only
+shown at and steps down in quality and format to fit (see ``_thumbnails.thumbnail``), its cell says only
 what the gallery's heading does not, and styling is one ``<style>`` per output.
 """
 
@@ -73,6 +73,8 @@ def caption_for(info: dict[str, Any] | Any) -> tuple[str, str]:
     short_prompt = _short(info.get("prompt", ""), 60)
     pixels = parse_pixel_size(str(info.get("size") or ""))
     size = info.get("size", "") if pixels else f"{info.get('size', '')} {info.get('resolution', '')}"
+    if info.get("size") == "auto":
+        size = f"{info.get('output_size') or 'its own size'} (the model's choice)"
     parts = [info.get("model", ""), str(size).strip()]
     caption = " · ".join(p for p in (short_prompt, *parts) if p)
     tooltip = "\n".join(
@@ -105,6 +107,8 @@ def stored_caption(info: dict[str, Any] | Any, heading: str = "") -> tuple[str, 
     model_said = said(model) or said(SHORT_MODEL.get(model, ""))
     # A pixel size (DashScope's 1536x640) has no tier to name.
     keys = ("size",) if parse_pixel_size(str(info.get("size") or "")) else ("size", "resolution")
+    if info.get("size") == "auto":
+        keys = ()  # the model chose it; the tile's own pixel size is shown beside it
     size = " ".join(str(info.get(k) or "") for k in keys if not said(str(info.get(k) or "")))
     caption = " · ".join(p for p in (short_prompt, "" if model_said else model, size.strip()) if p)
     tips = []
@@ -138,7 +142,7 @@ def tile_for(
     stores per image; by default ``_TEXT_RESERVE``. Without ``stored`` (the panel's widgets) the
     thumbnail is ``fmt`` at full size and quality.
     """
-    from ..journal._images import THUMB_FORMATS, thumbnail, thumbnail_mime
+    from ..journal._thumbnails import THUMB_FORMATS, thumbnail, thumbnail_mime
 
     info = dict(getattr(image, "info", {}) or {})
     source = info.get("path") or image

@@ -83,6 +83,7 @@ def progress_status(
     task_id: str | None = None,
     have: int = 0,
     count: int = 0,
+    position: int | None = None,
 ) -> str:
     """The status line of a generation in flight, the same words in both faces.
 
@@ -104,7 +105,8 @@ def progress_status(
     if stage == "submitting":
         return "submitting..."
     if stage == "queued":
-        return f"queued{left}{task}"
+        ahead = f" ({position} ahead)" if position else ""
+        return f"queued{ahead}{left}{task}"
     if stage == "running":
         return f"running {progress}%{left}{task}"
     if stage in ("downloading", "completed"):

@@ -4,7 +4,8 @@ The kernel has no key for either host, so the notebook starts both emulators in 
 leave the same cell's output on both hosts (each naming its host), the seed grid and the free-size
 picture, with no error; then a panel switched to DashScope must show its seed, prompt-rewriting,
 watermark and free-size controls enabled and make a picture with a seed. Screenshots go to
-``test-artifacts/`` (``lab-…-providers.png``, ``lab-…-panel-dashscope.png``).
+``test-artifacts/`` (``lab-…-providers.png``, ``lab-…-providers-3.0.png``: the README's picture of
+Qwen Image 3.0 beside 2.0, ``lab-…-panel-dashscope.png``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,21 @@ def test_providers_notebook_and_a_dashscope_panel_in_jupyterlab(jupyter_lab, ope
         page.wait_for_function("(el) => el.complete && el.naturalWidth > 0", arg=thumbs.nth(i).element_handle())
     assert ui.screenshot("providers", full_page=False).stat().st_size > 20_000
 
+    # Qwen Image 3.0 beside 2.0 (issue 21): the grid's two labelled pictures, 3.0 at the size it
+    # chose. This screenshot is the README's picture of it (docs/providers-3.0.png).
+    ui.panel.locator(".jp-MarkdownCell").filter(has_text="Qwen Image 3.0 beside 2.0").first.evaluate(
+        "(el) => el.scrollIntoView({block: 'start'})"
+    )
+    page.wait_for_timeout(500)
+    texts = "\n".join(ui.output_texts())
+    assert "qwen-image-3.0 · size chosen by the model" in texts
+    assert "qwen-image-3.0 (2560, 1440) chosen by the model" in texts
+    grid = ui.panel.locator(".jp-CodeCell").filter(has_text="--model qwen-image-2.0,qwen-image-3.0").first
+    for i in range(2):
+        thumb = grid.locator("img.qimage-thumb").nth(i)
+        page.wait_for_function("(el) => el.complete && el.naturalWidth > 0", arg=thumb.element_handle())
+    assert ui.screenshot("providers-3.0", full_page=False).stat().st_size > 20_000
+
     # The panel, switched to DashScope: its options are enabled, and Generate makes the picture.
     panel = ui.panel.locator(".qimage-panel").last
     panel.scroll_into_view_if_needed()
@@ -64,7 +80,7 @@ def test_providers_notebook_and_a_dashscope_panel_in_jupyterlab(jupyter_lab, ope
         assert panel.locator(f".{css} input").is_enabled(), css
     assert panel.locator(".qimage-watermark input").is_enabled()
     assert panel.locator(".qimage-extend button").first.is_enabled()
-    assert panel.locator(".qimage-upload").first.is_disabled()  # DashScope has no upload endpoint
+    assert panel.locator(".qimage-upload").first.is_enabled()  # local pictures go inline (data: URIs)
     panel.locator("button.qimage-generate").click()
     status = panel.locator(".qimage-status").first
     status.filter(has_text="done").wait_for(timeout=30_000)

@@ -13,14 +13,14 @@ import json
 import re
 import secrets
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..._contract import UPLOAD_MAX_BYTES
 from .._control import control
 from .._messages import Request, Response, error_response, html_response, json_response
 from .._render import cdn_image, render_png
 from .._state import State, Task, Upload
-from ._catalogue import listed_models
+from ._catalogue import listed_models, model_schema
 from ._multipart import MultipartError, parse_multipart, safe_filename, sniff_image
 from ._submit import SubmitEndpoint
 from ._wire import cased, task_json
@@ -77,6 +77,7 @@ class Handler:
             ("POST", "/v1/uploads/images"): self._upload,
             ("GET", "/v1/balance"): self._balance,
             ("GET", "/v1/models"): self._models,
+            ("GET", "/v1/model-schema"): self._model_schema,
         }
         route = routes.get((request.method, path))
         if route is not None:
@@ -237,6 +238,18 @@ class Handler:
         with self.state.lock:
             models = listed_models(self.state.faults)
         return json_response(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in models]})
+
+    def _model_schema(self, request: Request) -> Response:
+        if not self.authorized(request):
+            return self.unauthorized(request)
+        query = parse_qs(urlsplit(request.target).query)
+        model = (query.get("model") or [""])[0]
+        operation = (query.get("operation") or ["image_generation"])[0]
+        with self.state.lock:
+            schema = model_schema(model, self.state.faults)
+        if schema is None or operation != "image_generation":
+            return error_response(404, f"no schema for model {model!r} and operation {operation!r}", "not_found_error")
+        return json_response(200, {"model": model, "operation": operation, "input_schema": schema})
 
     # -- test-only control endpoints (no auth: they exist only on the emulator) --
 

@@ -26,7 +26,7 @@ from ..._contract import (
 )
 from .._faults import Faults
 from .._messages import Response, error_response
-from ._catalogue import free_pixels, is_free_model
+from ._catalogue import QWEN3_N_MAX, free_pixels, is_free_model, is_qwen3, qwen3_pixels
 
 
 class Invalid(Exception):
@@ -63,8 +63,9 @@ def validate_submit(body: bytes, faults: Faults) -> tuple[dict[str, Any], tuple[
         raise _bad("model is required", "model")
     if not isinstance(model, str):
         raise _bad("model must be a string", "model")
-    free = is_free_model(model, faults)
-    if model not in MODELS and not free:
+    qwen3 = is_qwen3(model, faults)
+    free = is_free_model(model, faults) and not qwen3
+    if model not in MODELS and not free and not qwen3:
         raise Invalid(503, f"The model {model!r} does not exist or is not available", "model_not_found", "model")
     prompt = payload.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
@@ -78,7 +79,13 @@ def validate_submit(body: bytes, faults: Faults) -> tuple[dict[str, Any], tuple[
         raise _bad(f"negative_prompt is too long: at most {NEGATIVE_PROMPT_MAX} characters", "negative_prompt")
     size = payload.get("size", RATIOS[0])
     resolution = payload.get("resolution", RESOLUTIONS[0])
-    if free:
+    if qwen3:
+        if size not in RATIOS:
+            raise _bad(f"size must be one of {', '.join(RATIOS)}", "size")
+        if resolution not in RESOLUTIONS:
+            raise _bad(f"resolution must be one of {', '.join(RESOLUTIONS)}", "resolution")
+        pixels = qwen3_pixels(size, resolution) or (1328, 1328)
+    elif free:
         pixels = free_pixels(size) if isinstance(size, str) else None
         if pixels is None:
             raise _bad("size must be an aspect ratio W:H, at most 4:1", "size")
@@ -90,8 +97,12 @@ def validate_submit(body: bytes, faults: Faults) -> tuple[dict[str, Any], tuple[
             raise _bad(f"resolution must be one of {', '.join(RESOLUTIONS)}", "resolution")
         pixels = PIXEL_SIZES[(size, resolution)]
     n = payload.get("n", 1)
-    if isinstance(n, bool) or not isinstance(n, int) or not N_MIN <= n <= N_MAX:
-        raise _bad(f"n must be an integer from {N_MIN} to {N_MAX}", "n")
+    n_max = QWEN3_N_MAX if qwen3 else N_MAX
+    if isinstance(n, bool) or not isinstance(n, int) or not N_MIN <= n <= n_max:
+        raise _bad(f"n must be an integer from {N_MIN} to {n_max}", "n")
+    known = {"model", "prompt", "negative_prompt", "size", "resolution", "n", "image_urls"}
+    if qwen3 and set(payload) - known:
+        raise _bad(f"unknown parameter {sorted(set(payload) - known)[0]}", sorted(set(payload) - known)[0])
     urls = _reference_urls(payload.get("image_urls"), strict=not free)
     fields = {
         "model": model,

@@ -170,11 +170,20 @@ class DashScopeHandler:
         if not ok:
             response = wire.error(500, "InternalError", wire.INTERNAL)
         else:
-            content = [{"image": url} for url in self._urls(task, request.cdn_url)]
+            content: list[dict[str, str]] = [{"image": url} for url in self._urls(task, request.cdn_url)]
+            usage: dict[str, Any] = {"width": job.width, "height": job.height, "image_count": job.n}
+            if job.qwen3:
+                # 3.0's usage shape, and a content part that carries text and no image (PROVIDERS.md
+                # 5): a client must count images, not parts.
+                content.append({"text": task.request["prompt"]})
+                tier = "2k" if job.width * job.height > 1536 * 1536 else "1k"
+                usage = {"input_image_count": len(job.images), "input_image_type": "qima_input_1k",
+                         "output_width": job.width, "output_height": job.height,
+                         "output_image_count": job.n, "output_image_type": f"qima_output_{tier}"}
             response = json_response(200, {
                 "output": {"choices": [{"finish_reason": "stop",
                                         "message": {"role": "assistant", "content": content}}]},
-                "usage": {"width": job.width, "height": job.height, "image_count": job.n},
+                "usage": usage,
                 "request_id": wire.new_request_id(),
             })
         # The call is synchronous: the answer leaves when the work is done.

@@ -8,6 +8,9 @@ and a message that names the field, as the host's own messages do.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 import re
 import time
@@ -34,6 +37,13 @@ SIDE_MIN, SIDE_MAX = 512, 2048
 PIXELS_MIN, PIXELS_MAX = 512 * 512, 2048 * 2048
 # qwen-image, -plus and -max: a fixed list (the sheet lists both 1472*1104 and 1472*1140 variants).
 FIXED_SIZES = ("1664*928", "1472*1104", "1472*1140", "1328*1328", "1104*1472", "1140*1472", "928*1664")
+# qwen-image-3.0 family (PROVIDERS.md 5): total pixels 512*512..2048*2048, aspect up to 8:1, a side
+# up to 2560; size may be left out (the model picks one from the prompt); long prompts.
+QWEN3_PIXELS_MIN, QWEN3_PIXELS_MAX, QWEN3_SIDE_MAX, QWEN3_ASPECT_MAX = 512 * 512, 2048 * 2048, 2560, 8
+QWEN3_PROMPT_MAX = 25_000  # "about 4,500 tokens": the emulator's stand-in bound, far above 2.0's 800
+EXTEND_MODES = ("direct", "agent")
+# A reference image (the editing page): at most 10 MB decoded, each side 384..3072 pixels.
+IMAGE_MAX_BYTES, IMAGE_SIDE_MIN, IMAGE_SIDE_MAX = 10 * 1024 * 1024, 384, 3072
 RESULT_LIFETIME = 24 * 3600  # result URLs and tasks live 24 h
 _SIZE = re.compile(r"^(\d{1,5})\*(\d{1,5})$")
 
@@ -56,14 +66,19 @@ class Model:
     free_size: bool  # any W*H within bounds (2.0 family) rather than FIXED_SIZES
     default_size: str
     edits: bool  # accepts 1-3 input images next to the prompt
+    qwen3: bool = False  # 3.0's rules: optional size, long prompts, prompt_extend_mode, new usage
+
+
 
 
 def _models() -> dict[str, Model]:
-    family = []
+    family = [Model(name, True, False, 6, True, "", True, qwen3=True)
+              for name in ("qwen-image-3.0", "qwen-image-3.0-pro")]
     for name in ("qwen-image-2.0", "qwen-image-2.0-pro"):
         for variant in (name, f"{name}-2026-03-03"):
             family.append(Model(variant, True, False, 6, True, "2048*2048", True))
     family += [
+        Model("qwen-image-2.1-pro", True, False, 6, True, "2048*2048", True),
         Model("qwen-image-max", True, False, 1, False, "1664*928", False),
         Model("qwen-image-plus", True, True, 1, False, "1664*928", False),
         Model("qwen-image", True, True, 1, False, "1328*1328", False),
@@ -100,6 +115,9 @@ class Job:
     seed: int | None
     prompt_extend: bool
     watermark: bool
+    qwen3: bool = False
+    size_chosen: bool = False  # no size was asked: the model picked this one
+    extend_mode: str | None = None
 
     @property
     def size(self) -> str:
@@ -135,11 +153,11 @@ def _model(payload: dict[str, Any], endpoint: str) -> Model:
     return model
 
 
-def _check_prompt(prompt: Any, field: str) -> str:
+def _check_prompt(prompt: Any, field: str, limit: int = PROMPT_MAX) -> str:
     if not isinstance(prompt, str) or not prompt.strip():
-        raise _invalid(f"{field} is required: a text prompt of 1 to {PROMPT_MAX} characters.")
-    if len(prompt) > PROMPT_MAX:
-        raise _invalid(f"{field} is too long: {len(prompt)} characters, at most {PROMPT_MAX}.")
+        raise _invalid(f"{field} is required: a text prompt of 1 to {limit} characters.")
+    if len(prompt) > limit:
+        raise _invalid(f"{field} is too long: {len(prompt)} characters, at most {limit}.")
     return prompt
 
 
@@ -149,12 +167,48 @@ def _check_image(url: Any) -> str:
     scheme = url.strip().split(":", 1)[0].lower()
     if scheme not in ("http", "https", "oss", "data"):
         raise Refusal(400, "InvalidURL", f"The image URL is not an http(s), oss:// or data: URL: {url[:60]!r}")
-    if scheme == "data" and ";base64," not in url[:100]:
-        raise Refusal(400, "InvalidURL", "A data: image must be data:<mime>;base64,<data>.")
+    if scheme == "data":
+        _check_data_image(url.strip())
     return url.strip()
 
 
-def _messages(payload_input: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
+def data_image_size(url: str) -> tuple[int, int] | None:
+    """The pixel size of a ``data:image/...;base64,`` reference (None if it is not one)."""
+    if url[:5].lower() != "data:":
+        return None
+    return _check_data_image(url)
+
+
+def _check_data_image(url: str) -> tuple[int, int]:
+    head, _, body = url.partition(",")
+    if not head.lower().startswith("data:image/") or not head.lower().endswith(";base64"):
+        raise Refusal(400, "InvalidURL", "A data: image must be data:image/<type>;base64,<data>.")
+    try:
+        raw = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise Refusal(400, "InvalidParameter", "The base64 data of the input image cannot be decoded.") from None
+    if len(raw) > IMAGE_MAX_BYTES:
+        raise _invalid(f"The input image is {len(raw)} bytes, larger than {IMAGE_MAX_BYTES} (10 MB).")
+    size = _image_size(raw)
+    if size is None:
+        raise _invalid("The input image cannot be read: JPG, PNG, BMP, TIFF, WEBP or GIF.")
+    width, height = size
+    if not (IMAGE_SIDE_MIN <= width <= IMAGE_SIDE_MAX and IMAGE_SIDE_MIN <= height <= IMAGE_SIDE_MAX):
+        raise _invalid(f"The input image is {width}x{height}: each side must be {IMAGE_SIDE_MIN} to {IMAGE_SIDE_MAX} pixels.")
+    return size
+
+
+def _image_size(raw: bytes) -> tuple[int, int] | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _messages(payload_input: dict[str, Any], prompt_max: int = PROMPT_MAX) -> tuple[str, tuple[str, ...]]:
     messages = payload_input.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _invalid("input.messages is required: one user message with a text item.")
@@ -175,11 +229,13 @@ def _messages(payload_input: dict[str, Any]) -> tuple[str, tuple[str, ...]]:
         raise _invalid(f"input.messages[0].content must hold exactly one text item, got {len(texts)}.")
     if len(images) > IMAGES_MAX:
         raise _invalid(f"input.messages[0].content holds {len(images)} images, at most {IMAGES_MAX}.")
-    return _check_prompt(texts[0], "input.messages[0].content.text"), tuple(images)
+    return _check_prompt(texts[0], "input.messages[0].content.text", prompt_max), tuple(images)
 
 
 def _size(model: Model, value: Any, default: str) -> tuple[int, int]:
     size = default if value is None else value
+    if model.qwen3:
+        return _qwen3_size(size)
     match = _SIZE.match(size) if isinstance(size, str) else None
     if not match:
         raise _invalid(f"parameters.size must be a string \"W*H\" such as \"1024*1024\", got {size!r}.")
@@ -196,6 +252,36 @@ def _size(model: Model, value: Any, default: str) -> tuple[int, int]:
     return width, height
 
 
+def _qwen3_size(size: Any) -> tuple[int, int]:
+    match = _SIZE.match(size) if isinstance(size, str) else None
+    if not match:
+        raise _invalid(f"parameters.size must be a string \"W*H\" such as \"1024*1024\", got {size!r}.")
+    width, height = int(match.group(1)), int(match.group(2))
+    if not (QWEN3_PIXELS_MIN <= width * height <= QWEN3_PIXELS_MAX and max(width, height) <= QWEN3_SIDE_MAX
+            and max(width, height) <= QWEN3_ASPECT_MAX * min(width, height)):
+        raise _invalid(
+            f"parameters.size {size} is out of range: {QWEN3_PIXELS_MIN} to {QWEN3_PIXELS_MAX} pixels in all, "
+            f"aspect ratio up to {QWEN3_ASPECT_MAX}:1, each side at most {QWEN3_SIDE_MAX}."
+        )
+    return width, height
+
+
+def chosen_size(prompt: str, reference: tuple[int, int] | None) -> tuple[int, int]:
+    """What 3.0 makes when no size is asked: an edit keeps its last reference's aspect at about
+    2.4 megapixels; text-to-image reads the prompt (wide, tall, else square). None of these is in
+    the seed's 1K/2K table, so a client that assumes a size is caught."""
+    if reference is not None:
+        width, height = reference
+        scale = (1536 * 1536 / (width * height)) ** 0.5
+        return max(16, round(width * scale / 16) * 16), max(16, round(height * scale / 16) * 16)
+    words = prompt.casefold()
+    if any(word in words for word in ("wide", "panorama", "landscape", "banner", "cinematic")):
+        return 2560, 1440
+    if any(word in words for word in ("tall", "portrait", "poster", "phone")):
+        return 1440, 2560
+    return 1440, 1440
+
+
 def _flag(parameters: dict[str, Any], name: str, default: bool) -> bool:
     value = parameters.get(name, default)
     if not isinstance(value, bool):
@@ -209,6 +295,7 @@ def _job(
     prompt: str,
     images: tuple[str, ...],
     default_size: str,
+    size_of: Callable[[str], tuple[int, int] | None] = lambda url: None,
 ) -> Job:
     parameters = payload.get("parameters", {})
     if parameters is None:
@@ -219,13 +306,27 @@ def _job(
     negative = parameters.get("negative_prompt", payload["input"].get("negative_prompt"))
     if negative is not None and not isinstance(negative, str):
         raise _invalid("parameters.negative_prompt must be a string.")
-    if negative is not None and len(negative) > NEGATIVE_PROMPT_MAX:
+    if negative is not None and not model.qwen3 and len(negative) > NEGATIVE_PROMPT_MAX:
         raise _invalid(
             f"parameters.negative_prompt is too long: {len(negative)} characters, at most {NEGATIVE_PROMPT_MAX}."
         )
     if images and not model.edits:
         raise _invalid(f"{model.name} takes no input images: use a qwen-image-2.0 model to edit.")
-    width, height = _size(model, parameters.get("size"), default_size)
+    chosen = model.qwen3 and parameters.get("size") is None
+    if chosen:
+        reference = size_of(images[-1]) if images else None
+        width, height = chosen_size(prompt, reference)
+    else:
+        width, height = _size(model, parameters.get("size"), default_size)
+    mode = parameters.get("prompt_extend_mode")
+    if mode is not None:
+        if not model.qwen3:
+            raise _invalid(f"parameters.prompt_extend_mode is not supported by {model.name}.")
+        if mode not in EXTEND_MODES or (mode == "agent" and images):
+            raise _invalid(f"parameters.prompt_extend_mode must be direct, or agent for text-to-image, got {mode!r}.")
+    thinking = parameters.get("enable_thinking")
+    if thinking is not None and (not model.qwen3 or not isinstance(thinking, bool)):
+        raise _invalid(f"parameters.enable_thinking must be true or false on a 3.0 model, got {thinking!r}.")
     n = parameters.get("n", 1)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= model.n_max:
         allowed = "1" if model.n_max == 1 else f"an integer from 1 to {model.n_max}"
@@ -244,6 +345,9 @@ def _job(
         seed=seed,
         prompt_extend=_flag(parameters, "prompt_extend", True),
         watermark=_flag(parameters, "watermark", False),
+        qwen3=model.qwen3,
+        size_chosen=chosen,
+        extend_mode=mode if isinstance(mode, str) else None,
     )
 
 
@@ -261,12 +365,16 @@ def parse_sync(body: bytes, size_of: Callable[[str], tuple[int, int] | None]) ->
     images: an edit's default size is its last input image's (other URLs are not fetched)."""
     payload = _object(body)
     model = _model(payload, "sync")
-    prompt, images = _messages(_input(payload))
+    prompt, images = _messages(_input(payload), QWEN3_PROMPT_MAX if model.qwen3 else PROMPT_MAX)
+
+    def known(url: str) -> tuple[int, int] | None:
+        return data_image_size(url) or size_of(url)
+
     default = model.default_size
     if images and model.free_size:
-        known = size_of(images[-1])
-        default = f"{known[0]}*{known[1]}" if known else "1024*1024"
-    return _job(model, payload, prompt, images, default)
+        last = known(images[-1])
+        default = f"{last[0]}*{last[1]}" if last else "1024*1024"
+    return _job(model, payload, prompt, images, default, known)
 
 
 def parse_async(body: bytes) -> Job:
