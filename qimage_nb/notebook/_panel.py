@@ -323,7 +323,7 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
         w, h = free or PIXEL_SIZES[(self.ratio.value, self.resolution.value)]
         n = int(self.count.value)
         self.ratio.disabled = self.resolution.disabled = free is not None  # the free size wins
-        self.pixels.value = f'<span style="color:{MUTED};margin-left:10px;white-space:nowrap">{w} × {h} px · {n} image{"s" if n > 1 else ""} a run</span>'
+        self.pixels.value = f'<span style="color:{MUTED};margin-left:10px;white-space:nowrap">{w} × {h} px · {n} image{"s" if n > 1 else ""}</span>'
         reason, is_error = self._blocker()
         self.generate_button.disabled = reason is not None
         self.generate_button.description = "Submitting…" if self._submitting else "Generate"

@@ -81,7 +81,8 @@ class PanelView:
         # A dropdown: a host may serve many models (DashScope lists seven).
         self.model = W.Dropdown(
             options=list(MODELS), value=MODELS[0], description="Model", style=DESC,
-            layout=W.Layout(width="auto", min_width="260px", max_width="420px", flex="1 1 300px"),
+            # Basis 260 px: beside it, the pixel size keeps to the same line in a 480 px column.
+            layout=W.Layout(width="auto", min_width="260px", max_width="420px", flex="1 1 260px"),
         )
         self.model.add_class("qimage-model")
         self.ratio = toggles(list(RATIOS), "Ratio", "50px", "qimage-size")
@@ -166,7 +167,9 @@ class PanelView:
             tooltip="Stop waiting on the runs in flight (their task ids stay in the journal)",
         )
         self.cancel_button.add_class("qimage-cancel")
-        self.hint = W.HTML(layout=W.Layout(flex="1 1 200px", min_width="0", margin="0 0 0 8px"))
+        # Beside the buttons even in the column beside the preview (its words wrap there): a line
+        # of its own pushed the newest run below the fold.
+        self.hint = W.HTML(layout=W.Layout(flex="1 1 120px", min_width="120px", margin="0 0 0 8px"))
         self.hint.add_class("qimage-hint")
 
         self.error = W.HTML(layout=W.Layout(width="100%", margin="2px 0", display="none"))
