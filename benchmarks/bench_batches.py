@@ -46,7 +46,8 @@ async def _batch(emu: Emulator | EmulatorProcess, concurrency: int) -> tuple[flo
     async with AsyncClient(emu.api_key, emu.base_url) as client:
         started = time.monotonic()
         results = await client.generate_many(
-            [f"batch benchmark {i}" for i in range(REQUESTS)], concurrency=concurrency, on_update=on_update
+            [f"batch benchmark {i}" for i in range(REQUESTS)], concurrency=concurrency, on_update=on_update,
+            new=True,  # fresh tasks each run: the journal must not serve an earlier run's
         )
         wall = time.monotonic() - started
     return wall, sum(1 for r in results if r.ok), peak
@@ -104,7 +105,7 @@ if mode == "qimage":
     async def main():
         async with AsyncClient(key, base_url) as client:
             t = time.monotonic()
-            results = await client.generate_many([f"memory benchmark {i}" for i in range(count)], concurrency=32)
+            results = await client.generate_many([f"memory benchmark {i}" for i in range(count)], concurrency=32, new=True)
             out["wall"] = time.monotonic() - t
         images = [image for r in results for image in r.images]
         out["ok"] = sum(1 for r in results if r.ok)

@@ -79,7 +79,7 @@ async def _batch(count: int) -> tuple[list[float], float, int, list[float]]:
         ticker = asyncio.create_task(_ticker(lateness, stop))
         started = time.perf_counter()
         results = await client.generate_many(
-            [f"loop stall benchmark {i}" for i in range(count)], concurrency=CONCURRENCY
+            [f"loop stall benchmark {i}" for i in range(count)], concurrency=CONCURRENCY, new=True
         )
         elapsed = time.perf_counter() - started
         stop.set()

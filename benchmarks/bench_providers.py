@@ -47,7 +47,7 @@ async def _batch(server: EmulatorProcess, client: AsyncClient, count: int) -> di
             on_disk[update.batch_index] = time.monotonic()  # n=1: its one image has landed
 
     results = await client.generate_many(
-        [f"providers benchmark {i}" for i in range(count)], concurrency=count, on_update=seen
+        [f"providers benchmark {i}" for i in range(count)], concurrency=count, on_update=seen, new=True
     )
     failed = [r.error for r in results if not r.ok]
     if failed:

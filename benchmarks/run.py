@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/run.py --quick    # fewer tasks and rounds (~1.5 minutes)
 
 Everything runs offline against the bundled emulator over loopback, with a throwaway QIMAGE_HOME.
-Each baseline is simple code written in these scripts and run in the same process run.
+Each baseline is simple code written in these scripts and run in the same process run, except
+one: the official ``dashscope`` SDK's own wait loop (``bench_dashscope_sdk``), run side by side.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable a
 
 from benchmarks import (
     bench_batches,
+    bench_dashscope_sdk,
     bench_detection,
     bench_images,
     bench_imports,
@@ -66,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     home = private_home("run")
     started = time.monotonic()
     rows: list[Row] = []
-    for name, module in (("polling", bench_polling), ("detection", bench_detection), ("providers", bench_providers),
-                         ("batches", bench_batches),
+    for name, module in (("polling", bench_polling), ("no-hints polling vs the dashscope SDK", bench_dashscope_sdk),
+                         ("detection", bench_detection), ("providers", bench_providers), ("batches", bench_batches),
                          ("images", bench_images), ("imports", bench_imports), ("event loop", bench_loop)):
         print(f"... {name}", file=sys.stderr, flush=True)
         rows += module.run(quick=args.quick, home=home) if module is bench_batches else module.run(quick=args.quick)

@@ -6,6 +6,7 @@ Nothing happens at import time: each public name below is imported on first use 
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,8 @@ _EXPORTS = {
     "Update": "core._results",
     "ValidationError": "_exceptions",
     "current_client": "notebook._session",
+    "export": "journal._export",
+    "grid": "view._grid",
 }
 
 __all__ = [
@@ -84,6 +87,8 @@ __all__ = [
     "Update",
     "ValidationError",
     "current_client",
+    "export",
+    "grid",
     "load_ipython_extension",
 ]
 
@@ -117,9 +122,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .core._results import Generation, Update
     from .core._retry import RetryPolicy
     from .core._sync import Client
+    from .journal._export import export
     from .journal._store import JobRecord, Store
     from .notebook._panel import Panel
     from .notebook._session import current_client
+    from .view._grid import grid
 
 
 def __getattr__(name: str) -> Any:
@@ -127,6 +134,11 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'qimage_nb' has no attribute {name!r}")
     value = getattr(import_module(f".{module}", __name__), name)
+    if name in ("AsyncClient", "Client") and "ipykernel" in sys.modules:
+        # In a Jupyter kernel, generate_many shows one progress display per batch by default.
+        from .notebook._batch import register_in_kernel
+
+        register_in_kernel()
     globals()[name] = value  # resolve once
     return value
 
@@ -137,9 +149,11 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext qimage_nb``: register ``%%qimage`` and ``%qimage``. No network, no output."""
+    from .notebook._batch import register_in_kernel
     from .notebook._magics import QImageMagics
 
     ipython.register_magics(QImageMagics)
+    register_in_kernel()
 
 
 def unload_ipython_extension(ipython: Any) -> None:

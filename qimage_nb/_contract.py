@@ -16,7 +16,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -94,6 +94,23 @@ def _choices(values: Iterable[str]) -> str:
 def _suggest(value: str, allowed: Iterable[str]) -> str:
     close = difflib.get_close_matches(value, list(allowed), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _nearest_ratio(value: str) -> str:
+    """The supported ratio closest in shape to ``W:H`` (5:4 -> 4:3, never the other orientation);
+    for anything else, the closest spelling."""
+    import math
+
+    parts = value.split(":")
+    try:
+        wanted = math.log(float(parts[0]) / float(parts[1])) if len(parts) == 2 else None
+    except (ValueError, ZeroDivisionError):
+        wanted = None
+    if wanted is None or not math.isfinite(wanted):
+        return _suggest(value, RATIOS)
+    shapes = {r: math.log(int(r.split(":")[0]) / int(r.split(":")[1])) for r in RATIOS}
+    best = min(shapes, key=lambda r: abs(shapes[r] - wanted))
+    return f" (the closest is {best!r})"
 
 
 def _short(text: Any, limit: int = 40) -> str:
@@ -225,7 +242,7 @@ def _check_size(value: Any, model: str) -> str:
     if normal not in RATIOS:
         raise ValidationError(
             "size",
-            f"size {value!r} is not supported{_suggest(normal, RATIOS)}; use a ratio ({_choices(RATIOS)}) "
+            f"size {value!r} is not supported{_nearest_ratio(normal)}; use a ratio ({_choices(RATIOS)}) "
             "or WIDTHxHEIGHT where the provider takes pixel sizes",
         )
     return normal
@@ -276,6 +293,9 @@ class GenerationRequest:
     # Host parameters qimage_nb does not know, sent as written in the host's own parameters
     # object (DashScope ``parameters``; the seed API's body) and recorded in provenance.
     host_params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    # "k/N" where a host makes this request as N submits (Provider.split): never sent, but part of the
+    # journal's identity, so equal parts are separate jobs (a re-run serves each from its own).
+    part: str | None = None
 
     @classmethod
     def create(
@@ -372,6 +392,8 @@ class GenerationRequest:
         body.update(self.options)
         if self.host_params:
             body["host_params"] = dict(self.host_params)
+        if self.part:
+            body["part"] = self.part
         return body
 
     def fingerprint(self) -> str:
@@ -394,7 +416,10 @@ class GenerationRequest:
             prompt_extend=body.get("prompt_extend"),
             watermark=body.get("watermark"),
             host_params=body.get("host_params"),
-        )
+        ).with_part(body.get("part"))
+
+    def with_part(self, part: str | None) -> GenerationRequest:
+        return replace(self, part=str(part)) if part else self
 
 
 # --- responses -------------------------------------------------------------------------------
@@ -422,6 +447,9 @@ class TaskStatus:
     progress: int = 0
     urls: tuple[str, ...] = ()
     created: float | None = None
+    # When the host began running it (DashScope's scheduled_time), like created and completed in
+    # epoch seconds of the host's clock: differences between them are exact, whatever the skew.
+    started: float | None = None
     completed: float | None = None
     estimated_time: float | None = None
     actual_time: float | None = None

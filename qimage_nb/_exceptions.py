@@ -59,6 +59,13 @@ class QImageWarning(UserWarning):
     """A warning from qimage_nb (the test suite turns these into errors)."""
 
 
+def task_name(task_id: object) -> str:
+    """How a message names a task: ``task_01AB`` as it is (never "task task_01AB"), another id
+    (a uuid, as some hosts give) as ``task 3f2a...``."""
+    text = str(task_id)
+    return text if text.lower().startswith("task") else f"task {text}"
+
+
 class QImageError(Exception):
     """Base class of every qimage_nb error."""
 
@@ -79,7 +86,7 @@ class QImageError(Exception):
 
     def __str__(self) -> str:
         if self.task_id and self.task_id not in self.message:
-            return f"{self.message} (task {self.task_id})"
+            return f"{self.message} ({task_name(self.task_id)})"
         return self.message
 
 

@@ -1,4 +1,4 @@
-# Shared by scripts/test.sh and scripts/demo.sh (sourced, not run). Needs ROOT set to the repo root.
+# Shared by scripts/test.sh, scripts/demo.sh and scripts/colab_stack.sh (sourced, not run). Needs ROOT set to the repo root.
 
 VENV="${ROOT}/.venv"
 VPY="${VENV}/bin/python"
@@ -55,4 +55,28 @@ ensure_venv() {
 # pip install into .venv: quiet, but errors and warnings still show.
 venv_pip_install() {
     "${VPY}" -m pip install --quiet --disable-pip-version-check "$@"
+}
+
+# Debian's chromium for the browser tests, installed with apt only when /usr/bin/chromium is missing.
+ensure_chromium() {
+    if [[ -x /usr/bin/chromium ]]; then
+        say "found $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
+    else
+        command -v apt-get >/dev/null || die "/usr/bin/chromium is missing and apt-get is not available"
+        local log SUDO=()
+        if [[ "$(id -u)" != 0 ]]; then
+            command -v sudo >/dev/null || die "/usr/bin/chromium is missing: run as root or install chromium"
+            SUDO=(sudo)
+        fi
+        log="$(mktemp)"
+        say "installing Debian's chromium with apt (log: ${log})"
+        export DEBIAN_FRONTEND=noninteractive
+        if ! { "${SUDO[@]}" apt-get update -q \
+                && "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
+                    chromium fonts-liberation fonts-dejavu-core; } >"${log}" 2>&1; then
+            tail -n 40 "${log}" >&2
+            die "apt-get install chromium failed"
+        fi
+        say "installed $(/usr/bin/chromium --version 2>/dev/null)"
+    fi
 }

@@ -3,12 +3,14 @@
 #   1. Debian's chromium, with apt, only when /usr/bin/chromium is missing (browser tests)
 #   2. .venv (python3 >= 3.10) and `pip install -e '.[test]'`
 #   3. ruff check .
-#   4. pytest, the whole suite including browser tests, in parallel worker processes (one per CPU,
+#   4. scripts/colab_stack.sh: Colab's pinned stack in a venv of its own (see there), on a whole run
+#      (no arguments) or with QIMAGE_COLAB_STACK=1
+#   5. pytest, the whole suite including browser tests, in parallel worker processes (one per CPU,
 #      at most 4; QIMAGE_TEST_WORKERS=N to choose, 0 for one process), each test file in one
 #      worker; extra arguments go to pytest:
 #        bash scripts/test.sh tests/browser -x
-# Prints the wall time of the whole run last. Exits with pytest's status (1 if only ruff failed;
-# 5, "no tests collected", is a failure too).
+# Prints the wall time of the whole run last. Exits with pytest's status (1 if only ruff or the
+# Colab stack failed; 5, "no tests collected", is a failure too).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
@@ -17,26 +19,7 @@ source scripts/_lib.sh
 start_total_clock
 
 phase "chromium"
-if [[ -x /usr/bin/chromium ]]; then
-    say "found $(/usr/bin/chromium --version 2>/dev/null || echo /usr/bin/chromium)"
-else
-    command -v apt-get >/dev/null || die "/usr/bin/chromium is missing and apt-get is not available"
-    SUDO=()
-    if [[ "$(id -u)" != 0 ]]; then
-        command -v sudo >/dev/null || die "/usr/bin/chromium is missing: run as root or install chromium"
-        SUDO=(sudo)
-    fi
-    log="$(mktemp)"
-    say "installing Debian's chromium with apt (log: ${log})"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! { "${SUDO[@]}" apt-get update -q \
-            && "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
-                chromium fonts-liberation fonts-dejavu-core; } >"${log}" 2>&1; then
-        tail -n 40 "${log}" >&2
-        die "apt-get install chromium failed"
-    fi
-    say "installed $(/usr/bin/chromium --version 2>/dev/null)"
-fi
+ensure_chromium
 phase_done
 
 phase "venv"
@@ -56,6 +39,16 @@ ruff_rc=0
 "${VENV}/bin/ruff" check . || ruff_rc=$?
 phase_done
 
+# Colab's pinned stack in its own venv (scripts/colab_stack.sh: the wheel changes none of Colab's pins;
+# demo notebooks, the magic and the panel in classic Notebook 6.5 there). Part of the whole run; with
+# pytest arguments (a chosen subset) only when QIMAGE_COLAB_STACK=1.
+colab_rc=0
+if [[ $# == 0 || "${QIMAGE_COLAB_STACK:-}" == 1 ]]; then
+    phase "colab stack"
+    bash scripts/colab_stack.sh || colab_rc=$?
+    phase_done
+fi
+
 phase "pytest"
 # Most of the suite waits (emulated tasks, kernels, JupyterLab, a Binder venv being built): two
 # processes overlap those waits. Each file stays in one worker (--dist loadfile), so module and
@@ -69,6 +62,10 @@ rc=0
 if [[ ${rc} == 5 ]]; then
     say "error: pytest collected no tests (exit 5): the suite is empty or the arguments select nothing" >&2
     exit 5
+fi
+if [[ ${rc} == 0 && ${colab_rc} != 0 ]]; then
+    say "error: tests passed but scripts/colab_stack.sh failed (exit ${colab_rc}, see above)" >&2
+    exit 1
 fi
 if [[ ${rc} == 0 && ${ruff_rc} != 0 ]]; then
     say "error: tests passed but 'ruff check .' failed (see above)" >&2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -211,3 +212,25 @@ async def test_a_synchronous_result_whose_download_failed_is_fetched_later_witho
         again = await client.generate("paid, then the CDN misbehaves", cache=True)
     assert generation.images and again.cached
     assert ds.counters()["generations_billed"] == 1 and ds.counters()["polls"] == 0
+
+
+async def test_an_asynchronous_models_durations_are_learned_from_the_hosts_own_times(ds):
+    # Issue 24: the host gives no progress, so the client learns how long this model's tasks
+    # take, exactly, from submit_time / scheduled_time / end_time (not from its polls' spacing).
+    policy = PollPolicy.for_latency(ds.latency)
+    async with client_for(ds, poll=policy) as client:
+        first = await client.generate_many(
+            [{"prompt": f"a heron {i}", "model": "qwen-image-plus"} for i in range(6)], concurrency=6)
+        assert all(result.ok for result in first)
+        learned = policy.calibration.durations.to_json()["qwen-image-plus"]
+        second = await client.generate_many(
+            [{"prompt": f"a crane {i}", "model": "qwen-image-plus"} for i in range(6)], concurrency=6)
+        assert all(result.ok for result in second)  # polled on what the first batch taught
+    async with httpx.AsyncClient() as control:
+        tasks = (await control.get(ds.origin + "/_emulator/timeline")).json()["tasks"][:6]
+    server = sorted(task["end"] - task["created"] for task in tasks)
+    runs = sorted(task["end"] - task["processing"] for task in tasks)
+    assert sorted((lo + hi) / 2 for lo, hi in learned["total"]) == pytest.approx(server, abs=0.003)
+    assert sorted((lo + hi) / 2 for lo, hi in learned["run"]) == pytest.approx(runs, abs=0.003)
+    assert policy.calibration.durations.known("qwen-image-plus")
+    assert not policy.calibration.durations.known("qwen-image")  # learned per model

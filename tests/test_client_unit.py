@@ -245,7 +245,7 @@ async def test_idempotency_unavailable_is_retried_with_the_same_key():
     stuck.submit_answers = [unavailable] * 4
     async with make(stuck) as client:
         with pytest.raises(ServerError, match="idempotency_unavailable"):
-            await client.generate("x")
+            await client.generate("x", new=True)  # the same request again, not from the journal
         assert client.pending() == []  # it never created anything: nothing to resend, nothing billed
     assert len(_submits(stuck)) == 4
 
@@ -368,7 +368,7 @@ async def test_an_answer_with_no_status_is_tolerated_briefly_then_loud():
     fake2.poll_answers = [broken] * 3
     async with make(fake2) as client:
         with pytest.raises(ProtocolError, match="no status") as info:
-            await client.generate("x")
+            await client.generate("x", new=True)  # the same request again, not from the journal
     assert info.value.task_id == "task_T1"
 
 

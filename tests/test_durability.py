@@ -146,7 +146,7 @@ def test_identical_rerun_is_served_from_cache_without_requests(home):
         assert second.images[0].info["origin"] == emu.base_url
         assert after["submit_attempts"] == before["submit_attempts"]
         assert after["polls"] == before["polls"] and after["cdn_hits"] == before["cdn_hits"]
-        third = client.generate("cache me", size="16:9")  # cache off: a fresh, billed generation
+        third = client.generate("cache me", size="16:9", new=True)  # a fresh, billed generation
         assert not third.cached and emu.counters()["submits_accepted"] == 2
 
 
@@ -181,8 +181,8 @@ def test_rerun_after_a_timeout_reattaches_instead_of_paying_again(home):
         assert again.task_id == info.value.task_id
         assert updates and all(u.reattached for u in updates)
         assert emu.counters()["submits_accepted"] == 1
-        # --new (cache off) is the way to pay for fresh images
-        fresh = client.generate("slow and paid for")
+        # new=True (the magic's --new) is the way to pay for fresh images
+        fresh = client.generate("slow and paid for", new=True)
         assert fresh.task_id != again.task_id and emu.counters()["submits_accepted"] == 2
 
 

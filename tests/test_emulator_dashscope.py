@@ -305,6 +305,44 @@ def _check_async_lifecycle(emu, client):
     assert counters["polls_per_task"] == {task_id: counters["polls"]}
 
 
+def _moment(stamp: str) -> float:
+    day, clock = stamp.split(" ")
+    hours, minutes, seconds = clock.split(":")
+    return int(day.replace("-", "")) * 86400.0 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def test_async_tasks_queue_briefly_then_run_their_whole_length_with_no_progress():
+    # Issue 24: a host that gives no hints. Each task waits PENDING for its own draw of 0.5x to
+    # 1.5x `queue`, then RUNs for its whole duration; only the host's times tell the two apart.
+    emu = DashScopeEmulator(latency=0.4, jitter=0, queue=0.3, seed=3).start()
+    try:
+        with httpx.Client(base_url=emu.base_url, headers={"Authorization": f"Bearer {emu.api_key}"},
+                          timeout=10) as http:
+            ids = [http.post(ASYNC, json=async_body(f"kite {i}"), headers=ASYNC_HEADER).json()["output"]["task_id"]
+                   for i in range(6)]
+            answers = {task_id: [] for task_id in ids}
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not all(
+                    a and a[-1]["task_status"] == "SUCCEEDED" for a in answers.values()):
+                for task_id in ids:
+                    answers[task_id].append(http.get(f"/tasks/{task_id}").json()["output"])
+                time.sleep(0.02)
+        queues = []
+        for seen in answers.values():
+            assert [s["task_status"] for s in seen][-1] == "SUCCEEDED"
+            assert all("progress" not in s and "estimated_time" not in s for s in seen)
+            done = seen[-1]
+            submitted, scheduled, ended = (_moment(done[k]) for k in ("submit_time", "scheduled_time", "end_time"))
+            assert ended - scheduled == pytest.approx(0.4, abs=0.0015)  # the whole run, after the queue
+            queues.append(scheduled - submitted)
+        assert all(0.15 - 0.0015 <= q <= 0.45 + 0.0015 for q in queues)
+        assert max(queues) - min(queues) > 0.01  # each task its own queue
+        timeline = {t["id"]: t for t in httpx.get(emu.origin + "/_emulator/timeline").json()["tasks"]}
+        assert all(t["end"] - t["processing"] == pytest.approx(0.4, abs=1e-6) for t in timeline.values())
+    finally:
+        emu.stop()
+
+
 def test_async_without_prompt_extend_reports_no_actual_prompt(client):
     task_id = client.post(ASYNC, json=async_body(prompt_extend=False), headers=ASYNC_HEADER).json()["output"]["task_id"]
     [result] = wait_for(client, task_id)["output"]["results"]

@@ -13,7 +13,7 @@ PUBLIC = [
     "JobRecord", "NotFoundError", "Panel", "PayloadTooLargeError", "PermissionDeniedError",
     "PollPolicy", "ProtocolError", "QImageError", "QImageWarning", "RateLimitError",
     "RequestTimeoutError", "RetryPolicy", "ServerError", "Store", "SubmitOutcomeUnknown", "TaskCancelledError", "TaskError",
-    "TaskFailedError", "TaskStatus", "TransportError", "Update", "ValidationError", "current_client",
+    "TaskFailedError", "TaskStatus", "TransportError", "Update", "ValidationError", "current_client", "export", "grid",
     "load_ipython_extension",
 ]  # fmt: skip
 

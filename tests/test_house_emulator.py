@@ -80,3 +80,14 @@ def test_no_hosts_emulator_imports_another_hosts():
                 assert not any(m == theirs or m.startswith(theirs + ".") for m in graph[module]), (
                     f"{module} imports {other}'s emulator"
                 )
+
+
+def test_the_emulator_registry_lists_every_provider_and_names_the_variables_it_reads():
+    from qimage_nb.emulator import HOSTS, emulator_class
+    from qimage_nb.providers import get_provider
+
+    assert set(HOSTS) == _provider_modules()
+    for name in HOSTS:
+        host, provider = emulator_class(name), get_provider(name)
+        # `python -m qimage_nb.emulator` prints a use: line; it must name what the provider reads
+        assert (host.key_variable, host.base_url_variable) == (provider.key_env, provider.base_url_env), name

@@ -160,11 +160,11 @@ def test_wild_statuses_show_as_queued_then_running_and_the_cost_everywhere(shell
     finally:
         shell.display_pub.hook = None
     lines = [line for text in texts for line in text.splitlines()]
-    assert any(re.match(r"queued( · about \d+ s left)? · task task_", line) for line in lines), lines
+    assert any(re.match(r"queued( · about \d+ s left)? · task_", line) for line in lines), lines
     assert any(re.match(r"running \d+%", line) for line in lines), lines
     assert not any(re.search(r"\b(submitted|in_progress|pending|processing)\b", line) for line in lines), lines
     done = visible(last_html(shell))
-    assert re.search(r"done in \d+ s · \$0\.006 · task task_", done), done
+    assert re.search(r"done in \d+ s · \$0\.006 · task_", done), done
 
     shell.run_line_magic("qimage", "history")
     table = outputs(shell)[-1]["text/plain"]

@@ -375,7 +375,7 @@ def test_ref_to_a_generated_image_reuses_its_source_url(shell, emu):
 def test_ref_to_a_local_file_is_uploaded_once_and_reruns_hit_the_cache(shell, emu, tmp_path, capsys):
     cat = png_file(tmp_path / "cat.png")
     shell.run_cell_magic("qimage", f"--ref {cat}", "this cat as a painting")
-    assert user_sees(shell, capsys).count("uploading cat.png as a reference...") == 1  # said once, in the output
+    assert user_sees(shell, capsys).count("uploaded cat.png as a reference") == 1  # said once, in the output
     counters = emu.counters()
     assert counters["uploads"] == 1 and counters["submits_accepted"] == 1
     body = received(emu, shell.user_ns["qimages"][0].info["task_id"])
@@ -390,7 +390,7 @@ def test_ref_to_a_local_file_is_uploaded_once_and_reruns_hit_the_cache(shell, em
 def test_ref_to_another_pil_image_and_a_url_mix(shell, emu, capsys):
     shell.user_ns["mine"] = Image.new("RGB", (64, 48), (200, 10, 10))
     shell.run_cell_magic("qimage", "--ref mine https://example.com/a.png", "combine these")
-    assert user_sees(shell, capsys).count("uploading mine (a 64x48 image) as a reference...") == 1
+    assert user_sees(shell, capsys).count("uploaded mine (a 64x48 image) as a reference") == 1
     body = received(emu, shell.user_ns["qimages"][0].info["task_id"])
     assert body["image_urls"][1] == "https://example.com/a.png"
     assert emu.counters()["uploads"] == 1
@@ -420,7 +420,7 @@ def test_interrupt_stops_the_wait_and_says_how_to_resume(shell, capsys):
         seen = threading.Event()
 
         def hook(data):
-            if re.search(r"running \d+% .*task task_", data.get("text/plain", "")):
+            if re.search(r"running \d+% .* task_", data.get("text/plain", "")):
                 seen.set()
 
         shell.display_pub.hook = hook

@@ -50,15 +50,22 @@ EXPECTED = {
     "quickstart": (5, 5),  # the lighthouse twice (the second from cache), cats, hats
     "panel": (2, 2),  # its widgets counted in the kernel (PROBE); the static gallery at the end
     "image_to_image": (4, 4),
-    "batches": (10, 10),
+    "batches": (11, 11),  # the catalogue (--each), generate_many's one display, three ratios
     "resume_and_cache": (4, 3),  # teapots three times (one from cache, one --new), then boats
     "providers": (7, 7),  # the fox on each host, two seeds, one free pixel size, 2.0 beside 3.0
     "hosts": (11, 11),  # the kite on fal and on Replicate, a grid of four hosts, five on fal
 }
 
-# What a notebook binds, read in its kernel (a tutorial does not end with test code).
+# What a notebook binds, read in its kernel (a tutorial does not end with test code: no demo has
+# an assert cell, its checks are here).
 SIZES = {
     "quickstart": {"qimages": [[1024, 1024]], "cats": [[1280, 720], [1280, 720]], "hats": [[1024, 1024]]},
+    "panel": {},
+    "image_to_image": {"base": [[1152, 864]], "refined": [[1152, 864]], "from_sketch": [[1152, 864]] * 2},
+    "batches": {"catalogue": [[1152, 864]] * 4, "ratios": [[1024, 1024], [1280, 720], [720, 1280]]},
+    "resume_and_cache": {"teapots": [[1024, 1024]], "boats": [[1024, 1024]]},
+    "providers": {"on_apimart": [[1280, 720]], "on_dashscope": [[1280, 720]], "seeds": [[1024, 1024]] * 2,
+                  "banner": [[1536, 640]], "versions": [[1024, 1024], [2560, 1440]]},
 }
 
 # Appended for the run and removed before saving: facts only the live kernel knows.
@@ -66,12 +73,18 @@ PROBE = """
 import json as _json, sys as _sys
 _facts = {"executable": _sys.executable}
 from PIL import Image as _Image
-_facts["sizes"] = {_k: [list(_im.size) for _im in _v] for _k, _v in list(globals().items())
-                   if not _k.startswith("_") and isinstance(_v, list) and _v
-                   and all(isinstance(_im, _Image.Image) for _im in _v)}
+_lists = {_k: _v for _k, _v in list(globals().items())
+          if not _k.startswith("_") and isinstance(_v, list) and _v and all(isinstance(_im, _Image.Image) for _im in _v)}
+_facts["sizes"] = {_k: [list(_im.size) for _im in _v] for _k, _v in _lists.items()}
+_facts["info"] = {_k: [{"prompt": _im.info.get("prompt"), "origin": _im.info.get("origin"),
+                        "size": _im.info.get("size"), "output_size": _im.info.get("output_size"),
+                        "pixels": __import__("hashlib").sha256(_im.tobytes()).hexdigest()} for _im in _v]
+                  for _k, _v in _lists.items()}
 if "panel" in globals():
     from qimage_nb.notebook._panel import walk_widgets as _walk
     _facts["panel_thumbs"] = sum("qimage-thumb" in getattr(w, "_dom_classes", ()) for w in _walk(panel.root))
+    _facts["panel_images"] = [list(_im.size) for _im in panel.images]
+    _facts["panel_generations"] = [_g.ok for _g in panel.generations]
 print("PROBE" + _json.dumps(_facts))
 """
 
@@ -189,11 +202,8 @@ def test_notebook_runs_offline_and_shows_what_it_promises(executed, name):
     # The kernel was this environment's, and the emulator announced itself.
     assert Path(run.facts["executable"]).parent == Path(sys.executable).parent, run.facts
     assert "EMULATOR: images come from qimage_nb's bundled offline emulator" in run.texts()
-    if name in SIZES:
-        assert run.facts["sizes"] == SIZES[name], run.facts["sizes"]
-    else:  # the notebook's last cell asserts the bound images' sizes and says so
-        last = [c for c in run.nb.cells if c.cell_type == "code"][-1]
-        assert any(f"{name} OK" in o.get("text", "") for o in last.outputs), last.outputs
+    assert run.facts["sizes"] == SIZES[name], run.facts["sizes"]
+    assert not [c for c in run.nb.cells if c.cell_type == "code" and re.search(r"^\s*assert\b", c.source, re.M)]
 
     thumbs_expected, images = EXPECTED[name]
     thumbs = [t for o in outputs for t in THUMB.findall(o.get("data", {}).get("text/html", ""))]
@@ -222,8 +232,8 @@ def test_notebook_runs_offline_and_shows_what_it_promises(executed, name):
     assert len(widgets) < 300_000, f"{name}: {len(widgets)} bytes of widget state"
     assert not ANY_DATA_URI.search(widgets) or name == "panel"
 
-    # Nothing written next to the notebook.
-    assert list(run.workdir.iterdir()) == []
+    # Nothing written next to the notebook, but what the batches notebook exports on purpose.
+    assert [p.name for p in run.workdir.iterdir()] == (["exports"] if name == "batches" else [])
 
 
 def _magic_cells(run: Executed) -> list:
@@ -259,13 +269,52 @@ def test_after_a_restart_every_image_of_the_quickstart_comes_from_the_journal(ex
         assert max(Image.open(io.BytesIO(base64.b64decode(b64))).size) <= 256
 
 
+def test_what_the_demos_bound_is_what_they_promised(executed):
+    panel = executed["panel"].facts
+    assert panel["panel_images"] == [[1248, 832], [1248, 832]] and panel["panel_generations"] == [True]
+    providers = executed["providers"].facts["info"]
+    assert providers["on_apimart"][0]["origin"] != providers["on_dashscope"][0]["origin"]  # two hosts
+    assert providers["seeds"][0]["pixels"] != providers["seeds"][1]["pixels"]  # two seeds, two pictures
+    assert providers["versions"][1]["output_size"] == "2560x1440" and providers["versions"][1]["size"] == "auto"
+    boats = executed["resume_and_cache"].facts["info"]["boats"]
+    assert boats[0]["prompt"] == "a paper boat on a rainy street, reflections"
+
+
+def test_the_batches_notebook_prices_runs_shows_and_exports_a_table_of_products(executed):
+    import csv
+    import zipfile
+
+    run = executed["batches"]
+    texts = run.texts()
+    products = ["ceramic teapot", "linen tote bag", "brass desk lamp", "walnut cutting board"]
+    assert "dry run, nothing sent: 4 generations, 4 images, about $0.024" in texts
+    catalogue = run.facts["info"]["catalogue"]
+    assert [product in im["prompt"] for product, im in zip(products, catalogue, strict=True)] == [True] * 4
+    # One progress line for each batch (the cell's and generate_many's), never a line per generation.
+    assert texts.count("4 of 4 done · $0.024 spent") == 2
+    assert "4 generations, 4 images, about $0.024 (the journal's last price" in texts
+    exported = run.workdir / "exports" / "catalogue"
+    with open(exported / "manifest.csv", newline="", encoding="utf-8") as fp:
+        rows = list(csv.DictReader(fp))
+    assert [r["item"] for r in rows] == ["0", "1", "2", "3"]
+    assert all(p in r["prompt"] for p, r in zip(products, rows, strict=True))
+    page = (exported / "index.html").read_text("utf-8")
+    assert all(f'href="{r["file"]}"' in page for r in rows)
+    with zipfile.ZipFile(run.workdir / "exports" / "catalogue.zip") as archive:
+        assert sorted(n.rsplit("/", 1)[1] for n in archive.namelist()) == sorted(
+            [r["file"] for r in rows] + ["manifest.csv", "index.html"]
+        )
+    assert len(list((run.workdir / "exports" / "lifestyle").glob("*.png"))) == 4
+    assert "this session: $0.066 for 11 generations" in texts  # Python's images counted too
+
+
 def test_the_interrupted_wait_is_resumed_without_paying_twice(executed):
     texts = executed["resume_and_cache"].texts()
     interrupted = re.search(r"Task (task_\w+) keeps running on the server", texts)
     assert interrupted, texts
     assert f"resuming {interrupted.group(1)}" in texts
     assert "from cache" in texts
-    assert "uploading sketch.png as a reference" in executed["image_to_image"].texts()
+    assert "uploaded sketch.png as a reference" in executed["image_to_image"].texts()
 
 
 def test_cells_queued_behind_a_waiting_magic_run_in_order(tmp_path):
@@ -340,8 +389,8 @@ def test_with_a_key_the_notebooks_use_that_api_unchanged(tmp_path):
         assert "using the real API at" in texts and "emulator running at" not in texts
         assert "bundled offline emulator" not in texts
         assert api.api_key.encode() not in run.saved
-    # quickstart 3 cells; batches 3 + 4 grid cells and 3 prompts through Client.generate_many
-    assert counters["submits_accepted"] == 3 + 10
+    # quickstart 3 cells; batches 4 rows with --each, 4 through Client.generate_many, 3 ratios
+    assert counters["submits_accepted"] == 3 + 11
 
 
 def test_with_both_keys_the_providers_notebook_uses_both_apis_unchanged(tmp_path):

@@ -9,10 +9,12 @@ import re
 
 import pytest
 from test_panel import by_class, generate, open_button, panel_text, text_of, thumbs, visible
+from test_widgets_compat import browser_uploads
 
 from qimage_nb import Panel
 from qimage_nb.emulator import Faults
 from qimage_nb.notebook import _session
+from qimage_nb.notebook._widgets import tooltip_of
 from qimage_nb.providers import get_provider
 
 
@@ -58,7 +60,7 @@ async def test_the_provider_choice_decides_models_and_which_options_are_enabled(
         assert panel.seed.disabled and panel.extend.disabled and panel.watermark.disabled and panel.free_size.disabled
         (options,) = by_class(panel, "qimage-options")
         assert not visible(options) and not visible(panel.free_size)  # nothing there this host takes
-        assert panel.seed.tooltip == "the APIMart API takes no seed"
+        assert tooltip_of(panel.seed) == "the APIMart API takes no seed"
         assert not panel.uploader.disabled
         assert text_of(panel.provider_note) == ""  # the emulator's banner says where the key is
 
@@ -69,7 +71,7 @@ async def test_the_provider_choice_decides_models_and_which_options_are_enabled(
         assert not (panel.seed.disabled or panel.extend.disabled or panel.watermark.disabled or panel.free_size.disabled)
         assert visible(options) and visible(panel.free_size)
         assert not panel.uploader.disabled  # issue 21: local pictures go inline (data: URIs) there
-        assert panel.seed.tooltip.startswith("the same seed")
+        assert tooltip_of(panel.seed).startswith("the same seed")
         (banner,) = by_class(panel, "qimage-banner")
         assert visible(banner)
         assert text_of(panel.balance) == ""  # DashScope has no balance endpoint: nothing, not an error
@@ -339,7 +341,6 @@ async def test_on_dashscope_the_resend_warns_it_may_bill_again_and_asks_first(se
 
 
 async def test_the_upload_button_sends_a_local_picture_inline_on_dashscope_and_lists_3_0(both, session):
-    import datetime
     import io
 
     from PIL import Image
@@ -352,10 +353,7 @@ async def test_the_upload_button_sends_a_local_picture_inline_on_dashscope_and_l
     buf = io.BytesIO()
     Image.new("RGB", (640, 480), (20, 120, 200)).save(buf, "PNG")
     data = buf.getvalue()
-    panel.uploader.value = (
-        {"name": "mine.png", "type": "image/png", "size": len(data), "content": memoryview(data),
-         "last_modified": datetime.datetime.now(datetime.timezone.utc)},
-    )
+    browser_uploads(panel.uploader, [("mine.png", data)])  # as this ipywidgets' front end sends it
     await panel.wait()
     (ref,) = panel.references
     assert ref.thumb is not None and not visible(panel.error)
@@ -391,3 +389,23 @@ async def test_cancel_cancels_a_queued_dashscope_task_on_the_host_and_says_so_fo
     assert first.state == "cancelled" and "already running" in first.cancel_message()
     assert f"%qimage resume {first.task_id}" in first.cancel_message()
     assert busy.counters()["tasks_by_status"].get("CANCELED") == 1
+
+
+async def test_the_estimate_shows_beside_generate_and_learns_the_host_s_price(session):
+    from qimage_nb.core import _estimate
+
+    session.start_emulator("apimart", latency=0.1, jitter=0.0, price_per_image=0.01)
+    panel = await make_panel()
+    try:
+        panel.prompt.value = "a lighthouse at dusk"
+        panel.count.value = panel.count.options[1] if len(panel.count.options) > 1 else panel.count.value
+        n = int(panel.count.value)
+        assert f"About ${0.006 * n:.3f} a run (the host's price list)" in text_of(panel.hint)
+        await generate(panel, "a lighthouse at dusk")
+        await panel.wait()
+        _estimate._recent.clear()  # the journal is read again at most every few seconds
+        panel.prompt.value = "a lighthouse at dawn"
+        assert "a run (the last price seen)" in text_of(panel.hint)
+        assert f"About ${0.01 * n:.2f}" in text_of(panel.hint)
+    finally:
+        panel.close()

@@ -324,9 +324,9 @@ async def test_the_schedule_counts_from_the_submit_exchange_not_from_when_the_wa
     polls: list[float] = []
 
     class Spy(PollPolicy):
-        def schedule(self, *, fresh=True, slack=0.0):
+        def schedule(self, *, fresh=True, slack=0.0, **more):
             made.append((fresh, slack, time.monotonic()))
-            return super().schedule(fresh=fresh, slack=slack)
+            return super().schedule(fresh=fresh, slack=slack, **more)
 
     async with AsyncClient(emu.api_key, emu.in_process_base_url, transport=SlowSubmit(), poll=Spy(),
                            store=Store(tmp_path)) as client:
@@ -457,8 +457,8 @@ class _Recorder(PollPolicy):
         super().__init__(**kwargs)
         object.__setattr__(self, "made", [])
 
-    def schedule(self, *, fresh=True, slack=0.0):
-        schedule = super().schedule(fresh=fresh, slack=slack)
+    def schedule(self, *, fresh=True, slack=0.0, **more):
+        schedule = super().schedule(fresh=fresh, slack=slack, **more)
         fed = []
         self.made.append((fresh, fed))
         original = schedule.next_delay

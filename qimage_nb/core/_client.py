@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -48,9 +48,9 @@ from ._parts import run_split
 from ._pipeline import Pipeline
 from ._polling import PollPolicy
 from ._requests import build_request
-from ._results import Generation, Update, UpdateCallback, _Progress
+from ._results import Generation, Update, UpdateCallback, _Progress, retries_as_updates
 from ._resume import Resumer
-from ._retry import RetryPolicy
+from ._retry import RetryPolicy, chain_observers, retry_observer
 from ._submit import Submitter, new_idempotency_key
 from ._waiting import SubmitTimes, raise_for_terminal, shared_timing, waiting_for
 
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from ..journal._store import JobRecord, Store
+    from ._estimate import Estimate
 
 __all__ = ["AsyncClient", "Generation", "Update"]
 
@@ -126,7 +127,8 @@ class AsyncClient:
             http_timeout = httpx.Timeout(seconds, connect=min(seconds, 10.0))
         self.wait_timeout = _check_seconds("wait_timeout", wait_timeout)
         self.retry = retry or RetryPolicy()
-        self.poll = poll or PollPolicy(calibration=shared_timing(self.base_url, store))
+        self.poll = poll or PollPolicy(calibration=shared_timing(self.base_url, store),
+                                       **({"sleeps": env.sdk_sleeps} if env.sdk_sleeps else {}))
         # The parts, wired once; none of them does I/O until asked.
         self._http = Connection(
             env, self.base_url, self._key, timeout=http_timeout, transport=transport, retry=self.retry,
@@ -307,7 +309,8 @@ class AsyncClient:
         *,
         on_update: UpdateCallback | None = None,
         timeout: float | None = None,
-        cache: bool = False,
+        cache: bool = True,
+        new: bool = False,
         label: str | None = None,
         **options: Any,
     ) -> Generation:
@@ -327,13 +330,22 @@ class AsyncClient:
         cache:
             Reuse the images of an identical completed request from the journal (no request is
             sent, nothing is billed), or wait for an identical request that was submitted but never
-            finished here (no second task). The faces' "re-run without paying".
+            finished here (no second task): the same "re-run without paying" as the magic's.
+            On by default; ``cache=False`` or ``new=True`` (the magic's ``--new``) pays for fresh images.
         """
         request = build_request(prompt, options, self.provider.default_model, self.provider.capabilities.inline_refs)
         _check_seconds("timeout", timeout, allow_none=True)
         await self.check(request)
-        return await run_split(self._pipeline.run, self.provider, request, on_update=on_update, timeout=timeout,
-                               cache=cache, label=label)
+        token = None
+        if on_update is not None:  # retries reach on_update as they happen (Update.retry)
+            on_update, retried = retries_as_updates(request, on_update)
+            token = retry_observer.set(chain_observers(retry_observer.get(), retried))
+        try:
+            return await run_split(self._pipeline.run, self.provider, request, on_update=on_update,
+                                   timeout=timeout, cache=cache and not new, label=label)
+        finally:
+            if token is not None:
+                retry_observer.reset(token)
 
     async def resend(
         self, key: str, *, on_update: UpdateCallback | None = None, timeout: float | None = None
@@ -353,16 +365,45 @@ class AsyncClient:
         concurrency: int = 4,
         on_update: UpdateCallback | None = None,
         timeout: float | None = None,
-        cache: bool = False,
+        cache: bool = True,
+        new: bool = False,
+        max_cost: float | None = None,
+        labels: Sequence[str | None] | None = None,
+        progress: bool | None = None,
     ) -> list[Generation]:
         """Run many requests with at most ``concurrency`` in flight; results in input order.
 
         Every request is validated before anything is sent. A request that fails does not stop the
         others: its :class:`Generation` has ``error`` set (with the task id when one exists).
+        Like ``generate``, an identical request already made is served from the journal (running
+        the same cell again sends nothing); ``cache=False`` or ``new=True`` pays for fresh images.
+
+        Parameters
+        ----------
+        max_cost:
+            Refuse the whole batch before any submit when its estimate (``estimate``) is higher or
+            unknown, and send no more once spent + in flight + the next would pass it (those not
+            sent have a ``ValidationError`` naming the cap; one warning line says how many).
+        labels:
+            One journal label per request (kept with it, and in its images' provenance).
+        progress:
+            One display for the whole batch (done/total, failed, spent, time left, thumbnails in one
+            grid), updated in place; on by default in a Jupyter kernel, ``False`` turns it off.
         """
         return await self._batches.generate_many(
-            requests, concurrency=concurrency, on_update=on_update, timeout=timeout, cache=cache
+            requests, concurrency=concurrency, on_update=on_update, timeout=timeout, cache=cache and not new,
+            max_cost=max_cost, labels=labels, progress=progress,
         )
+
+    async def estimate(
+        self, requests: Iterable[GenerationRequest | Mapping[str, Any] | str] | GenerationRequest | str,
+        *, cache: bool = True,
+    ) -> Estimate:
+        """What ``requests`` should cost, sending nothing: per image, the journal's last price for
+        this host, model and resolution, else the provider's price table (with its source); with
+        ``cache`` an identical completed request counts as free (the journal serves it). An
+        unknown price is said, never guessed. ``str(estimate)`` says it in one line."""
+        return await self._batches.estimate(requests, cache=cache)
 
     async def resume_many(
         self,

@@ -60,6 +60,7 @@ class Downloads:
                     path = await store_image(
                         http, store, key=job.key, request=job.request, status=status, index=index,
                         url=url, retry=self._retry, origin=self._http.base_url, provider=self._http.provider.name,
+                        label=job.label,
                     )
             image = await self._journal(open_stored, Path(path))
             progress.images[index] = image
@@ -94,11 +95,12 @@ async def store_image(
     retry: RetryPolicy,
     origin: str,
     provider: str,
+    label: str | None = None,
 ) -> Path:
     """Image ``index`` of a completed task into the journal: fetched and checked, described (its
     provenance, written into the file by the store), journaled under ``key``. Returns its path."""
     temp, facts = await fetch_image(http, url, temp_path=store.temp_path, retry=retry, task_id=status.task_id)
-    info = describe(request, status, url, index, origin=origin, provider=provider)
+    info = describe(request, status, url, index, origin=origin, provider=provider, label=label)
     # Off the event loop: moving the file in, its provenance chunks, two fsyncs and a journal commit.
     return await asyncio.to_thread(
         store.save_image, key, index, url, temp, info, width=facts.width, height=facts.height

@@ -8,6 +8,7 @@ auth header, and only API requests add it through ``_BearerAuth``.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from .._exceptions import (
     PayloadTooLargeError,
     PermissionDeniedError,
     ProtocolError,
+    QImageError,
     RateLimitError,
     RequestTimeoutError,
     ServerError,
@@ -29,7 +31,7 @@ from .._exceptions import (
     ValidationError,
 )
 from .._version import __version__
-from ._config import _BearerAuth, _Secret
+from ._config import _BearerAuth, _Secret, is_loopback_host
 from ._retry import RetryPolicy, TryAgain, is_retryable, parse_retry_after, retrying
 
 if TYPE_CHECKING:
@@ -238,7 +240,9 @@ class Connection:
                     f"{what}: {self.host} did not answer in time ({type(exc).__name__})", task_id=task_id
                 )) from None
             except httpx.TransportError as exc:
-                raise TryAgain(TransportError(f"{what}: {self.network_failure(exc)}", task_id=task_id)) from None
+                failure = TransportError(f"{what}: {self.network_failure(exc)}", task_id=task_id)
+                failure.unreachable = isinstance(exc, httpx.ConnectError)  # type: ignore[attr-defined]
+                raise TryAgain(failure) from None
             if response.is_success:
                 try:
                     return self.decoded(response, what, task_id)
@@ -253,4 +257,28 @@ class Connection:
                 raise error
             raise TryAgain(error, error.retry_after)
 
-        return await retrying(attempt, policy=self.retry, what=what, attempts=None if retry else 1)
+        started = time.monotonic()
+        try:
+            return await retrying(attempt, policy=self.retry, what=what, attempts=None if retry else 1)
+        except TransportError as exc:
+            raise self.unreachable(exc, self.retry.max_attempts if retry else 1, started) from None
+
+    def unreachable(self, failure: QImageError, attempts: int, started: float) -> QImageError:
+        """A connection that never opened, after every attempt: one error naming the address, the
+        attempts, the time spent and the fix (where this host's address is set)."""
+        if not getattr(failure, "unreachable", False):
+            return failure
+        spent = time.monotonic() - started
+        variable = self.provider.base_url_env
+        if is_loopback_host(httpx.URL(self.base_url).host or ""):
+            fix = ("start the emulator (%qimage emulator, or python -m qimage_nb.emulator), or check the network "
+                   f"connection and {variable} (base_url=)")
+        else:
+            fix = f"check the network connection, or {variable} (base_url=) if the API is at another address"
+        error = TransportError(
+            f"{failure.message}; {attempts} attempt{'s' if attempts != 1 else ''} to {self.base_url} over "
+            f"{spent:.1f} s, nothing was sent: {fix}",
+            task_id=failure.task_id,
+        )
+        error.unreachable = True  # type: ignore[attr-defined]
+        return error

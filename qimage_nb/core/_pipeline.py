@@ -24,6 +24,7 @@ from .._exceptions import (
     TaskFailedError,
 )
 from ..journal._provenance import open_stored
+from ._observe import bill
 from ._results import Generation, UpdateCallback, _Progress
 from ._submit import new_idempotency_key
 from ._waiting import one_status, raise_for_terminal
@@ -209,6 +210,7 @@ class Pipeline:
             actual_prompt=last.actual_prompt,
             seed=last.seed,
         )
+        bill(generation)  # the process's spend, whichever face asked
         await progress.emit("done", task_id=task_id, status=last)
         return generation
 

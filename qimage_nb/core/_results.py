@@ -18,7 +18,7 @@ from .._exceptions import QImageError
 if TYPE_CHECKING:
     from PIL import Image
 
-__all__ = ["Generation", "Update", "UpdateCallback"]
+__all__ = ["Batch", "Generation", "Update", "UpdateCallback"]
 
 logger = logging.getLogger("qimage_nb")
 
@@ -50,6 +50,8 @@ class Update:
     batch_index: int | None = None
     reattached: bool = False  # waiting on an earlier, unfinished run of the same request
     queue_position: int | None = None  # requests ahead in the host's queue, where it says
+    cost: float | None = None  # what the host says the task costs, once it says
+    retry: str | None = None  # a request being retried now, and why ("... ; retry 2 of 5 in 1.5 s")
 
     @property
     def done(self) -> bool:
@@ -112,6 +114,56 @@ class Generation:
         return gallery_bundle([self])
 
 
+class Batch(list):  # type: ignore[type-arg]
+    """``generate_many``'s results: a plain list of :class:`Generation` in input order, which a
+    notebook shows as one labelled grid (``qimage_nb.grid``) instead of a gallery per item."""
+
+    # Set when a live progress display already drew this batch's grid: the cell's own result then
+    # shows as text once, not as a second grid of the same pictures.
+    shown_live = False
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from ..view._grid import grid
+
+        if self.shown_live:
+            self.shown_live = False
+            return {"text/plain": "\n".join(repr(gen) for gen in self)}
+        failed = [gen for gen in self if getattr(gen, "error", None) is not None]
+        title = f"{len(self)} generations" + (f", {len(failed)} failed" if failed else "")
+        bundle = grid([gen for gen in self if getattr(gen, "error", None) is None], title=title)._repr_mimebundle_()
+        bundle["text/plain"] = "\n".join(repr(gen) for gen in self)
+        return bundle
+
+
+def retries_as_updates(
+    request: GenerationRequest, on_update: UpdateCallback, batch_index: int | None = None
+) -> tuple[UpdateCallback, Callable[..., None]]:
+    """(``on_update`` that remembers the last update, a retry observer that tells ``on_update``
+    each retry as that update with ``retry`` set): retries reach a caller's callback as they happen."""
+    import asyncio
+
+    last: list[Update] = []
+    pending: set[Any] = set()  # callbacks scheduled from a retry, kept until they ran
+
+    def report(update: Update) -> Awaitable[None] | None:
+        last[:] = [update]
+        return on_update(update)
+
+    def retried(what: str, failure: BaseException, retry: int, retries: int, delay: float) -> None:
+        base = last[0] if last else Update(request=request, stage="submitting", batch_index=batch_index)
+        text = f"{failure}; retry {retry} of {retries} in {delay:.1f} s"
+        try:
+            result = on_update(replace(base, retry=text))
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        except Exception:  # a broken progress display must never cost the user a paid image
+            logger.exception("qimage_nb: on_update callback failed")
+
+    return report, retried
+
+
 class _Progress:
     """Builds the ``Update`` stream of one generation and shields it from callback failures."""
 
@@ -162,6 +214,8 @@ class _Progress:
             cached=cached,
             cached_at=cached_at,
             reattached=self.reattached,
+            cost=status.cost if status is not None and status.cost is not None else base.cost,
+            retry=None,
         )
         self._last = update
         if self.callback is None:

@@ -16,6 +16,7 @@ from .._exceptions import (
     TaskCancelledError,
     TaskFailedError,
     ValidationError,
+    task_name,
 )
 from ._config import _check_task_id
 from ._results import Generation, UpdateCallback, _Progress
@@ -52,18 +53,26 @@ class Resumer:
             return await self._pipeline.from_disk(job, progress, cached=False)
         if job.status in ("failed", "cancelled"):
             raise (TaskCancelledError if job.status == "cancelled" else TaskFailedError)(
-                f"task {job.task_id or job.key} {job.status}: {job.error or 'no reason given'}",
+                f"{task_name(job.task_id or job.key)} {job.status}: {job.error or 'no reason given'}",
                 task_id=job.task_id,
             )
         self.same_origin(job)
         try:
             return await self._pipeline.track(job, progress, timeout=timeout, immediate=True)
         except (NotFoundError, BadRequestError) as exc:
-            if known is None:
-                # A task id the server does not know: close the row adopted for it, or pending()
-                # and `%qimage resume --all` would keep asking about it forever.
-                await self._journal(store.record_status, job.key, "failed", 0, error=str(exc))
-            raise
+            if known is not None:
+                raise
+            # A task id neither the journal nor the server knows: the row adopted for it goes (a
+            # failed row would stay in the history, and the next try would say something else).
+            await self._journal(store.forget, job.key)
+            if not isinstance(exc, NotFoundError):
+                raise
+            raise NotFoundError(
+                f"{task_id} is not a task of {self._http.host} (unknown or expired task, HTTP {exc.status_code}) "
+                "and not in the journal: nothing was resumed or recorded; %qimage pending (client.pending()) "
+                "lists the tasks waiting here",
+                status_code=exc.status_code, task_id=task_id, code=exc.code, error_type=exc.type,
+            ) from None
 
     async def resend(
         self, key: str, *, on_update: UpdateCallback | None = None, timeout: float | None = None

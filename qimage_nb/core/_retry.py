@@ -100,6 +100,24 @@ RetryObserver = Callable[[str, BaseException, int, int, float], None]
 retry_observer: contextvars.ContextVar[RetryObserver | None] = contextvars.ContextVar("qimage_retry_observer", default=None)
 
 
+def retry_log_level() -> int:
+    """A retry nobody shows (no face observing) is a warning, so Python users see it happen; one a
+    face shows on its progress line is only info (said once, there)."""
+    return logging.INFO if retry_observer.get() is not None else logging.WARNING
+
+
+def chain_observers(first: RetryObserver | None, second: RetryObserver) -> RetryObserver:
+    """An observer that tells ``first`` (if any), then ``second``."""
+
+    def both(what: str, failure: BaseException, retry: int, retries: int, delay: float) -> None:
+        if first is not None:
+            with contextlib.suppress(Exception):
+                first(what, failure, retry, retries, delay)
+        second(what, failure, retry, retries, delay)
+
+    return both
+
+
 def note_retry(what: str, failure: BaseException, retry: int, retries: int, delay: float) -> None:
     """Tell the current observer, if any, that ``what`` is retried; an observer's own failure is not ours."""
     observer = retry_observer.get()
@@ -134,8 +152,8 @@ async def retrying(attempt: Callable[[], Awaitable[T]], *, policy: RetryPolicy, 
             retry_after = again.retry_after
         if number + 1 < attempts:
             delay = policy.backoff(number, retry_after)
-            logger.info("qimage_nb: %s failed (%s); retry %d of %d in %.1f s",
-                        what, failure, number + 1, attempts - 1, delay)
+            logger.log(retry_log_level(), "qimage_nb: %s failed (%s); retry %d of %d in %.1f s",
+                       what, failure, number + 1, attempts - 1, delay)
             note_retry(what, failure, number + 1, attempts - 1, delay)
             await asyncio.sleep(delay)
     assert failure is not None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .._exceptions import APIError, ProtocolError, QImageError, SubmitOutcomeUnknown, TransportError
-from ._retry import RetryPolicy, is_retryable, note_retry
+from ._retry import RetryPolicy, is_retryable, note_retry, retry_log_level
 
 if TYPE_CHECKING:
     from .._contract import GenerationRequest
@@ -98,6 +98,7 @@ class Submitter:
         auth = http.auth()
         call = http.provider.submit(request, key)
         what = "submit"
+        started = time.monotonic()
         may_exist = False  # some attempt may have created the task without our knowing
         failure: QImageError | None = None
         for attempt in range(self._retry.max_attempts):
@@ -112,6 +113,7 @@ class Submitter:
                 response = await http.send(call, auth=auth)
             except httpx.ConnectError as exc:
                 failure = TransportError(f"{what}: {http.network_failure(exc)}")
+                failure.unreachable = True  # type: ignore[attr-defined]
             except httpx.TransportError as exc:
                 may_exist = True
                 reason = (
@@ -173,15 +175,16 @@ class Submitter:
                         await self._settle_refused(key, error, may_exist)
                         raise
                 else:
-                    await self._journal_submitted(key, submitted, fresh=fresh, sent=sent, answered=answered)
+                    await self._journal_submitted(key, submitted, fresh=fresh, sent=sent, answered=answered,
+                                                  model=request.model)
                     return submitted
             if may_exist and not await self.keys_honoured():
                 # The user's one resend got no definite answer either: report, never send again.
                 raise await self.unknown(key, f"the resend got no definite answer ({failure})") from None
             if attempt + 1 < self._retry.max_attempts:
                 delay = self._retry.backoff(attempt, retry_after)
-                logger.info("qimage_nb: %s failed (%s); retry %d of %d with the same key in %.1f s",
-                            what, failure, attempt + 1, self._retry.max_attempts - 1, delay)
+                logger.log(retry_log_level(), "qimage_nb: %s failed (%s); retry %d of %d with the same key in %.1f s",
+                           what, failure, attempt + 1, self._retry.max_attempts - 1, delay)
                 note_retry(what, failure, attempt + 1, self._retry.max_attempts - 1, delay)
                 await asyncio.sleep(delay)
         assert failure is not None
@@ -189,6 +192,7 @@ class Submitter:
             raise await self.unknown(
                 key, f"no definite answer after {self._retry.max_attempts} attempts ({failure})"
             ) from None
+        failure = http.unreachable(failure, self._retry.max_attempts, started)
         await self._journal(store.record_status, key, "failed", 0, error=str(failure))
         raise failure
 
@@ -211,9 +215,9 @@ class Submitter:
             await self._journal(store.record_status, key, "failed", 0, error=str(error))
 
     async def _journal_submitted(
-        self, key: str, submitted: Submitted, *, fresh: bool, sent: float, answered: float
+        self, key: str, submitted: Submitted, *, fresh: bool, sent: float, answered: float, model: str
     ) -> None:
         if fresh and not submitted.replayed:
-            self._submit_times.note(submitted.task_id, sent, answered)
+            self._submit_times.note(submitted.task_id, sent, answered, model)
         await self._journal(self._journal.store.set_task_id, key, submitted.task_id)
         await self._journal(self._journal.store.record_status, key, "pending", 0)

@@ -124,6 +124,7 @@ class Client:
 
     generate: Callable[..., Generation] = _blocking(AsyncClient.generate)
     generate_many: Callable[..., list[Generation]] = _blocking(AsyncClient.generate_many)
+    estimate: Callable[..., Any] = _blocking(AsyncClient.estimate)
     resume: Callable[..., Generation] = _blocking(AsyncClient.resume)
     resume_many: Callable[..., list[Generation]] = _blocking(AsyncClient.resume_many)
     submit: Callable[..., str] = _blocking(AsyncClient.submit)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .._contract import TaskStatus
-from .._exceptions import ProtocolError, TaskCancelledError, TaskFailedError
+from .._exceptions import ProtocolError, TaskCancelledError, TaskFailedError, task_name
 from ._answers import with_result
 from ._config import is_loopback_host
 from ._polling import Calibration, PollPolicy, poll_updates
@@ -44,17 +44,18 @@ _ANSWERED_KEPT = 4096  # submit answer times kept for the schedules of tasks not
 
 class SubmitTimes:
     """Each recent fresh submit's exchange (sent, answered), by task id: the server created the task
-    in between, and a wait's clock counts from then, not from when the caller starts waiting."""
+    in between, and a wait's clock counts from then, not from when the caller starts waiting. With
+    it, the task's model: a host that gives no hints is learned per model."""
 
     def __init__(self) -> None:
-        self._times: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._times: OrderedDict[str, tuple[float, float, str | None]] = OrderedDict()
 
-    def note(self, task_id: str, sent: float, answered: float) -> None:
-        self._times[task_id] = (sent, answered)
+    def note(self, task_id: str, sent: float, answered: float, model: str | None = None) -> None:
+        self._times[task_id] = (sent, answered, model)
         while len(self._times) > _ANSWERED_KEPT:
             self._times.popitem(last=False)
 
-    def take(self, task_id: str) -> tuple[float, float] | None:
+    def take(self, task_id: str) -> tuple[float, float, str | None] | None:
         """The exchange of ``task_id``, once: a second wait on the same task is of unknown age."""
         return self._times.pop(task_id, None)
 
@@ -92,14 +93,16 @@ class Polling(Waiting):
         # give or take half of it. Any other task (a resume, a second wait) is of unknown age: it
         # is polled at once ('immediate') and its schedule neither learns nor uses what was learned.
         exchange = self._submit_times.take(task_id)
+        model = None
         if exchange is None:
             origin, slack = time.monotonic(), 0.0
         else:
             origin, slack = (exchange[0] + exchange[1]) / 2, (exchange[1] - exchange[0]) / 2
+            model = exchange[2]
             immediate = False  # its age is known: the schedule places even the first poll
         updates = poll_updates(
             functools.partial(self._get_task, task_id), task_id, policy=self.policy, started=started,
-            timeout=timeout, origin=origin, slack=slack, immediate=immediate,
+            timeout=timeout, origin=origin, slack=slack, immediate=immediate, model=model,
         )
         async with contextlib.aclosing(updates):
             async for status in updates:
@@ -195,13 +198,13 @@ def raise_for_terminal(status: TaskStatus) -> None:
         reason = failure.message if failure else "no reason given"
         billing = "the host bills a request it refuses" if status.raw.get("billed") else "failed tasks are not billed"
         raise TaskFailedError(
-            f"task {status.task_id} failed: {reason} ({billing})",
+            f"{task_name(status.task_id)} failed: {reason} ({billing})",
             task_id=status.task_id,
             code=failure.code if failure else None,
             error_type=failure.type if failure else None,
             param=failure.param if failure else None,
         )
     if status.status == "cancelled":
-        raise TaskCancelledError(f"task {status.task_id} was cancelled", task_id=status.task_id)
+        raise TaskCancelledError(f"{task_name(status.task_id)} was cancelled", task_id=status.task_id)
     if status.status != "completed":
-        raise ProtocolError(f"task {status.task_id} is {status.status}, not completed", task_id=status.task_id)
+        raise ProtocolError(f"{task_name(status.task_id)} is {status.status}, not completed", task_id=status.task_id)

@@ -10,17 +10,31 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-_EXPORTS = {"DashScopeEmulator": ".dashscope", "Emulator": ".apimart", "FalEmulator": ".fal",
-            "Faults": "._faults", "ReplicateEmulator": ".replicate"}
+# provider name -> (package, class): the one list of hosts' emulators. A new host's emulator is one
+# line here (its package under emulator/, named as its provider module in qimage_nb/providers/).
+HOSTS = {
+    "apimart": (".apimart", "Emulator"),
+    "dashscope": (".dashscope", "DashScopeEmulator"),
+    "fal": (".fal", "FalEmulator"),
+    "replicate": (".replicate", "ReplicateEmulator"),
+}
+_EXPORTS = {cls: package for package, cls in HOSTS.values()} | {"Faults": "._faults"}
 
 __all__ = ["DashScopeEmulator", "Emulator", "FalEmulator", "Faults", "ReplicateEmulator"]
 
 if TYPE_CHECKING:
     from ._faults import Faults
+    from ._host import HostEmulator
     from .apimart import Emulator
     from .dashscope import DashScopeEmulator
     from .fal import FalEmulator
     from .replicate import ReplicateEmulator
+
+
+def emulator_class(provider: str) -> type[HostEmulator]:
+    """The emulator class of a provider (``apimart``, ``dashscope``, ...); KeyError for another."""
+    package, name = HOSTS[provider]
+    return getattr(import_module(package, __name__), name)
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,11 @@ import threading
 from collections.abc import Sequence
 
 # The switch names and choices only: importing _faults loads nothing heavy.
-from ._faults import BALANCE_ANSWERS, DIALECTS, IDEMPOTENCY_MODES, STATUS_CASES, Faults
+from . import HOSTS, emulator_class
+from ._faults import BALANCE_ANSWERS, DIALECTS, IDEMPOTENCY_MODES, STATUS_CASES
+
+# The seed host's emulator answered to "qimage" before the hosts had names of their own.
+_ALIASES = {"qimage": "apimart"}
 
 
 def _is_loopback(host: str) -> bool:
@@ -32,9 +36,10 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Prints the API base URL on the first line, then the CDN URL, the key and how to "
         "point qimage_nb at it.",
     )
-    parser.add_argument("--provider", choices=("qimage", "dashscope", "fal", "replicate"), default="qimage",
-                        help="which host to emulate: the Qwen Image 2.0 task API (default), "
-                        "Alibaba Model Studio (DashScope, served under /api/v1), fal's queue, or Replicate")
+    parser.add_argument("--provider", choices=(*HOSTS, *_ALIASES), default="apimart",
+                        help="which host to emulate: the APIMart API's Qwen Image task API (apimart, the "
+                        "default; also 'qimage'), Alibaba Model Studio (dashscope, served under /api/v1), "
+                        "fal's queue (fal), or Replicate (replicate)")
     parser.add_argument("--port", type=int, default=0, help="API port (default 0: any free port)")
     parser.add_argument("--cdn-port", type=int, default=0, help="CDN port (default 0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -52,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="estimated_time is the real duration times this (default 1.5)")
     parser.add_argument("--pickup", type=float, default=0.1,
                         help="share of each run spent pending before progress starts (default 0.1)")
+    parser.add_argument("--queue", type=float, default=None,
+                        help="dashscope: seconds an async task waits PENDING (each draws 0.5x to 1.5x) "
+                        "before it runs for its whole length (default: pickup x latency)")
     wire = parser.add_argument_group(
         "deployment", "which of API.md's variants to serve (default: the documented contract, sections 1-6)")
     wire.add_argument("--dialect", choices=DIALECTS, default="documented",
@@ -77,15 +85,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _faults(args: argparse.Namespace) -> Faults:
-    return Faults(
-        dialect=args.dialect, idempotency=args.idempotency, versioned_answers=args.versioned_answers,
-        status_case=args.status_case, sync_models=tuple(args.sync_models),
-        extra_models=tuple(args.extra_models), balance_answer=args.balance_answer,
-        submit_500_for_bad_params=args.submit_500_for_bad_params,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not _is_loopback(args.host) and not args.public:
@@ -94,25 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "emulator's well-known key and its unauthenticated /_emulator/ control endpoints. "
             "Pass --public if that is really what you want."
         )
-    from .apimart._emulator import Emulator
-    from .dashscope import DashScopeEmulator
-    from .fal import FalEmulator
-    from .replicate import ReplicateEmulator
-
     common = dict(latency=args.latency, jitter=args.jitter, seed=args.seed,
                   max_concurrent=args.max_concurrent, pickup=args.pickup, host=args.host,
                   port=args.port, cdn_port=args.cdn_port)
     if args.key is not None:
         common["api_key"] = args.key
+    host = emulator_class(_ALIASES.get(args.provider, args.provider))
     try:
-        if args.provider == "dashscope":
-            emulator = DashScopeEmulator(**common).start()
-        elif args.provider == "fal":
-            emulator = FalEmulator(**common).start()
-        elif args.provider == "replicate":
-            emulator = ReplicateEmulator(**common).start()
-        else:
-            emulator = Emulator(overstate=args.overstate, faults=_faults(args), **common).start()
+        emulator = host(**common, **host.cli_options(args)).start()
     except (OSError, ValueError) as exc:
         print(f"error: cannot start the emulator: {exc}", file=sys.stderr)
         return 1
@@ -121,15 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(emulator.base_url)
     print(f"CDN:  {emulator.cdn_url}")
     print(f"key:  {emulator.api_key}")
-    if args.provider == "dashscope":
-        print(f"use:  DASHSCOPE_HTTP_BASE_URL={emulator.base_url} DASHSCOPE_API_KEY={emulator.api_key}")
-    elif args.provider == "fal":
-        # fal's SDK puts https:// before FAL_QUEUE_RUN_HOST; qimage_nb keeps a scheme given with it.
-        print(f"use:  FAL_QUEUE_RUN_HOST={emulator.base_url} FAL_KEY={emulator.api_key}")
-    elif args.provider == "replicate":
-        print(f"use:  REPLICATE_BASE_URL={emulator.base_url} REPLICATE_API_TOKEN={emulator.api_key}")
-    else:
-        print(f"use:  QIMAGE_BASE_URL={emulator.base_url} QIMAGE_API_KEY={emulator.api_key}")
+    print(f"use:  {emulator.use_line()}")
     print("Ctrl-C to stop.", flush=True)
     try:
         while not done.wait(0.5):

@@ -39,6 +39,18 @@ class HostEmulator:
     in_process_base_url = IN_PROCESS_API_URL
     in_process_cdn_url = IN_PROCESS_CDN_URL
     cache_scope: ClassVar[str]  # the journal's cache scope of this host's in-kernel emulator
+    # The variables the host's own tools read for its key and address (``use:`` of the command line).
+    key_variable: ClassVar[str]
+    base_url_variable: ClassVar[str]
+
+    @classmethod
+    def cli_options(cls, args: Any) -> dict[str, Any]:
+        """This host's own ``python -m qimage_nb.emulator`` options, as constructor arguments."""
+        return {}
+
+    def use_line(self) -> str:
+        """How to point a client at this running emulator: ``VAR=url KEY_VAR=key``."""
+        return f"{self.base_url_variable}={self.base_url} {self.key_variable}={self.api_key}"
 
     def __init__(
         self,

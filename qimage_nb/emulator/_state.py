@@ -163,8 +163,13 @@ class State:
         register: bool = True,
         fingerprint: str = "",
         sync: bool = False,
+        queue: float | None = None,
     ) -> Task:
-        """A new task, its whole timeline drawn now; ``register`` records the key for replays."""
+        """A new task, its whole timeline drawn now; ``register`` records the key for replays.
+
+        ``queue``: the task waits pending for its own draw of 0.5x to 1.5x this many seconds, then
+        runs for its whole duration (a host whose queue and run are separate, like DashScope's);
+        None: pending is the first ``settings.pickup`` share of the run (the seed's API)."""
         settings, faults = self.settings, self.faults
         now_mono, now_wall = self.clock(), self.wall()
         self.sequence += 1
@@ -193,19 +198,22 @@ class State:
             outcome = "cancelled"
             self.injected("cancel")
         run = duration if outcome == "completed" else duration * ABORT_FRACTION
+        # Drawn after the duration and outcome, so a queue leaves every other draw as it was.
+        waits = 0.0 if queue is None else queue * (0.5 + rng.random())
         start = now_mono
         if self.slots:
             start = max(now_mono, heapq.heappop(self.slots))
-            heapq.heappush(self.slots, start + run)
+            heapq.heappush(self.slots, start + waits + run)
+        pickup_end = start + waits if queue is not None else min(start + duration * settings.pickup, start + run)
         task = Task(
             id=new_task_id(now_wall, "gen_01" if sync else "task_01"),
             request=request,
             created_wall=now_wall,
             created_mono=now_mono,
             slot_start=start,
-            pickup_end=min(start + duration * settings.pickup, start + run),  # a refusal can come first
-            full_end=start + duration,
-            end=start + run,
+            pickup_end=pickup_end,  # a refusal can come before it
+            full_end=start + waits + duration,
+            end=start + waits + run,
             outcome=outcome,
             error=error,
             idempotency_key=idempotency_key,

@@ -240,6 +240,14 @@ class LazyImage(Image.Image):
         self.info = {**header.info, **info}
         self._decode_lock = threading.Lock()
 
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What the file says, typed: ``info`` keeps the PNG's text as text, while here seed, n,
+        index and expires_at are ints, cost a float, and width/height the picture's pixels."""
+        from ._typed import typed_provenance
+
+        return typed_provenance(self.info, self.size)
+
     def load(self) -> Any:
         if self._im is None:
             with self._decode_lock:

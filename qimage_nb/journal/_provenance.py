@@ -10,6 +10,7 @@ handed to a user, just downloaded or served from the journal later, carries what
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,11 +20,21 @@ if TYPE_CHECKING:
 
     from .._contract import GenerationRequest, TaskStatus
 
-__all__ = ["describe", "open_stored"]
+__all__ = ["describe", "item_label", "open_stored"]
+
+
+# A batch item's journal label ends with its index: the one place that spelling is made and read.
+_ITEM = re.compile(r" item (\d+)$")
+
+
+def item_label(label: str, item: int) -> str:
+    """The journal label of item ``item`` of a batch labelled ``label`` (its provenance's "item")."""
+    return f"{label} item {int(item)}"
 
 
 def describe(
-    request: GenerationRequest, status: TaskStatus, url: str, index: int, *, origin: str, provider: str
+    request: GenerationRequest, status: TaskStatus, url: str, index: int, *, origin: str, provider: str,
+    label: str | None = None,
 ) -> dict[str, str]:
     """What image ``index`` of a completed task (``status``) is: the request, where it came from,
     and what the host says it did (its rewritten prompt, the seed it used), else what was asked."""
@@ -49,6 +60,13 @@ def describe(
         info["seed"] = str(seed)
     if status.actual_prompt:
         info["actual_prompt"] = status.actual_prompt
+    if label:
+        info["label"] = label  # which cell (or call) made it: "%%qimage -o cats"
+        found = _ITEM.search(label)
+        if found:
+            info["item"] = found.group(1)
+    if status.cost is not None:
+        info["cost"] = repr(float(status.cost))  # the whole task's price, as the host said it
     for option in ("prompt_extend", "watermark"):
         if getattr(request, option) is not None:
             info[option] = str(getattr(request, option)).lower()
@@ -66,3 +84,4 @@ def open_stored(path: Path) -> Image.Image:
     from ._png_text import read_provenance
 
     return open_lazy(Path(path), read_provenance(path))
+

@@ -361,6 +361,13 @@ class Store:
             ).fetchall()
         return [dict(row) for row in rows]
 
+    def forget(self, key: str) -> None:
+        """Remove an entry that stands for nothing paid: a task adopted by id that its host does
+        not know (the journal is as if it had never been asked)."""
+        with self._write() as conn:
+            for table in ("events", "images", "jobs"):
+                conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
+
     def mark_outcome_unknown(self, key: str, reason: str) -> None:
         """The submit under ``key`` got no answer: keep it as 'submitting' (it may exist, it may be
         billed), with the reason, so that nothing resends it behind the user's back."""

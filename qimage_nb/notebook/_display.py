@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._contract import _short
+from .._exceptions import task_name
 from ..view._gallery import Tile, gallery_html, placeholder, stored_caption, tile_for
 from ..view._words import (
     error_line,
@@ -70,7 +71,7 @@ class LiveSlot:
 
     def status(self, *, keys_honoured: bool = False) -> str:
         """The slot's line; ``keys_honoured``: its host honours idempotency keys (what a resend risks)."""
-        task = f" · task {self.task_id}" if self.task_id else ""
+        task = f" · {task_name(self.task_id)}" if self.task_id else ""
         if self.stage == "done":
             if self.cached:
                 return f"from cache, {when(self.cached_at)}; --new for fresh images{task}"
@@ -216,7 +217,7 @@ class LiveGallery:
 
     def _tile(self, image: Any, slot: LiveSlot) -> Tile | None:
         # The title, subtitle, label and status line already name the prompt, model, size and task.
-        heading = " ".join(filter(None, (self.title, self.subtitle, slot.label, slot.task_id and f"task {slot.task_id}")))
+        heading = " ".join(filter(None, (self.title, self.subtitle, slot.label, slot.task_id and task_name(slot.task_id))))
         try:
             share = self._output_share(image, slot, heading)
             return tile_for(image, thumb_px=self.thumb_px, fmt=self.fmt, label=slot.label, stored=True,

@@ -44,6 +44,7 @@ LINE_SUBCOMMANDS = (
     "history",
     "pending",
     "panel",
+    "export",
 )
 LINE_HELP = "\n".join(
     [
@@ -68,6 +69,9 @@ LINE_HELP = "\n".join(
         "                                 the journal of generations on this machine",
         "  %qimage pending                tasks submitted but never downloaded",
         "  %qimage panel                  the interactive panel",
+        "  %qimage export NAME DIR [--zip] [--last N]",
+        "                                 full-size PNGs, manifest.csv and index.html in DIR (NAME:",
+        "                                 a variable, or task ids after a restart)",
     ]
 )
 
@@ -80,7 +84,7 @@ _CELL_ARGUMENTS = (
     ),
     argument(
         "--provider", metavar="P", default=None,
-        help="the host: apimart (APIMart), dashscope (Alibaba Model Studio), fal or replicate; "
+        help="the host: apimart (the APIMart API), dashscope (Alibaba Model Studio), fal or replicate; "
         "comma-separated hosts make a comparison grid, one column per host; default: "
         "%%config QImageMagics.provider, $QIMAGE_PROVIDER, or the one whose key is set",
     ),
@@ -116,6 +120,16 @@ _CELL_ARGUMENTS = (
         help="reference image(s), at most 3: an http(s) URL, a variable holding images this package "
         "made (e.g. qimages[0]; their source URL is reused), another PIL image or a file path "
         "(uploaded first)",
+    ),
+    argument(
+        "--each", metavar="VAR", default=None,
+        help="one generation per item of VAR (a list of strings, a list of dicts or a pandas DataFrame): "
+        "the cell body is a template, {} the whole item, {column} a field, {{ }} literal braces",
+    ),
+    argument("--dry-run", action="store_true", help="show the plan and its estimated cost; send nothing"),
+    argument(
+        "--max-cost", metavar="AMOUNT", default=None,
+        help="refuse the cell when its estimate is higher, and stop submitting before spending more (e.g. 0.50)",
     ),
     argument("--new", action="store_true", help="fresh images even if an identical request is cached"),
     argument(

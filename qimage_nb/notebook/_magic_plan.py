@@ -1,6 +1,7 @@
 """What a ``%%qimage`` cell asks for, checked before anything is sent: the plan (the grid's axes as
-the user gave them, with ``%config`` defaults filled in) and the cell (one validated request per
-combination, built once and sent as is, with its label).
+the user gave them, with ``%config`` defaults filled in, or ``--each``'s items) and the cell (one
+validated request per combination, built once and sent as is, with its label), and the heading of
+its output area.
 
 Every refusal is one ``UsageError`` line naming the option, or the ``%config`` value, it came from.
 """
@@ -20,6 +21,7 @@ from ._magic_args import parse_params, split_values
 if TYPE_CHECKING:
     from .._contract import GenerationRequest
     from ..core._client import AsyncClient
+    from ._display import LiveGallery
 
 __all__ = ["CellPlanner"]
 
@@ -41,6 +43,11 @@ class _Plan:
     watermark: bool | None = None
     host_params: dict[str, Any] = dataclass_field(default_factory=dict)  # --param NAME=VALUE
     from_config: dict[str, str] = dataclass_field(default_factory=dict)  # field -> the trait it came from
+    prompts: list[str] | None = None  # --each: one filled prompt per item
+    item_labels: list[str] | None = None
+    each: str | None = None
+    dry_run: bool = False
+    max_cost: float | None = None
 
 
 @dataclass
@@ -51,6 +58,7 @@ class _Cell:
     requests: list[GenerationRequest]
     labels: list[str | None]
     columns: int | None
+    items: list[int] | None = None  # --each: the item each request was filled from
 
 
 class CellPlanner:
@@ -122,7 +130,19 @@ class CellPlanner:
                 raise self._config_error("timeout", f"timeout is {timeout}; use a positive number of seconds")
         elif not 0 < timeout < float("inf"):
             raise UsageError(f"--timeout {timeout} must be a positive number of seconds")
+        from ._batch import fill_prompts, items_of, max_cost_of
+
+        prompts = labels = None
+        if args.each is not None:
+            items = items_of(args.each.strip(), self.shell.user_ns)
+            prompts = fill_prompts(prompt, items)
+            labels = [items.label(i) for i in range(len(items))]
         return _Plan(
+            prompts=prompts,
+            item_labels=labels,
+            each=args.each.strip() if args.each is not None else None,
+            dry_run=args.dry_run,
+            max_cost=max_cost_of(args.max_cost),
             prompt=prompt,
             negative=args.negative,
             n=n,
@@ -145,6 +165,8 @@ class CellPlanner:
         from .._exceptions import ValidationError
         from ..view._words import SHORT_MODEL
 
+        if plan.prompts is not None:
+            return self._build_each(plan, urls)
         requests: list[GenerationRequest] = []
         for model, size, resolution, seed in plan.combos:
             try:
@@ -178,6 +200,27 @@ class CellPlanner:
             columns = per_row * plan.n
         return _Cell(plan=plan, requests=requests, labels=labels, columns=columns)
 
+    def _build_each(self, plan: _Plan, urls: list[str] | None) -> _Cell:
+        """--each: one request per item (times the grid's combinations), item by item, so the
+        images bind in item order; every filled prompt checked before anything is sent."""
+        import dataclasses
+
+        assert plan.prompts is not None and plan.item_labels is not None
+        requests: list[GenerationRequest] = []
+        labels: list[str | None] = []
+        items: list[int] = []
+        for index, (prompt, label) in enumerate(zip(plan.prompts, plan.item_labels, strict=True)):
+            try:
+                one = self._build(dataclasses.replace(plan, prompt=prompt, prompts=None), urls)
+            except UsageError as exc:
+                raise UsageError(f"--each {plan.each}: item {index}: {exc}") from None
+            requests += one.requests
+            grid = len(one.requests) > 1
+            labels += [f"{label} · {combo}" if grid else label for combo in one.labels]
+            items += [index] * len(one.requests)
+        columns = (len(requests) // len(plan.prompts)) * plan.n if len(requests) > len(plan.prompts) else None
+        return _Cell(plan=plan, requests=requests, labels=labels, columns=columns, items=items)
+
     def _usage(self, plan: _Plan, exc: Any) -> UsageError:
         """A ValidationError as the one line the user sees: naming the %config value it came from."""
         if exc.field in plan.from_config:
@@ -196,3 +239,55 @@ class CellPlanner:
             except ValidationError as exc:
                 raise self._usage(cell.plan, exc) from None
         return cell
+
+    def _live_for(
+        self, cell: _Cell, thumb_px: int, fmt: str, *, emulator: bool, host_title: str | None = None
+    ) -> LiveGallery:
+        """The cell's output area, its heading saying what the plan asks for."""
+        from .._contract import _short, parse_pixel_size
+        from ._display import LiveGallery, LiveSlot
+
+        plan = cell.plan
+        slots = [LiveSlot(request=r, label=label) for r, label in zip(cell.requests, cell.labels, strict=True)]
+        first = cell.requests[0]
+        size = first.size if parse_pixel_size(first.size) else f"{first.size} {first.resolution}"
+        if first.size == "auto":
+            size = "size chosen by the model"
+        if plan.prompts is not None:
+            combos = len(cell.requests) // len(plan.prompts)
+            subtitle = f"--each {plan.each}: {len(plan.prompts)} items"
+            subtitle += f" x {combos} combinations" if combos > 1 else f" · {first.model} · {size}"
+            subtitle += f" x {plan.n} -> {plan.name}" if plan.n > 1 else f" -> {plan.name}"
+        elif len(cell.requests) == 1:
+            subtitle = f"{first.model} · {size} · {plan.n} image{'s' if plan.n > 1 else ''} -> {plan.name}"
+            if first.seed is not None:
+                subtitle += f" · seed {first.seed}"
+        else:
+            subtitle = f"comparison grid: {len(cell.requests)} combinations x {plan.n} -> {plan.name}"
+        if plan.negative:
+            subtitle += f" · negative: {_short(plan.negative, 80)}"
+        if plan.prompt_extend is not None:
+            subtitle += " · prompt rewriting on" if plan.prompt_extend else " · prompt as written"
+        if plan.watermark:
+            subtitle += " · watermark"
+        if plan.host_params:
+            subtitle += " · " + ", ".join(f"{k}={v!r}" for k, v in plan.host_params.items())
+        if host_title:
+            subtitle += f" · on {host_title}"
+        if emulator:
+            # %qimage emulator said what the emulator is, once; each output only names it.
+            subtitle += " · from the emulator"
+        gallery = LiveGallery
+        if plan.prompts is not None:
+            from ._batch import BatchGallery
+
+            gallery = BatchGallery  # one progress line for the batch, not one per item
+        return gallery(
+            slots,
+            title=_short(plan.prompt, 200),
+            subtitle=subtitle,
+            banner=None,
+            thumb_px=thumb_px,
+            fmt=fmt,
+            columns=cell.columns,
+        )

@@ -69,14 +69,19 @@ def resume(magics: QImageMagics, line: str) -> None:
             raise UsageError(
                 f"{len(ids)} tasks are pending ({', '.join(ids)}); pass one task id, or --all"
             )
+    # Without -o, each task's images go back to the name its cell chose (-o storm), else the default.
+    from ._batch import cell_names
     from ._display import LiveGallery, LiveSlot, host_of
+
+    names = [name] * len(ids) if args.output is not None else cell_names(client, ids, name)
+    name = names[0]
 
     slots = [LiveSlot(request=None, label=task_id if len(ids) > 1 else None, task_id=task_id) for task_id in ids]
     what = "resending" if args.resend else "resuming"
     live = LiveGallery(
         slots,
         title=f"{what} {', '.join(ids)}",
-        subtitle=f"-> {name}" + (" · from the emulator" if session.emulator_for(provider.name) else ""),
+        subtitle=f"-> {', '.join(dict.fromkeys(names))}" + (" · from the emulator" if session.emulator_for(provider.name) else ""),
         banner=None,
         thumb_px=thumb_px,
         fmt=fmt,
@@ -110,4 +115,18 @@ def resume(magics: QImageMagics, line: str) -> None:
         if isinstance(gen.error, ValidationError):
             live.fail(gen.error, said_below=True)
             raise UsageError(gen.error.message)
-    magics._conclude(name, generations, live)
+    if len(set(names)) == 1:
+        magics._conclude(name, generations, live)
+        return
+    try:
+        magics._conclude(name, generations, live)
+    finally:
+        said = []
+        for each in dict.fromkeys(names):
+            images = [im for gen, nm in zip(generations, names, strict=True) if nm == each and gen.error is None
+                      for im in gen.images]
+            if images:
+                magics.shell.user_ns[each] = images
+                said.append(f"{each}: {len(images)} image{'s' if len(images) != 1 else ''}")
+        live.footer = " · ".join(said) or None
+        live.refresh()

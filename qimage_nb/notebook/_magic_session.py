@@ -98,7 +98,7 @@ def pending(magics: QImageMagics, line: str) -> None:
 )
 @argument(
     "--provider", metavar="P", default=None,
-    help="whose emulator: apimart (APIMart), dashscope (Alibaba Model Studio), fal or "
+    help="whose emulator: apimart (the APIMart API), dashscope (Alibaba Model Studio), fal or "
     "replicate; it becomes "
     "the provider in use (default: the one in use)",
 )
@@ -414,7 +414,14 @@ def panel(magics: QImageMagics, line: str) -> None:
     display(Panel())
 
 
+def export(magics: QImageMagics, line: str) -> None:
+    """%qimage export: see ``_magic_export`` (imported only when used)."""
+    from ._magic_export import export_command
+
+    export_command(magics, line)
+
+
 SUBCOMMANDS: dict[str, Callable[[QImageMagics, str], None]] = {
     "login": login, "logout": logout, "config": config, "emulator": emulator, "models": models,
-    "history": history, "pending": pending, "panel": panel,
+    "history": history, "pending": pending, "panel": panel, "export": export,
 }  # fmt: skip

@@ -91,7 +91,7 @@ class QImageMagics(CellPlanner, Magics):
     """
 
     provider = Unicode(
-        "", help="Provider: apimart (APIMart), dashscope (Alibaba Model Studio), fal or replicate; empty: "
+        "", help="Provider: apimart (the APIMart API), dashscope (Alibaba Model Studio), fal or replicate; empty: "
         "$QIMAGE_PROVIDER, else the one provider whose key is set, else apimart."
     ).tag(config=True)
     model = Unicode("qwen-image-2.0", help="Default model: qwen-image-2.0 or qwen-image-2.0-pro (or pro, std).").tag(config=True)
@@ -163,7 +163,7 @@ class QImageMagics(CellPlanner, Magics):
         An identical request that already completed is served from the journal with no request
         to the API ("from cache"); --new pays for fresh images. Comma-separated values for
         --model, --size, --resolution and --seed run every combination concurrently as a
-        comparison grid. Options a provider does not take (--seed on APIMart, say) are
+        comparison grid. Options a provider does not take (--seed on the APIMart API, say) are
         refused in one line before anything is sent.
 
         For example, two wide pictures into the variable cats:
@@ -206,6 +206,20 @@ class QImageMagics(CellPlanner, Magics):
 
         from ..core._sync import run_sync
 
+        if plan.dry_run or plan.max_cost is not None:
+            from ._batch import dry_run_text
+
+            try:
+                estimate = run_sync(self._estimate(client, cell))
+            except KeyboardInterrupt:
+                print("interrupted before anything was submitted")
+                return
+            if plan.dry_run:
+                print(dry_run_text(estimate, cell.requests, cell.labels, plan.name))
+                return
+            refused = estimate.refusal(plan.max_cost)
+            if refused is not None:
+                raise UsageError(refused.replace("max_cost", "--max-cost"))
         say: list[str] = []
         try:
             cell = run_sync(self._prepare(client, cell, refs, say.append))
@@ -250,6 +264,11 @@ class QImageMagics(CellPlanner, Magics):
             raise self._surface(exc, live) from None
         self._conclude(plan.name, generations, live)
 
+    async def _estimate(self, client: AsyncClient, cell: _Cell) -> Any:
+        """The cell's price before anything is sent (references not uploaded: a dry run sends nothing)."""
+        await self._checked(client, cell)
+        return await client.estimate(cell.requests, cache=not cell.plan.fresh)
+
     async def _prepare(self, client: AsyncClient, cell: _Cell, refs: list[Ref], say: Any) -> _Cell:
         """The cell's requests with their references, each checked against the provider, before
         anything is submitted.
@@ -275,53 +294,15 @@ class QImageMagics(CellPlanner, Magics):
         urls = await ref_urls(client, refs, say)
         return await self._checked(client, self._build(cell.plan, urls))
 
-    def _live_for(
-        self, cell: _Cell, thumb_px: int, fmt: str, *, emulator: bool, host_title: str | None = None
-    ) -> LiveGallery:
-        from .._contract import _short, parse_pixel_size
-        from ._display import LiveGallery, LiveSlot
-
-        plan = cell.plan
-        slots = [LiveSlot(request=r, label=label) for r, label in zip(cell.requests, cell.labels, strict=True)]
-        first = cell.requests[0]
-        if len(cell.requests) == 1:
-            size = first.size if parse_pixel_size(first.size) else f"{first.size} {first.resolution}"
-            if first.size == "auto":
-                size = "size chosen by the model"
-            subtitle = f"{first.model} · {size} · {plan.n} image{'s' if plan.n > 1 else ''} -> {plan.name}"
-            if first.seed is not None:
-                subtitle += f" · seed {first.seed}"
-        else:
-            subtitle = f"comparison grid: {len(cell.requests)} combinations x {plan.n} -> {plan.name}"
-        if plan.negative:
-            subtitle += f" · negative: {_short(plan.negative, 80)}"
-        if plan.prompt_extend is not None:
-            subtitle += " · prompt rewriting on" if plan.prompt_extend else " · prompt as written"
-        if plan.watermark:
-            subtitle += " · watermark"
-        if plan.host_params:
-            subtitle += " · " + ", ".join(f"{k}={v!r}" for k, v in plan.host_params.items())
-        if host_title:
-            subtitle += f" · on {host_title}"
-        if emulator:
-            # %qimage emulator said what the emulator is, once; each output only names it.
-            subtitle += " · from the emulator"
-        return LiveGallery(
-            slots,
-            title=_short(plan.prompt, 200),
-            subtitle=subtitle,
-            banner=None,
-            thumb_px=thumb_px,
-            fmt=fmt,
-            columns=cell.columns,
-        )
 
     async def _execute(self, client: AsyncClient, cell: _Cell, live: LiveGallery, concurrency: int) -> list[Generation]:
         from ..core._retry import retry_observer
 
         retry_observer.set(live.retrying)  # this run's retries show on its lines while they happen
+        from ..journal._provenance import item_label
+
         plan = cell.plan
-        if len(cell.requests) == 1:
+        if len(cell.requests) == 1 and cell.items is None:
             generation = await client.generate(
                 cell.requests[0],
                 on_update=live.on_update,
@@ -330,12 +311,20 @@ class QImageMagics(CellPlanner, Magics):
                 label=f"%%qimage -o {plan.name}",
             )
             return [generation]
+        cell_label = f"%%qimage -o {plan.name}"
+        if cell.items is not None:
+            labels = [item_label(f"{cell_label} --each {plan.each}", item) for item in cell.items]
+        else:
+            labels = [cell_label] * len(cell.requests)
         return await client.generate_many(
             cell.requests,
             concurrency=concurrency,
             on_update=live.on_update,
             timeout=plan.timeout,
             cache=not plan.fresh,
+            max_cost=plan.max_cost,
+            labels=labels,
+            progress=False,  # the cell's own gallery shows it
         )
 
     def _conclude(self, name: str, generations: list[Generation], live: LiveGallery, *, raising: bool = True) -> None:
@@ -346,9 +335,7 @@ class QImageMagics(CellPlanner, Magics):
         output, and the cell raises only when none succeeded, without repeating them.
         """
         from ..view._words import error_line
-        from ._session import get_session
 
-        get_session().record(generations)  # for %qimage config's session total
         images = [image for gen in generations if gen.error is None for image in gen.images]
         failures = [gen for gen in generations if gen.error is not None]
         if images or not failures:

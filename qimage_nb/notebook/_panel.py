@@ -24,6 +24,7 @@ the loop, the guard, the controls, Generate and Cancel.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import html
 import logging
@@ -51,6 +52,7 @@ from ._panel_refs import PanelRefs
 from ._panel_run import Run
 from ._panel_view import PanelView
 from ._refs import Ref
+from ._widgets import mimebundle
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -138,7 +140,7 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
         display(self.root)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        return self.root._repr_mimebundle_(**kwargs)
+        return mimebundle(self.root, **kwargs)
 
     # -- public state --
 
@@ -311,6 +313,18 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
             return str(exc), True
         return None, False
 
+    def _price_note(self) -> str:
+        """What a run of the current request should cost, shown beside Generate ("" when unknown)."""
+        from ..core._estimate import money, price_of
+
+        with contextlib.suppress(Exception):  # a price that cannot be read never blocks a run
+            client = self._client()
+            price = price_of(self._request(), provider=client.provider, store=client.store, scope=client.cache_scope)
+            if price.cost is not None:
+                where = "the last price seen" if price.source == "journal" else "the host's price list"
+                return f"About {money(price.cost)} a run ({where}). "
+        return ""
+
     def _refresh_controls(self) -> None:
         prompt_len = len(self.prompt.value.strip())
         # 2.0's character limits are not 3.0's (about 4,500 tokens) nor an unlisted model's.
@@ -334,7 +348,7 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
             "" if is_error else
             f'<span style="color:{MUTED}">{html.escape(_short(reason, LINE))}</span>'
             if reason else
-            f'<span style="color:{MUTED}">The kernel stays free while it runs.</span>'
+            f'<span style="color:{MUTED}">{html.escape(self._price_note())}The kernel stays free while it runs.</span>'
         )
         if is_error and reason:
             self._show_error(reason, validation=True)
@@ -428,10 +442,6 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
     def _run_finished(self, run: Run) -> None:
         self._refresh_controls()
         if run.state == "done":
-            if self._client_override is None:
-                from ._session import get_session
-
-                get_session().record([run.generation])  # the session's total in %qimage config
             self._start_background(self._refresh_balance(), "balance")
 
 

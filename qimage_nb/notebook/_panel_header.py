@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from .._exceptions import QImageError
 from ._panel_parts import MUTED, RED, banner_html, describe
+from ._widgets import set_tooltip
 
 if TYPE_CHECKING:
     from ..core._client import AsyncClient
@@ -57,16 +58,16 @@ class PanelHeader:
              "takes a ratio and a resolution, no free pixel sizes"),
         ):
             widget.disabled = option not in options
-            widget.tooltip = f"{provider.title} {disabled}" if widget.disabled else enabled
+            set_tooltip(widget, f"{provider.title} {disabled}" if widget.disabled else enabled)
         # A row with nothing the provider takes is left out: every line the controls save keeps the
         # newest run in view after Generate.
         self.options_row.layout.display = None if options & {"seed", "prompt_extend", "watermark"} else "none"
         self.free_size.layout.display = None if "pixel_size" in options else "none"
         local_refs = provider.capabilities.upload or provider.capabilities.inline_refs is not None
         self.uploader.disabled = not local_refs
-        self.uploader.tooltip = "" if local_refs else (
+        set_tooltip(self.uploader, "" if local_refs else (
             f"{provider.title} has no upload endpoint: add public https URLs"
-        )
+        ))
         self._refresh_controls()
         self.refresh_header()
 

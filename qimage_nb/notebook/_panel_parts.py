@@ -15,6 +15,7 @@ import ipywidgets as W
 
 from .._contract import PIXEL_SIZES, GenerationRequest, _short, parse_pixel_size
 from .._exceptions import QImageError
+from ._widgets import layout
 
 if TYPE_CHECKING:
     from ._refs import Ref
@@ -279,7 +280,7 @@ def journal_row(
         children.append(button)
     row = W.HBox(
         children,
-        layout=W.Layout(
+        layout=layout(
             align_items="center", width="100%", border_top="1px solid #eef0f3", padding="4px 0"
         ),
     )

@@ -10,6 +10,7 @@ from .._contract import REFS_MAX, InlineImage, check_reference_url
 from .._exceptions import ValidationError
 from ._panel_parts import REF_PX, ref_chips, thumb_bytes
 from ._refs import Ref, local_ref, upload
+from ._widgets import clear_upload, uploaded_files
 
 __all__ = ["PanelRefs"]
 
@@ -50,12 +51,11 @@ class PanelRefs:
         self.refs_box.children = ref_chips(self.references, self._uploading, remover)
 
     def _on_upload(self, change: dict[str, Any]) -> None:
-        files = change.get("new") or ()
-        if not files:
+        items = uploaded_files(change.get("new"))
+        if not items:
             return
         # The bytes sit in widget state (which notebooks save): take them and clear it at once.
-        items = [(f["name"], bytes(f["content"])) for f in files]
-        self.uploader.value = ()
+        clear_upload(self.uploader)
         for name, data in items:
             if len(self.references) + len(self._uploading) >= REFS_MAX:
                 self._show_error(f"Upload: {name} skipped: the API takes at most {REFS_MAX} references")

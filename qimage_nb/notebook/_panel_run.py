@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import ipywidgets as W
 
 from .._contract import GenerationRequest, _short, parse_pixel_size
-from .._exceptions import QImageError, TaskError
+from .._exceptions import QImageError, TaskError, task_name
 from ..view._gallery import DEFAULT_THUMB_PX as THUMB_PX
 from ..view._words import (
     error_line,
@@ -31,6 +31,7 @@ from ..view._words import (
 from ._host_cancel import cancel_run_at_host
 from ._panel_parts import LINE, MUTED, RED, describe, tile_size
 from ._panel_slot import RunHost, RunSlot
+from ._widgets import layout
 
 if TYPE_CHECKING:
 
@@ -129,7 +130,7 @@ class Run:
                 ),
                 self.gallery,
             ],
-            layout=W.Layout(border_top="1px solid #dde1e6", padding="6px 0 8px 0", width="100%"),
+            layout=layout(border_top="1px solid #dde1e6", padding="6px 0 8px 0", width="100%"),
         )
         self.box.add_class("qimage-run")
 
@@ -248,7 +249,7 @@ class Run:
             return describe(self.error) if self.error else ""
         if isinstance(self.error, TaskError) and self.error.task_id:
             # The host's reason first and short (the run's line is narrow); the task id after it.
-            reason = self.error.message.removeprefix(f"task {self.error.task_id} failed: ")
+            reason = self.error.message.removeprefix(f"{task_name(self.error.task_id)} failed: ")
             reason = reason.replace("(failed tasks are not billed)", "(not billed)")
             return _short(f"{reason} · {self.error.task_id}", LINE)
         host = urlsplit(getattr(self.client, "base_url", "") or "").netloc or None

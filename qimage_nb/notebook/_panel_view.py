@@ -13,6 +13,7 @@ import ipywidgets as W
 
 from .._contract import MODELS, N_MAX, N_MIN, RATIOS, RESOLUTIONS
 from ._panel_parts import DESC, LABEL_W, MUTED, banner_html, counted_text, inline, toggles
+from ._widgets import set_tooltip
 
 __all__ = ["PanelView"]
 
@@ -47,9 +48,10 @@ class PanelView:
         # By their short names ("APIMart", "DashScope"): a long title was cut in the dropdown.
         self.provider = W.Dropdown(
             options=[(p.label or p.title, p.name) for p in all_providers()],
-            tooltip="the host the panel sends to: " + "; ".join(f"{p.label}: {p.title}" for p in all_providers()),
             layout=W.Layout(width="auto", min_width="130px", flex="0 0 auto", margin="0 10px 0 8px"),
         )
+        set_tooltip(self.provider, "the host the panel sends to: " + "; ".join(
+            f"{p.label or p.title}: {p.title}" for p in all_providers()))
         self.provider.add_class("qimage-provider")
         # Where the chosen provider's key comes from (never the key), beside its server.
         self.provider_note = W.HTML(layout=W.Layout(margin="0 12px 0 0"))
@@ -89,8 +91,8 @@ class PanelView:
         self.free_size = W.Text(
             placeholder="or W x H, e.g. 1024x768",
             layout=W.Layout(width="190px", flex="0 0 auto", margin="2px 0 2px 10px"),
-            tooltip="A free pixel size (each side 512 to 2048) instead of the ratio and resolution",
         )
+        set_tooltip(self.free_size, "A free pixel size (each side 512 to 2048) instead of the ratio and resolution")
         self.free_size.add_class("qimage-free-size")
         self.resolution = toggles(list(RESOLUTIONS), "Resolution", "42px", "qimage-resolution")
         self.pixels = W.HTML(layout=W.Layout(flex="0 0 auto"))

@@ -287,9 +287,12 @@ async def upload(client: AsyncClient, ref: Ref, say: Callable[[str], Any] | None
     earlier = client.find_upload(ref.local) if say is not None else None
     if earlier is not None:
         say(f"reusing the upload of {ref.shown} from {when(earlier.created_at)}")
-    elif say is not None:
-        say(f"uploading {ref.shown} as a reference...")
-    return await client.upload(ref.local, reuse=True)
+    url = await client.upload(ref.local, reuse=True)
+    if earlier is None and say is not None:
+        # Said once it is done: the output shows notes after the uploads, and an "uploading..."
+        # left there would say it never finished.
+        say(f"uploaded {ref.shown} as a reference")
+    return url
 
 
 async def ref_urls(

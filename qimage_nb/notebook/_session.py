@@ -42,8 +42,6 @@ def emulator_banner(provider: Provider) -> str:
 
 
 # The bundled emulator of each host (a table, not a branch per host in the faces).
-_EMULATORS = {"apimart": "Emulator", "dashscope": "DashScopeEmulator", "fal": "FalEmulator",
-              "replicate": "ReplicateEmulator"}
 
 
 class Session:
@@ -64,8 +62,9 @@ class Session:
         # One poll policy per emulator, so every client of it shares what its calibration learns.
         self._emulator_polls: dict[str, PollPolicy] = {}
         self._clients: dict[str, tuple[tuple[str | None, str], AsyncClient]] = {}
-        # What the generations run in this kernel cost, by task id (a resumed task counts once).
-        self._costs: dict[str, float] = {}
+        # What this kernel has spent is the client's ledger (every face's generations, Python's
+        # too), counted from the process's start; a session made by reset_session counts afresh.
+        self._billed_before = _billed_before
         # Who redraws when the session changes (each panel's header), held weakly: a panel that is
         # gone must not be kept alive, nor called, by the session.
         self._listeners: list[weakref.WeakMethod[Any]] = []
@@ -225,12 +224,11 @@ class Session:
         session's clients of that provider at it."""
         p = self.provider(provider)
         if p.name not in self._emulators:
-            from .. import emulator as emulators
+            from ..emulator import emulator_class
 
             options.setdefault("latency", 2.0)
             options.setdefault("jitter", 1.0)
-            emulator_class = getattr(emulators, _EMULATORS[p.name])
-            self._emulators[p.name] = emulator_class(**options).start()
+            self._emulators[p.name] = emulator_class(p.name)(**options).start()
             self._emulator_polls[p.name] = PollPolicy.for_latency(options["latency"])
             self._changed()
         return self._emulators[p.name]
@@ -249,16 +247,14 @@ class Session:
 
     # -- what was spent --
 
-    def record(self, generations: Any) -> None:
-        """Count the cost of generations this kernel ran (served from the cache: nothing)."""
-        for gen in generations:
-            if gen is not None and gen.cost is not None and not gen.cached and gen.error is None and gen.task_id:
-                self._costs[gen.task_id] = gen.cost
-
     @property
     def spent(self) -> tuple[float, int]:
-        """(the sum of the costs the hosts gave, how many generations it covers)."""
-        return sum(self._costs.values()), len(self._costs)
+        """(the sum of the costs the hosts gave, how many generations it covers), for every billed
+        generation of this kernel, whichever face made it (a resumed task counts once; one served
+        from the journal costs nothing)."""
+        from ..core._observe import spent
+
+        return spent(self._billed_before)
 
     # -- the clients --
 
@@ -319,6 +315,9 @@ _session: Session | None = None
 _lock = threading.Lock()
 
 
+_billed_before = 0  # generations billed before the current session (reset_session moves it)
+
+
 def get_session() -> Session:
     """The process-wide session, created on first use."""
     global _session
@@ -335,7 +334,9 @@ def current_client() -> Client:
     talks to the same API (or the same in-kernel emulator) as the magic and the panel.
     """
     from ..core._sync import Client
+    from ._batch import register_in_kernel
 
+    register_in_kernel()  # its generate_many shows one progress display per batch
     session = get_session()
     p = session.provider()
     return Client(session.key_for(p.name), session.base_url_for(p.name), provider=p, **session.client_options(p.name))
@@ -343,7 +344,10 @@ def current_client() -> Client:
 
 def reset_session() -> None:
     """Forget the session (tests; ``%qimage logout`` keeps the emulator and base URL)."""
-    global _session
+    global _session, _billed_before
+    from ..core._observe import billed_count
+
+    _billed_before = billed_count()  # the next session's cost starts from here
     with _lock:
         old, _session = _session, None
     if old is not None:

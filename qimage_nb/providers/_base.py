@@ -105,10 +105,19 @@ class Provider:
     capabilities: Capabilities = Capabilities()
     # The models this host documents, each validated exactly.
     models: tuple[str, ...] = ()
+    # How the host's official SDK waits on a task: its sleeps between polls after a first poll at
+    # once, the last repeated. A task that gives no hints is never seen later than that SDK would
+    # see it, and what a learned poll plan may spend is measured against it. Empty: the poller's
+    # default back-off.
+    sdk_sleeps: tuple[float, ...] = ()
     default_model: str = ""
     models_checked: str = ""  # when that table was last checked against the host's documents
     # How the key is sent: ``Authorization: <auth_scheme> <key>``.
     auth_scheme: str = "Bearer"
+    # Its published price per image as (model, resolution, price), and where and when that was
+    # read: what an estimate uses until the journal has seen this host price that model itself.
+    prices: tuple[tuple[str, str, float], ...] = ()
+    prices_as_of: str = ""
 
     def __repr__(self) -> str:
         return f"<provider {self.name}>"
@@ -240,7 +249,7 @@ class Provider:
             return [request]
         parts = -(-request.n // per)
         sizes = [request.n // parts + (1 if k < request.n % parts else 0) for k in range(parts)]
-        return [replace(request, n=size) for size in sizes]
+        return [replace(request, n=size, part=f"{k + 1}/{parts}") for k, size in enumerate(sizes)]
 
     # -- the environment, as the host's own SDK reads it --
 

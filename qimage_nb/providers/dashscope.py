@@ -17,7 +17,9 @@ Local references travel inside the request as ``data:`` URIs (no upload service 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -83,6 +85,9 @@ class DashScope(Provider):
     )
     models = tuple(MODELS)
     default_model = "qwen-image-2.0"
+    # dashscope 2.0.2's ImageSynthesis.wait (client/base_api.py): a GET at once, then sleeps that
+    # double every third poll from 1 s up to 5 s. The async models say nothing of when a task ends.
+    sdk_sleeps = (1.0, 1.0, 2.0, 2.0, 2.0, 4.0, 4.0, 4.0, 5.0)
     models_checked = CHECKED
 
     def base_url_from(self, environ: Mapping[str, str]) -> tuple[str, str]:
@@ -263,6 +268,9 @@ class DashScope(Provider):
             status=status,
             progress=100 if status == "completed" else 0,
             urls=urls,
+            created=_moment(output.get("submit_time")),
+            started=_moment(output.get("scheduled_time")),
+            completed=_moment(output.get("end_time")),
             expires_at=_expiry(urls),
             error=failure,
             raw_status=word,
@@ -323,6 +331,25 @@ def _output(payload: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(output, Mapping):
         raise ProtocolError(f"the {what} answer has no output object: {_brief(payload, 80)}")
     return output
+
+
+_BEIJING = timezone(timedelta(hours=8))
+_MOMENT = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?")
+
+
+def _moment(value: Any) -> float | None:
+    """A task time (``2025-09-09 11:38:54.741``, Beijing time) in epoch seconds, or None. Only its
+    differences are used (queue and run time), so a zone or clock off by hours changes nothing;
+    anything malformed is ignored rather than refused, as it only informs the poll schedule."""
+    match = _MOMENT.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        return None
+    *fields, fraction = match.groups()
+    try:
+        whole = datetime(*(int(v) for v in fields), tzinfo=_BEIJING).timestamp()  # type: ignore[misc]
+    except (ValueError, OverflowError):
+        return None
+    return whole + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
 
 
 def _size_rule(rules: Rules) -> str:

@@ -69,6 +69,9 @@ class Replicate(Provider):
     models = tuple(model for model in MODELS if model in QWEN_IMAGE_MODELS)
     host_ids = tuple(MODELS.values())
     default_model = "qwen-image-2.0"
+    # replicate 1.0.7's wait: a GET every REPLICATE_POLL_INTERVAL (0.5 s) once Prefer: wait ends.
+    # Its statuses say nothing of when a prediction will end, so a wait is never later than that.
+    sdk_sleeps = (0.5,)
     # USD per image as (model, resolution, price). Replicate's answers carry no price, and no
     # source in reach gives one for qwen/qwen-image-2[-pro]; 3.0 from a third-party comparison
     # (PROVIDERS.md 5, muapi.ai, low confidence). Estimated.

@@ -1,6 +1,5 @@
-"""Static rendering shared by every face and by the core: words, gallery HTML, the journal's table.
+"""Pure rendering: static HTML and plain text made from images and results, for any face.
 
-Nothing here imports IPython or ipywidgets, so ``Generation._repr_mimebundle_`` (core) can draw a
-gallery without importing a notebook face. The faces in ``notebook/`` import this layer; this layer
-imports only the contract, the exceptions and the journal's image helpers.
+Nothing here imports IPython or ipywidgets: a face (``notebook/``) shows what these modules make,
+and ``Generation`` or a batch's results can draw themselves without importing a face.
 """

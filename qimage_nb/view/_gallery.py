@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._contract import _short, parse_pixel_size
+from .._exceptions import task_name
 from ._words import SHORT_MODEL
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def stored_caption(info: dict[str, Any] | Any, heading: str = "") -> tuple[str, 
     if negative and not said(negative):
         tips.append(f"negative: {negative}")
     if task_id and not said(task_id):
-        tips.append(f"task {task_id}")
+        tips.append(task_name(task_id))
     return caption, "\n".join(tips)
 
 

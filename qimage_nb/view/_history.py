@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._contract import PHASE_WORDS, _short, parse_pixel_size
-from ._words import format_cost, resend_offer
+from ._words import format_cost, resend_offer, when
 
 __all__ = ["history_bundle"]
 
@@ -63,10 +63,14 @@ def history_bundle(entries: Sequence[Any], *, pending_only: bool, keys_honoured:
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
         model = request.model  # the name the API, the magic and the panel use
         cost = getattr(entry, "cost", None)
+        status = _status_word(entry)
+        if pending_only and getattr(entry, "updated_at", None):
+            # What the journal last heard, and when: a task may have finished on the server since.
+            status = f"{status}, last seen {when(entry.updated_at)}"
         rows.append(
             (
                 stamp,
-                _status_word(entry),
+                status,
                 entry.task_id or f"(no id; key {entry.key})",
                 _short(request.prompt or "(unknown prompt)", 50),
                 str(request.n),

@@ -6,6 +6,7 @@ import html
 import time
 
 from .._contract import PHASE_WORDS
+from .._exceptions import task_name
 
 __all__ = [
     "MODEL_ALIASES",
@@ -90,10 +91,10 @@ def progress_status(
     ``eta`` is the seconds left by the server's estimate (or None); ``have``/``count`` are the
     images downloaded so far and expected.
     """
-    task = f" · task {task_id}" if task_id else ""
+    task = f" · {task_name(task_id)}" if task_id else ""
     if eta is None:
         left = ""
-    elif eta <= 0 or (stage == "running" and progress >= 90):
+    elif eta < 0.5 or (stage == "running" and progress >= 90):  # never "about 0 s left"
         # The server's estimate is pessimistic: near the end, progress says more than it does.
         left = " · almost done"
     else:
@@ -129,7 +130,7 @@ def error_line(
     if isinstance(exc, GenerationTimeout):
         phase = PHASE_WORDS.get(exc.last_status or "", exc.last_status or "running")
         message = (
-            f"task {exc.task_id} is still {phase} after the wait deadline; "
+            f"{task_name(exc.task_id)} is still {phase} after the wait deadline; "
             f"it keeps running on the server. Get its images later with: %qimage resume {exc.task_id}"
         )
     elif isinstance(exc, TransportError) and host:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .._host import DEFAULT_KEY, HostEmulator
 from ._handler import Handler
 
@@ -39,3 +41,16 @@ class Emulator(HostEmulator):
     # The journal's cache scope for the in-kernel emulator (every instance, whatever its port):
     # not an http URL, so no real API's client can ever share it.
     cache_scope = "emulator:qimage_nb"
+    key_variable = "QIMAGE_API_KEY"
+    base_url_variable = "QIMAGE_BASE_URL"
+
+    @classmethod
+    def cli_options(cls, args: Any) -> dict[str, Any]:
+        from .._faults import Faults
+
+        return {"overstate": args.overstate, "faults": Faults(
+            dialect=args.dialect, idempotency=args.idempotency, versioned_answers=args.versioned_answers,
+            status_case=args.status_case, sync_models=tuple(args.sync_models),
+            extra_models=tuple(args.extra_models), balance_answer=args.balance_answer,
+            submit_500_for_bad_params=args.submit_500_for_bad_params,
+        )}

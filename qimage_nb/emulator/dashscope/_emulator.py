@@ -34,8 +34,13 @@ class DashScopeEmulator(HostEmulator):
         a sync call answers after it, an async task ends after it.
     max_concurrent:
         At most this many generations run at once; the rest wait (async: PENDING).
+    queue:
+        An async task waits PENDING for 0.5x to 1.5x this many seconds (each task its own draw),
+        then RUNs for its whole duration and SUCCEEDs, with no progress along the way; its
+        ``submit_time``, ``scheduled_time`` and ``end_time`` say when each happened. Default
+        ``pickup * latency``.
     pickup:
-        The share of each run an async task spends PENDING before RUNNING.
+        The mean queue as a share of ``latency`` when ``queue`` is not given.
     host, port, cdn_port:
         Where ``start()`` binds (port 0: a free port).
     faults:
@@ -47,6 +52,12 @@ class DashScopeEmulator(HostEmulator):
     cache_scope = "emulator:qimage_nb:dashscope"
     in_process_cdn_url = IN_PROCESS_CDN_URL
     handler_class = DashScopeHandler
+    key_variable = "DASHSCOPE_API_KEY"
+    base_url_variable = "DASHSCOPE_HTTP_BASE_URL"
+
+    @classmethod
+    def cli_options(cls, args: Any) -> dict[str, Any]:
+        return {"queue": args.queue}
 
     def __init__(
         self,
@@ -57,6 +68,7 @@ class DashScopeEmulator(HostEmulator):
         seed: int = 0,
         max_concurrent: int | None = None,
         pickup: float = PICKUP_FRACTION,
+        queue: float | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         cdn_port: int = 0,
@@ -65,6 +77,10 @@ class DashScopeEmulator(HostEmulator):
         super().__init__(api_key=api_key, latency=latency, jitter=jitter, seed=seed,
                          max_concurrent=max_concurrent, pickup=pickup, host=host, port=port,
                          cdn_port=cdn_port, faults=faults)
+        if queue is not None:
+            if not (queue >= 0 and queue < float("inf")):
+                raise ValueError("queue must be a number of seconds >= 0")
+            self._handler.queue = float(queue)  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         where = self._base_url or "not started"

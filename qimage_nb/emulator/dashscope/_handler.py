@@ -52,6 +52,9 @@ class DashScopeHandler:
         self.cdn_origins: set[str] = set()  # filled by the emulator: which URLs are our own results
         self._secret = secrets.token_bytes(16)  # signs result URLs, like OSS signed URLs
         self._requests: Counter[str] = Counter()
+        # Seconds an async task waits PENDING (each draws 0.5x to 1.5x) before it runs; set by the emulator.
+        settings = state.settings
+        self.queue = settings.pickup * settings.latency
 
     # -- entry point --
 
@@ -127,9 +130,11 @@ class DashScopeHandler:
         state = self.state
         actual = wire.extended(job.prompt) if job.prompt_extend else job.prompt
         seed = job.seed if job.seed is not None else secrets.randbelow(wire.SEED_MAX + 1)
+        # An async task queues briefly, then runs for its own length with no progress to show (the
+        # host's RUNNING says nothing of how far it got); its submit/scheduled/end times say both.
         task = state.create_task(
             {"prompt": actual, "n": job.n, "job": job, "kind": kind, "seed": seed}, None,
-            pixels=(job.width, job.height),
+            pixels=(job.width, job.height), queue=self.queue if kind == "async" else None,
         )
         # The host's task ids are UUIDs, not the seed API's task_01...: re-key the task.
         del state.tasks[task.id]

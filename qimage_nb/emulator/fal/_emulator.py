@@ -42,6 +42,9 @@ class FalEmulator(HostEmulator):
 
     cache_scope = "emulator:qimage_nb:fal"
     handler_class = FalHandler
+    key_variable = "FAL_KEY"
+    # fal's SDK puts https:// before FAL_QUEUE_RUN_HOST; qimage_nb keeps a scheme given with it.
+    base_url_variable = "FAL_QUEUE_RUN_HOST"
 
     def __init__(
         self,

@@ -39,6 +39,8 @@ class ReplicateEmulator(HostEmulator):
 
     cache_scope = "emulator:qimage_nb:replicate"
     handler_class = ReplicateHandler
+    key_variable = "REPLICATE_API_TOKEN"
+    base_url_variable = "REPLICATE_BASE_URL"
 
     def __init__(
         self,
