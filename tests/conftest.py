@@ -11,16 +11,20 @@ import pytest
 def _isolated_env(monkeypatch, tmp_path_factory):
     """No test sees the developer's key, base URL or journal (nor DashScope's, for the SDK tests);
     each gets a private QIMAGE_HOME."""
+    from qimage_nb.providers import all_providers
+
+    providers = all_providers()
+    # Every host's variables (QIMAGE_, DASHSCOPE_, FAL_, REPLICATE_, and the next host's) are the
+    # developer's, never a test's: derived from the providers, so a new host is covered by its module.
+    prefixes = ("QIMAGE_", *{p.key_env.split("_", 1)[0] + "_" for p in providers})
     for name in list(os.environ):
-        if name.startswith(("QIMAGE_", "DASHSCOPE_", "FAL_", "REPLICATE_")):
+        if name.startswith(prefixes):
             monkeypatch.delenv(name, raising=False)
     home = tmp_path_factory.mktemp("qimage_home")
     monkeypatch.setenv("QIMAGE_HOME", str(home))
     # A test that forgets to point at the emulator must fail, not reach the production host.
-    monkeypatch.setenv("QIMAGE_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
-    monkeypatch.setenv("DASHSCOPE_HTTP_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
-    monkeypatch.setenv("REPLICATE_BASE_URL", "http://127.0.0.1:9/never-the-production-host")
-    monkeypatch.setenv("FAL_QUEUE_RUN_HOST", "127.0.0.1:9")
+    for provider in providers:
+        monkeypatch.setenv(provider.base_url_env, "http://127.0.0.1:9/never-the-production-host")
     # The model list is cached per origin for a process's session; each test is a new session.
     from qimage_nb.core import _account
 

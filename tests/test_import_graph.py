@@ -67,7 +67,8 @@ def _imports_of(name: str, path: Path, modules: set[str]) -> set[str]:
                 dots = len(first.value) - len(first.value.lstrip("."))
                 edges.add(absolute(dots, first.value.lstrip(".") or None))
             else:
-                edges.update(m for m in modules if m.startswith(package + "."))
+                # never a package's __main__: ``python -m`` runs it, no import_module call does
+                edges.update(m for m in modules if m.startswith(package + ".") and not m.endswith(".__main__"))
         visit(node)
 
     visit(ast.parse(path.read_text(encoding="utf-8")))

@@ -66,6 +66,8 @@ SIZES = {
     "resume_and_cache": {"teapots": [[1024, 1024]], "boats": [[1024, 1024]]},
     "providers": {"on_apimart": [[1280, 720]], "on_dashscope": [[1280, 720]], "seeds": [[1024, 1024]] * 2,
                   "banner": [[1536, 640]], "versions": [[1024, 1024], [2560, 1440]]},
+    "hosts": {"on_fal": [[1280, 720]], "on_replicate": [[1280, 720]], "hosts": [[1280, 720]] * 4,
+              "five": [[1024, 1024]] * 5},
 }
 
 # Appended for the run and removed before saving: facts only the live kernel knows.
@@ -77,6 +79,7 @@ _lists = {_k: _v for _k, _v in list(globals().items())
           if not _k.startswith("_") and isinstance(_v, list) and _v and all(isinstance(_im, _Image.Image) for _im in _v)}
 _facts["sizes"] = {_k: [list(_im.size) for _im in _v] for _k, _v in _lists.items()}
 _facts["info"] = {_k: [{"prompt": _im.info.get("prompt"), "origin": _im.info.get("origin"),
+                        "provider": _im.info.get("provider"), "task_id": _im.info.get("task_id"),
                         "size": _im.info.get("size"), "output_size": _im.info.get("output_size"),
                         "pixels": __import__("hashlib").sha256(_im.tobytes()).hexdigest()} for _im in _v]
                   for _k, _v in _lists.items()}
@@ -242,6 +245,13 @@ def _magic_cells(run: Executed) -> list:
 
 def _cell_text(cell) -> str:
     return "\n".join(o.get("data", {}).get("text/plain", "") + o.get("text", "") for o in cell.outputs)
+
+
+def test_the_hosts_notebook_runs_one_cell_on_four_hosts_and_five_images_as_two_submits(executed):
+    info = executed["hosts"].facts["info"]
+    assert [i["provider"] for i in info["hosts"]] == ["apimart", "dashscope", "fal", "replicate"]
+    assert [i["provider"] for i in info["on_fal"] + info["on_replicate"]] == ["fal", "replicate"]
+    assert len(info["five"]) == 5 and len({i["task_id"] for i in info["five"]}) == 2  # fal: 4 a submit
 
 
 def test_the_quickstart_shows_a_rerun_served_from_the_journal(executed):

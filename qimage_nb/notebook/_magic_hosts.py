@@ -100,7 +100,8 @@ def run_host_grid(magics: QImageMagics, args: Any, prompt: str, hosts: list[str]
 
         per_host = await asyncio.gather(*(
             client.generate_many(cell.requests, concurrency=concurrency, on_update=relay(column),
-                                 timeout=plan.timeout, cache=not plan.fresh)
+                                 timeout=plan.timeout, cache=not plan.fresh,
+                                 progress=False)  # the cell's one grid shows every host's progress
             for column, client in enumerate(clients)
         ))
         return [per_host[column][combo] for combo in range(len(cell.requests)) for column in range(width)]
