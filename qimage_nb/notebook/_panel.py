@@ -348,7 +348,9 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
             "" if is_error else
             f'<span style="color:{MUTED}">{html.escape(_short(reason, LINE))}</span>'
             if reason else
-            f'<span style="color:{MUTED}">{html.escape(self._price_note())}The kernel stays free while it runs.</span>'
+            # The price where it is known, else why Generate is safe to click: beside the buttons, in
+            # the column next to the preview, both at once took five lines.
+            f'<span style="color:{MUTED}">{html.escape(self._price_note().strip() or "The kernel stays free while it runs.")}</span>'
         )
         if is_error and reason:
             self._show_error(reason, validation=True)
