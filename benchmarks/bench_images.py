@@ -178,7 +178,7 @@ def run(quick: bool = False) -> list[Row]:
     rows.append(Row("thumbnail of a 2K PNG (256 px WebP)", webp, "ms", naive,
                     "full decode + full-size LANCZOS", "<= 60 ms", webp <= 60))
 
-    from qimage_nb.notebook._display import gallery_bundle, tile_for
+    from qimage_nb.view._gallery import gallery_bundle, tile_for
 
     gens = asyncio.run(_generations(root))
     two_k_images = [gen.images[0] for gen in gens["2K"]]
@@ -189,7 +189,7 @@ def run(quick: bool = False) -> list[Row]:
     rows.append(Row("tile of a 2K PNG within the notebook byte budget", budgeted, "ms", naive,
                     "full decode + full-size LANCZOS", "<= 60 ms", budgeted <= 60))
 
-    from qimage_nb.notebook._display import notebook_budget
+    from qimage_nb.view._gallery import notebook_budget
 
     def budget(paths) -> int:
         return sum(notebook_budget(Path(p).stat().st_size) for p in paths)

@@ -25,7 +25,7 @@ from PIL import Image, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qimage_nb.journal import _images, _thumbnails
-from qimage_nb.notebook._display import tile_for
+from qimage_nb.view._gallery import tile_for
 
 RUNS = 20
 SIZE = (2048, 2048)

@@ -128,7 +128,7 @@ async def test_cancel_a_queued_request_at_the_host_is_never_billed():
 
 
 async def test_the_queue_position_shows_while_queued():
-    from qimage_nb.notebook._display import progress_status
+    from qimage_nb.view._words import progress_status
 
     with FalEmulator(latency=0.4, jitter=0, max_concurrent=1, pickup=0.5) as single:
         async with client_for(single) as client:

@@ -1,4 +1,4 @@
-"""_display: what a saved notebook keeps per shown image (the byte budget) and the gallery markup."""
+"""view._gallery and notebook._display: what a saved notebook keeps per shown image (the byte budget) and the gallery markup."""
 
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ from qimage_nb.emulator._render import render_png
 from qimage_nb.journal import _thumbnails
 from qimage_nb.journal._images import open_lazy
 from qimage_nb.journal._png_text import add_png_text
-from qimage_nb.notebook._display import (
+from qimage_nb.notebook._display import LiveGallery, LiveSlot
+from qimage_nb.view._gallery import (
     NOTEBOOK_FLOOR_BYTES,
     NOTEBOOK_SHARE,
-    LiveGallery,
-    LiveSlot,
     gallery_bundle,
     gallery_html,
     notebook_budget,
@@ -191,7 +190,7 @@ def test_panel_tiles_are_not_held_to_the_notebook_budget(tmp_path):
 
 
 def test_gallery_html_of_placeholders_and_labels_styles_them_once():
-    from qimage_nb.notebook._display import placeholder
+    from qimage_nb.view._gallery import placeholder
 
     tiles = [placeholder("40%", label="pro · 1:1 · 1K", width=1024, height=1024),
              placeholder("queued", label="standard · 1:1 · 1K", width=1024, height=1024)]  # fmt: skip

@@ -68,7 +68,7 @@ async def test_retries_reach_on_update_as_they_happen(tmp_path):
 def test_small_text_a_shape_suggests_its_nearest_ratio_and_a_task_is_named_once():
     from qimage_nb import GenerationRequest, ValidationError
     from qimage_nb._exceptions import TaskFailedError
-    from qimage_nb.notebook._display import progress_status
+    from qimage_nb.view._words import progress_status
 
     with pytest.raises(ValidationError, match=r"size '5:4' is not supported \(the closest is '4:3'\)"):
         GenerationRequest.create("x", size="5:4")

@@ -115,8 +115,8 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 def test_the_walker_sees_lazy_imports_and_skips_type_checking_ones():
     graph = import_graph()
     assert "qimage_nb.core._polling" in graph["qimage_nb.core._client"]  # at module level
-    assert "qimage_nb.notebook._display" in graph["qimage_nb.core._results"]  # inside Generation._repr_mimebundle_
-    assert "qimage_nb.core._client" not in graph["qimage_nb.notebook._display"]  # only under TYPE_CHECKING
+    assert "qimage_nb.view._gallery" in graph["qimage_nb.core._results"]  # inside Generation._repr_mimebundle_
+    assert "qimage_nb.core._results" not in graph["qimage_nb.view._gallery"]  # only under TYPE_CHECKING
     assert "qimage_nb.notebook._magics" in graph["qimage_nb"]  # load_ipython_extension
     assert "qimage_nb.notebook._panel" in graph["qimage_nb"]  # import_module over the package's modules
     # and it finds a cycle when there is one
@@ -130,6 +130,6 @@ def test_qimage_nb_has_no_import_cycles():
 
 def test_thumbnails_default_to_the_galleries_size():
     from qimage_nb.journal import _thumbnails
-    from qimage_nb.notebook import _display
+    from qimage_nb.view import _gallery
 
-    assert _thumbnails.THUMB_PX == _display.DEFAULT_THUMB_PX
+    assert _thumbnails.THUMB_PX == _gallery.DEFAULT_THUMB_PX

@@ -144,7 +144,7 @@ def test_login_provider_keeps_each_hosts_key_apart_and_never_shows_it(shell, ses
     assert "%qimage emulator --provider apimart" in str(caught.value)
     assert "QIMAGE_API_KEY" in str(caught.value)
     shell.run_line_magic("qimage", "logout --provider dashscope")
-    assert "forgot the Alibaba Model Studio (DashScope) key" in capsys.readouterr().out
+    assert "forgot the key for Alibaba Model Studio (DashScope)" in capsys.readouterr().out
     assert not session.has_key
 
 
@@ -224,3 +224,89 @@ def test_an_unknown_outcome_is_one_red_line_then_pending_and_resend_get_the_same
     assert counters["submit_attempts"] == 2 and counters["tasks_billed"] == 1
     shell.run_line_magic("qimage", "pending")
     assert outputs(shell)[-1]["text/plain"] == "no pending tasks"
+
+
+# --- issue 19.6: the small ones ------------------------------------------------------------------
+
+
+def test_emulator_stop_stops_the_one_in_use_or_named_and_says_which(shell, session, capsys):  # noqa: F811
+    shell.run_line_magic("qimage", "emulator --latency 0.1")
+    shell.run_line_magic("qimage", "emulator --provider dashscope --latency 0.1")  # started last, now in use
+    apimart_url = session.emulator_for("apimart").base_url
+    capsys.readouterr()
+
+    shell.run_line_magic("qimage", "emulator --stop --provider apimart")  # named: not the one in use
+    said = capsys.readouterr().out
+    assert session.emulator_for("apimart") is None and session.emulator_for("dashscope") is not None
+    assert said.startswith(f"stopped the APIMart API emulator (was at {apimart_url})"), said
+
+    shell.run_line_magic("qimage", "emulator --provider apimart --latency 0.1")
+    shell.run_line_magic("qimage", "emulator --provider dashscope --latency 0.1")  # in use again
+    capsys.readouterr()
+    shell.run_line_magic("qimage", "emulator --stop")  # the one in use: DashScope's
+    said = capsys.readouterr().out
+    assert session.emulator_for("dashscope") is None and session.emulator_for("apimart") is not None
+    assert said.startswith("stopped the Alibaba Model Studio (DashScope) emulator"), said
+
+    shell.run_line_magic("qimage", "emulator --stop")  # none in use: says so, and which one runs
+    said = capsys.readouterr().out
+    assert "the Alibaba Model Studio (DashScope) emulator is not running" in said
+    assert "the APIMart API emulator is running (%qimage emulator --stop --provider apimart stops it)" in said
+    assert session.emulator_for("apimart") is not None
+
+
+def test_provider_names_read_naturally_in_every_emulator_message(shell, session, capsys):  # noqa: F811
+    shell.run_line_magic("qimage", "emulator --latency 0.1")
+    shell.run_line_magic("qimage", "emulator --latency 0.1")
+    shell.run_line_magic("qimage", "emulator --stop")
+    shell.run_line_magic("qimage", "emulator --stop")
+    shell.run_line_magic("qimage", "emulator --provider dashscope --latency 0.1")
+    shell.run_line_magic("qimage", "emulator --provider dashscope --latency 0.1")
+    said = capsys.readouterr().out + " ".join(visible(o.get("text/html", "")) for o in outputs(shell))
+    assert "the APIMart API emulator is already running at" in said
+    assert "the Alibaba Model Studio (DashScope) emulator is already running at" in said
+    assert not re.search(r"\bthe the\b", said, re.IGNORECASE), said
+    assert "the seed's API" not in said
+    shell.run_line_magic("qimage", "help")
+    assert "seed's API" not in capsys.readouterr().out
+
+
+def test_config_answers_within_3_s_when_the_balance_never_comes(shell, session, capsys):  # noqa: F811
+    import socket
+    import threading
+    import time
+
+    # A server that takes the connection and never answers: the balance must not hold the settings.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def hold() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    host = f"127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        session.set_base_url(f"http://{host}", "apimart")
+        session.login("sk-test-config-0001", "apimart")
+        started = time.monotonic()
+        shell.run_line_magic("qimage", "config")
+        took = time.monotonic() - started
+        said = capsys.readouterr().out
+        assert took < 3.0, took
+        assert f"balance:     no answer from {host} in 2.5 s" in said, said
+        assert f"API:         http://{host}" in said and "sk-test-config-0001" not in said
+    finally:
+        stop.set()
+        thread.join(2)
+        for conn in held:
+            conn.close()
+        listener.close()

@@ -752,7 +752,7 @@ def test_emulator_subcommand_auto_stop_and_banner(shell, no_session, monkeypatch
     assert sum(EMULATOR_BANNER in text for text in shown) == 1  # once, not above every output
     shell.run_line_magic("qimage", "emulator --stop")
     assert not session.using_emulator
-    assert "emulator stopped" in capsys.readouterr().out
+    assert "stopped the APIMart API emulator" in capsys.readouterr().out
 
     monkeypatch.setenv("QIMAGE_API_KEY", "sk-from-env-1234")
     shell.run_line_magic("qimage", "emulator --auto")

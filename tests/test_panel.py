@@ -22,6 +22,7 @@ from qimage_nb._contract import GenerationRequest
 from qimage_nb.emulator import Emulator
 from qimage_nb.notebook import _session
 from qimage_nb.notebook._panel import reproduce_cell, walk_widgets
+from qimage_nb.view._words import short_id
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -196,7 +197,10 @@ async def test_thumbnail_click_shows_a_larger_preview_not_the_full_file(panel):
     assert big.format == "JPEG"
     assert 256 < max(big.size) <= 768  # larger than the thumbnail, far smaller than 1024
     caption = text_of(panel.preview_caption)
-    assert "image 2 of 2" in caption and panel.images[1].info["task_id"] in caption
+    task_id = panel.images[1].info["task_id"]
+    # The id shortened to fit the column beside the run, the whole id in its tooltip.
+    assert "image 2 of 2" in caption and short_id(task_id) in caption
+    assert f'title="task id: {task_id}"' in panel.preview_caption.value
 
 
 def panel_text(panel: Panel) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_panel import by_class, generate, open_button, text_of, thumbs, visible
+from test_panel import by_class, generate, open_button, panel_text, text_of, thumbs, visible
 from test_widgets_compat import browser_uploads
 
 from qimage_nb import Panel
@@ -53,8 +53,9 @@ async def test_the_provider_choice_decides_models_and_which_options_are_enabled(
     try:
         assert panel.provider.value == "apimart" and not panel.provider.disabled
         assert dict(panel.provider.options)  # every host is offered, by its title
-        assert [label for label, _ in panel.provider.options] == [
-            "the APIMart API", "Alibaba Model Studio (DashScope)", "fal", "Replicate"]
+        # By their short names, which fit the header's dropdown; the whole titles in its tooltip.
+        assert [label for label, _ in panel.provider.options] == ["APIMart", "DashScope", "fal", "Replicate"]
+        assert "Alibaba Model Studio (DashScope)" in panel.provider.tooltip
         assert list(panel.model.options) == ["qwen-image-2.0", "qwen-image-2.0-pro"]
         assert panel.seed.disabled and panel.extend.disabled and panel.watermark.disabled and panel.free_size.disabled
         (options,) = by_class(panel, "qimage-options")
@@ -124,10 +125,14 @@ async def test_a_bad_seed_or_size_disables_generate_with_one_line(both, session)
         await panel.wait()
         panel.prompt.value = "a kite"
         panel.seed.value = "seven"
-        assert panel.generate_button.disabled and "seed 'seven' is not a whole number" in text_of(panel.hint)
+        assert panel.generate_button.disabled and "seed 'seven' is not a whole number" in text_of(panel.error)
+        assert panel_text(panel).count("is not a whole number") == 1  # said once, in the error line
         panel.seed.value = "7"
         panel.free_size.value = "4000x4000"
-        assert panel.generate_button.disabled and "outside what Alibaba Model Studio (DashScope) makes" in text_of(panel.hint)
+        assert panel.generate_button.disabled and "outside what Alibaba Model Studio (DashScope) makes" in text_of(panel.error)
+        assert panel_text(panel).count("outside what Alibaba Model Studio (DashScope) makes") == 1
+        panel.generate_button.click()  # a click on the disabled button's action says it once too
+        assert panel_text(panel).count("outside what Alibaba Model Studio (DashScope) makes") == 1
         panel.free_size.value = ""
         assert not panel.generate_button.disabled
         # Switching to a host without seeds leaves the seed typed but disabled, and never sends it.
@@ -171,7 +176,8 @@ async def test_run_rows_say_queued_then_running_and_the_cost(session):
         assert any(re.match(r"queued", line) for line in seen), seen
         assert any(re.match(r"running \d+%", line) for line in seen), seen
         assert not any(re.search(r"\b(submitted|in_progress|pending|processing)\b", line) for line in seen), seen
-        assert re.match(r"done · 1 image in \d+ s · \$0\.006 · task_", text_of(run.status)), text_of(run.status)
+        assert re.match(r"done · 1 image in \d+ s · \$0\.006 · +task_", text_of(run.status)), text_of(run.status)
+        assert f'title="task id: {run.task_id}"' in run.status.value  # the whole id, shortened on the line
         assert session.spent == (pytest.approx(0.006), 1)  # %qimage config's session total
     finally:
         panel.close()
@@ -200,6 +206,136 @@ async def test_the_journal_offers_the_resend_command_for_an_unknown_outcome(sess
         assert "outcome unknown" in words and f"%qimage resume --resend {key}" in words
         assert not by_class(fresh, "qimage-resume")  # no button that would resend behind the user's back
         fresh.close()
+    finally:
+        panel.close()
+
+
+# --- issue 19.4: the header follows the session; 19.5: a resend says what it risks -------------
+
+
+def _magic_shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from qimage_nb.notebook._magics import QImageMagics
+
+    shell = InteractiveShell.instance()
+    shell.register_magics(QImageMagics)
+    return shell
+
+
+async def test_the_header_follows_emulator_stop_login_and_provider_switches_without_a_new_panel(
+    session, monkeypatch, capsys
+):
+    from urllib.parse import urlsplit
+
+    shell = _magic_shell()
+    panel = await make_panel()  # no key, no emulator yet
+    try:
+        (banner,) = by_class(panel, "qimage-banner")
+        assert not visible(banner) and "no key ($QIMAGE_API_KEY)" in text_of(panel.provider_note)
+
+        shell.run_line_magic("qimage", "emulator --latency 0.1")
+        await panel.wait()
+        first = urlsplit(session.emulator_for("apimart").base_url).netloc
+        assert visible(banner) and first in text_of(panel.server)
+        assert "no key" not in text_of(panel.provider_note)  # the emulator's tag says where the key is
+
+        shell.run_line_magic("qimage", "emulator --stop")
+        await panel.wait()
+        assert not visible(banner) and first not in text_of(panel.server)
+        assert "no key ($QIMAGE_API_KEY)" in text_of(panel.provider_note)
+
+        shell.run_line_magic("qimage", "emulator --latency 0.1")  # a new emulator on a new port
+        await panel.wait()
+        second = urlsplit(session.emulator_for("apimart").base_url).netloc
+        assert second != first and second in text_of(panel.server) and first not in text_of(panel.server)
+
+        shell.run_line_magic("qimage", "emulator --provider dashscope --latency 0.1")
+        await panel.wait()
+        dashscope = urlsplit(session.emulator_for("dashscope").base_url).netloc
+        assert panel.provider.value == "dashscope"  # the provider in use, switched in a cell
+        assert dashscope in text_of(panel.server) and visible(banner) and "--provider dashscope" in banner.value
+        assert not panel.seed.disabled  # the controls followed it too
+
+        monkeypatch.setattr("getpass.getpass", lambda prompt="": "sk-dashscope-typed-0001")
+        shell.run_line_magic("qimage", "login --provider dashscope")  # stops its emulator: the real API
+        await panel.wait()
+        assert not visible(banner) and dashscope not in text_of(panel.server)
+        assert "key: %qimage login" in text_of(panel.provider_note)
+        assert "sk-dashscope-typed-0001" not in panel_text(panel)
+        # Every message once: the header's state is said once, nothing of the old one is left.
+        assert panel_text(panel).count("key:") == 1 and "no key" not in panel_text(panel)
+    finally:
+        panel.close()
+    capsys.readouterr()
+
+
+async def test_a_panel_that_is_closed_no_longer_follows_the_session(session):
+    panel = await make_panel()
+    panel.close()
+    session.start_emulator(latency=0.1, jitter=0.0)  # nothing of the closed panel runs, nothing raises
+    assert all(ref() is None or ref().__self__ is not panel for ref in session._listeners)
+
+
+def in_row(row, css: str) -> list:
+    from qimage_nb.notebook._panel import walk_widgets
+
+    return [w for w in walk_widgets(row) if css in getattr(w, "_dom_classes", ())]
+
+
+async def _unknown_outcome_in_a_later_panel(session, provider: str):
+    """A Generate whose submit answer is lost, then a later panel that finds it in the journal."""
+    emulator = session.start_emulator(provider, latency=0.1, jitter=0.0)
+    session.choose(provider)
+    emulator.set_faults(lose_submit_answers=1, lose_mode="reset")
+    panel = await make_panel()
+    await generate(panel, "a fox under the aurora")
+    await panel.wait()
+    run = panel.runs[-1]
+    panel.close()
+    fresh = await make_panel()
+    fresh.refresh_journal()
+    (row,) = by_class(fresh, "qimage-journal-entry")
+    return emulator, run, fresh, row
+
+
+async def test_on_apimart_the_resend_promises_no_second_bill_and_gets_the_same_task(session):
+    emulator, _run, panel, row = await _unknown_outcome_in_a_later_panel(session, "apimart")
+    try:
+        (hint,) = in_row(row, "qimage-resend-hint")
+        assert "same key, no second bill" in text_of(hint) and "may bill again" not in text_of(hint)
+        (resend,) = in_row(row, "qimage-resend")
+        resend.click()  # the host honours the key: no question, one resend
+        await panel.wait()
+        (confirm,) = by_class(panel, "qimage-resend-confirm")
+        assert not visible(confirm)
+        (gen,) = panel.generations
+        assert gen.ok and len(emulator._state.tasks) == 1  # the task the lost answer was about, billed once
+    finally:
+        panel.close()
+
+
+async def test_on_dashscope_the_resend_warns_it_may_bill_again_and_asks_first(session):
+    emulator, run, panel, row = await _unknown_outcome_in_a_later_panel(session, "dashscope")
+    try:
+        status = text_of(run.status)
+        assert "no second bill" not in status and re.search(r"may bill (again|twice)", status)  # it promises nothing
+        (hint,) = in_row(row, "qimage-resend-hint")
+        assert "may bill again" in text_of(hint) and "no second bill" not in text_of(hint)
+        before = len(dashscope_jobs(emulator))
+        (resend,) = in_row(row, "qimage-resend")
+        resend.click()
+        await panel.wait()
+        (confirm,) = by_class(panel, "qimage-resend-confirm")
+        assert visible(confirm) and "may bill again" in text_of(panel.resend_question)
+        assert len(dashscope_jobs(emulator)) == before and panel.runs == []  # nothing sent before the answer
+        panel.resend_no.click()
+        assert not visible(confirm) and panel.runs == []
+        resend.click()
+        panel.resend_yes.click()  # the user's yes: now it is sent
+        await panel.wait()
+        assert len(dashscope_jobs(emulator)) == before + 1 and panel.generations[-1].ok
+        assert not visible(confirm)
     finally:
         panel.close()
 

@@ -109,7 +109,7 @@ class Generation:
         return f"<Generation {self.task_id} {state}{cached} {self.request.model} prompt={short!r}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        from ..notebook._display import gallery_bundle
+        from ..view._gallery import gallery_bundle
 
         return gallery_bundle([self])
 

@@ -21,8 +21,8 @@ __all__ = ["THUMB_FORMATS", "THUMB_PX", "thumbnail", "thumbnail_data_uri", "thum
 
 THUMB_FORMATS = {"JPEG": "image/jpeg", "WEBP": "image/webp"}
 # thumbnail()'s longest side when the caller does not say: the galleries' size. Defined here, not
-# taken from _display (whose DEFAULT_THUMB_PX it equals): an image module importing a face was an
-# import cycle (_display draws its tiles with this module).
+# taken from view._gallery (whose DEFAULT_THUMB_PX it equals): an image module importing the
+# renderer was an import cycle (view._gallery draws its tiles with this module).
 THUMB_PX = 256
 
 # A thumbnail squeezed into a byte budget keeps its pixels: it is shown at its own size, and fewer

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 
-from ._display import LiveGallery, LiveSlot, format_seconds
+from ..view._words import format_seconds
+from ._display import LiveGallery, LiveSlot
 
 if TYPE_CHECKING:
     from .._contract import GenerationRequest
@@ -274,7 +275,7 @@ def _capped(slot: LiveSlot) -> bool:
 
 def show_batch_progress(requests: Sequence[GenerationRequest], labels: Sequence[str | None] | None = None) -> BatchGallery:
     """A batch's display for ``generate_many(progress=True)``: shown now, updated in place."""
-    from ._display import DEFAULT_THUMB_PX
+    from ..view._gallery import DEFAULT_THUMB_PX
 
     labels = list(labels) if labels is not None else [" ".join(r.prompt.split())[:60] for r in requests]
     slots = [LiveSlot(request=r, label=label) for r, label in zip(requests, labels, strict=True)]

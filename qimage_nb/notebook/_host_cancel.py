@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..core._client import AsyncClient
 
-__all__ = ["cancel_at_host", "cancel_run_at_host", "split_notes"]
+__all__ = ["cancel_at_host", "cancel_run_at_host", "cancel_stopped", "split_notes"]
 
 
 def split_notes(client: AsyncClient, requests: list[Any]) -> list[str]:
@@ -57,3 +57,19 @@ async def cancel_run_at_host(run: Any) -> None:
     run.host_cancel = f"cancelled at the host: {note}"
     run._record_unfinished(None)  # the run's Generation says it too
     run.render()
+
+
+def cancel_stopped(client: AsyncClient, task_ids: list[str]) -> None:
+    """After an interrupt, ask a host that can cancel (DashScope's asynchronous models, while
+    queued) to cancel what was stopped; one printed line per task says what the host did."""
+    from ..core._sync import run_sync
+    from ._refs import cancel_on_host
+
+    for task_id in task_ids:
+        try:
+            line = run_sync(cancel_on_host(client, task_id))
+        except KeyboardInterrupt:
+            print(f"task {task_id}: not cancelled (interrupted again); %qimage resume {task_id} fetches it")
+            continue
+        if line:
+            print(f"task {task_id}: {line}")

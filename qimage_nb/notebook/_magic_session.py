@@ -65,12 +65,13 @@ def history(magics: QImageMagics, line: str) -> None:
         raise UsageError(f"-n {args.limit}: show at least 1 entry")
     from IPython.display import display
 
-    from ._display import history_bundle
+    from ..view._history import history_bundle
     from ._session import get_session
 
     client = get_session().client(args.provider)
     entries = client.pending()[: args.limit] if args.pending else client.history(args.limit)
-    display(history_bundle(entries, pending_only=args.pending), raw=True)
+    keys = client.provider.capabilities.idempotency_keys
+    display(history_bundle(entries, pending_only=args.pending, keys_honoured=keys), raw=True)
     if args.pending and client.cache_scope != client.base_url:
         # The in-kernel emulator: tasks left unfinished by an earlier kernel's emulator (or another
         # kernel's) share its scope but not its address, and no emulator here knows them.
@@ -104,17 +105,30 @@ def pending(magics: QImageMagics, line: str) -> None:
 def emulator(magics: QImageMagics, line: str) -> None:
     """%qimage emulator [--provider P] [--auto] [--stop] [--latency S]: a bundled offline emulator in this kernel."""
     args = parse(emulator, line)
+    from ..providers import get_provider
+    from ..view._words import emulator_name
     from ._session import emulator_banner, get_session
 
     session = get_session()
     provider = session.provider(args.provider)
     name = provider.name
     if args.stop:
-        if session.emulator_for(name) is None:
-            print(f"the {provider.title} emulator is not running; using the API at {session.base_url_for(name)}")
+        # The emulator of the provider in use, or of the one --provider names: never another.
+        running = session.emulator_for(name)
+        if running is None:
+            others = [get_provider(other) for other in session._emulators if other != name]
+            also = "".join(
+                f"; {emulator_name(other.title)} is running (%qimage emulator --stop --provider {other.name} stops it)"
+                for other in others
+            )
+            print(f"{emulator_name(provider.title)} is not running; using the API at {session.base_url_for(name)}{also}")
             return
+        where = running.base_url
         session.stop_emulator(name)
-        print(f"emulator stopped; using {provider.title} at {session.base_url_for(name)} (key {_key_state(session, name)})")
+        print(
+            f"stopped {emulator_name(provider.title)} (was at {where}); using {provider.title} at "
+            f"{session.base_url_for(name)} (key {_key_state(session, name)})"
+        )
         return
     if args.latency is not None and not args.latency >= 0:
         raise UsageError(f"--latency {args.latency} must be zero or more seconds")
@@ -127,7 +141,7 @@ def emulator(magics: QImageMagics, line: str) -> None:
     running = session.emulator_for(name)
     if running is not None:
         note = " (stop it first to change --latency)" if args.latency is not None else ""
-        print(f"the {provider.title} emulator is already running at {running.base_url}{note}")
+        print(f"{emulator_name(provider.title)} is already running at {running.base_url}{note}")
         return
     options: dict[str, Any] = {}
     if args.latency is not None:
@@ -224,7 +238,9 @@ def login(magics: QImageMagics, line: str) -> None:
     stopped = ""
     if session.emulator_for(provider.name) is not None:
         session.stop_emulator(provider.name)
-        stopped = "emulator stopped; "
+        from ..view._words import emulator_name
+
+        stopped = f"stopped {emulator_name(provider.title)}; "
     print(
         f"key set for this kernel (memory only, never saved); {stopped}using {provider.title} at "
         f"{session.base_url_for(provider.name)}"
@@ -238,7 +254,7 @@ def logout(magics: QImageMagics, line: str) -> None:
     session = get_session()
     provider = session.provider(_login_provider(line.strip()))
     session.logout(provider.name)
-    print(f"forgot the {provider.title} key typed with %qimage login; key now {_key_state(session, provider.name)}")
+    print(f"forgot the key for {provider.title} typed with %qimage login; key now {_key_state(session, provider.name)}")
 
 
 @magic_arguments(name="qimage models")
@@ -278,11 +294,18 @@ def models(magics: QImageMagics, line: str) -> None:
     print("\n".join(lines))
 
 
+# How long %qimage config waits for the balance: with the rest, it answers in under 3 s.
+BALANCE_WAIT = 2.5
+
+
 def config(magics: QImageMagics, line: str) -> None:
     """%qimage config: the effective settings (never the key), the balance where the host has one,
     and what this session's generations cost."""
+    import asyncio
+    from urllib.parse import urlsplit
+
     from ..core._sync import run_sync
-    from ._display import error_line, format_cost
+    from ..view._words import error_line, format_cost
     from ._session import get_session
 
     if line.strip():
@@ -305,9 +328,14 @@ def config(magics: QImageMagics, line: str) -> None:
         lines.append(f"  balance:     {provider.title} has no balance endpoint (see its console)")
     else:
         try:
-            balance = run_sync(client.balance())
+            # Bounded: settings are shown at once whatever the server does (a host that never
+            # answered held this command for 11.5 s, through the client's own timeouts and retries).
+            balance = run_sync(asyncio.wait_for(client.balance(), BALANCE_WAIT))
         except KeyboardInterrupt:
             lines.append("  balance:     (interrupted)")
+        except TimeoutError:
+            host = urlsplit(client.base_url).netloc or client.base_url
+            lines.append(f"  balance:     no answer from {host} in {BALANCE_WAIT:g} s")
         except Exception as exc:
             lines.append(f"  balance:     unavailable ({error_line(exc)[1]})")
         else:

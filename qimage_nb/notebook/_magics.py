@@ -8,26 +8,22 @@ single request is sent, shows one output area that is updated in place while the
 leaves static HTML behind (small thumbnails as ``data:`` URIs plus a plain-text fallback), so a
 saved notebook renders anywhere and grows by kilobytes per image, not megabytes.
 
-Around it: the argument syntax in ``_magic_args``, references in ``_refs``, the live output area
-and the history table in ``_display``.
+Around it: the argument syntax in ``_magic_args``, a cell's plan and requests in ``_magic_plan``,
+references in ``_refs``, the live output area in ``_display``, ``%qimage resume`` in
+``_magic_resume`` and the session's subcommands in ``_magic_session``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import keyword
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from dataclasses import field as dataclass_field
-from itertools import product
 from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
-from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, Int, Unicode, default, observe
 
 from ._magic_args import (
@@ -36,17 +32,16 @@ from ._magic_args import (
     LINE_SUBCOMMANDS,
     cell_arguments,
     keep_empty_cells,
-    parse,
     parse_cell_line,
-    parse_params,
     split_refs,
     split_values,
 )
+from ._magic_plan import CellPlanner
 
 if TYPE_CHECKING:
-    from .._contract import GenerationRequest
     from ..core._client import AsyncClient, Generation
     from ._display import LiveGallery
+    from ._magic_plan import _Cell
     from ._refs import Ref
 
 __all__ = ["QImageCellError", "QImageMagics"]
@@ -84,55 +79,11 @@ def _usage_errors() -> Iterator[None]:
         raise UsageError(exc.message) from None
 
 
-def _host(client: Any) -> str | None:
-    from urllib.parse import urlsplit
-
-    return urlsplit(getattr(client, "base_url", "") or "").netloc or None
-
-
-# --- the plan of one cell --------------------------------------------------------------------
-
-
-@dataclass
-class _Plan:
-    """What a cell asks for, before any request is built: the grid's axes as the user gave them."""
-
-    prompt: str
-    negative: str | None
-    n: int
-    combos: list[tuple[str, str | None, str, int | None]]  # model, size (None: the model's), resolution, seed
-    name: str
-    timeout: float
-    fresh: bool
-    background: bool
-    provider: str | None = None  # --provider, else the session's
-    prompt_extend: bool | None = None
-    watermark: bool | None = None
-    host_params: dict[str, Any] = dataclass_field(default_factory=dict)  # --param NAME=VALUE
-    from_config: dict[str, str] = dataclass_field(default_factory=dict)  # field -> the trait it came from
-    prompts: list[str] | None = None  # --each: one filled prompt per item
-    item_labels: list[str] | None = None
-    each: str | None = None
-    dry_run: bool = False
-    max_cost: float | None = None
-
-
-@dataclass
-class _Cell:
-    """The cell's generations: one validated request each (built once, sent as is), their labels."""
-
-    plan: _Plan
-    requests: list[GenerationRequest]
-    labels: list[str | None]
-    columns: int | None
-    items: list[int] | None = None  # --each: the item each request was filled from
-
-
 # --- the magics ------------------------------------------------------------------------------
 
 
 @magics_class
-class QImageMagics(Magics):
+class QImageMagics(CellPlanner, Magics):
     """``%%qimage`` (generate) and ``%qimage`` (login, emulator, config, resume, history, panel).
 
     Defaults are configurable: ``%config QImageMagics.model = "qwen-image-2.0-pro"`` in a
@@ -187,187 +138,14 @@ class QImageMagics(Magics):
             get_session().prefer(self.provider.strip() or None)
             self._pushed_provider = self.provider
 
-    def _config_error(self, trait: str, message: str) -> UsageError:
-        value = getattr(self, trait)
-        return UsageError(f"{message} (from %config QImageMagics.{trait} = {value!r}; fix it or pass the option)")
 
     @default("thumb_px")
     def _thumb_px_default(self) -> int:
         # The display's own size, read when first needed: loading the extension imports no more.
-        from ._display import DEFAULT_THUMB_PX
+        from ..view._gallery import DEFAULT_THUMB_PX
 
         return DEFAULT_THUMB_PX
 
-    def _checked_display_settings(self) -> tuple[int, str, int]:
-        from ..journal._thumbnails import THUMB_FORMATS
-
-        if not 32 <= self.thumb_px <= 1024:
-            raise self._config_error("thumb_px", f"thumb_px is {self.thumb_px}; use 32 to 1024 pixels")
-        fmt = self.thumb_format.strip().upper()
-        if fmt not in THUMB_FORMATS:
-            raise self._config_error("thumb_format", f"thumb_format {self.thumb_format!r} is not JPEG or WEBP")
-        if not 1 <= self.concurrency <= 64:
-            raise self._config_error("concurrency", f"concurrency is {self.concurrency}; use 1 to 64")
-        return self.thumb_px, fmt, self.concurrency
-
-    def _checked_name(self, name: str | None, *, option: str = "-o") -> str:
-        if name is None:
-            name = self.output
-            if not (name.isidentifier() and not keyword.iskeyword(name)):
-                raise self._config_error("output", f"output {name!r} is not a Python variable name")
-            return name
-        if not (name.isidentifier() and not keyword.iskeyword(name)):
-            raise UsageError(f"{option} {name!r} is not a Python variable name; e.g. {option} cats")
-        return name
-
-    def _plan(self, args: Any, prompt: str) -> _Plan:
-        from ._display import MODEL_ALIASES
-
-        from_config: dict[str, str] = {}
-        models = [MODEL_ALIASES.get(m.lower(), m) for m in split_values(args.model)]
-        if args.pro:
-            if models and models != ["qwen-image-2.0-pro"]:
-                raise UsageError("--pro and --model disagree; pass one of them")
-            models = ["qwen-image-2.0-pro"]
-        if not models:
-            models = [MODEL_ALIASES.get(self.model.strip().lower(), self.model)]  # "pro" works here too
-            from_config["model"] = "model"
-        sizes: list[str | None] = list(split_values(args.size))
-        if not sizes:
-            sizes = [self.size or None]  # unset: the model's default (3.0 chooses its own size)
-            from_config["size"] = "size"
-        resolutions = split_values(args.resolution)
-        if not resolutions:
-            resolutions = [self.resolution]
-            from_config["resolution"] = "resolution"
-        seeds: list[int | None] = []
-        for value in split_values(args.seed):
-            try:
-                seeds.append(int(value))
-            except ValueError:
-                raise UsageError(f"--seed {value!r} is not a whole number; e.g. --seed 42 or --seed 1,2,3") from None
-        if args.extend and args.no_extend:
-            raise UsageError("--extend and --no-extend disagree; pass one of them")
-        n = args.n
-        if n is None:
-            n = self.n
-            from_config["n"] = "n"
-        timeout = args.timeout
-        if timeout is None:
-            timeout = self.timeout
-            if not 0 < timeout < float("inf"):
-                raise self._config_error("timeout", f"timeout is {timeout}; use a positive number of seconds")
-        elif not 0 < timeout < float("inf"):
-            raise UsageError(f"--timeout {timeout} must be a positive number of seconds")
-        from ._batch import fill_prompts, items_of, max_cost_of
-
-        prompts = labels = None
-        if args.each is not None:
-            items = items_of(args.each.strip(), self.shell.user_ns)
-            prompts = fill_prompts(prompt, items)
-            labels = [items.label(i) for i in range(len(items))]
-        return _Plan(
-            prompts=prompts,
-            item_labels=labels,
-            each=args.each.strip() if args.each is not None else None,
-            dry_run=args.dry_run,
-            max_cost=max_cost_of(args.max_cost),
-            prompt=prompt,
-            negative=args.negative,
-            n=n,
-            combos=list(product(models, sizes, resolutions, seeds or [None])),
-            name=self._checked_name(args.output),
-            timeout=timeout,
-            fresh=args.new,
-            background=args.background,
-            provider=args.provider,
-            prompt_extend=True if args.extend else False if args.no_extend else None,
-            watermark=True if args.watermark else None,
-            host_params=parse_params(args.param),
-            from_config=from_config,
-        )
-
-    def _build(self, plan: _Plan, urls: list[str] | None) -> _Cell:
-        """One request per combination of the grid (duplicates dropped, order kept), each made once
-        with every field the cell gives; a bad value is one UsageError line naming its option."""
-        from .._contract import GenerationRequest
-        from .._exceptions import ValidationError
-        from ._display import SHORT_MODEL
-
-        if plan.prompts is not None:
-            return self._build_each(plan, urls)
-        requests: list[GenerationRequest] = []
-        for model, size, resolution, seed in plan.combos:
-            try:
-                sized = {"size": size} if size is not None else {}  # none given: the model's default
-                request = GenerationRequest.create(
-                    plan.prompt, model=model, **sized, resolution=resolution, n=plan.n,
-                    negative_prompt=plan.negative, image_urls=urls or None, seed=seed,
-                    prompt_extend=plan.prompt_extend, watermark=plan.watermark,
-                    host_params=plan.host_params or None,
-                )
-            except ValidationError as exc:
-                raise self._usage(plan, exc) from None
-            if request not in requests:
-                requests.append(request)
-        labels: list[str | None] = [None]
-        columns = None
-        if len(requests) > 1:
-            axes = [(r.model, r.size, r.resolution, r.seed) for r in requests]
-            varied = [i for i in range(4) if len({a[i] for a in axes}) > 1]
-
-            def label(r: GenerationRequest) -> str:
-                bits = [SHORT_MODEL.get(r.model, r.model), r.size, r.resolution]
-                if r.size == "auto":
-                    bits[1:] = ["size chosen by the model"]
-                if r.seed is not None:
-                    bits.append(f"seed {r.seed}")
-                return " · ".join(bits)
-
-            labels = [label(r) for r in requests]
-            per_row = len(requests) // len({a[varied[0]] for a in axes}) if len(varied) >= 2 else len(requests)
-            columns = per_row * plan.n
-        return _Cell(plan=plan, requests=requests, labels=labels, columns=columns)
-
-    def _build_each(self, plan: _Plan, urls: list[str] | None) -> _Cell:
-        """--each: one request per item (times the grid's combinations), item by item, so the
-        images bind in item order; every filled prompt checked before anything is sent."""
-        import dataclasses
-
-        assert plan.prompts is not None and plan.item_labels is not None
-        requests: list[GenerationRequest] = []
-        labels: list[str | None] = []
-        items: list[int] = []
-        for index, (prompt, label) in enumerate(zip(plan.prompts, plan.item_labels, strict=True)):
-            try:
-                one = self._build(dataclasses.replace(plan, prompt=prompt, prompts=None), urls)
-            except UsageError as exc:
-                raise UsageError(f"--each {plan.each}: item {index}: {exc}") from None
-            requests += one.requests
-            grid = len(one.requests) > 1
-            labels += [f"{label} · {combo}" if grid else label for combo in one.labels]
-            items += [index] * len(one.requests)
-        columns = (len(requests) // len(plan.prompts)) * plan.n if len(requests) > len(plan.prompts) else None
-        return _Cell(plan=plan, requests=requests, labels=labels, columns=columns, items=items)
-
-    def _usage(self, plan: _Plan, exc: Any) -> UsageError:
-        """A ValidationError as the one line the user sees: naming the %config value it came from."""
-        if exc.field in plan.from_config:
-            return self._config_error(plan.from_config[exc.field], exc.message)
-        if exc.field == "negative_prompt":
-            return UsageError(f"--negative: {exc.message}")
-        return UsageError(exc.message)
-
-    async def _checked(self, client: AsyncClient, cell: _Cell) -> _Cell:
-        """Every request of the cell checked against the provider before anything is submitted."""
-        from .._exceptions import ValidationError
-
-        for request in cell.requests:
-            try:
-                await client.check(request)
-            except ValidationError as exc:
-                raise self._usage(cell.plan, exc) from None
-        return cell
 
     # -- %%qimage -----------------------------------------------------------------------------
 
@@ -450,8 +228,11 @@ class QImageMagics(Magics):
             return
         live = self._live_for(cell, thumb_px, fmt, emulator=session.emulator_for(provider.name) is not None,
                               host_title=provider.title if plan.provider or provider.name != "apimart" else None)
-        live.host = _host(client)
+        from ._display import host_of
+
+        live.host = host_of(client)
         live.setting = provider.base_url_env
+        live.keys_honoured = provider.capabilities.idempotency_keys
         for text in say:
             live.notes.append(text)
         from ._host_cancel import split_notes
@@ -475,7 +256,9 @@ class QImageMagics(Magics):
 
                 cancel_at_host(client, started)
             else:  # DashScope's asynchronous models: a task still queued
-                _cancel_on_host(client, stopped)
+                from ._host_cancel import cancel_stopped
+
+                cancel_stopped(client, stopped)
             return
         except BaseException as exc:
             raise self._surface(exc, live) from None
@@ -511,56 +294,6 @@ class QImageMagics(Magics):
         urls = await ref_urls(client, refs, say)
         return await self._checked(client, self._build(cell.plan, urls))
 
-    def _live_for(
-        self, cell: _Cell, thumb_px: int, fmt: str, *, emulator: bool, host_title: str | None = None
-    ) -> LiveGallery:
-        from .._contract import _short, parse_pixel_size
-        from ._display import LiveGallery, LiveSlot
-
-        plan = cell.plan
-        slots = [LiveSlot(request=r, label=label) for r, label in zip(cell.requests, cell.labels, strict=True)]
-        first = cell.requests[0]
-        size = first.size if parse_pixel_size(first.size) else f"{first.size} {first.resolution}"
-        if first.size == "auto":
-            size = "size chosen by the model"
-        if plan.prompts is not None:
-            combos = len(cell.requests) // len(plan.prompts)
-            subtitle = f"--each {plan.each}: {len(plan.prompts)} items"
-            subtitle += f" x {combos} combinations" if combos > 1 else f" · {first.model} · {size}"
-            subtitle += f" x {plan.n} -> {plan.name}" if plan.n > 1 else f" -> {plan.name}"
-        elif len(cell.requests) == 1:
-            subtitle = f"{first.model} · {size} · {plan.n} image{'s' if plan.n > 1 else ''} -> {plan.name}"
-            if first.seed is not None:
-                subtitle += f" · seed {first.seed}"
-        else:
-            subtitle = f"comparison grid: {len(cell.requests)} combinations x {plan.n} -> {plan.name}"
-        if plan.negative:
-            subtitle += f" · negative: {_short(plan.negative, 80)}"
-        if plan.prompt_extend is not None:
-            subtitle += " · prompt rewriting on" if plan.prompt_extend else " · prompt as written"
-        if plan.watermark:
-            subtitle += " · watermark"
-        if plan.host_params:
-            subtitle += " · " + ", ".join(f"{k}={v!r}" for k, v in plan.host_params.items())
-        if host_title:
-            subtitle += f" · on {host_title}"
-        if emulator:
-            # %qimage emulator said what the emulator is, once; each output only names it.
-            subtitle += " · from the emulator"
-        gallery = LiveGallery
-        if plan.prompts is not None:
-            from ._batch import BatchGallery
-
-            gallery = BatchGallery  # one progress line for the batch, not one per item
-        return gallery(
-            slots,
-            title=_short(plan.prompt, 200),
-            subtitle=subtitle,
-            banner=None,
-            thumb_px=thumb_px,
-            fmt=fmt,
-            columns=cell.columns,
-        )
 
     async def _execute(self, client: AsyncClient, cell: _Cell, live: LiveGallery, concurrency: int) -> list[Generation]:
         from ..core._retry import retry_observer
@@ -601,7 +334,7 @@ class QImageMagics(Magics):
         keeps a small mark). Several: each failed generation's reason is a labelled red line in the
         output, and the cell raises only when none succeeded, without repeating them.
         """
-        from ._display import error_line
+        from ..view._words import error_line
 
         images = [image for gen in generations if gen.error is None for image in gen.images]
         failures = [gen for gen in generations if gen.error is not None]
@@ -630,7 +363,7 @@ class QImageMagics(Magics):
         is said; otherwise (a background run) the output area says it.
         """
         from .._exceptions import QImageError, ValidationError
-        from ._display import error_line
+        from ..view._words import error_line
 
         if isinstance(exc, (UsageError, QImageCellError)):
             return exc
@@ -706,114 +439,6 @@ class QImageMagics(Magics):
 
     # -- %qimage ------------------------------------------------------------------------------
 
-    @magic_arguments(name="qimage resume")
-    @argument("task_id", nargs="?", help="the task id (or journal key) to re-attach to")
-    @argument("--all", action="store_true", help="every task that was submitted but never downloaded")
-    @argument(
-        "--resend", metavar="KEY", default=None,
-        help="send a submit whose outcome is unknown again: the identical request with the same "
-        "Idempotency-Key (a host that honours keys answers with the task it made; another may bill a "
-        "second one)",
-    )
-    @argument("--provider", metavar="P", default=None, help="the provider the task belongs to (default: the one in use)")
-    @argument("-o", "--output", metavar="NAME", default=None, help=f"variable for the images (default {DEFAULT_OUTPUT})")
-    def _cmd_resume(self, line: str) -> None:
-        """%qimage resume [TASK_ID | --all | --resend KEY] [-o NAME]: fetch a task's images without
-        submitting again (or, with --resend, send a submit whose outcome is unknown again)."""
-        args = parse(self._cmd_resume, line)
-        if sum(map(bool, (args.task_id, args.all, args.resend))) > 1:
-            raise UsageError("pass one of a task id, --all or --resend KEY, not both")
-        name = self._checked_name(args.output)
-        thumb_px, fmt, concurrency = self._checked_display_settings()
-
-        from .._exceptions import ValidationError
-        from ..core._sync import run_sync
-        from ._session import get_session
-
-        session = get_session()
-        provider = session.provider(args.provider)
-        client = session.client(provider.name)
-        if args.resend:
-            ids = [args.resend.strip()]
-        elif args.task_id:
-            ids = [args.task_id.strip()]
-        else:
-            pending = client.pending()
-            # A submit that got no answer is resent only when the user says so (--resend KEY).
-            unanswered = [entry for entry in pending if not entry.task_id]
-            ids = [entry.task_id for entry in pending if entry.task_id]
-            if unanswered:
-                print(
-                    f"not resumed: {len(unanswered)} submit{'s' if len(unanswered) != 1 else ''} whose outcome "
-                    "is unknown (no task id); %qimage pending shows the command that resends each"
-                )
-            if not ids:
-                if not unanswered:
-                    print("nothing to resume: every task in the journal has its images (%qimage history lists them)")
-                return
-            if not args.all and len(ids) > 1:
-                raise UsageError(
-                    f"{len(ids)} tasks are pending ({', '.join(ids)}); pass one task id, or --all"
-                )
-        # Without -o, each task's images go back to the name its cell chose (-o storm), else the default.
-        from ._batch import cell_names
-        from ._display import LiveGallery, LiveSlot
-
-        names = [name] * len(ids) if args.output is not None else cell_names(client, ids, name)
-        name = names[0]
-        slots = [LiveSlot(request=None, label=task_id if len(ids) > 1 else None, task_id=task_id) for task_id in ids]
-        what = "resending" if args.resend else "resuming"
-        live = LiveGallery(
-            slots,
-            title=f"{what} {', '.join(ids)}",
-            subtitle=f"-> {', '.join(dict.fromkeys(names))}" + (" · from the emulator" if session.emulator_for(provider.name) else ""),
-            banner=None,
-            thumb_px=thumb_px,
-            fmt=fmt,
-        )
-        live.host = _host(client)
-        live.setting = provider.base_url_env
-        if args.resend and not provider.capabilities.idempotency_keys:
-            # The user's call, made knowingly: this host cannot tell a resend from a new request.
-            live.notes.append(f"{provider.title} has no idempotency key: if the first submit did reach it, "
-                              "this resend is a second task and may bill twice")
-        live.show()
-
-        async def resume_all() -> list[Generation]:
-            from ..core._retry import retry_observer
-
-            retry_observer.set(live.retrying)
-            return await client.resume_many(
-                ids, concurrency=concurrency, on_update=lambda index, update: live.on_update(update, index),
-                timeout=self.timeout, resend=args.resend,
-            )
-
-        try:
-            generations = run_sync(resume_all())
-        except KeyboardInterrupt:
-            live.interrupted()  # each task's line says how to resume it again
-            return
-        except BaseException as exc:
-            raise self._surface(exc, live) from None
-        for gen in generations:
-            if isinstance(gen.error, ValidationError):
-                live.fail(gen.error, said_below=True)
-                raise UsageError(gen.error.message)
-        if len(set(names)) == 1:
-            self._conclude(name, generations, live)
-            return
-        try:
-            self._conclude(name, generations, live)
-        finally:
-            said = []
-            for each in dict.fromkeys(names):
-                images = [im for gen, nm in zip(generations, names, strict=True) if nm == each and gen.error is None
-                          for im in gen.images]
-                if images:
-                    self.shell.user_ns[each] = images
-                    said.append(f"{each}: {len(images)} image{'s' if len(images) != 1 else ''}")
-            live.footer = " · ".join(said) or None
-            live.refresh()
 
     @no_var_expand
     @line_magic("qimage")
@@ -830,7 +455,9 @@ class QImageMagics(Magics):
         with _usage_errors():
             self._push_provider()
             if command == "resume":
-                self._cmd_resume(rest.strip())
+                from ._magic_resume import resume
+
+                resume(self, rest.strip())
             else:
                 from ._magic_session import SUBCOMMANDS
 
@@ -838,22 +465,6 @@ class QImageMagics(Magics):
 
 
 QImageMagics.qimage_line.__doc__ = LINE_HELP
-
-
-def _cancel_on_host(client: AsyncClient, task_ids: list[str]) -> None:
-    """After an interrupt, ask a host that can cancel (DashScope's asynchronous models, while
-    queued) to cancel what was stopped; one printed line per task says what the host did."""
-    from ..core._sync import run_sync
-    from ._refs import cancel_on_host
-
-    for task_id in task_ids:
-        try:
-            line = run_sync(cancel_on_host(client, task_id))
-        except KeyboardInterrupt:
-            print(f"task {task_id}: not cancelled (interrupted again); %qimage resume {task_id} fetches it")
-            continue
-        if line:
-            print(f"task {task_id}: {line}")
 
 
 def _adopt_journal_ids(client: AsyncClient, live: LiveGallery, since: float) -> None:

@@ -15,8 +15,10 @@ Three rules shape the code:
   state only as thumbnails or a mid-size preview JPEG; full-resolution files stay on disk.
 
 The widgets and their layout live in ``_panel_view`` (every part carries a stable CSS class,
-``qimage-…``), one run's task and row in ``_panel_run``, references and uploads in ``_refs``
-(shared with the magic); this module is the behaviour that ties them together.
+``qimage-…``) and ``_panel_parts``, one run's task and row in ``_panel_run``; the header and its
+connection in ``_panel_header``, references in ``_panel_refs`` (over ``_refs``, shared with the
+magic), the preview and the journal in ``_panel_picks``. This module is what ties them together:
+the loop, the guard, the controls, Generate and Cancel.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import contextlib
 import functools
 import html
 import logging
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,44 +37,34 @@ from .._contract import (
     NEGATIVE_PROMPT_MAX,
     PIXEL_SIZES,
     PROMPT_MAX,
-    REFS_MAX,
     SHORT_PROMPT_MODELS,
     GenerationRequest,
-    InlineImage,
     _short,
-    check_reference_url,
     parse_pixel_size,
 )
 from .._exceptions import QImageError, ValidationError
 from ..core._sync import _running_loop
 from ._magic_args import reproduce_cell
+from ._panel_header import PanelHeader
+from ._panel_parts import LINE, MUTED, RED, count_html, describe, walk_widgets
+from ._panel_picks import PanelPicks
+from ._panel_refs import PanelRefs
 from ._panel_run import Run
-from ._panel_view import (
-    LINE,
-    MUTED,
-    PREVIEW_PX,
-    RED,
-    REF_PX,
-    PanelView,
-    describe,
-    thumb_bytes,
-    walk_widgets,
-)
-from ._refs import Ref, local_ref, upload
-from ._widgets import clear_upload, mimebundle, set_tooltip, uploaded_files
+from ._panel_view import PanelView
+from ._refs import Ref
+from ._widgets import mimebundle
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from ..core._client import AsyncClient, Generation
-    from ..providers import Provider
 
 __all__ = ["Panel", "reproduce_cell", "walk_widgets"]
 
 logger = logging.getLogger("qimage_nb")
 
 
-class Panel(PanelView):
+class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
     """An ipywidgets panel for Qwen Image 2.0 that never blocks the kernel.
 
     Parameters
@@ -109,6 +100,8 @@ class Panel(PanelView):
         self._selected: tuple[Run, int] | None = None
         self._error_is_validation = False
         self._journal_loaded = False
+        self._resend_key: str | None = None  # the resend the panel asked about, until answered
+        self._session_provider: str | None = None  # the session's provider in use, as last seen
         self._tasks: set[asyncio.Future[Any]] = set()
         self._build(str(folder))
         problem = self._choose_initial_provider()
@@ -116,65 +109,6 @@ class Panel(PanelView):
         self._provider_changed()
         if problem is not None:
             self._show_error(f"Settings: {describe(problem)}")
-
-    def _choose_initial_provider(self) -> QImageError | None:
-        """The dropdown starts at the client's provider, else the session's (a bad
-        $QIMAGE_PROVIDER is said in the error line, and the default is shown)."""
-        if self._client_override is not None:
-            self.provider.value = self._client_override.provider.name
-            self.provider.disabled = True  # a client of your own talks to one host
-            return None
-        from ._session import get_session
-
-        try:
-            self.provider.value = get_session().provider().name
-        except QImageError as exc:
-            return exc
-        return None
-
-    def _provider_changed(self) -> None:
-        """Models, sizes, options and the header follow the provider chosen in the dropdown."""
-        provider = self._provider()
-        models = list(provider.models)
-        current = self.model.value
-        self.model.options = models
-        self.model.value = current if current in models else provider.default_model
-        options = provider.capabilities.options
-        for widget, option, enabled, disabled in (
-            (self.seed, "seed", "the same seed and request give the same picture; empty: random",
-             "takes no seed"),
-            (self.extend, "prompt_extend", "whether the host may rewrite the prompt", "does not rewrite prompts"),
-            (self.watermark, "watermark", "ask the host to stamp its watermark", "has no watermark option"),
-            (self.free_size, "pixel_size", "a free pixel size (each side 512 to 2048) instead of the ratio",
-             "takes a ratio and a resolution, no free pixel sizes"),
-        ):
-            widget.disabled = option not in options
-            set_tooltip(widget, f"{provider.title} {disabled}" if widget.disabled else enabled)
-        # A row with nothing the provider takes is left out: every line the controls save keeps the
-        # newest run in view after Generate.
-        self.options_row.layout.display = None if options & {"seed", "prompt_extend", "watermark"} else "none"
-        self.free_size.layout.display = None if "pixel_size" in options else "none"
-        local_refs = provider.capabilities.upload or provider.capabilities.inline_refs is not None
-        self.uploader.disabled = not local_refs
-        set_tooltip(self.uploader, "" if local_refs else (
-            f"{provider.title} has no upload endpoint: add public https URLs"
-        ))
-        from ._session import emulator_banner
-
-        self.banner.value = self._banner_html(emulator_banner(provider))
-        self.banner.layout.display = None if self._using_emulator() else "none"
-        self.server.value = self._server_html()
-        self.provider_note.value = self._provider_note()
-        self.balance.value = ""
-        self._refresh_controls()
-        try:
-            self._client()
-        except QImageError as exc:  # e.g. a bad base URL variable: one line where every error goes
-            self._show_error(f"Settings: {describe(exc)}")
-        else:
-            if not self._error_is_validation:
-                self.clear_error()
-            self._start_background(self._refresh_balance(), "balance")
 
     def _wire(self) -> None:
 
@@ -191,6 +125,8 @@ class Panel(PanelView):
         self.use_ref_button.on_click(self._guard("use as reference", lambda _b: self.use_selected_as_reference()))
         self.journal_refresh.on_click(self._guard("journal", lambda _b: self.refresh_journal()))
         self.journal.observe(self._guard("journal", self._on_journal_toggle), names="selected_index")
+        self.resend_yes.on_click(self._guard("resend", lambda _b: self.confirm_resend()))
+        self.resend_no.on_click(self._guard("resend", lambda _b: self.keep_unsent()))
 
     # -- display protocol --
 
@@ -242,66 +178,14 @@ class Panel(PanelView):
     def close(self) -> None:
         """Stop waiting on every run and close all widgets."""
         self.cancel()
+        if self._client_override is None:
+            from ._session import get_session
+
+            get_session().unsubscribe(self._session_changed)
         for widget in reversed(list(walk_widgets(self.root))):
             widget.close()
 
     # -- helpers --
-
-    def _provider(self) -> Provider:
-        if self._client_override is not None:
-            return self._client_override.provider
-        from ..providers import get_provider
-
-        return get_provider(self.provider.value)
-
-    def _client(self) -> AsyncClient:
-        if self._client_override is not None:
-            return self._client_override
-        from ._session import get_session
-
-        return get_session().client(self.provider.value)
-
-    def _using_emulator(self) -> bool:
-        from ._session import get_session
-
-        session = get_session()
-        emulator = session.emulator_for(self._provider().name)
-        if emulator is None:
-            return False
-        if self._client_override is None:
-            return True
-        return getattr(self._client_override, "base_url", None) == emulator.base_url
-
-    def _server_html(self) -> str:
-        from urllib.parse import urlsplit
-
-        try:
-            base = self._client().base_url
-        except QImageError as exc:
-            return f'<span style="color:{RED}">{html.escape(describe(exc))}</span>'
-        if base == self._provider().default_base_url:
-            return ""
-        host = urlsplit(base).netloc
-        return f'<span style="color:{MUTED};margin-right:12px">server {html.escape(host)}</span>'
-
-    def _provider_note(self) -> str:
-        """Where the chosen provider's key comes from (never the key), resolved like the session."""
-        if self._client_override is not None:
-            return f'<span style="color:{MUTED}">this panel\'s own client</span>'
-        from ._session import get_session
-
-        provider = self._provider()
-        source = get_session().key_source_for(provider.name)
-        if source == "the bundled emulator":
-            return ""  # the banner above says it, once
-        short = {"%qimage login (memory only)": "%qimage login"}
-        text = f"key: {short.get(source, source)}" if source else f"no key (${provider.key_env})"
-        tip = (
-            f"the {provider.title} key comes from {source} (never shown)" if source else
-            f"set ${provider.key_env}, run %qimage login --provider {provider.name}, or "
-            f"%qimage emulator --provider {provider.name}"
-        )
-        return f'<span style="color:{MUTED};white-space:nowrap" title="{html.escape(tip)}">{html.escape(text)}</span>'
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         """The loop runs live on: the panel's home loop, else (no loop at construction) the caller's."""
@@ -376,7 +260,10 @@ class Panel(PanelView):
 
     def _note(self, message: str, *, ok: bool = True) -> None:
         color = "#1b6e3a" if ok else MUTED
-        self.action_note.value = f'<span style="color:{color}">{html.escape(_short(message, LINE))}</span>'
+        # A block that wraps anywhere: a saved file's path is one long word, and was cut.
+        self.action_note.value = (
+            f'<div style="color:{color};line-height:1.35;overflow-wrap:anywhere">{html.escape(_short(message, LINE))}</div>'
+        )
 
     # -- controls and validation --
 
@@ -442,23 +329,28 @@ class Panel(PanelView):
         prompt_len = len(self.prompt.value.strip())
         # 2.0's character limits are not 3.0's (about 4,500 tokens) nor an unlisted model's.
         short = self.model.value in SHORT_PROMPT_MODELS
-        self.prompt_count.value = self._count_html(prompt_len, PROMPT_MAX if short else LONG_PROMPT_MAX)
-        self.negative_count.value = self._count_html(
+        self.prompt_count.value = count_html(prompt_len, PROMPT_MAX if short else LONG_PROMPT_MAX)
+        self.negative_count.value = count_html(
             len(self.negative.value.strip()), NEGATIVE_PROMPT_MAX if short else LONG_PROMPT_MAX
         )
         free = parse_pixel_size(self.free_size.value.strip()) if not self.free_size.disabled else None
         w, h = free or PIXEL_SIZES[(self.ratio.value, self.resolution.value)]
         n = int(self.count.value)
         self.ratio.disabled = self.resolution.disabled = free is not None  # the free size wins
-        self.pixels.value = f'<span style="color:{MUTED};margin-left:10px;white-space:nowrap">{w} × {h} px · {n} image{"s" if n > 1 else ""} a run</span>'
+        self.pixels.value = f'<span style="color:{MUTED};margin-left:10px;white-space:nowrap">{w} × {h} px · {n} image{"s" if n > 1 else ""}</span>'
         reason, is_error = self._blocker()
         self.generate_button.disabled = reason is not None
         self.generate_button.description = "Submitting…" if self._submitting else "Generate"
         self.generate_button.tooltip = reason or "Start a run; the kernel stays free while it works"
+        # A refusal is said once, in the error line; the hint says only what is not an error
+        # (a bad size was said twice, in red, one above the other).
         self.hint.value = (
-            f'<span style="color:{RED if is_error else MUTED}">{html.escape(_short(reason, LINE))}</span>'
+            "" if is_error else
+            f'<span style="color:{MUTED}">{html.escape(_short(reason, LINE))}</span>'
             if reason else
-            f'<span style="color:{MUTED}">{html.escape(self._price_note())}The kernel stays free while it runs.</span>'
+            # The price where it is known, else why Generate is safe to click: beside the buttons, in
+            # the column next to the preview, both at once took five lines.
+            f'<span style="color:{MUTED}">{html.escape(self._price_note().strip() or "The kernel stays free while it runs.")}</span>'
         )
         if is_error and reason:
             self._show_error(reason, validation=True)
@@ -487,71 +379,6 @@ class Panel(PanelView):
         self.references = [Ref(url=url) for url in request.image_urls]
         self._render_refs()
         self._refresh_controls()
-
-    # -- references --
-
-    def add_reference(self, url: str | InlineImage, *, thumb: bytes | None = None, name: str = "") -> None:
-        """Add a public image URL (or a local picture sent inline) to the next run's references (at most 3)."""
-        if isinstance(url, InlineImage):
-            checked: str | InlineImage = url
-        else:
-            url = (url or "").strip()
-            if not url:
-                raise ValidationError("image_urls", "type or paste a public http(s) image URL first")
-            checked = check_reference_url(url, len(self.references))
-        if any(r.url == checked for r in self.references):
-            self._note("That reference is already in the list.", ok=False)
-            return
-        if len(self.references) + len(self._uploading) >= REFS_MAX:
-            raise ValidationError("image_urls", f"the API takes at most {REFS_MAX} references: remove one first")
-        self.references.append(Ref(shown=name, url=checked, thumb=thumb))
-        if isinstance(url, str) and self.ref_url.value.strip() == url:
-            self.ref_url.value = ""
-        self._render_refs()
-        self._refresh_controls()
-
-    def remove_reference(self, index: int) -> None:
-        if 0 <= index < len(self.references):
-            del self.references[index]
-        self._render_refs()
-        self._refresh_controls()
-
-    def _render_refs(self) -> None:
-        def remover(index: int) -> Callable[..., Any]:
-            return self._guard("remove reference", lambda _b: self.remove_reference(index))
-
-        self._ref_chips(self.references, self._uploading, remover)
-
-    def _on_upload(self, change: dict[str, Any]) -> None:
-        items = uploaded_files(change.get("new"))
-        if not items:
-            return
-        # The bytes sit in widget state (which notebooks save): take them and clear it at once.
-        clear_upload(self.uploader)
-        for name, data in items:
-            if len(self.references) + len(self._uploading) >= REFS_MAX:
-                self._show_error(f"Upload: {name} skipped: the API takes at most {REFS_MAX} references")
-                continue
-            self._uploading.append(name)
-            self._start_background(self._upload(name, data), f"upload of {name}")
-        self._render_refs()
-        self._refresh_controls()
-
-    async def _upload(self, name: str, data: bytes) -> None:
-        try:
-            # Checked like the magic's --ref (nothing sent for a non-image), and uploaded once per
-            # content and API: the journal remembers the URL.
-            ref = await asyncio.to_thread(local_ref, data, name)
-            url = await upload(self._client(), ref)
-            try:
-                thumb: bytes | None = await asyncio.to_thread(thumb_bytes, data, REF_PX * 2)
-            except Exception:  # a thumbnail is a nicety; the URL is what matters
-                thumb = None
-        finally:
-            self._uploading.remove(name)
-            self._render_refs()
-            self._refresh_controls()
-        self.add_reference(url, thumb=thumb, name=name)
 
     # -- generate and cancel --
 
@@ -592,8 +419,10 @@ class Panel(PanelView):
         request = job.request if job is not None else GenerationRequest(prompt="")
         return self._start_run(request, client, resume=task_id)
 
-    def _start_run(self, request: GenerationRequest, client: AsyncClient, *, resume: str | None = None) -> Run:
-        run = Run(_RunHost(self), len(self.runs) + 1, request, client, resume=resume)
+    def _start_run(
+        self, request: GenerationRequest, client: AsyncClient, *, resume: str | None = None, resend: bool = False
+    ) -> Run:
+        run = Run(_RunHost(self), len(self.runs) + 1, request, client, resume=resume, resend=resend)
         self.runs.append(run)
         self.history.children = (run.box, *self.history.children)
         if resume is None:
@@ -616,139 +445,6 @@ class Panel(PanelView):
         self._refresh_controls()
         if run.state == "done":
             self._start_background(self._refresh_balance(), "balance")
-
-    # -- preview and per-image actions --
-
-    def select(self, run: Run, index: int) -> None:
-        """Show image ``index`` of ``run`` in the preview with its actions (what a thumbnail click does)."""
-        slot = run.slots[index]
-        if slot.image is None:
-            return
-        self._selected = (run, index)
-        image = slot.image
-        info = dict(getattr(image, "info", {}) or {})
-        w, h = image.size
-        caption = (
-            f"<b>#{run.number} · image {index + 1} of {len(run.slots)}</b> · {w}×{h} · {html.escape(info.get('model', run.request.model))}"
-            f"<br><span style='color:{MUTED}'>task {html.escape(str(info.get('task_id') or run.task_id or ''))}</span>"
-        )
-        self.preview_caption.value = caption
-        try:
-            self.cell.value = reproduce_cell(run.request, provider=self._cell_provider(run))
-            self.cell_label.value = (
-                f'<span style="color:{MUTED}">The %%qimage cell that reproduces it (after you run it, '
-                f"this image is <code>qimages[{index}]</code>; unchanged, it is served from the journal "
-                "for free):</span>"
-            )
-        except ValueError as exc:
-            self.cell.value = ""
-            self.cell_label.value = f'<span style="color:{MUTED}">No %%qimage cell: {html.escape(str(exc))}.</span>'
-
-        self.action_note.value = ""
-        self.preview_pane.layout.display = None
-        self.preview_empty.layout.display = "none"
-        self.preview_actions.layout.display = None
-        # Show the thumbnail at once, then swap in a sharper mid-size JPEG made in a worker thread.
-        self.preview.value = slot.thumb or b""
-        self.preview.layout.display = None
-        source = info.get("path") or image
-        self._start_background(self._sharpen_preview(run, index, source), "preview")
-
-    def _cell_provider(self, run: Run) -> str | None:
-        """``--provider`` for the reproducing cell: left out only where a bare cell goes to the same
-        host anyway (the seed's API, in use), so a cell copied elsewhere keeps its host."""
-        from ._session import get_session
-
-        name = run.client.provider.name
-        try:
-            in_use = get_session().provider().name
-        except QImageError:
-            in_use = None
-        return None if name == in_use == "apimart" else name
-
-    async def _sharpen_preview(self, run: Run, index: int, source: Any) -> None:
-        data = await asyncio.to_thread(thumb_bytes, Path(source) if isinstance(source, str) else source, PREVIEW_PX)
-        if self._selected == (run, index):
-            self.preview.value = data
-
-    def _selected_image(self) -> tuple[Run, int, Image.Image]:
-        if self._selected is None:
-            raise ValidationError("image", "click a thumbnail first")
-        run, index = self._selected
-        image = run.slots[index].image
-        assert image is not None
-        return run, index, image
-
-    def save_selected(self) -> Path:
-        """Copy the selected image's full-resolution PNG (with its provenance chunks) into the folder."""
-        run, index, image = self._selected_image()
-        info = dict(getattr(image, "info", {}) or {})
-        source = info.get("path")
-        if not source and run.generation is not None and index < len(run.generation.paths):
-            source = str(run.generation.paths[index])
-        if not source or not Path(source).exists():
-            raise QImageError("the full-resolution file is not on disk (it may have been cleaned up)")
-        folder = Path(self.folder.value.strip() or "qimage_images").expanduser()
-        folder.mkdir(parents=True, exist_ok=True)
-        task = str(info.get("task_id") or run.task_id or f"run{run.number}")
-        target = folder / f"{task}-{index}.png"
-        shutil.copy2(source, target)
-        self._note(f"Saved {target} ({image.size[0]}×{image.size[1]}, prompt and task id inside the PNG)")
-        return target
-
-    def use_selected_as_reference(self) -> None:
-        """Add the selected image's public source URL to the next run's references."""
-        _run, _index, image = self._selected_image()
-        url = str((getattr(image, "info", {}) or {}).get("source_url") or "")
-        if not url:
-            raise QImageError("this image has no public source URL to reuse (upload it instead)")
-        slot_thumb = _run.slots[_index].thumb
-        self.add_reference(url, thumb=slot_thumb, name=f"#{_run.number}/{_index + 1}")
-        self._note(f"Added as reference {len(self.references)} of {REFS_MAX} for the next run "
-                   "(the provider's URL is temporary: use it within a day or so)")
-
-    # -- balance and journal --
-
-    async def _refresh_balance(self) -> None:
-        client = self._client()
-        if not client.has_key:
-            self.balance.value = f'<span style="color:{MUTED}">no API key set</span>'
-            return
-        if not client.provider.capabilities.balance:
-            self.balance.value = ""  # the host has no balance endpoint: nothing to show
-            return
-        balance = await client.balance()
-        if balance.unlimited_quota:
-            text = "balance: unlimited"
-        elif balance.remain_balance is not None:
-            text = f"balance: {balance.remain_balance:,.2f}"
-            if balance.remain_credits is not None:
-                text += f" · {balance.remain_credits:,.0f} credits"
-        else:
-            text = "balance: unknown"
-        self.balance.value = f'<span style="color:{MUTED}">{html.escape(text)}</span>'
-
-    def _on_journal_toggle(self, change: dict[str, Any]) -> None:
-        if change.get("new") == 0 and not self._journal_loaded:
-            self.refresh_journal()
-
-    def refresh_journal(self, limit: int = 20) -> None:
-        """List the journal's entries that are not this panel's own runs (newest first)."""
-        client = self._client()
-        own = {r.task_id for r in self.runs if r.task_id}
-        own |= {r.generation.idempotency_key for r in self.runs if r.generation and r.generation.idempotency_key}
-        entries = [e for e in client.history(limit) if getattr(e, "task_id", None) not in own
-                   and getattr(e, "key", None) not in own]
-        self._journal_loaded = True
-        def resumer(target: str) -> Callable[..., Any]:
-            return self._guard("resume", lambda _b: self.resume(target))
-
-        rows = [self._journal_row(entry, resumer) for entry in entries]
-        self.journal_list.children = tuple(rows)
-        self.journal_note.value = (
-            f'<span style="color:{MUTED};margin-left:8px">{len(rows)} earlier entr{"y" if len(rows) == 1 else "ies"}'
-            f" in {html.escape(str(getattr(client.store, 'root', '') or 'the journal'))}</span>"
-        )
 
 
 class _RunHost:

@@ -12,27 +12,28 @@ import asyncio
 import html
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import ipywidgets as W
 
 from .._contract import GenerationRequest, _short, parse_pixel_size
 from .._exceptions import QImageError, TaskError, task_name
-from ._display import DEFAULT_THUMB_PX as THUMB_PX
-from ._display import (
+from ..view._gallery import DEFAULT_THUMB_PX as THUMB_PX
+from ..view._words import (
     error_line,
     estimate_left,
     format_cost,
     format_seconds,
+    id_html,
     progress_status,
-    resend_command,
+    resend_offer,
 )
 from ._host_cancel import cancel_run_at_host
-from ._panel_view import LINE, MUTED, RED, describe, image_format, tile_size
+from ._panel_parts import LINE, MUTED, RED, describe, tile_size
+from ._panel_slot import RunHost, RunSlot
 from ._widgets import layout
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from PIL import Image
 
@@ -41,91 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["Run", "RunHost", "RunSlot"]
 
 logger = logging.getLogger("qimage_nb")
-
-
-class RunSlot:
-    """One gallery cell of a run: a placeholder until its image lands, then a clickable thumbnail."""
-
-    def __init__(self, run: Run, index: int) -> None:
-        self.run = run
-        self.index = index
-        self.image: Image.Image | None = None
-        self.thumb: bytes | None = None
-        w, h = tile_size(run.request.size)
-        self.size = (w, h)
-        self.waiting = W.HTML(
-            f'<div style="width:{w}px;height:{h}px;display:flex;align-items:center;justify-content:center;'
-            f'background:#eef0f3;color:{MUTED};border-radius:6px;font-size:12px">image {index + 1}…</div>',
-            layout=W.Layout(grid_area="tile", margin="0"),
-        )
-        self.box = W.GridBox(
-            [self.waiting],
-            layout=W.Layout(
-                grid_template_columns=f"{w}px",
-                grid_template_rows=f"{h}px",
-                grid_template_areas='"tile"',
-                width=f"{w}px",
-                height=f"{h}px",
-                overflow="hidden",
-            ),
-        )
-        self.box.add_class("qimage-placeholder")
-
-    def fill(self, image: Image.Image, thumb: bytes, mime: str, tooltip: str) -> None:
-        if self.image is not None:
-            return
-        self.image, self.thumb = image, thumb
-        w, h = self.size
-        picture = W.Image(
-            value=thumb,
-            format=image_format(mime),
-            layout=W.Layout(
-                grid_area="tile", width=f"{w}px", height=f"{h}px", object_fit="cover", margin="0"
-            ),
-        )
-        picture.add_class("qimage-thumb-img")
-        # ipywidgets' Image has no click event: a transparent Button laid over it in the same grid
-        # area takes the click (and gives hover/focus feedback), so the whole tile is the target.
-        opener = W.Button(
-            description="",
-            tooltip=f"image {self.index + 1}: click for a larger preview\n{tooltip}",
-            layout=W.Layout(
-                grid_area="tile", width=f"{w}px", height=f"{h}px", margin="0", padding="0"
-            ),
-            style={"button_color": "transparent"},
-        )
-        opener.add_class("qimage-open")
-        opener.on_click(
-            self.run.panel.guard("preview", lambda _b: self.run.panel.select(self.run, self.index))
-        )
-        self.box.children = (picture, opener)
-        self.box.remove_class("qimage-placeholder")
-        self.box.add_class("qimage-thumb")
-
-
-class RunHost(Protocol):
-    """What a run may ask of the panel that shows it: these, and nothing else of the panel."""
-
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The kernel's event loop, where the run's task goes (the kernel stays free)."""
-
-    def guard(self, action: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` as a widget callback whose failure is one line in the panel, named ``action``."""
-
-    def show_error(self, message: str) -> None:
-        """One line in the panel's error line: what belongs to no run's own line."""
-
-    def submit_settled(self, run: Run) -> None:
-        """The run's submit is over (the next Generate may reuse its settings)."""
-
-    def run_finished(self, run: Run) -> None:
-        """The run ended: its images (if any) are the panel's latest."""
-
-    def select(self, run: Run, index: int) -> None:
-        """Show the run's image ``index`` in the preview."""
-
-    def load_request(self, request: GenerationRequest) -> None:
-        """Put a request's settings back into the controls."""
 
 
 class Run:
@@ -139,12 +55,14 @@ class Run:
         client: AsyncClient,
         *,
         resume: str | None = None,
+        resend: bool = False,
     ) -> None:
         self.panel = panel
         self.number = number
         self.request = request
         self.client = client
         self.resume_id = resume
+        self.resend = resend  # resume_id is a journal key whose submit is sent again (the user said so)
         self.task: asyncio.Task[None] | None = None
         self.update: Update | None = None
         self.generation: Generation | None = None
@@ -223,7 +141,7 @@ class Run:
         when = time.strftime("%H:%M:%S", time.localtime(self.started_wall))
         bits = [f"<b>#{self.number}</b>", when]
         if self.resume_id:
-            bits.append(f"resumed {html.escape(self.resume_id)}")
+            bits.append(f"{'resent' if self.resend else 'resumed'} {id_html(self.resume_id)}")
         if self.client.provider.name != "apimart":
             bits.append(html.escape(self.client.provider.title))
         pixels = r.pixel_size
@@ -252,11 +170,15 @@ class Run:
             f"{prompt}{neg}</div>"
         )
 
-    def _status_html(self, text: str, *, color: str = MUTED) -> str:
+    def _status_html(self, text: str, *, color: str = MUTED, label_id: bool = False) -> str:
+        body = html.escape(_short(text, LINE))
+        if label_id and self.task_id:
+            # The id as a label, shortened with the whole id in its tooltip (a command keeps it whole).
+            body = body.replace(html.escape(self.task_id), id_html(self.task_id))
         return (
             # A block with a tight line height: a reason that wraps in the narrow column beside
             # the preview takes two short lines, not two of the widget's 28 px ones.
-            f'<div style="color:{color};padding-left:8px;line-height:1.35;overflow-wrap:anywhere">{html.escape(_short(text, LINE))}</div>'
+            f'<div style="color:{color};padding-left:8px;line-height:1.35;overflow-wrap:anywhere">{body}</div>'
         )
 
     def _set_slots(self, count: int) -> None:
@@ -289,7 +211,7 @@ class Run:
         # A run that ended without images gives its bar's room to the line that says why.
         self.progress.layout.display = None if running or self.state == "done" else "none"
         if running:
-            self.status.value = self._status_html(self._running_text())
+            self.status.value = self._status_html(self._running_text(), label_id=True)
             if self.update is not None:
                 self.progress.value = self.update.progress
             return
@@ -305,12 +227,15 @@ class Run:
             n = len(gen.images)
             cost = f" · {format_cost(gen.cost)}" if gen.cost is not None and not gen.cached else ""
             self.status.value = self._status_html(
-                f"done · {n} image{'s' if n != 1 else ''} {source}{cost} · {gen.task_id}", color="#1b6e3a"
+                f"done · {n} image{'s' if n != 1 else ''} {source}{cost} · {gen.task_id}", color="#1b6e3a",
+                label_id=True,
             )
             self.progress.value = 100
             self.progress.bar_style = "success"
         elif self.state == "failed":
-            self.status.value = self._status_html(f"failed: {self._reason()}" if self.error else "failed", color=RED)
+            self.status.value = self._status_html(
+                f"failed: {self._reason()}" if self.error else "failed", color=RED, label_id=isinstance(self.error, TaskError)
+            )
             self.progress.bar_style = "danger"
         elif self.state == "cancelled":
             self.status.value = self._status_html(self.cancel_message(), color="#8a5a00")
@@ -348,7 +273,8 @@ class Run:
                 "fetches its images without paying again"
             )
         key = self.idempotency_key()
-        resend = f"; {resend_command(key)} sends it again with the same key" if key else ""
+        keys = self.client.provider.capabilities.idempotency_keys
+        resend = f"; {resend_offer(key, keys_honoured=keys)}" if key else ""
         return (
             "cancelled before the server confirmed the task: it may or may not exist (and be billed). "
             f"The journal kept the request and its idempotency key{resend}"
@@ -394,7 +320,9 @@ class Run:
         try:
             self.state = "submitting"
             self.render()
-            if self.resume_id:
+            if self.resume_id and self.resend:
+                gen = await self.client.resend(self.resume_id, on_update=self.on_update)
+            elif self.resume_id:
                 gen = await self.client.resume(self.resume_id, on_update=self.on_update)
             else:
                 gen = await self.client.generate(
@@ -494,7 +422,7 @@ class Run:
             self.render()
 
     async def _fill(self, index: int, image: Image.Image) -> None:
-        from ._display import tile_for
+        from ..view._gallery import tile_for
 
         slot = self.slots[index]
         if slot.image is not None:

@@ -1,136 +1,21 @@
-"""The panel's look: its widgets, their layout and CSS classes, and the small drawing helpers.
+"""The panel's look: every widget, its layout and CSS class (no callbacks: ``Panel`` wires them).
 
-:class:`PanelView` builds every widget of the panel (no callbacks: :class:`~qimage_nb.notebook._panel.Panel`
-wires them) and draws rows of the journal and reference chips. Every part carries a stable CSS class
-(``qimage-…``) for outside checks and user styling. Widget state is saved into notebooks, so images
-enter it only as thumbnails or a mid-size preview JPEG.
+Every part carries a stable CSS class (``qimage-…``) for outside checks and user styling. Widget
+state is saved into notebooks, so images enter it only as thumbnails or a mid-size preview JPEG.
+The constants, widget factories and redrawn rows are in ``_panel_parts``.
 """
 
 from __future__ import annotations
 
-import html
-import math
-import re
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ipywidgets as W
 
-from .._contract import (
-    MODELS,
-    N_MAX,
-    N_MIN,
-    PIXEL_SIZES,
-    RATIOS,
-    RESOLUTIONS,
-    GenerationRequest,
-    _short,
-    parse_pixel_size,
-)
-from .._exceptions import QImageError
-from ._widgets import layout, set_tooltip
+from .._contract import MODELS, N_MAX, N_MIN, RATIOS, RESOLUTIONS
+from ._panel_parts import DESC, LABEL_W, MUTED, banner_html, counted_text, inline, toggles
+from ._widgets import set_tooltip
 
-if TYPE_CHECKING:
-    from ._refs import Ref
-
-__all__ = ["PanelView", "walk_widgets"]
-
-LINE = 360  # longest one-line message
-_LABEL_W = "92px"
-_DESC = {"description_width": _LABEL_W}
-_THUMB_AREA = 176 * 176  # gallery tiles keep the same area whatever the ratio
-PREVIEW_PX = 768  # longest side of the preview JPEG (never the full-resolution file)
-REF_PX = 64
-MUTED = "#5f6b7a"
-RED = "#b3261e"
-
-
-def tile_size(size: str) -> tuple[int, int]:
-    """Display size of a gallery tile: equal area for every ratio (or WIDTHxHEIGHT), so grids look balanced."""
-    w, h = parse_pixel_size(size) or PIXEL_SIZES.get((size, "1K"), (1, 1))
-    r = w / h
-    return round(math.sqrt(_THUMB_AREA * r)), round(math.sqrt(_THUMB_AREA / r))
-
-
-def image_format(mime: str) -> str:
-    return "webp" if "webp" in mime else "jpeg"
-
-
-def describe(exc: BaseException) -> str:
-    """One readable line for any failure: our errors speak for themselves; others get their type."""
-    if isinstance(exc, QImageError):
-        return _short(str(exc), LINE)
-    return _short(
-        f"unexpected {type(exc).__name__}: {exc}"
-        if str(exc)
-        else f"unexpected {type(exc).__name__}",
-        LINE,
-    )
-
-
-def thumb_bytes(source: Any, max_side: int) -> bytes:
-    """JPEG thumbnail bytes of a path, PIL image or encoded bytes (runs in a worker thread)."""
-    from ..journal._thumbnails import thumbnail
-
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        import io
-
-        from PIL import Image as PILImage
-
-        source = PILImage.open(io.BytesIO(bytes(source)))
-    return thumbnail(source, max_side=max_side, fmt="JPEG")
-
-
-def walk_widgets(root: W.Widget) -> Any:
-    """Every widget reachable from ``root``: children, layouts, styles, nested widgets (depth first)."""
-    seen: set[int] = set()
-    stack = [root]
-    while stack:
-        widget = stack.pop()
-        if id(widget) in seen:
-            continue
-        seen.add(id(widget))
-        yield widget
-        for name in widget.keys:
-            value = getattr(widget, name, None)
-            items = value if isinstance(value, (list, tuple)) else (value,)
-            stack.extend(v for v in items if isinstance(v, W.Widget))
-
-
-def _inline(widget: W.Widget) -> W.Widget:
-    # ToggleButtons lack ipywidgets' own "inline row" class, so their description sits above the
-    # buttons, left-aligned; with it, the label lines up right-aligned like every other control's.
-    widget.add_class("jupyter-widget-inline-hbox")
-    widget.add_class("widget-inline-hbox")  # the label's right alignment still keys on the old name
-    return widget
-
-
-def _counted_text(description: str, placeholder: str, height: str, css: str) -> tuple[W.Textarea, W.HTML]:
-    """A labelled text box and the count beside it (the panel fills the count as the text changes)."""
-    text = W.Textarea(
-        placeholder=placeholder, description=description, style=_DESC, layout=W.Layout(width="100%", height=height)
-    )
-    text.add_class(css)
-    count = W.HTML()
-    count.add_class("qimage-count-chars")
-    return text, count
-
-
-def _toggles(
-    options: list[Any], description: str, width: str, css: str, tooltips: list[str] | None = None
-) -> W.ToggleButtons:
-    """One row of choices, labelled and aligned like the other controls, first option selected."""
-    widget = W.ToggleButtons(
-        options=options,
-        value=options[0],
-        description=description,
-        tooltips=tooltips or [],
-        style={**_DESC, "button_width": width},
-    )
-    _inline(widget)
-    widget.add_class(css)
-    return widget
+__all__ = ["PanelView"]
 
 
 class PanelView:
@@ -142,7 +27,7 @@ class PanelView:
 
         # A tag in the header, not a block above it: the session's %qimage emulator output said the
         # whole sentence already, and every line here pushes the newest run further down.
-        self.banner = W.HTML(self._banner_html(EMULATOR_BANNER), layout=W.Layout(flex="0 1 auto"))
+        self.banner = W.HTML(banner_html(EMULATOR_BANNER), layout=W.Layout(flex="0 1 auto"))
         self.banner.add_class("qimage-banner")
         self.banner.layout.display = "none"
 
@@ -160,11 +45,13 @@ class PanelView:
 
         # In the header, after the title: the host is what the whole panel talks to (and a row of
         # its own would push the newest run further down).
+        # By their short names ("APIMart", "DashScope"): a long title was cut in the dropdown.
         self.provider = W.Dropdown(
-            options=[(p.title, p.name) for p in all_providers()],
-            layout=W.Layout(width="auto", min_width="190px", flex="0 1 230px", margin="0 10px 0 8px"),
+            options=[(p.label or p.title, p.name) for p in all_providers()],
+            layout=W.Layout(width="auto", min_width="130px", flex="0 0 auto", margin="0 10px 0 8px"),
         )
-        set_tooltip(self.provider, "the host the panel sends to")
+        set_tooltip(self.provider, "the host the panel sends to: " + "; ".join(
+            f"{p.label or p.title}: {p.title}" for p in all_providers()))
         self.provider.add_class("qimage-provider")
         # Where the chosen provider's key comes from (never the key), beside its server.
         self.provider_note = W.HTML(layout=W.Layout(margin="0 12px 0 0"))
@@ -186,35 +73,36 @@ class PanelView:
         header.add_class("qimage-header")
 
         # prompt and negative prompt, each with a live count against its limit
-        self.prompt, self.prompt_count = _counted_text(
+        self.prompt, self.prompt_count = counted_text(
             "Prompt", "Describe the image: subject, style, light, text to render…", "64px", "qimage-prompt"
         )
-        self.negative, self.negative_count = _counted_text(
+        self.negative, self.negative_count = counted_text(
             "Negative", "Optional: what to avoid (blurry, watermark, extra fingers…)", "34px", "qimage-negative"
         )
 
         # A dropdown: a host may serve many models (DashScope lists seven).
         self.model = W.Dropdown(
-            options=list(MODELS), value=MODELS[0], description="Model", style=_DESC,
-            layout=W.Layout(width="auto", min_width="300px", max_width="420px"),
+            options=list(MODELS), value=MODELS[0], description="Model", style=DESC,
+            # Basis 260 px: beside it, the pixel size keeps to the same line in a 480 px column.
+            layout=W.Layout(width="auto", min_width="260px", max_width="420px", flex="1 1 260px"),
         )
         self.model.add_class("qimage-model")
-        self.ratio = _toggles(list(RATIOS), "Ratio", "50px", "qimage-size")
+        self.ratio = toggles(list(RATIOS), "Ratio", "50px", "qimage-size")
         self.free_size = W.Text(
             placeholder="or W x H, e.g. 1024x768",
-            layout=W.Layout(width="190px", margin="0 0 0 10px"),
+            layout=W.Layout(width="190px", flex="0 0 auto", margin="2px 0 2px 10px"),
         )
         set_tooltip(self.free_size, "A free pixel size (each side 512 to 2048) instead of the ratio and resolution")
         self.free_size.add_class("qimage-free-size")
-        self.resolution = _toggles(list(RESOLUTIONS), "Resolution", "42px", "qimage-resolution")
-        self.pixels = W.HTML()
+        self.resolution = toggles(list(RESOLUTIONS), "Resolution", "42px", "qimage-resolution")
+        self.pixels = W.HTML(layout=W.Layout(flex="0 0 auto"))
         self.pixels.add_class("qimage-pixels")
-        self.count = _toggles(list(range(N_MIN, N_MAX + 1)), "Images", "32px", "qimage-count")
+        self.count = toggles(list(range(N_MIN, N_MAX + 1)), "Images", "32px", "qimage-count")
         self.count.style.description_width = "52px"
 
         # Options only some hosts take; enabled where the provider supports them.
         self.seed = W.Text(
-            placeholder="random", description="Seed", style=_DESC, layout=W.Layout(width="220px")
+            placeholder="random", description="Seed", style=DESC, layout=W.Layout(width="220px", flex="0 0 auto")
         )
         self.seed.add_class("qimage-seed")
         self.extend = W.ToggleButtons(
@@ -227,16 +115,17 @@ class PanelView:
                 "the host may rewrite the prompt to add detail",
                 "send the prompt exactly as written",
             ],
-            layout=W.Layout(margin="0 0 0 10px"),
+            layout=W.Layout(margin="2px 0 2px 10px", flex="0 0 auto"),
         )
-        _inline(self.extend)
+        inline(self.extend)
         self.extend.add_class("qimage-extend")
         self.watermark = W.Checkbox(value=False, description="Watermark", indent=False,
-                                    layout=W.Layout(width="auto", margin="0 0 0 10px"))
+                                    layout=W.Layout(width="auto", flex="0 0 auto", margin="2px 0 2px 10px"))
         self.watermark.add_class("qimage-watermark")
         # Shown only for a provider that takes at least one of them (the panel decides).
         self.options_row = W.HBox(
-            [self.seed, self.extend, self.watermark], layout=W.Layout(align_items="center", width="100%")
+            [self.seed, self.extend, self.watermark],
+            layout=W.Layout(align_items="center", width="100%", flex_flow="row wrap"),
         )
         self.options_row.add_class("qimage-options")
 
@@ -244,8 +133,8 @@ class PanelView:
         self.ref_url = W.Text(
             placeholder="https://… public image URL",
             description="References",
-            style=_DESC,
-            layout=W.Layout(width="auto", flex="1 1 auto"),
+            style=DESC,
+            layout=W.Layout(width="auto", min_width="220px", flex="1 1 220px"),
         )
         self.ref_url.add_class("qimage-ref-url")
         # Sized by its words (an icon, padding and "Add" do not fit in 70 px: it read "+ A...").
@@ -261,7 +150,7 @@ class PanelView:
         )
         self.uploader.add_class("qimage-upload")
         self.refs_box = W.HBox(
-            [], layout=W.Layout(margin=f"2px 0 0 {_LABEL_W}", flex_flow="row wrap")
+            [], layout=W.Layout(margin=f"2px 0 0 {LABEL_W}", flex_flow="row wrap")
         )
         self.refs_box.add_class("qimage-refs")
 
@@ -280,15 +169,20 @@ class PanelView:
             tooltip="Stop waiting on the runs in flight (their task ids stay in the journal)",
         )
         self.cancel_button.add_class("qimage-cancel")
-        self.hint = W.HTML(layout=W.Layout(flex="1 1 200px", margin="0 0 0 8px"))
+        # Beside the buttons even in the column beside the preview (its words wrap there): a line
+        # of its own pushed the newest run below the fold.
+        self.hint = W.HTML(layout=W.Layout(flex="1 1 120px", min_width="120px", margin="0 0 0 8px"))
         self.hint.add_class("qimage-hint")
 
-        self.error = W.HTML(layout=W.Layout(width="100%", display="none"))
+        self.error = W.HTML(layout=W.Layout(width="100%", margin="2px 0", display="none"))
         self.error.add_class("qimage-error")
 
         def row(*children: W.Widget, **layout: Any) -> W.HBox:
+            # A control that does not fit beside the one before it goes to the next line whole:
+            # in the column beside the preview (about 480 px in a 950 px notebook) a shrunk
+            # control cut its words ("Waterma") and a ratio row wrapped its buttons.
             return W.HBox(
-                list(children), layout=W.Layout(align_items="center", width="100%", **layout)
+                list(children), layout=W.Layout(align_items="center", width="100%", flex_flow="row wrap", **layout)
             )
 
         def right(widget: W.Widget) -> W.HBox:
@@ -314,9 +208,11 @@ class PanelView:
                 # The hint shares the buttons' row: every line the controls save brings the newest
                 # run (drawn below them) closer to where the user just clicked.
                 row(
-                    W.HTML(layout=W.Layout(width=_LABEL_W, min_width=_LABEL_W)),
-                    self.generate_button,
-                    self.cancel_button,
+                    W.HBox(
+                        [W.HTML(layout=W.Layout(width=LABEL_W, min_width=LABEL_W)), self.generate_button,
+                         self.cancel_button],
+                        layout=W.Layout(flex="0 0 auto", align_items="center"),
+                    ),
                     self.hint,
                     margin="6px 0 0 0",
                 ),
@@ -347,8 +243,8 @@ class PanelView:
         self.folder = W.Text(
             value=folder,
             description="Folder",
-            style={"description_width": "48px"},
-            layout=W.Layout(width="auto", flex="1 1 auto"),
+            style={"description_width": "initial"},  # as wide as the word: 48 px read "older"
+            layout=W.Layout(width="auto", min_width="150px", flex="1 1 150px"),
         )
         self.folder.add_class("qimage-folder")
         self.save_button = W.Button(
@@ -371,14 +267,14 @@ class PanelView:
             f'<span style="color:{MUTED}">The %%qimage cell that reproduces it:</span>'
         )
         self.cell_label.add_class("qimage-cell-label")
-        self.cell = W.Textarea(layout=W.Layout(width="100%", height="96px"))
+        self.cell = W.Textarea(layout=W.Layout(width="100%", height="96px", margin="2px 0"))
         self.cell.add_class("qimage-cell")
         self.preview_actions = W.VBox(
             [
                 self.preview_caption,
                 W.HBox(
                     [self.folder, self.save_button],
-                    layout=W.Layout(width="100%", align_items="center"),
+                    layout=W.Layout(width="100%", align_items="center", flex_flow="row wrap"),
                 ),
                 W.HBox([self.use_ref_button], layout=W.Layout(width="100%")),
                 self.action_note,
@@ -404,10 +300,24 @@ class PanelView:
         self.history.add_class("qimage-history")
         self.journal_list = W.VBox([], layout=W.Layout(width="100%"))
         self.journal_refresh = W.Button(
-            description="Refresh", icon="refresh", layout=W.Layout(width="100px")
+            description="Refresh", icon="refresh", layout=W.Layout(width="auto", min_width="100px", flex="0 0 auto")
         )
         self.journal_refresh.add_class("qimage-journal-refresh")
         self.journal_note = W.HTML()
+        # The question a resend asks first where the host has no idempotency key (hidden until then).
+        self.resend_question = W.HTML(layout=W.Layout(flex="1 1 0", min_width="0"))
+        self.resend_yes = W.Button(
+            description="Resend anyway", button_style="warning",
+            layout=W.Layout(width="auto", min_width="130px", flex="0 0 auto"),
+        )
+        self.resend_yes.add_class("qimage-resend-yes")
+        self.resend_no = W.Button(description="Keep it", layout=W.Layout(width="auto", min_width="90px", flex="0 0 auto"))
+        self.resend_no.add_class("qimage-resend-no")
+        self.resend_confirm = W.HBox(
+            [self.resend_question, self.resend_yes, self.resend_no],
+            layout=W.Layout(align_items="center", width="100%", display="none"),
+        )
+        self.resend_confirm.add_class("qimage-resend-confirm")
         self.journal = W.Accordion(
             [
                 W.VBox(
@@ -416,6 +326,7 @@ class PanelView:
                             [self.journal_refresh, self.journal_note],
                             layout=W.Layout(align_items="center"),
                         ),
+                        self.resend_confirm,
                         self.journal_list,
                     ]
                 )
@@ -448,136 +359,3 @@ class PanelView:
         self.root.add_class("qimage-panel")
 
     # -- drawing --
-
-    @staticmethod
-    def _banner_html(text: str) -> str:
-        """The emulator tag: what it is and how to leave it, on one short line (the whole sentence
-        is its tooltip, and the %qimage emulator output)."""
-        login = re.search(r"%qimage login[^.]*?(?= switches)", text)
-        leave = f" · {login.group(0)} for the real API" if login else ""
-        return (
-            f'<span title="{html.escape(text)}" style="background:#fff3cd;color:#664d03;padding:2px 8px;'
-            f'border-radius:4px;font-size:12px">'
-            f"<b>EMULATOR</b> · placeholder pictures{html.escape(leave)}</span>"
-        )
-
-    def _count_html(self, length: int, limit: int) -> str:
-        if length > limit:
-            return f'<span style="color:{RED};font-size:11px">{length} / {limit} · {length - limit} over the limit</span>'
-        return f'<span style="color:{MUTED};font-size:11px">{length} / {limit}</span>'
-
-    def _ref_chips(
-        self, references: list[Ref], uploading: list[str], on_remove: Callable[[int], Any]
-    ) -> None:
-        chips: list[W.Widget] = []
-        for index, ref in enumerate(references):
-            inline = ref.url is not None and not isinstance(ref.url, str)  # sent inside the request
-            if ref.thumb is not None:
-                picture = W.Image(value=ref.thumb, format="jpeg")
-            elif inline:
-                picture = W.Image(value=ref.url.raw(), format=ref.url.content_type.split("/")[1])
-            else:
-                picture = W.Image(value=(ref.url or "").encode("utf-8"), format="url")
-            # The whole picture, letterboxed: "cover" cropped a 16:9 image to the middle of its words.
-            picture.layout = W.Layout(
-                width=f"{REF_PX}px", height=f"{REF_PX}px", object_fit="contain", margin="0"
-            )
-            picture.add_class("qimage-ref-img")
-            remove = W.Button(
-                description="Remove",
-                icon="times",
-                tooltip=f"{ref.shown} (sent inside the request)" if inline else ref.url or "",
-                layout=W.Layout(width=f"{REF_PX + 24}px", height="24px"),
-            )
-            remove.add_class("qimage-ref-remove")
-            remove.on_click(on_remove(index))
-            chip = W.VBox(
-                [picture, remove], layout=W.Layout(align_items="center", margin="0 8px 0 0")
-            )
-            chip.add_class("qimage-ref")
-            chips.append(chip)
-        for name in uploading:
-            pending = W.HTML(
-                f'<div style="width:{REF_PX}px;height:{REF_PX}px;display:flex;align-items:center;justify-content:center;'
-                f'background:#eef0f3;color:{MUTED};border-radius:4px;font-size:10px;text-align:center">uploading<br>'
-                f"{html.escape(_short(name, 14))}</div>"
-            )
-            pending.add_class("qimage-ref-uploading")
-            chips.append(pending)
-        self.refs_box.children = tuple(chips)
-
-    def _journal_row(self, entry: Any, on_resume: Callable[[str], Any]) -> W.Widget:
-        request: GenerationRequest = entry.request
-        status = str(getattr(entry, "status", "") or "")
-        task_id = getattr(entry, "task_id", None)
-        key = getattr(entry, "key", None)
-        created = getattr(entry, "created_at", None)
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else ""
-        downloaded = bool(getattr(entry, "downloaded", False))
-        from .._contract import PHASE_WORDS
-        from ._display import format_cost
-
-        unknown = not getattr(entry, "in_flight", False) and (
-            getattr(entry, "outcome_unknown", False) or (not task_id and status == "submitting")
-        )
-        cost = getattr(entry, "cost", None)
-        bits = [
-            when,
-            "outcome unknown" if unknown else PHASE_WORDS.get(status, status) + (" · on disk" if downloaded else ""),
-            request.model,
-            request.size if parse_pixel_size(request.size) else f"{request.size} {request.resolution}",
-            f"n={request.n}",
-            format_cost(cost) if cost is not None else "",
-            str(task_id or "no task id"),
-        ]
-        error = getattr(entry, "error", None)
-        prompt = (
-            f"“{html.escape(_short(request.prompt, 90))}”"
-            if request.prompt
-            else "<i>prompt unknown</i>"
-        )
-        text = W.HTML(
-            f'<div style="line-height:1.35"><span style="color:{MUTED}">{html.escape(" · ".join(b for b in bits if b))}</span>'
-            f"<br>{prompt}"
-            + (
-                f'<br><span style="color:{RED}">{html.escape(_short(error, 160))}</span>'
-                if error
-                else ""
-            )
-            + "</div>",
-            layout=W.Layout(flex="1 1 auto"),
-        )
-        children: list[W.Widget] = [text]
-        if unknown:
-            # Resending may bill a second task where the host ignores keys: the user's call, in a cell.
-            from ._display import resend_command
-
-            hint = W.HTML(
-                f'<span style="color:{MUTED}">resend with <code>{html.escape(resend_command(str(key)))}</code></span>'
-            )
-            hint.add_class("qimage-resend-hint")
-            children.append(hint)
-        elif status not in ("failed", "cancelled") and (task_id or key):
-            label = "Show" if downloaded else "Resume"
-            tip = (
-                "Show these images from disk (no request)"
-                if downloaded
-                else "Fetch this task's images without submitting again"
-            )
-            button = W.Button(
-                description=label,
-                icon="eye" if downloaded else "download",
-                tooltip=tip,
-                layout=W.Layout(width="100px"),
-            )
-            button.add_class("qimage-resume")
-            button.on_click(on_resume(str(task_id or key)))
-            children.append(button)
-        row = W.HBox(
-            children,
-            layout=layout(
-                align_items="center", width="100%", border_top="1px solid #eef0f3", padding="4px 0"
-            ),
-        )
-        row.add_class("qimage-journal-entry")
-        return row

@@ -274,7 +274,7 @@ async def upload(client: AsyncClient, ref: Ref, say: Callable[[str], Any] | None
     """The URL of a local reference: the client's earlier upload of the same bytes to the same API
     when it is recent enough, else a new upload (the client remembers it for next time). A host
     that takes ``data:`` URIs gets the picture inline instead, checked against its limits."""
-    from ._display import when
+    from ..view._words import when
 
     limits = client.provider.capabilities.inline_refs
     if limits is not None:

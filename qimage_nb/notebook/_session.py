@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..core._client import AsyncClient
@@ -64,9 +65,28 @@ class Session:
         # What this kernel has spent is the client's ledger (every face's generations, Python's
         # too), counted from the process's start; a session made by reset_session counts afresh.
         self._billed_before = _billed_before
+        # Who redraws when the session changes (each panel's header), held weakly: a panel that is
+        # gone must not be kept alive, nor called, by the session.
+        self._listeners: list[weakref.WeakMethod[Any]] = []
 
     def __repr__(self) -> str:
         return f"<Session provider={self._chosen or 'from the environment'} emulators={sorted(self._emulators)}>"
+
+    # -- who follows it --
+
+    def subscribe(self, callback: Any) -> None:
+        """Call the bound method ``callback`` after every change of the session (held weakly)."""
+        self._listeners.append(weakref.WeakMethod(callback))
+
+    def unsubscribe(self, callback: Any) -> None:
+        self._listeners = [ref for ref in self._listeners if ref() not in (None, callback)]
+
+    def _changed(self) -> None:
+        self._listeners = [ref for ref in self._listeners if ref() is not None]
+        for ref in list(self._listeners):
+            callback = ref()
+            if callback is not None:
+                callback()
 
     # -- which provider --
 
@@ -81,11 +101,13 @@ class Session:
     def choose(self, name: str | None) -> Provider:
         """Use ``name``'s provider in this kernel from now on (None: back to the environment's)."""
         self._chosen = self.provider(name).name if name else None
+        self._changed()
         return self.provider()
 
     def prefer(self, name: str | None) -> None:
         """Like :meth:`choose`, checked when first used (``%config`` cannot show a one-line error)."""
         self._chosen = name or None
+        self._changed()
 
     @property
     def chosen(self) -> str | None:
@@ -101,9 +123,11 @@ class Session:
 
             raise ValidationError("api_key", "the key is empty: paste the key from the provider's API key page")
         self._login_keys[self.provider(provider).name] = secret
+        self._changed()
 
     def logout(self, provider: str | None = None) -> None:
         self._login_keys.pop(self.provider(provider).name, None)
+        self._changed()
 
     def set_base_url(self, url: str | None, provider: str | None = None, *, why: str | None = None) -> None:
         name = self.provider(provider).name
@@ -114,6 +138,7 @@ class Session:
             self._base_urls[name] = check_base_url(url, example=self.provider(provider).default_base_url)
             if why:
                 self._base_url_notes[name] = why
+        self._changed()
 
     def emulator_for(self, provider: str | None = None) -> Emulator | None:
         return self._emulators.get(self.provider(provider).name)
@@ -205,6 +230,7 @@ class Session:
             options.setdefault("jitter", 1.0)
             self._emulators[p.name] = emulator_class(p.name)(**options).start()
             self._emulator_polls[p.name] = PollPolicy.for_latency(options["latency"])
+            self._changed()
         return self._emulators[p.name]
 
     def stop_emulator(self, provider: str | None = None) -> None:
@@ -213,6 +239,7 @@ class Session:
         self._emulator_polls.pop(name, None)
         if emulator is not None:
             emulator.stop()
+            self._changed()
 
     def _stop_all_emulators(self) -> None:
         for name in list(self._emulators):
@@ -322,6 +349,8 @@ def reset_session() -> None:
 
     _billed_before = billed_count()  # the next session's cost starts from here
     with _lock:
-        if _session is not None:
-            _session._stop_all_emulators()
-        _session = None
+        old, _session = _session, None
+    if old is not None:
+        # Outside the lock, and with no one following it: a listener asks get_session().
+        old._listeners.clear()
+        old._stop_all_emulators()

@@ -98,6 +98,7 @@ class Provider:
 
     name: str = ""
     title: str = ""  # how messages name the host
+    label: str = ""  # its short name, where a chooser lists the hosts ("APIMart")
     key_env: str = ""  # the environment variable its users keep the key in
     base_url_env: str = ""
     default_base_url: str = ""

@@ -62,6 +62,7 @@ _QUEUED = frozenset({"submitted", "queued", "pending", "waiting"})
 class APIMart(Provider):
     name = "apimart"
     title = "the APIMart API"
+    label = "APIMart"
     key_env = "QIMAGE_API_KEY"
     base_url_env = "QIMAGE_BASE_URL"
     default_base_url = PRODUCTION_BASE_URL

@@ -76,6 +76,7 @@ _STATUSES = {
 class DashScope(Provider):
     name = "dashscope"
     title = "Alibaba Model Studio (DashScope)"
+    label = "DashScope"
     key_env = "DASHSCOPE_API_KEY"
     base_url_env = "DASHSCOPE_HTTP_BASE_URL"
     default_base_url = SINGAPORE  # for a new user; the SDK's own default is Beijing

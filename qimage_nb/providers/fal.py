@@ -68,6 +68,7 @@ def _host_params(request: GenerationRequest) -> Mapping[str, Any]:
 class Fal(Provider):
     name = "fal"
     title = "fal"
+    label = "fal"
     key_env = "FAL_KEY"
     base_url_env = "FAL_QUEUE_RUN_HOST"
     default_base_url = PRODUCTION

@@ -59,6 +59,7 @@ _STATUSES = {"starting": "pending", "processing": "processing", "succeeded": "co
 class Replicate(Provider):
     name = "replicate"
     title = "Replicate"
+    label = "Replicate"
     key_env = "REPLICATE_API_TOKEN"
     base_url_env = "REPLICATE_BASE_URL"
     default_base_url = PRODUCTION

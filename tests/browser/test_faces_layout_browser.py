@@ -144,3 +144,153 @@ def test_magic_error_paths_say_each_thing_once(jupyter_lab, open_notebook):
     ui.panel.locator(".jp-CodeCell").nth(3).evaluate("(el) => el.scrollIntoView({block: 'start'})")
     ui.screenshot("magic-errors", full_page=False)
     assert re.search(r"cats: 1 image", cats)
+
+
+# --- issue 19: the panel fits the default JupyterLab layout -----------------------------------
+
+# The rule, on every element of the panel: its content is no wider than its box (nothing cut or
+# hidden), it ends before the cell's right edge, a row of buttons stays on one line, a dropdown
+# shows its whole choice. Text fields scroll what the user typed, as fields do: left out.
+FITS = """(root) => {
+    const edge = (root.closest('.jp-OutputArea-output') || root.parentElement).getBoundingClientRect().right;
+    const name = (el) => {
+        const cls = [...el.classList].filter((c) => c.startsWith('qimage-'))[0];
+        const own = cls ? '.' + cls : el.tagName.toLowerCase() + (el.className && typeof el.className === 'string'
+            ? '.' + el.className.trim().split(/\\s+/).slice(0, 2).join('.') : '');
+        const text = (el.innerText || el.value || '').trim().replace(/\\s+/g, ' ').slice(0, 50);
+        return text ? `${own} "${text}"` : own;
+    };
+    const shown = (el) => {
+        if (el.closest('[style*="display: none"]')) return false;
+        const cs = getComputedStyle(el);
+        if (cs.display === 'none' || cs.visibility === 'hidden') return false;
+        const r = el.getBoundingClientRect();
+        return r.width > 0 && r.height > 0;
+    };
+    const canvas = document.createElement('canvas').getContext('2d');
+    const problems = [];
+    const rows = new Map();
+    for (const el of [root, ...root.querySelectorAll('*')]) {
+        if (!shown(el)) continue;
+        const r = el.getBoundingClientRect();
+        if (r.right > edge + 1) problems.push(`past the cell's right edge by ${Math.round(r.right - edge)} px: ${name(el)}`);
+        const tag = el.tagName;
+        if (tag === 'TEXTAREA' || tag === 'INPUT' || tag === 'svg' || el.closest('svg')) continue;
+        if (tag === 'SELECT') {
+            const cs = getComputedStyle(el);
+            canvas.font = `${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+            const text = el.options[el.selectedIndex]?.text || '';
+            const room = el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+            if (canvas.measureText(text).width > room + 1) problems.push(`dropdown cut: ${name(el)} "${text}"`);
+            continue;
+        }
+        if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1) {
+            problems.push(`content wider than its box (${el.scrollWidth} > ${el.clientWidth}): ${name(el)}`);
+        }
+        if (tag === 'BUTTON') {
+            const row = el.parentElement;
+            if (!rows.has(row)) rows.set(row, []);
+            rows.get(row).push(el);
+        }
+    }
+    for (const [row, buttons] of rows) {
+        const tops = buttons.map((b) => Math.round(b.getBoundingClientRect().top));
+        if (Math.max(...tops) - Math.min(...tops) > 2) problems.push(`buttons wrap onto ${new Set(tops).size} rows: ${name(row)}`);
+    }
+    return problems;
+}"""
+
+# Each shown task id: shortened when long, the whole id in a tooltip of the same element or a parent.
+TASK_IDS = """(root) => {
+    const out = [];
+    for (const el of root.querySelectorAll('[data-task-id]')) {
+        const full = el.dataset.taskId;
+        const titled = el.closest('[title]');
+        out.push({full, shown: el.innerText.trim(), title: titled ? titled.getAttribute('title') : ''});
+    }
+    return out;
+}"""
+
+
+def set_notebook_width(ui, layout: str) -> int:
+    """``file-browser``: a 1280 px window with JupyterLab's file browser open (the default layout);
+    ``full``: the same window with the left sidebar closed; ``narrow``: a 700 px window, sidebar
+    closed (the panel's columns stack). The notebook's width, measured."""
+    page = ui.page
+    page.set_viewport_size({"width": 700 if layout == "narrow" else 1280, "height": 900})
+    left_open = page.locator("#jp-left-stack:not(.lm-mod-hidden)").count() > 0
+    if layout == "file-browser" and not left_open:
+        page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab[data-id='filebrowser']").click()
+    elif layout in ("full", "narrow") and left_open:
+        page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()
+    page.wait_for_timeout(400)
+    return round(ui.panel.bounding_box()["width"])
+
+
+def panel_cells(provider: str) -> list[str]:
+    option = f" --provider {provider}" if provider != "apimart" else ""
+    return [
+        f"%load_ext qimage_nb\n%qimage emulator{option} --latency 1",
+        # An earlier generation, so that the panel's journal has a row with a Show button.
+        "%%qimage -o earlier\nA harbour at dawn, fishing boats, gulls over the water, soft pastel light",
+        "from qimage_nb import Panel\n\npanel = Panel()\npanel",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("provider", "layout"),
+    [("apimart", "file-browser"), ("dashscope", "file-browser"), ("apimart", "full"), ("dashscope", "full"),
+     ("dashscope", "narrow")],
+)
+def test_every_element_of_the_panel_fits_the_default_layouts(jupyter_lab, open_notebook, provider, layout):
+    cells = panel_cells(provider)
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    ui = open_notebook(jupyter_lab, nb, name=f"fits-{provider}-{layout}.ipynb")
+    page = ui.page
+    width = set_notebook_width(ui, layout)
+    if layout == "file-browser":
+        assert 900 <= width <= 1000, width  # the notebook a newcomer gets: about 950 px
+    elif layout == "full":
+        assert width >= 1180, width
+    else:
+        assert width < 700, width
+    for index in range(len(cells)):
+        run_cell(ui, index)
+    ui.wait_for_execution()
+    assert ui.error_texts() == []
+    root = ui.panel.locator(".qimage-panel")
+    root.wait_for(state="visible")
+    root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+    opening = [f"as it opens: {p}" for p in root.evaluate(FITS)]
+
+    # A run, its picture in the preview with every action shown, the saved-to message, the journal.
+    root.locator(".qimage-prompt textarea").fill(PROMPT)
+    generate = root.locator("button.qimage-generate")
+    page.wait_for_function("(el) => !el.disabled", arg=generate.element_handle())
+    generate.click()
+    newest = root.locator(".qimage-run").first
+    expect(newest.locator(".qimage-status")).to_contain_text("done", timeout=30_000)
+    newest.locator(".qimage-thumb").first.click()
+    root.locator(".qimage-preview img, img.qimage-preview").first.wait_for(state="visible")
+    root.locator("button.qimage-save").click()
+    expect(root.locator(".qimage-note")).to_contain_text("Saved", timeout=10_000)
+    root.locator(".qimage-journal .lm-AccordionPanel-title, .qimage-journal .p-Collapse-header, "
+                 ".qimage-journal .jupyter-widget-Collapse-header").first.click()
+    expect(root.locator("button.qimage-resume").first).to_be_visible(timeout=10_000)
+    page.wait_for_timeout(500)
+    root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+    ui.screenshot(f"{provider}-{layout}-{width}px", full_page=True)
+    root.locator(".qimage-journal").evaluate("(el) => el.scrollIntoView({block: 'end'})")
+    page.wait_for_timeout(300)
+    ui.screenshot(f"{provider}-{layout}-{width}px-journal", full_page=True)
+    problems = opening + root.evaluate(FITS)
+    assert problems == [], f"{provider}, notebook {width} px wide:\n" + "\n".join(problems)
+
+    # Task ids: never a long id across the row; the whole id in the tooltip.
+    ids = root.evaluate(TASK_IDS)
+    assert ids, "the run and the journal show their task ids"
+    for shown in ids:
+        assert shown["full"] in shown["title"], shown
+        if len(shown["full"]) > 24:
+            assert shown["full"] not in shown["shown"] and len(shown["shown"]) <= 24, shown
+    assert ui.error_texts() == []
