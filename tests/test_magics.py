@@ -506,7 +506,7 @@ def test_rerunning_a_cell_that_timed_out_reattaches_instead_of_paying_again(shel
     emu = get_session().start_emulator(latency=1.0, jitter=0.0)  # outlives the first cell's timeout
     # at 0.2 s the task is queued or running (a loaded machine, or Python 3.13, sees it queued):
     # either way the message says it is unfinished, not failed
-    with pytest.raises(QImageCellError, match="still (running|queued)"):
+    with pytest.raises(QImageCellError, match=r"still (running|queued)"):
         shell.run_cell_magic("qimage", "--timeout 0.2", "a slow lighthouse")
     assert emu.counters()["submits_accepted"] == 1
     shell.run_cell_magic("qimage", "", "a slow lighthouse")
