@@ -22,6 +22,7 @@ import argparse
 import html
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -50,9 +51,18 @@ def run_one(path: Path, out: Path, timeout: int, *, name: str | None = None) -> 
 
     name = name or path.stem
     nb = nbformat.read(path, as_version=4)
+    # The kernel works in a fresh copy of the notebook's folder (its files, not its subfolders) under
+    # the output: it reads what lies beside the notebook, and what it writes (the batches demo's
+    # export, a sketch) lands there, not in the checkout, so a second run starts as the first did.
+    workdir = out / "work" / name
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    for neighbour in path.parent.iterdir():
+        if neighbour.is_file():
+            shutil.copy2(neighbour, workdir / neighbour.name)
     t0 = time.perf_counter()
     error = ""
-    # IPC sockets in a private folder (an absolute path: the kernel runs in the notebook's folder).
+    # IPC sockets in a private folder (an absolute path: the kernel runs in its work folder).
     with tempfile.TemporaryDirectory(prefix="qimage-kernel-") as sockets:
         # Whatever kernel name the notebook was saved with, run it on this interpreter's kernel.
         if os.name == "posix":
@@ -64,7 +74,7 @@ def run_one(path: Path, out: Path, timeout: int, *, name: str | None = None) -> 
             km=km,
             timeout=timeout,
             kernel_name="python3",
-            resources={"metadata": {"path": str(path.parent)}},
+            resources={"metadata": {"path": str(workdir)}},
             store_widget_state=True,
         )
         try:

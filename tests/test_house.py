@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_import_graph import import_graph
 
 import qimage_nb
 from qimage_nb import _contract
@@ -269,3 +270,27 @@ def test_faces_and_view_modules_and_classes_stay_small():
             if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 400:
                 big.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert big == []
+
+
+def test_the_layers_import_only_downwards():
+    """The README's picture of the house, checked: which layer may import which."""
+    allowed = {
+        "notebook": {"core", "view", "journal", "providers", "emulator"},
+        "core": {"view", "journal", "providers"},
+        "view": {"journal"},
+        "journal": set(),
+        "providers": set(),
+        "emulator": set(),
+    }
+    layers = set(allowed)
+
+    def layer(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 and parts[1] in layers else None
+
+    graph = import_graph()
+    seen = {(layer(a), layer(b)) for a, targets in graph.items() for b in targets}
+    crossings = {(a, b) for a, b in seen if a and b and a != b}
+    assert len({a for a, _ in crossings}) >= 3, "the walker saw the layers"
+    wrong = sorted((a, b) for a, b in crossings if b not in allowed[a])
+    assert wrong == [], f"imports against the layers: {wrong}"

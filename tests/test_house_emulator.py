@@ -91,3 +91,4 @@ def test_the_emulator_registry_lists_every_provider_and_names_the_variables_it_r
         host, provider = emulator_class(name), get_provider(name)
         # `python -m qimage_nb.emulator` prints a use: line; it must name what the provider reads
         assert (host.key_variable, host.base_url_variable) == (provider.key_env, provider.base_url_env), name
+

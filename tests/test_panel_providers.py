@@ -55,7 +55,7 @@ async def test_the_provider_choice_decides_models_and_which_options_are_enabled(
         assert dict(panel.provider.options)  # every host is offered, by its title
         # By their short names, which fit the header's dropdown; the whole titles in its tooltip.
         assert [label for label, _ in panel.provider.options] == ["APIMart", "DashScope", "fal", "Replicate"]
-        assert "Alibaba Model Studio (DashScope)" in panel.provider.tooltip
+        assert "Alibaba Model Studio (DashScope)" in tooltip_of(panel.provider)
         assert list(panel.model.options) == ["qwen-image-2.0", "qwen-image-2.0-pro"]
         assert panel.seed.disabled and panel.extend.disabled and panel.watermark.disabled and panel.free_size.disabled
         (options,) = by_class(panel, "qimage-options")

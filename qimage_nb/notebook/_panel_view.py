@@ -32,7 +32,7 @@ class PanelView:
         self.banner.layout.display = "none"
 
         self.title = W.HTML(
-            '<div style="font-size:15px;font-weight:600;white-space:nowrap">Qwen Image 2.0</div>',
+            '<div style="font-size:15px;font-weight:600;white-space:nowrap">Qwen Image</div>',
             layout=W.Layout(flex="0 0 auto"),
         )
         self.server = W.HTML()
