@@ -15,7 +15,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,6 +302,27 @@ class State:
              "outcome": task.outcome, "polls": self.counters["polls_per_task"][task.id]}
             for task in self.tasks.values()
         ]
+
+    def authorized(self, headers: Mapping[str, str], *schemes: str) -> bool:
+        """Whether a request carries this emulator's key under one of the host's schemes
+        (``Bearer``, ``Key``, ``Token``); one that does not is counted."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        ok = scheme.lower() in {s.lower() for s in schemes} and secrets.compare_digest(
+            token.strip().encode(), self.settings.api_key.encode()
+        )
+        if not ok:
+            with self.lock:
+                self.counters["api_requests_without_valid_auth"] += 1
+        return ok
+
+    def count_cdn_hit(self, path: str, headers: Mapping[str, str]) -> None:
+        """One request to the CDN. An Authorization header on it is counted as a leak: the key must
+        never reach the CDN, and tests assert this counter stays zero."""
+        with self.lock:
+            self.counters["cdn_hits"] += 1
+            self.counters["cdn_hits_per_path"][path] += 1
+            if "authorization" in headers:
+                self.counters["cdn_authorization_headers"] += 1
 
     def snapshot(self) -> dict[str, Any]:
         self.settle()

@@ -93,14 +93,7 @@ class Handler:
     # -- auth, rate limits --
 
     def authorized(self, request: Request) -> bool:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        ok = scheme.lower() == "bearer" and secrets.compare_digest(
-            token.strip().encode(), self.state.settings.api_key.encode()
-        )
-        if not ok:
-            with self.state.lock:
-                self.state.counters["api_requests_without_valid_auth"] += 1
-        return ok
+        return self.state.authorized(request.headers, "Bearer")
 
     @staticmethod
     def unauthorized(request: Request) -> Response:
@@ -270,12 +263,7 @@ class Handler:
 
     def _cdn(self, request: Request, path: str) -> Response:
         state = self.state
-        with state.lock:
-            state.counters["cdn_hits"] += 1
-            state.counters["cdn_hits_per_path"][path] += 1
-            if "authorization" in request.headers:
-                # The key must never reach the CDN: count every leak so tests can assert zero.
-                state.counters["cdn_authorization_headers"] += 1
+        state.count_cdn_hit(path, request.headers)
         if request.method not in ("GET", "HEAD"):
             return _text(405, "method not allowed")
         upload = _UPLOAD_PATH.match(path)

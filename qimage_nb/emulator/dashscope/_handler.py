@@ -91,14 +91,7 @@ class DashScopeHandler:
         return "unknown", None, ()
 
     def _authorized(self, request: Request) -> bool:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        ok = scheme.lower() == "bearer" and secrets.compare_digest(
-            token.strip().encode(), self.state.settings.api_key.encode()
-        )
-        if not ok:
-            with self.state.lock:
-                self.state.counters["api_requests_without_valid_auth"] += 1
-        return ok
+        return self.state.authorized(request.headers, "Bearer")
 
     def _throttled(self, switch: str) -> Response | None:
         with self.state.lock:
@@ -346,11 +339,7 @@ class DashScopeHandler:
 
     def _cdn(self, request: Request, path: str) -> Response:
         state = self.state
-        with state.lock:
-            state.counters["cdn_hits"] += 1
-            state.counters["cdn_hits_per_path"][path] += 1
-            if "authorization" in request.headers:
-                state.counters["cdn_authorization_headers"] += 1  # the key must never reach the CDN
+        state.count_cdn_hit(path, request.headers)
         if request.method not in ("GET", "HEAD"):
             return _oss_error(405, "MethodNotAllowed", "The specified method is not allowed against this resource.")
         match = _RESULT_PATH.match(path)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import secrets
 import time
 import uuid
 from collections import Counter
@@ -98,14 +97,7 @@ class FalHandler:
         return "unknown", None, ()
 
     def _authorized(self, request: Request) -> bool:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        ok = scheme.lower() == "key" and secrets.compare_digest(
-            token.strip().encode(), self.state.settings.api_key.encode()
-        )
-        if not ok:
-            with self.state.lock:
-                self.state.counters["api_requests_without_valid_auth"] += 1
-        return ok
+        return self.state.authorized(request.headers, "Key")
 
     def _throttled(self, switch: str) -> Response | None:
         with self.state.lock:
@@ -366,11 +358,7 @@ class FalHandler:
 
     def _cdn(self, request: Request, path: str) -> Response:
         state = self.state
-        with state.lock:
-            state.counters["cdn_hits"] += 1
-            state.counters["cdn_hits_per_path"][path] += 1
-            if "authorization" in request.headers:
-                state.counters["cdn_authorization_headers"] += 1
+        state.count_cdn_hit(path, request.headers)
         if request.method not in ("GET", "HEAD"):
             return wire.detail(405, "Method not allowed")
         match = _MEDIA_PATH.match(path)

@@ -85,14 +85,7 @@ class ReplicateHandler:
         return "unknown", None, ()
 
     def _authorized(self, request: Request) -> bool:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        ok = scheme.lower() in ("bearer", "token") and secrets.compare_digest(
-            token.strip().encode(), self.state.settings.api_key.encode()
-        )
-        if not ok:
-            with self.state.lock:
-                self.state.counters["api_requests_without_valid_auth"] += 1
-        return ok
+        return self.state.authorized(request.headers, "Bearer", "Token")
 
     def _throttled(self, switch: str) -> Response | None:
         with self.state.lock:
@@ -274,11 +267,7 @@ class ReplicateHandler:
 
     def _cdn(self, request: Request, path: str) -> Response:
         state = self.state
-        with state.lock:
-            state.counters["cdn_hits"] += 1
-            state.counters["cdn_hits_per_path"][path] += 1
-            if "authorization" in request.headers:
-                state.counters["cdn_authorization_headers"] += 1
+        state.count_cdn_hit(path, request.headers)
         if request.method not in ("GET", "HEAD"):
             return wire.problem(405, "Method not allowed", "Only GET is served here.")
         match = _DELIVERY_PATH.match(path)
