@@ -246,7 +246,6 @@ def test_every_element_of_the_panel_fits_the_default_layouts(jupyter_lab, open_n
     cells = panel_cells(provider)
     nb = new_notebook(cells=[new_code_cell(c) for c in cells])
     ui = open_notebook(jupyter_lab, nb, name=f"fits-{provider}-{layout}.ipynb")
-    page = ui.page
     width = set_notebook_width(ui, layout)
     if layout == "file-browser":
         assert 900 <= width <= 1000, width  # the notebook a newcomer gets: about 950 px
@@ -254,7 +253,25 @@ def test_every_element_of_the_panel_fits_the_default_layouts(jupyter_lab, open_n
         assert width >= 1180, width
     else:
         assert width < 700, width
-    for index in range(len(cells)):
+    _generate_and_check_every_element(ui, len(cells), provider, layout, width)
+
+
+@pytest.mark.parametrize("provider", ["apimart", "dashscope"])
+def test_every_element_of_the_panel_fits_notebook7(jupyter_notebook, open_notebook, provider):
+    """Notebook 7 in a 1280 px window: the same rule as in JupyterLab."""
+    cells = panel_cells(provider)
+    nb = new_notebook(cells=[new_code_cell(c) for c in cells])
+    ui = open_notebook(jupyter_notebook, nb, name=f"fits7-{provider}.ipynb")
+    ui.page.set_viewport_size({"width": 1280, "height": 900})
+    ui.page.wait_for_timeout(400)
+    width = round(ui.panel.bounding_box()["width"])
+    assert 900 <= width <= 1280, width
+    _generate_and_check_every_element(ui, len(cells), provider, "notebook7", width)
+
+
+def _generate_and_check_every_element(ui, count: int, provider: str, layout: str, width: int) -> None:
+    page = ui.page
+    for index in range(count):
         run_cell(ui, index)
     ui.wait_for_execution()
     assert ui.error_texts() == []
