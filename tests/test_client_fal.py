@@ -191,3 +191,14 @@ async def test_qwen_image_3_goes_to_alibabas_app_and_its_edit_app_with_reference
     with fal._state.lock:
         apps = sorted(task.request["app"] for task in fal._state.tasks.values())
     assert apps == ["alibaba/qwen-image-3/edit", "alibaba/qwen-image-3/text-to-image"]
+
+
+async def test_fals_own_options_go_as_written_and_a_bad_one_is_refused_before_sending(fal):
+    async with client_for(fal) as client:
+        made = await client.generate("a kite", host_params={"output_format": "jpeg", "enable_safety_checker": False})
+        with pytest.raises(ValidationError, match="output_format on fal must be png or jpeg or webp"):
+            await client.generate("a kite", host_params={"output_format": "gif"})
+    assert made.images[0].format == "JPEG"  # the app made what was asked
+    (task,) = fal._state.tasks.values()  # one request reached fal: the refused one never left
+    job = task.request["job"]
+    assert (job.output_format, job.safety_checker) == ("jpeg", False)
