@@ -409,3 +409,26 @@ async def test_the_estimate_shows_beside_generate_and_learns_the_host_s_price(se
         assert f"About ${0.01 * n:.2f}" in text_of(panel.hint)
     finally:
         panel.close()
+
+
+async def test_auto_in_the_size_field_sends_no_size_and_3_0_picks_one(both, session):
+    _, dashscope = both
+    panel = await make_panel()
+    try:
+        panel.provider.value = "dashscope"
+        await panel.wait()
+        panel.model.value = "qwen-image-3.0"
+        panel.free_size.value = "Auto"
+        assert "size by the model" in text_of(panel.pixels) and panel.ratio.disabled
+        await generate(panel, "a wide panorama of a mountain lake")
+        await panel.wait()
+        (gen,) = panel.generations
+        assert gen.request.size == "auto"
+        (job,) = dashscope_jobs(dashscope)
+        assert job.size_chosen  # no size reached the host
+        assert [im.size for im in panel.images] == [(job.width, job.height)] == [(2560, 1440)]
+        panel.free_size.value = ""
+        panel.load_request(gen.request)  # Reuse settings on a run the model sized
+        assert panel.free_size.value == "auto" and "size by the model" in text_of(panel.pixels)
+    finally:
+        panel.close()

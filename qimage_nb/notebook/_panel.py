@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._contract import (
+    AUTO_SIZE,
     LONG_PROMPT_MAX,
     NEGATIVE_PROMPT_MAX,
     PIXEL_SIZES,
@@ -282,8 +283,12 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
             except ValueError:
                 raise ValidationError("seed", f"seed {seed_text!r} is not a whole number (0 to 2147483647), or leave it empty") from None
         extend = None if self.extend.disabled else {"default": None, "on": True, "off": False}[self.extend.value]
-        if free and parse_pixel_size(free) is None:
-            raise ValidationError("size", f"size {free!r} is not WIDTHxHEIGHT, e.g. 1024x768 (or leave it empty for the ratio)")
+        if free.lower() == AUTO_SIZE:
+            free = AUTO_SIZE  # no size sent: the model picks (Qwen Image 3.0), else the host's default
+        elif free and parse_pixel_size(free) is None:
+            raise ValidationError(
+                "size", f"size {free!r} is not WIDTHxHEIGHT, e.g. 1024x768, nor auto (or leave it empty for the ratio)"
+            )
         request = GenerationRequest.create(
             prompt,
             model=self.model.value,
@@ -333,11 +338,14 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
         self.negative_count.value = count_html(
             len(self.negative.value.strip()), NEGATIVE_PROMPT_MAX if short else LONG_PROMPT_MAX
         )
-        free = parse_pixel_size(self.free_size.value.strip()) if not self.free_size.disabled else None
+        typed = self.free_size.value.strip() if not self.free_size.disabled else ""
+        auto = typed.lower() == AUTO_SIZE
+        free = parse_pixel_size(typed) if typed and not auto else None
         w, h = free or PIXEL_SIZES[(self.ratio.value, self.resolution.value)]
         n = int(self.count.value)
-        self.ratio.disabled = self.resolution.disabled = free is not None  # the free size wins
-        self.pixels.value = f'<span style="color:{MUTED};margin-left:10px;white-space:nowrap">{w} × {h} px · {n} image{"s" if n > 1 else ""}</span>'
+        self.ratio.disabled = self.resolution.disabled = free is not None or auto  # the free size wins
+        size = "size by the model" if auto else f"{w} × {h} px"
+        self.pixels.value = f'<span style="color:{MUTED};margin-left:10px;white-space:nowrap">{size} · {n} image{"s" if n > 1 else ""}</span>'
         reason, is_error = self._blocker()
         self.generate_button.disabled = reason is not None
         self.generate_button.description = "Submitting…" if self._submitting else "Generate"
@@ -366,8 +374,8 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
         self.negative.value = request.negative_prompt or ""
         if request.model in self.model.options:
             self.model.value = request.model
-        if parse_pixel_size(request.size):
-            self.free_size.value = request.size
+        if parse_pixel_size(request.size) or request.size == AUTO_SIZE:
+            self.free_size.value = request.size  # auto: the model picked (Qwen Image 3.0)
         else:
             self.free_size.value = ""
             self.ratio.value = request.size

@@ -89,10 +89,11 @@ class PanelView:
         self.model.add_class("qimage-model")
         self.ratio = toggles(list(RATIOS), "Ratio", "50px", "qimage-size")
         self.free_size = W.Text(
-            placeholder="or W x H, e.g. 1024x768",
+            placeholder="or W x H, or auto",
             layout=W.Layout(width="190px", flex="0 0 auto", margin="2px 0 2px 10px"),
         )
-        set_tooltip(self.free_size, "A free pixel size (each side 512 to 2048) instead of the ratio and resolution")
+        set_tooltip(self.free_size, "A free pixel size (e.g. 1024x768; each side 512 to 2048) instead of the ratio "
+                    "and resolution, or auto: no size sent, the model picks one (Qwen Image 3.0)")
         self.free_size.add_class("qimage-free-size")
         self.resolution = toggles(list(RESOLUTIONS), "Resolution", "42px", "qimage-resolution")
         self.pixels = W.HTML(layout=W.Layout(flex="0 0 auto"))
