@@ -130,7 +130,8 @@ async def test_cancel_a_queued_request_at_the_host_is_never_billed():
 async def test_the_queue_position_shows_while_queued():
     from qimage_nb.view._words import progress_status
 
-    with FalEmulator(latency=0.4, jitter=0, max_concurrent=1, pickup=0.5) as single:
+    # long enough that the first still runs when the second first looks, on a loaded machine too
+    with FalEmulator(latency=1.5, jitter=0, max_concurrent=1, pickup=0.5) as single:
         async with client_for(single) as client:
             await client.submit("first")
             seen = []
@@ -202,3 +203,21 @@ async def test_fals_own_options_go_as_written_and_a_bad_one_is_refused_before_se
     (task,) = fal._state.tasks.values()  # one request reached fal: the refused one never left
     job = task.request["job"]
     assert (job.output_format, job.safety_checker) == ("jpeg", False)
+
+
+def test_a_submit_answer_without_its_response_url_still_journals_the_request():
+    from qimage_nb.providers import get_provider
+
+    fal = get_provider("fal")
+    status_only = {"request_id": "r9", "status_url": "https://queue.fal.run/fal-ai/qwen-image-2/requests/r9/status"}
+    assert fal.read_submit(status_only, {}).task_id == "fal-ai:qwen-image-2:r9"
+    # Nothing names the app: the bare id is journaled, never "outcome unknown" (whose resend bills twice)
+    assert fal.read_submit({"request_id": "r9"}, {}).task_id == "r9"
+
+
+async def test_submit_refuses_more_images_than_fal_makes_in_one_request_before_sending(fal):
+    async with client_for(fal) as client:
+        with pytest.raises(ValidationError, match="at most 4 images per submit: use generate"):
+            await client.submit("six cats", n=6)
+        assert client.history(5) == []  # nothing journaled
+    assert "POST submit" not in fal.counters()["requests_per_endpoint"]

@@ -107,7 +107,10 @@ async def test_cancel_at_the_host(short_wait):
     with ReplicateEmulator(latency=3, jitter=0) as slow:
         async with client_for(slow) as client:
             running = asyncio.ensure_future(client.generate("cancel me"))
-            await asyncio.sleep(1.3)  # the held create ran out: the prediction id is journaled
+            # the held create runs out (a short wait in this test): then the prediction id is journaled
+            deadline = time.monotonic() + 10
+            while not (client.pending() and client.pending()[0].task_id) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             task_id = client.pending()[0].task_id
             status = await client.cancel(task_id)
             running.cancel()
@@ -158,3 +161,12 @@ async def test_qwen_image_3_is_alibabas_model_there(rep):
     with rep._state.lock:
         (task,) = rep._state.tasks.values()
     assert task.request["job"].model.id == "alibaba/qwen-image-3"
+
+
+def test_a_create_answer_with_a_malformed_status_still_journals_the_prediction():
+    from qimage_nb.providers import get_provider
+
+    replicate = get_provider("replicate")
+    # succeeded with no output: the status cannot be read, but the prediction exists (and bills)
+    submitted = replicate.read_submit({"id": "pred123", "status": "succeeded", "output": None}, {})
+    assert submitted.task_id == "pred123" and submitted.result is None  # polled, not called unknown

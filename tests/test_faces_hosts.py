@@ -145,3 +145,27 @@ def test_an_interrupt_cancels_the_cells_unfinished_tasks_at_the_host(capsys):
     assert printed.count("fal answered CANCELLATION_REQUESTED") == 2
     assert "never started, so it is not billed" in printed and "may still bill it" in printed
     assert counters["cancels"] == {"running": 1, "queued": 1}
+
+
+def test_an_interrupt_cancels_only_this_cells_tasks_at_the_host(capsys):
+    import time
+    from types import SimpleNamespace
+
+    from qimage_nb.notebook._host_cancel import cancel_at_host
+
+    now = time.time()
+    entries = [  # one journal shared with another notebook's cell
+        SimpleNamespace(task_id="a:b:mine", label="%%qimage -o kites part 1/2", created_at=now),
+        SimpleNamespace(task_id="a:b:theirs", label="%%qimage -o boats", created_at=now),
+        SimpleNamespace(task_id="a:b:older", label="%%qimage -o kites", created_at=now - 3600),
+    ]
+    cancelled = []
+
+    async def cancel(task_id):
+        cancelled.append(task_id)
+        return SimpleNamespace(raw={"cancel_note": "cancelled"}, phase="cancelled")
+
+    client = SimpleNamespace(pending=lambda: entries, cancel=cancel, provider=SimpleNamespace(title="fal"))
+    cancel_at_host(client, now - 5, "%%qimage -o kites")
+    assert cancelled == ["a:b:mine"]
+    assert "a:b:mine: cancelled" in capsys.readouterr().out

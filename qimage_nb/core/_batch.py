@@ -144,8 +144,15 @@ class Batches:
                     budget.settle(index, done.cost, billed=not done.cached)
                 return done
             except QImageError as exc:
-                if budget is not None:  # a task the host failed is not billed; a lost answer may be
-                    budget.settle(index, None, billed=isinstance(exc, SubmitOutcomeUnknown))
+                if budget is not None:
+                    # Spent, as far as the cap knows: a lost answer may be billed; a host that bills
+                    # what it refuses billed a task it had an id for; a request made as
+                    # several submits may have had some parts billed. A task failed elsewhere is not.
+                    provider = self._http.provider
+                    billed = (isinstance(exc, SubmitOutcomeUnknown)
+                              or (provider.capabilities.bills_refusals and exc.task_id is not None)
+                              or len(provider.split(request)) > 1)
+                    budget.settle(index, None, billed=billed)
                 job = await self._journal(self._journal.store.get, key)
                 return Generation(
                     task_id=exc.task_id or (job.task_id if job else None),

@@ -222,6 +222,12 @@ class AsyncClient:
             raise ValidationError("request", "pass either a GenerationRequest or a prompt with fields, not both")
         self._auth()  # refuse before journaling when no key is set
         await self.check(request)
+        per = self.provider.capabilities.images_per_submit
+        if request.n > per:  # one POST of more would be refused, and billed where the host bills refusals
+            raise ValidationError(
+                "n", f"{self.provider.title} makes at most {per} image{'s' if per > 1 else ''} per submit: "
+                f"use generate() or generate_many(), which send {request.n} images as several submits",
+            )
         key = idempotency_key or new_idempotency_key()
         fresh = await self._journal(self.store.get, key) is None
         if fresh:

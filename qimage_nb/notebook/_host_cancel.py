@@ -28,13 +28,19 @@ def split_notes(client: AsyncClient, requests: list[Any]) -> list[str]:
     return notes
 
 
-def cancel_at_host(client: AsyncClient, since: float) -> None:
+def cancel_at_host(client: AsyncClient, since: float, label: str | None = None) -> None:
     """After an interrupt, cancel this cell's unfinished tasks at the host (fal, Replicate: a task
-    cancelled while queued is never billed) and print the host's answer for each."""
+    cancelled while queued is never billed) and print the host's answer for each. This cell's: sent
+    since it started, under its label (a split request's parts and --each items carry the cell's
+    label first), so another notebook's tasks in the same journal are left alone."""
     from ..core._sync import run_sync
 
+    def ours(entry: Any) -> bool:
+        return entry.created_at >= since - 1 and bool(entry.task_id) and (
+            label is None or (entry.label or "").startswith(label))
+
     try:
-        task_ids = [e.task_id for e in client.pending() if e.created_at >= since - 1 and e.task_id]
+        task_ids = [e.task_id for e in client.pending() if ours(e)]
     except Exception:
         return
     for task_id in task_ids:

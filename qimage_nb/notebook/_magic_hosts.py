@@ -92,6 +92,8 @@ def run_host_grid(magics: QImageMagics, args: Any, prompt: str, hosts: list[str]
     live.notes.extend(notes)
     live.show()
 
+    label = f"%%qimage -o {plan.name}"  # the journal's label of this cell's tasks, on every host
+
     async def execute() -> list[Generation]:
         def relay(column: int) -> Any:
             def forward(update: Update) -> None:
@@ -100,7 +102,7 @@ def run_host_grid(magics: QImageMagics, args: Any, prompt: str, hosts: list[str]
 
         per_host = await asyncio.gather(*(
             client.generate_many(cell.requests, concurrency=concurrency, on_update=relay(column),
-                                 timeout=plan.timeout, cache=not plan.fresh,
+                                 timeout=plan.timeout, cache=not plan.fresh, labels=[label] * len(cell.requests),
                                  progress=False)  # the cell's one grid shows every host's progress
             for column, client in enumerate(clients)
         ))
@@ -113,7 +115,7 @@ def run_host_grid(magics: QImageMagics, args: Any, prompt: str, hosts: list[str]
         live.interrupted()
         for client in clients:
             if client.provider.capabilities.cancel_on_stop:
-                cancel_at_host(client, started)
+                cancel_at_host(client, started, label)
         return
     except BaseException as exc:
         raise magics._surface(exc, live) from None

@@ -254,7 +254,7 @@ class QImageMagics(CellPlanner, Magics):
             if client.provider.capabilities.cancel_on_stop:  # fal, Replicate: every unfinished task
                 from ._host_cancel import cancel_at_host
 
-                cancel_at_host(client, started)
+                cancel_at_host(client, started, f"%%qimage -o {plan.name}")
             else:  # DashScope's asynchronous models: a task still queued
                 from ._host_cancel import cancel_stopped
 

@@ -207,7 +207,17 @@ class Fal(Provider):
         response_url = payload.get("response_url")
         if not isinstance(request_id, str) or not request_id.strip():
             raise ProtocolError(f"the submit answer carries no request_id: {_brief(dict(payload), 80)}")
-        return Submitted(task_id=_task_id(response_url, request_id.strip()))
+        request_id = request_id.strip()
+        # The request exists and is billed: its id must reach the journal whatever else the answer
+        # lacks. The app comes from the response URL, else the status or cancel URL; failing all
+        # three, the bare id is journaled (a resume then says it cannot be polled) rather than the
+        # submit called "outcome unknown", whose resend would bill a second time.
+        for url in (response_url, payload.get("status_url"), payload.get("cancel_url")):
+            try:
+                return Submitted(task_id=_task_id(url, request_id))
+            except ProtocolError:
+                continue
+        return Submitted(task_id=request_id)
 
     def _requests(self, task_id: str) -> str:
         owner, app, request_id = _parts(task_id)
@@ -347,6 +357,7 @@ def _parts(task_id: str) -> tuple[str, str, str]:
 def _task_id(response_url: Any, request_id: str) -> str:
     """``owner:app:request-id`` from the response URL the submit answer gave."""
     path = urlsplit(response_url).path if isinstance(response_url, str) else ""
+    path = path.removesuffix("/status").removesuffix("/cancel")  # the status and cancel URLs name it too
     head, found, tail = path.rpartition("/requests/")
     segments = [segment for segment in head.split("/") if segment]
     if not found or len(segments) < 2 or tail.strip("/") != request_id:

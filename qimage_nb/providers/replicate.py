@@ -165,7 +165,12 @@ class Replicate(Provider):
         prediction_id = payload.get("id") if isinstance(payload, Mapping) else None
         if not isinstance(prediction_id, str) or not prediction_id.strip():
             raise ProtocolError(f"the create answer carries no prediction id: {_brief(payload, 80)}")
-        status = self.read_task(payload, prediction_id.strip())
+        try:
+            status = self.read_task(payload, prediction_id.strip())
+        except ProtocolError:
+            # The prediction exists (and may bill): journal its id and let the polls read it, rather
+            # than call the submit "outcome unknown", whose resend would bill a second time.
+            return Submitted(task_id=prediction_id.strip())
         # A prediction that ended inside the held request needs no polling; "starting" (a held
         # answer that ran out) or "processing" is a task to poll.
         return Submitted(task_id=prediction_id.strip(), result=status if status.terminal else None)
