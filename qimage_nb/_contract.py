@@ -23,6 +23,18 @@ from urllib.parse import urlsplit
 from ._exceptions import ValidationError
 from ._extras import InlineImage, check_host_params, reference_text
 
+# The normalised answers live in _status; re-exported here, where every host reads them from.
+from ._status import (
+    PHASE_WORDS,  # noqa: F401
+    STATUSES,  # noqa: F401
+    TERMINAL_STATUSES,  # noqa: F401
+    Balance,  # noqa: F401
+    TaskFailure,  # noqa: F401
+    TaskStatus,  # noqa: F401
+    UploadedImage,  # noqa: F401
+    number,  # noqa: F401
+)
+
 # --- constants -------------------------------------------------------------------------------
 
 MODELS = ("qwen-image-2.0", "qwen-image-2.0-pro")
@@ -68,10 +80,6 @@ REFS_MIN, REFS_MAX = 1, 3
 
 # The journal's and TaskStatus.status's words for a task's phase; each host's own words (API.md
 # 7.2: submitted, queued, in_progress, canceled, ...) are mapped onto these by its provider.
-STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-# How a face names each phase (API.md 7.2: submitted/queued/pending are "queued").
-PHASE_WORDS = {"pending": "queued", "processing": "running"}
 
 SEED_MAX = 2**31 - 1
 # The sizes a WIDTHxHEIGHT request may take on hosts with free pixel sizes.
@@ -99,7 +107,6 @@ def _suggest(value: str, allowed: Iterable[str]) -> str:
 def _nearest_ratio(value: str) -> str:
     """The supported ratio closest in shape to ``W:H`` (5:4 -> 4:3, never the other orientation);
     for anything else, the closest spelling."""
-    import math
 
     parts = value.split(":")
     try:
@@ -420,91 +427,3 @@ class GenerationRequest:
 
     def with_part(self, part: str | None) -> GenerationRequest:
         return replace(self, part=str(part)) if part else self
-
-
-# --- responses -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskFailure:
-    """Why a task failed, as the host said it: ``code`` kept as given (an int or a string)."""
-
-    message: str
-    code: int | str | None = None
-    type: str | None = None
-    param: str | None = None
-
-
-@dataclass(frozen=True)
-class TaskStatus:
-    """One answer about a task, normalised across hosts and envelope variants.
-
-    ``status`` is one of :data:`STATUSES`; ``raw_status`` is the host's own word for it.
-    """
-
-    task_id: str
-    status: str
-    progress: int = 0
-    urls: tuple[str, ...] = ()
-    created: float | None = None
-    # When the host began running it (DashScope's scheduled_time), like created and completed in
-    # epoch seconds of the host's clock: differences between them are exact, whatever the skew.
-    started: float | None = None
-    completed: float | None = None
-    estimated_time: float | None = None
-    actual_time: float | None = None
-    cost: float | None = None
-    expires_at: float | None = None
-    error: TaskFailure | None = None
-    raw_status: str | None = None
-    credits_cost: float | None = None
-    # What the host says it did with the request (DashScope: the rewritten prompt, the seed used).
-    actual_prompt: str | None = None
-    seed: int | None = None
-    # The (width, height) the host says it made: a size the model chose itself is read here.
-    output_size: tuple[int, int] | None = None
-    # Requests ahead of this one in the host's queue, where the host says (fal's queue_position).
-    queue_position: int | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-    @property
-    def phase(self) -> str:
-        """What a person is shown: queued, running, completed, failed or cancelled."""
-        return PHASE_WORDS.get(self.status, self.status)
-
-
-@dataclass(frozen=True)
-class UploadedImage:
-    """An uploaded reference: a public URL usable in ``image_urls``."""
-
-    url: str
-    filename: str | None = None
-    content_type: str | None = None
-    bytes: int | None = None
-    created_at: float | None = None
-
-
-@dataclass(frozen=True)
-class Balance:
-    """The key's balance. ``unlimited_quota`` True means no limit (``remain_balance`` is then None)."""
-
-    remain_balance: float | None
-    remain_credits: float | None = None
-    used_balance: float | None = None
-    used_credits: float | None = None
-    unlimited_quota: bool = False
-
-
-def number(value: Any) -> float | None:
-    """A finite number from a JSON value (int, float or numeric string), else None."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        return None
-    return result if math.isfinite(result) else None
