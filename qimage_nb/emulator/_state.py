@@ -315,6 +315,19 @@ class State:
                 self.counters["api_requests_without_valid_auth"] += 1
         return ok
 
+    def cdn_faults(self, ready: bool) -> tuple[str, float, float | None, bool]:
+        """How the fault switches shape a CDN answer, with the lock held: (body variant, delay,
+        bytes per second, truncate). A picture about to be served counts each fault it meets."""
+        faults = self.faults
+        variant, delay, bps = faults.cdn_body, faults.cdn_delay, faults.cdn_bytes_per_second
+        truncate = ready and self.take("cdn_truncate")
+        if ready:
+            for kind, on in (("cdn_truncate", truncate), ("cdn_delay", delay > 0),
+                             ("cdn_drip", bps is not None), (f"cdn_body_{variant}", variant != "image")):
+                if on:
+                    self.injected(kind)
+        return variant, delay, bps, truncate
+
     def count_cdn_hit(self, path: str, headers: Mapping[str, str]) -> None:
         """One request to the CDN. An Authorization header on it is counted as a leak: the key must
         never reach the CDN, and tests assert this counter stays zero."""

@@ -280,14 +280,7 @@ class Handler:
         with state.lock:
             task = state.tasks.get(task_id)
             ready = task is not None and state.status_of(task)[0] == "completed" and index < task.n
-            faults = state.faults
-            variant, delay, bps = faults.cdn_body, faults.cdn_delay, faults.cdn_bytes_per_second
-            truncate = ready and state.take("cdn_truncate")
-            if ready:
-                for kind, on in (("cdn_truncate", truncate), ("cdn_delay", delay > 0),
-                                 ("cdn_drip", bps is not None), (f"cdn_body_{variant}", variant != "image")):
-                    if on:
-                        state.injected(kind)
+            variant, delay, bps, truncate = state.cdn_faults(ready)
         if not ready or task is None:
             return _text(404, "not found")
         return cdn_image(

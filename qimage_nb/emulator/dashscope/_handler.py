@@ -356,14 +356,7 @@ class DashScopeHandler:
         with state.lock:
             task = state.tasks.get(task_id)
             ready = task is not None and state.status_of(task)[0] == "completed" and index < task.n
-            faults = state.faults
-            variant, delay, bps = faults.cdn_body, faults.cdn_delay, faults.cdn_bytes_per_second
-            truncate = ready and state.take("cdn_truncate")
-            if ready:
-                for kind, on in (("cdn_truncate", truncate), ("cdn_delay", delay > 0),
-                                 ("cdn_drip", bps is not None), (f"cdn_body_{variant}", variant != "image")):
-                    if on:
-                        state.injected(kind)
+            variant, delay, bps, truncate = state.cdn_faults(ready)
         if not ready or task is None:
             return _oss_error(404, "NoSuchKey", "The specified key does not exist.")
         return cdn_image(variant, lambda: self._picture(task, index), delay=delay, bytes_per_second=bps,

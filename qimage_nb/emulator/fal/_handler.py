@@ -367,9 +367,7 @@ class FalHandler:
             job: Job | None = task.request["job"] if task is not None else None
             ready = (task is not None and job is not None and state.status_of(task)[0] == "completed"
                      and int(match.group(3)) < job.num_images and match.group(4) == job.output_format)  # type: ignore[union-attr]
-            faults = state.faults
-            variant, delay, bps = faults.cdn_body, faults.cdn_delay, faults.cdn_bytes_per_second
-            truncate = ready and state.take("cdn_truncate")
+            variant, delay, bps, truncate = state.cdn_faults(ready)
         if not ready or task is None or job is None or match is None:
             return wire.detail(404, "File not found")
         index = int(match.group(3))

@@ -275,9 +275,7 @@ class ReplicateHandler:
             task = state.tasks.get(match.group(1)) if match else None
             now = state.clock()
             ready = task is not None and state.status_of(task, now)[0] == "completed" and not self._removed(task, now)
-            faults = state.faults
-            variant, delay, bps = faults.cdn_body, faults.cdn_delay, faults.cdn_bytes_per_second
-            truncate = ready and state.take("cdn_truncate")
+            variant, delay, bps, truncate = state.cdn_faults(ready)
         if not ready or task is None:
             return Response(404, [("Content-Type", "text/plain")], b"Not Found")
         return cdn_image(variant, lambda: self._picture(task), delay=delay, bytes_per_second=bps, truncate=truncate)
