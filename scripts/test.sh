@@ -62,7 +62,7 @@ phase "pytest"
 workers="${QIMAGE_TEST_WORKERS:-$(( $(nproc 2>/dev/null || echo 2) + 1 ))}"
 ((workers > 4)) && workers=4
 parallel=()
-((workers > 0)) && parallel=(-n "${workers}" --dist loadfile)
+((workers > 0)) && parallel=(-n "${workers}" --dist loadfile --no-loadscope-reorder)
 rc=0
 "${VPY}" -m pytest -q -rfEs --durations=10 "${parallel[@]}" "$@" || rc=$?
 phase_done

@@ -33,12 +33,29 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     yield home
 
 
-# The longest end-to-end files (a Binder venv built from scratch, real JupyterLab in Chromium,
-# notebooks in fresh kernels) go first. Under scripts/test.sh's `-n 2 --dist loadfile` a worker
-# takes whole files in this order, so these overlap with the rest of the suite instead of running
-# alone at its end; within a file the order is unchanged.
-_FIRST = ("tests/test_binder.py", "tests/browser/", "tests/test_notebooks.py", "tests/test_secrets.py",
-          "tests/test_magic_notebook.py")
+# The longest files first, longest of all first (seconds of work each, from `--durations=0` on a
+# quiet 2-core machine): a worker takes whole files in this order (scripts/test.sh runs
+# `--dist loadfile --no-loadscope-reorder`; xdist's default reorder, by number of tests, would put
+# the one-test Binder build last and leave it running alone at the end). Within a file the order is
+# unchanged; files not named here follow in collection order.
+_FIRST = (
+    "tests/browser/test_faces_layout_browser.py",  # 132 s
+    "tests/test_binder.py",  # 65-100 s: a venv built from scratch
+    "tests/test_hostile_faults.py",  # 43 s
+    "tests/browser/test_panel_browser.py",  # 33 s
+    "tests/browser/test_batch_browser.py",  # 29 s
+    "tests/test_notebooks.py",  # 28 s
+    "tests/test_magics.py",  # 26 s
+    "tests/browser/",  # 13-25 s each
+    "tests/test_secrets.py",  # 15 s
+    "tests/test_client_emulator.py",  # 15 s
+    "tests/test_emulator_dashscope.py",  # 13 s
+    "tests/test_panel.py",  # 12 s
+    "tests/test_emulator.py",  # 12 s
+    "tests/test_client_replicate.py",  # 11 s
+    "tests/test_durability.py",  # 10 s
+    "tests/test_magic_notebook.py",  # 10 s
+)
 
 
 def pytest_collection_modifyitems(items):

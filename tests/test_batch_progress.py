@@ -56,7 +56,9 @@ async def test_a_batch_is_one_display_updated_in_place_with_one_progress_line(sh
         summary = [ln for ln in visible(out["data"]["text/html"]).splitlines() if " done" in ln and " of 9" in ln]
         assert len(summary) == 1  # never a line per generation
         lines_seen.add(summary[0])
-    assert any("left" in ln for ln in lines_seen)  # time left while running
+    # Time left while running: "about N s left", or "finishing" once under a second remains (on a
+    # quiet machine this short batch can be there from its first finished image).
+    assert any(" left" in ln or "finishing" in ln for ln in lines_seen), lines_seen
     final = visible(published[-1]["data"]["text/html"])
     assert "8 of 9 done · 1 failed · $0.048 spent" in final
     assert "about 0 s left" not in "".join(lines_seen)
