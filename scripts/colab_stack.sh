@@ -41,6 +41,18 @@ cpip() {
         2> >(grep -v "is neither a file nor a directory" >&2)
 }
 
+# Colab's stack itself is installed by uv where the main .venv has it (scripts/_lib.sh: the same
+# pinned versions in a fraction of pip's time; uv is not put into the Colab venv, whose freeze is
+# compared); the qimage-nb wheel is pip-installed below, as a Colab user does.
+stack_install() {
+    local uv
+    if [[ "${QIMAGE_NO_UV:-}" != 1 && -x "${VPY}" ]] && uv="$(ensure_uv "${VPY}")"; then
+        "${uv}" pip install --quiet --python "${CPY}" "$@"
+    else
+        cpip "$@"
+    fi
+}
+
 # Colab's Python (3.13), else the newest >= 3.10 found; prints its path.
 find_colab_python() {
     local c
@@ -70,7 +82,7 @@ phase_done
 phase "colab venv"
 rm -rf "${CVENV}"
 "${py}" -m venv "${CVENV}" || die "'${py} -m venv' failed"
-cpip -c "${CONSTRAINTS}" "${STACK[@]}"
+stack_install -c "${CONSTRAINTS}" "${STACK[@]}"
 "${CPY}" -m pip freeze --exclude-editable >"${WORK}/before.txt"
 "${CPY}" scripts/colab_freeze.py base "${CONSTRAINTS}" "${WORK}/before.txt"
 phase_done
@@ -89,7 +101,7 @@ phase_done
 
 phase "tests"
 # Test tools only now, after the freeze check, held to Colab's versions of what they share.
-cpip -c "${CONSTRAINTS}" pytest pytest-asyncio pytest-timeout
+stack_install -c "${CONSTRAINTS}" pytest pytest-asyncio pytest-timeout
 if ! "${VPY}" -c 'import playwright, pytest, xdist' 2>/dev/null; then
     ensure_venv
     venv_pip_install -e '.[test]'
