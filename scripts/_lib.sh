@@ -72,7 +72,9 @@ uv_pip_install() {
     local py="$1" uv
     shift
     if [[ "${QIMAGE_NO_UV:-}" != 1 ]] && uv="$(ensure_uv "${py}")"; then
-        "${uv}" pip install --quiet --python "${py}" "$@"
+        # (--compile-bytecode: pip compiles at install, uv does not by default; without it every
+        # kernel and server the suite starts compiles what it imports, where bytecode is not written)
+        "${uv}" pip install --quiet --compile-bytecode --python "${py}" "$@"
     else
         "${py}" -m pip install --quiet --disable-pip-version-check "$@"
     fi

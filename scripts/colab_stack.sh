@@ -47,7 +47,7 @@ cpip() {
 stack_install() {
     local uv
     if [[ "${QIMAGE_NO_UV:-}" != 1 && -x "${VPY}" ]] && uv="$(ensure_uv "${VPY}")"; then
-        "${uv}" pip install --quiet --python "${CPY}" "$@"
+        "${uv}" pip install --quiet --compile-bytecode --python "${CPY}" "$@"
     else
         cpip "$@"
     fi

@@ -33,6 +33,11 @@ phase_done
 # Subprocesses (jupyter servers, kernels, nbclient) must resolve to the venv's executables.
 export PATH="${VENV}/bin:${PATH}"
 export VIRTUAL_ENV="${VENV}"
+# The suite starts dozens of Python processes (workers, kernels, servers); where the environment
+# says not to write bytecode, each compiles every module it imports from source, and each worker
+# rewrites every test module's asserts again (collection 10.2 s against 6.8 s). Written here, the
+# caches stay in .venv and the checkout's __pycache__ folders (ignored by git).
+unset PYTHONDONTWRITEBYTECODE
 
 phase "ruff"
 ruff_rc=0
