@@ -107,6 +107,24 @@ async def test_an_upload_is_reused_per_content_and_api_only_when_asked(client, e
     assert emu.counters()["uploads"] == 3
 
 
+async def test_an_earlier_upload_is_reused_only_while_it_has_a_day_left_at_the_host(client, emu, tmp_path):
+    source = tmp_path / "dog.png"
+    Image.new("RGB", (300, 200), (200, 30, 10)).save(source)
+    url = await client.upload(source, reuse=True)
+    lifetime = client.provider.capabilities.upload_lifetime
+    assert lifetime == 72 * 3600  # API.md: uploads are kept 72 hours
+
+    def age_uploads(seconds: float) -> None:
+        with client.store._write() as conn:
+            conn.execute("UPDATE uploads SET uploaded_at = ?", (time.time() - seconds,))
+
+    age_uploads(lifetime - 25 * 3600)  # 47 h old: 25 h left at the host, reused
+    assert await client.upload(source, reuse=True) == url and emu.counters()["uploads"] == 1
+    age_uploads(lifetime - 23 * 3600)  # 49 h old: less than a day left, uploaded again
+    assert client.find_upload(source) is None
+    assert await client.upload(source, reuse=True) != url and emu.counters()["uploads"] == 2
+
+
 async def test_balance_decreases_with_billed_images(client):
     before = (await client.balance()).remain_balance
     await client.generate("bill me", n=3)

@@ -25,11 +25,11 @@ if TYPE_CHECKING:
     from ._http import Connection
     from ._journaling import Journal
 
-__all__ = ["UPLOAD_REUSE_SECONDS", "Account"]
+__all__ = ["Account"]
 
-# Provider upload URLs live 72 h; reuse ours for less than that so a re-run sends the same URL
-# (and so hits the cache) without ever handing the API a URL about to expire.
-UPLOAD_REUSE_SECONDS = 48 * 3600
+# An earlier upload is reused while it has at least this long to live: a re-run then sends the
+# same URL (and so hits the cache) without ever handing the host a URL about to expire.
+_UPLOAD_MARGIN_SECONDS = 24 * 3600
 
 # One process-wide list of model ids per (provider, origin): the model list changes rarely, and a
 # request for a model the provider's table does not know must be checked against it before any submit.
@@ -104,6 +104,12 @@ class Account:
                 _MODEL_SCHEMAS[cache_key] = provider.read_model_schema(payload)
         return _MODEL_SCHEMAS[cache_key]
 
+    def _reuse_seconds(self) -> float:
+        """How old an earlier upload may be and still be reused (0: never, where the host's upload
+        lifetime is unknown)."""
+        lifetime = self._http.provider.capabilities.upload_lifetime
+        return max(0.0, lifetime - _UPLOAD_MARGIN_SECONDS) if lifetime else 0.0
+
     async def upload(self, image: Any, *, reuse: bool = False) -> str:
         from ..journal._uploads import prepare_upload
 
@@ -112,7 +118,7 @@ class Account:
         upload = prepare_upload(image)
         digest = hashlib.sha256(upload.data).hexdigest()
         if reuse:
-            earlier = await self._journal(store.find_upload, digest, origin, UPLOAD_REUSE_SECONDS)
+            earlier = await self._journal(store.find_upload, digest, origin, self._reuse_seconds())
             if earlier is not None:
                 return earlier[0]
         call = self._http.provider.upload(upload.filename, upload.data, upload.content_type)
@@ -125,5 +131,5 @@ class Account:
         from ..journal._uploads import prepare_upload
 
         digest = hashlib.sha256(prepare_upload(image).data).hexdigest()
-        earlier = self._journal.store.find_upload(digest, self._http.base_url, UPLOAD_REUSE_SECONDS)
+        earlier = self._journal.store.find_upload(digest, self._http.base_url, self._reuse_seconds())
         return None if earlier is None else UploadedImage(url=earlier[0], created_at=earlier[1])

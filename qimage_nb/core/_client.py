@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -28,18 +27,17 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from .._contract import Balance, GenerationRequest, TaskStatus, UploadedImage
-from .._exceptions import ProtocolError, QImageError, ValidationError
+from .._exceptions import ValidationError
 from ..providers import Provider, choose_provider
 from ._account import Account
-from ._answers import cancel_at_host, cancel_note, with_result
 from ._batch import Batches
 from ._config import (
     _BearerAuth,
     _check_count,
     _check_key,
     _check_seconds,
-    _check_task_id,
     check_base_url,
+    http_timeout,
 )
 from ._download import Downloads
 from ._http import Connection
@@ -48,10 +46,11 @@ from ._parts import run_split
 from ._pipeline import Pipeline
 from ._polling import PollPolicy
 from ._requests import build_request
-from ._results import Generation, Update, UpdateCallback, _Progress, retries_as_updates
+from ._results import Generation, Update, UpdateCallback, reporting_retries
 from ._resume import Resumer
-from ._retry import RetryPolicy, chain_observers, retry_observer
+from ._retry import RetryPolicy
 from ._submit import Submitter, new_idempotency_key
+from ._tasks import Tasks
 from ._waiting import SubmitTimes, raise_for_terminal, shared_timing, waiting_for
 
 if TYPE_CHECKING:
@@ -120,18 +119,13 @@ class AsyncClient:
         raw_url = base_url if base_url is not None else env.base_url_from(os.environ)[0]
         self.base_url = check_base_url(raw_url, allow_insecure_http=allow_insecure_http, example=env.default_base_url)
         self.cache_scope = cache_scope or self.base_url
-        if isinstance(timeout, httpx.Timeout):
-            http_timeout = timeout
-        else:
-            seconds = _check_seconds("timeout", timeout)
-            http_timeout = httpx.Timeout(seconds, connect=min(seconds, 10.0))
         self.wait_timeout = _check_seconds("wait_timeout", wait_timeout)
         self.retry = retry or RetryPolicy()
         self.poll = poll or PollPolicy(calibration=shared_timing(self.base_url, store),
                                        **({"sleeps": env.sdk_sleeps} if env.sdk_sleeps else {}))
         # The parts, wired once; none of them does I/O until asked.
         self._http = Connection(
-            env, self.base_url, self._key, timeout=http_timeout, transport=transport, retry=self.retry,
+            env, self.base_url, self._key, timeout=http_timeout(timeout), transport=transport, retry=self.retry,
             download_concurrency=_check_count("download_concurrency", download_concurrency),
         )
         self._journal = Journal(store)
@@ -145,6 +139,7 @@ class AsyncClient:
         )
         self._resumer = Resumer(self._http, self._journal, self._submitter, self._pipeline)
         self._account = Account(self._http, self._journal)
+        self._tasks = Tasks(self._http, self._journal, self._downloads, self._resumer)
         self._batches = Batches(self._http, self._journal, self._account, self._pipeline, self._resumer)
 
     # -- plumbing --
@@ -195,9 +190,10 @@ class AsyncClient:
         """Upload a local image (path, bytes or PIL image) and return its public URL for ``image_urls``.
 
         Each upload is remembered in the journal by its content (SHA-256) and this API's origin.
-        ``reuse=True``: the same bytes uploaded to this API within ``UPLOAD_REUSE_SECONDS`` (48 h; the
-        host keeps uploads 72 h) are not sent again: that URL is returned. A re-run cell then sends
-        the same URL, and so hits the cache, instead of paying for a new task.
+        ``reuse=True``: the same bytes uploaded to this API while that upload has a day left to live
+        (the host's ``capabilities.upload_lifetime`` less a day) are not sent again:
+        that URL is returned. A re-run cell then sends the same URL, and so hits the cache, instead
+        of paying for a new task.
 
         Uploads carry no idempotency key: one attempt, never resent behind your back."""
         return await self._account.upload(image, reuse=reuse)
@@ -222,50 +218,18 @@ class AsyncClient:
             raise ValidationError("request", "pass either a GenerationRequest or a prompt with fields, not both")
         self._auth()  # refuse before journaling when no key is set
         await self.check(request)
-        per = self.provider.capabilities.images_per_submit
-        if request.n > per:  # one POST of more would be refused, and billed where the host bills refusals
-            raise ValidationError(
-                "n", f"{self.provider.title} makes at most {per} image{'s' if per > 1 else ''} per submit: "
-                f"use generate() or generate_many(), which send {request.n} images as several submits",
-            )
         key = idempotency_key or new_idempotency_key()
-        fresh = await self._journal(self.store.get, key) is None
-        if fresh:
-            await self._journal(self.store.begin, request, key, label=label, origin=self.base_url, scope=self.cache_scope)
-        return (await self._submitter.send(request, key, fresh=fresh)).task_id
+        return (await self._submitter.submit(request, key, label=label, scope=self.cache_scope)).task_id
 
     async def cancel(self, task_id: str) -> TaskStatus:
         """Ask the host to cancel a task, then return its status. Where the host can cancel at all
         (``provider.cancel``), it usually does so only while the task is still queued; a host with
         no cancel endpoint is refused in one line (API.md 7.8)."""
-        task_id = _check_task_id(task_id, "cancel")
-        call = self.provider.cancel(task_id)
-        if call is None:
-            raise ValidationError(
-                "task_id", f"{self.provider.title} has no way to cancel a task: it runs to its end "
-                "(a failed task is not billed); stop waiting instead, and resume it later"
-            )
-        try:
-            before: TaskStatus | None = await self.get_task(task_id)  # whether it had started, for the note
-        except QImageError:
-            before = None
-        answer, accepted = await cancel_at_host(self._http, call, task_id)
-        status = await self.get_task(task_id)
-        job = await self._journal(self.store.get, task_id)
-        if job is not None and status.terminal:
-            await self._journal(self.store.record_status, job.key, status.status, status.progress)
-        note = cancel_note(self.provider.title, answer, accepted, before, status)
-        return dataclasses.replace(status, raw={**status.raw, "cancel_answer": answer, "cancel_note": note})
+        return await self._tasks.cancel(task_id)
 
     async def get_task(self, task_id: str) -> TaskStatus:
         """One status poll of the task."""
-        task_id = _check_task_id(task_id, "get_task")
-        payload = await self._http.call(self.provider.poll(task_id), what=f"status of {task_id}", task_id=task_id)
-        try:
-            return await with_result(self._http, self.provider.read_task(payload, task_id))
-        except ProtocolError as exc:
-            exc.task_id = exc.task_id or task_id
-            raise
+        return await self._tasks.get(task_id)
 
     async def iter_updates(
         self,
@@ -298,14 +262,7 @@ class AsyncClient:
 
     async def download(self, task: TaskStatus | str) -> list[Image.Image]:
         """Download a completed task's images (from disk when this journal already has them)."""
-        status = task if isinstance(task, TaskStatus) else await self.get_task(task)
-        raise_for_terminal(status)
-        job = await self._journal(self.store.get, status.task_id)
-        if job is None:
-            job = await self._resumer.adopt(status.task_id)
-        progress = _Progress(job.request, None, job.label, None, time.monotonic())
-        images, _ = await self._downloads.fetch_all(job, status, progress)
-        return images
+        return await self._tasks.download(task)
 
     # -- whole generations --
 
@@ -342,16 +299,9 @@ class AsyncClient:
         request = build_request(prompt, options, self.provider.default_model, self.provider.capabilities.inline_refs)
         _check_seconds("timeout", timeout, allow_none=True)
         await self.check(request)
-        token = None
-        if on_update is not None:  # retries reach on_update as they happen (Update.retry)
-            on_update, retried = retries_as_updates(request, on_update)
-            token = retry_observer.set(chain_observers(retry_observer.get(), retried))
-        try:
-            return await run_split(self._pipeline.run, self.provider, request, on_update=on_update,
+        with reporting_retries(request, on_update) as report:  # retries reach on_update as they happen
+            return await run_split(self._pipeline.run, self.provider, request, on_update=report,
                                    timeout=timeout, cache=cache and not new, label=label)
-        finally:
-            if token is not None:
-                retry_observer.reset(token)
 
     async def resend(
         self, key: str, *, on_update: UpdateCallback | None = None, timeout: float | None = None

@@ -116,6 +116,14 @@ def _check_seconds(name: str, value: Any, *, allow_none: bool = False) -> float 
     return float(value)
 
 
+def http_timeout(value: float | httpx.Timeout) -> httpx.Timeout:
+    """A per-request timeout: an ``httpx.Timeout`` as given, or seconds (connecting gets at most 10)."""
+    if isinstance(value, httpx.Timeout):
+        return value
+    seconds = _check_seconds("timeout", value)
+    return httpx.Timeout(seconds, connect=min(seconds, 10.0))
+
+
 def _check_count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValidationError(name, f"{name} must be a whole number >= 1, got {value!r}")

@@ -155,8 +155,8 @@ class Connection:
         self, status: int, info: ErrorInfo, what: str, task_id: str | None, retry_after: float | None = None
     ) -> APIError:
         cls = _ERRORS_BY_STATUS.get(status, ServerError if status >= 500 else BadRequestError)
-        if status == 500 and info.code == "build_request_failed":
-            # API.md 7.3: the provider answers 500 for a bad parameter; say it as what it is.
+        if status == 500 and info.code in self.provider.capabilities.parameter_refusal_codes:
+            # A host that answers 500 for a bad parameter (API.md 7.3): say it as what it is.
             cls = BadRequestError
         detail = self.redact(info.message)
         hint = self.provider.auth_hint(self.base_url) if cls is AuthenticationError else _HINTS[cls]

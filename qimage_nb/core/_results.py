@@ -4,16 +4,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._contract import GenerationRequest, TaskStatus
 from .._exceptions import QImageError
+from ._retry import chain_observers, retry_observer
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -162,6 +164,21 @@ def retries_as_updates(
             logger.exception("qimage_nb: on_update callback failed")
 
     return report, retried
+
+
+@contextlib.contextmanager
+def reporting_retries(request: GenerationRequest, on_update: UpdateCallback | None) -> Iterator[UpdateCallback | None]:
+    """Within the block, ``on_update`` (as yielded) also hears each retry as it happens (an
+    ``Update`` with ``retry`` set), beside whoever else observes retries."""
+    if on_update is None:
+        yield None
+        return
+    report, retried = retries_as_updates(request, on_update)
+    token = retry_observer.set(chain_observers(retry_observer.get(), retried))
+    try:
+        yield report
+    finally:
+        retry_observer.reset(token)
 
 
 class _Progress:

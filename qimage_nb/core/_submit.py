@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from .._exceptions import APIError, ProtocolError, QImageError, SubmitOutcomeUnknown, TransportError
+from .._exceptions import (
+    APIError,
+    ProtocolError,
+    QImageError,
+    SubmitOutcomeUnknown,
+    TransportError,
+    ValidationError,
+)
 from ._retry import RetryPolicy, is_retryable, note_retry, retry_log_level
 
 if TYPE_CHECKING:
@@ -31,20 +38,14 @@ __all__ = ["Submitter", "new_idempotency_key"]
 
 logger = logging.getLogger("qimage_nb")
 
-# Codes only a host that honours keys answers with (API.md 7.1).
-_IDEMPOTENCY_CODES = (
-    "idempotency_in_progress", "idempotency_unavailable", "idempotency_result_indeterminate", "idempotency_key_reused",
-)
-
-
 def new_idempotency_key() -> str:
     """One key per logical submit; every retry of that submit reuses it."""
     return str(uuid.uuid4())
 
 
-def _bad_parameter(error: APIError) -> bool:
-    """A 5xx that is the provider's way of refusing a parameter (API.md 7.3), not a fault."""
-    return error.code == "build_request_failed" or error.type == "invalid_request_error" or bool(error.param)
+def _bad_parameter(error: APIError, codes: frozenset[str]) -> bool:
+    """A 5xx that is the host's way of refusing a parameter (API.md 7.3), not a fault."""
+    return error.code in codes or error.type == "invalid_request_error" or bool(error.param)
 
 
 class Submitter:
@@ -88,6 +89,22 @@ class Submitter:
             idempotency_key=key,
         )
 
+    async def submit(self, request: GenerationRequest, key: str, *, label: str | None, scope: str) -> Submitted:
+        """Journal ``request`` under ``key`` (unless that key is journaled already: the same intent
+        sent again), then send it. More images than the host makes per submit are refused first:
+        one such POST would be refused, and billed where the host bills refusals."""
+        provider, store = self._http.provider, self._journal.store
+        per = provider.capabilities.images_per_submit
+        if request.n > per:
+            raise ValidationError(
+                "n", f"{provider.title} makes at most {per} image{'s' if per > 1 else ''} per submit: "
+                f"use generate() or generate_many(), which send {request.n} images as several submits",
+            )
+        fresh = await self._journal(store.get, key) is None
+        if fresh:
+            await self._journal(store.begin, request, key, label=label, origin=self._origin, scope=scope)
+        return await self.send(request, key, fresh=fresh)
+
     async def send(self, request: GenerationRequest, key: str, *, fresh: bool, force: bool = False) -> Submitted:
         """POST a journaled request and journal the answer (see the module's rules).
 
@@ -95,6 +112,7 @@ class Submitter:
         task is created during this exchange (a replayed key returns a task of unknown age).
         """
         http, store, host = self._http, self._journal.store, self._http.host
+        capabilities = http.provider.capabilities
         auth = http.auth()
         call = http.provider.submit(request, key)
         what = "submit"
@@ -139,18 +157,18 @@ class Submitter:
                         raise await self.unknown(key, f"its answer could not be read ({exc})") from None
                     failure = exc
                 except APIError as error:
-                    code = error.code
-                    if code in _IDEMPOTENCY_CODES:
+                    keyed = capabilities.idempotency_codes.get(error.code or "")
+                    if keyed:
                         await self._confirm_keys()  # only a host that honours keys answers these
-                    if code == "idempotency_key_reused":
+                    if keyed == "reused":
                         await self._journal(store.record_status, key, "failed", 0, error=str(error))
                         raise
-                    if code == "idempotency_result_indeterminate":
+                    if keyed == "indeterminate":
                         raise await self.unknown(key, f"{host} cannot tell whether it created the task") from None
-                    if code in ("idempotency_in_progress", "idempotency_unavailable"):
+                    if keyed in ("in_progress", "unavailable"):
                         # in progress: the first request with this key is being processed, so the
                         # task may well exist; unavailable: nothing was done yet.
-                        may_exist = may_exist or code == "idempotency_in_progress"
+                        may_exist = may_exist or keyed == "in_progress"
                         failure, retry_after = error, error.retry_after if error.retry_after is not None else 1.0
                     elif error.status_code in (408, 429) and is_retryable(error.status_code, error.type):
                         if not self._retry.honours(error.retry_after):
@@ -162,7 +180,7 @@ class Submitter:
                         if not safe:
                             raise await self.unknown(key, f"{host} answered HTTP {error.status_code}: {error.detail}") from None
                         failure, retry_after = error, error.retry_after
-                    elif error.status_code >= 500 and not _bad_parameter(error):
+                    elif error.status_code >= 500 and not _bad_parameter(error, capabilities.parameter_refusal_codes):
                         # API.md 7.1/7.3: a 5xx after the body was sent leaves the outcome unknown;
                         # a 500 is never resent on its own (the provider also uses it for bad
                         # parameters). The server's message is in the one line the user gets.
@@ -170,7 +188,7 @@ class Submitter:
                             key, f"{host} answered HTTP {error.status_code}: {error.detail}"
                         ) from None
                     else:
-                        # A definite answer (a 500 build_request_failed is a bad parameter):
+                        # A definite answer (a host's 500 for a bad parameter among them):
                         # shown at once, never resent.
                         await self._settle_refused(key, error, may_exist)
                         raise

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["JOB_STATUSES", "JobRecord", "Store"]
 
-UPLOADS_KEPT_SECONDS = 7 * 24 * 3600  # provider upload URLs live 72 h; older rows are only clutter
+UPLOADS_KEPT_SECONDS = 7 * 24 * 3600  # hosts keep uploads for days at most; older rows are clutter
 
 
 def _default_root() -> Path:

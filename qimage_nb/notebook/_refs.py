@@ -5,7 +5,7 @@ generated is sent by its source URL (the API already has it, nothing to upload);
 file, a PIL image, bytes from the panel's upload button) is checked before a single request is
 sent, then uploaded through the client (``upload(..., reuse=True)``), which remembers uploads by
 content hash in the journal, per API origin, so re-running a cell sends the same URL and hits the
-cache instead of paying again; a URL is reused for less than its 72 h life.
+cache instead of paying again; a URL is reused while it has a day left to live at the host.
 
 A host that takes references inside the request (DashScope: ``data:`` URIs) needs no upload: the
 local picture is checked against that host's limits and sent inline; a generated image whose URL

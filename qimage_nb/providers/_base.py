@@ -91,6 +91,17 @@ class Capabilities:
     # Whether the host streams a task's statuses (server-sent events: ``Provider.stream``), which
     # the client waits on instead of polling.
     status_stream: bool = False
+    # How long the host keeps an upload (seconds; None: no uploads, or no known end). An earlier
+    # upload of the same bytes is reused only while it has a day of that left.
+    upload_lifetime: float | None = None
+    # Error codes the host answers with a 5xx when it refuses a request's parameters: a definite
+    # refusal, shown as one, never an 'outcome unknown' (API.md 7.3).
+    parameter_refusal_codes: frozenset[str] = frozenset()
+    # The host's error codes that speak of an Idempotency-Key, by what they mean to a submit:
+    # "in_progress" (the first request with the key is still being processed), "unavailable"
+    # (nothing was done yet), "indeterminate" (the host cannot tell whether it created the task),
+    # "reused" (the key was sent before with another body). Only a host that honours keys answers them.
+    idempotency_codes: Mapping[str, str] = field(default_factory=dict)
 
 
 class Provider:

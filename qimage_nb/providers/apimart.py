@@ -66,7 +66,15 @@ class APIMart(Provider):
     key_env = "QIMAGE_API_KEY"
     base_url_env = "QIMAGE_BASE_URL"
     default_base_url = PRODUCTION_BASE_URL
-    capabilities = Capabilities(upload=True, balance=True, list_models=True, idempotency_keys=True, model_schema=True)
+    capabilities = Capabilities(
+        upload=True, balance=True, list_models=True, idempotency_keys=True, model_schema=True,
+        upload_lifetime=72 * 3600,  # API.md: uploaded files are kept 72 hours
+        parameter_refusal_codes=frozenset({"build_request_failed"}),  # API.md 7.3: a 500 for a bad parameter
+        idempotency_codes={  # API.md 7.1, the versioned contract's answers
+            "idempotency_in_progress": "in_progress", "idempotency_unavailable": "unavailable",
+            "idempotency_result_indeterminate": "indeterminate", "idempotency_key_reused": "reused",
+        },
+    )
     models = MODELS
     default_model = DEFAULT_MODEL
     # API.md section 2's example answer: "cost": 0.006 for a finished one-image task. No other
