@@ -39,7 +39,7 @@ def _isolated_env(monkeypatch, tmp_path_factory):
 # the one-test Binder build last and leave it running alone at the end). Within a file the order is
 # unchanged; files not named here follow in collection order.
 _FIRST = (
-    "tests/browser/test_faces_layout_browser.py",  # 132 s
+    "tests/browser/test_faces_layout_browser.py",  # 90 s
     "tests/test_binder.py",  # 65-100 s: a venv built from scratch
     "tests/test_hostile_faults.py",  # 43 s
     "tests/browser/test_panel_browser.py",  # 33 s

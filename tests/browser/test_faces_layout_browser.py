@@ -237,23 +237,29 @@ def panel_cells(provider: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize(
-    ("provider", "layout"),
-    [("apimart", "file-browser"), ("dashscope", "file-browser"), ("apimart", "full"), ("dashscope", "full"),
-     ("dashscope", "narrow")],
-)
-def test_every_element_of_the_panel_fits_the_default_layouts(jupyter_lab, open_notebook, provider, layout):
+# Each provider's panel in the layouts a newcomer meets: JupyterLab's default (file browser open,
+# about 950 px), the sidebar closed, and (DashScope's, the widest) a 700 px window. One notebook and
+# one kernel per provider; every check runs at every layout, as the panel opens and after a run.
+LAYOUTS = {"apimart": ("file-browser", "full"), "dashscope": ("file-browser", "full", "narrow")}
+WIDTHS = {"file-browser": (900, 1000), "full": (1180, 10_000), "narrow": (0, 699)}
+
+
+@pytest.mark.parametrize("provider", ["apimart", "dashscope"])
+def test_every_element_of_the_panel_fits_the_default_layouts(jupyter_lab, open_notebook, provider):
     cells = panel_cells(provider)
     nb = new_notebook(cells=[new_code_cell(c) for c in cells])
-    ui = open_notebook(jupyter_lab, nb, name=f"fits-{provider}-{layout}.ipynb")
-    width = set_notebook_width(ui, layout)
-    if layout == "file-browser":
-        assert 900 <= width <= 1000, width  # the notebook a newcomer gets: about 950 px
-    elif layout == "full":
-        assert width >= 1180, width
-    else:
-        assert width < 700, width
-    _generate_and_check_every_element(ui, len(cells), provider, layout, width)
+    ui = open_notebook(jupyter_lab, nb, name=f"fits-{provider}.ipynb")
+    layouts = LAYOUTS[provider]
+    set_notebook_width(ui, layouts[0])
+
+    def at_each_layout(check) -> None:
+        for layout in layouts:
+            width = set_notebook_width(ui, layout)
+            low, high = WIDTHS[layout]  # file-browser: the notebook a newcomer gets, about 950 px
+            assert low <= width <= high, (layout, width)
+            check(layout, width)
+
+    _generate_and_check_every_element(ui, len(cells), provider, at_each_layout)
 
 
 @pytest.mark.parametrize("provider", ["apimart", "dashscope"])
@@ -264,12 +270,19 @@ def test_every_element_of_the_panel_fits_notebook7(jupyter_notebook, open_notebo
     ui = open_notebook(jupyter_notebook, nb, name=f"fits7-{provider}.ipynb")
     ui.page.set_viewport_size({"width": 1280, "height": 900})
     ui.page.wait_for_timeout(400)
-    width = round(ui.panel.bounding_box()["width"])
-    assert 900 <= width <= 1280, width
-    _generate_and_check_every_element(ui, len(cells), provider, "notebook7", width)
+
+    def at_1280(check) -> None:
+        width = round(ui.panel.bounding_box()["width"])
+        assert 900 <= width <= 1280, width
+        check("notebook7", width)
+
+    _generate_and_check_every_element(ui, len(cells), provider, at_1280)
 
 
-def _generate_and_check_every_element(ui, count: int, provider: str, layout: str, width: int) -> None:
+def _generate_and_check_every_element(ui, count: int, provider: str, at_each_layout) -> None:
+    """Run the cells, check the panel as it opens, make a run (its picture in the preview with every
+    action shown, the saved-to message, the journal open), check again; ``at_each_layout(check)``
+    calls ``check(layout, width)`` at each layout the test covers."""
     page = ui.page
     for index in range(count):
         run_cell(ui, index)
@@ -277,10 +290,14 @@ def _generate_and_check_every_element(ui, count: int, provider: str, layout: str
     assert ui.error_texts() == []
     root = ui.panel.locator(".qimage-panel")
     root.wait_for(state="visible")
-    root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
-    opening = [f"as it opens: {p}" for p in root.evaluate(FITS)]
+    problems: list[str] = []
 
-    # A run, its picture in the preview with every action shown, the saved-to message, the journal.
+    def as_it_opens(layout: str, width: int) -> None:
+        root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+        problems.extend(f"{layout}, {width} px, as it opens: {p}" for p in root.evaluate(FITS))
+
+    at_each_layout(as_it_opens)
+
     root.locator(".qimage-prompt textarea").fill(PROMPT)
     generate = root.locator("button.qimage-generate")
     page.wait_for_function("(el) => !el.disabled", arg=generate.element_handle())
@@ -295,19 +312,22 @@ def _generate_and_check_every_element(ui, count: int, provider: str, layout: str
                  ".qimage-journal .jupyter-widget-Collapse-header").first.click()
     expect(root.locator("button.qimage-resume").first).to_be_visible(timeout=10_000)
     page.wait_for_timeout(500)
-    root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
-    ui.screenshot(f"{provider}-{layout}-{width}px", full_page=True)
-    root.locator(".qimage-journal").evaluate("(el) => el.scrollIntoView({block: 'end'})")
-    page.wait_for_timeout(300)
-    ui.screenshot(f"{provider}-{layout}-{width}px-journal", full_page=True)
-    problems = opening + root.evaluate(FITS)
-    assert problems == [], f"{provider}, notebook {width} px wide:\n" + "\n".join(problems)
 
-    # Task ids: never a long id across the row; the whole id in the tooltip.
-    ids = root.evaluate(TASK_IDS)
-    assert ids, "the run and the journal show their task ids"
-    for shown in ids:
-        assert shown["full"] in shown["title"], shown
-        if len(shown["full"]) > 24:
-            assert shown["full"] not in shown["shown"] and len(shown["shown"]) <= 24, shown
+    def after_a_run(layout: str, width: int) -> None:
+        root.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+        ui.screenshot(f"{provider}-{layout}-{width}px", full_page=True)
+        root.locator(".qimage-journal").evaluate("(el) => el.scrollIntoView({block: 'end'})")
+        page.wait_for_timeout(300)
+        ui.screenshot(f"{provider}-{layout}-{width}px-journal", full_page=True)
+        problems.extend(f"{layout}, {width} px: {p}" for p in root.evaluate(FITS))
+        # Task ids: never a long id across the row; the whole id in the tooltip.
+        ids = root.evaluate(TASK_IDS)
+        assert ids, "the run and the journal show their task ids"
+        for shown in ids:
+            assert shown["full"] in shown["title"], shown
+            if len(shown["full"]) > 24:
+                assert shown["full"] not in shown["shown"] and len(shown["shown"]) <= 24, shown
+
+    at_each_layout(after_a_run)
+    assert problems == [], f"{provider}:\n" + "\n".join(problems)
     assert ui.error_texts() == []
