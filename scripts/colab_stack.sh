@@ -47,7 +47,9 @@ cpip() {
 stack_install() {
     local uv
     if [[ "${QIMAGE_NO_UV:-}" != 1 && -x "${VPY}" ]] && uv="$(ensure_uv "${VPY}")"; then
-        "${uv}" pip install --quiet --compile-bytecode --python "${CPY}" "$@"
+        # (no --compile-bytecode: this runs beside pytest, and compiling all of pandas and the stack
+        # up front cost 24 s of CPU there; the few modules the tests import are compiled as they are)
+        "${uv}" pip install --quiet --python "${CPY}" "$@"
     else
         cpip "$@"
     fi

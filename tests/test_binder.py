@@ -81,8 +81,7 @@ def test_binder_environment_runs_the_quickstart(tmp_path, binder_env, artifacts_
     # binder/ itself asks for is installed by pip, below, as repo2docker does.
     uv = Path(sys.executable).parent / "uv"
     if uv.exists():
-        run([str(uv), "pip", "install", "-q", "--compile-bytecode", "--python", python, *REPO2DOCKER_BASE],
-            cwd=tmp_path, env=binder_env)  # fmt: skip
+        run([str(uv), "pip", "install", "-q", "--python", python, *REPO2DOCKER_BASE], cwd=tmp_path, env=binder_env)
     else:
         run([python, "-m", "pip", "install", "-q", *REPO2DOCKER_BASE], cwd=tmp_path, env=binder_env)
     run(
