@@ -43,7 +43,7 @@ _FIRST = (
     "tests/test_binder.py",  # 65-100 s: a venv built from scratch
     "tests/test_hostile_faults.py",  # 43 s
     "tests/browser/test_panel_browser.py",  # 33 s
-    "tests/browser/test_batch_browser.py",  # 29 s
+    "tests/browser/test_batch_browser.py",  # 18 s
     "tests/test_notebooks.py",  # 28 s
     "tests/test_magics.py",  # 26 s
     "tests/browser/",  # 13-25 s each

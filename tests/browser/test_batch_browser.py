@@ -18,7 +18,7 @@ pytestmark = pytest.mark.browser
 
 COUNT = 24
 CELLS = [
-    "%load_ext qimage_nb\n%qimage emulator --auto --latency 1.5",
+    "%load_ext qimage_nb\n%qimage emulator --auto --latency 0.75",
     f"products = [f'product {{i}}' for i in range({COUNT})]",
     "%%qimage -o shots --each products\nstudio photo of {}, white background",
     "import qimage_nb\n\nclient = qimage_nb.current_client()\n"
