@@ -78,3 +78,50 @@ def test_the_sync_client_estimates_too(emu, tmp_path):
 
     with Client(emu.api_key, emu.in_process_base_url, transport=emu.transport(), store=Store(tmp_path)) as client:
         assert client.estimate("one cat").images == 1
+
+
+async def test_dashscope_prices_3_0_by_model_size_tier_and_references(tmp_path):
+    """DashScope's table (shared/PROVIDERS.md 5): 3.0 one flat price, 3.0-pro by the output's area,
+    $0.003 per reference of an edit; a model with no published price is said to be unknown."""
+    from qimage_nb.emulator import DashScopeEmulator
+
+    refs = ["https://example.com/a.png", "https://example.com/b.png"]
+    with DashScopeEmulator(latency=0.05, jitter=0.0) as ds:
+        async with AsyncClient(ds.api_key, ds.base_url, provider="dashscope", store=Store(tmp_path),
+                               poll=PollPolicy.for_latency(ds.latency)) as client:
+            flat = await client.estimate([
+                {"prompt": "flat at 2K", "model": "qwen-image-3.0", "resolution": "2K"},
+                {"prompt": "no size", "model": "qwen-image-3.0", "size": "auto"},
+            ])
+            assert flat.cost == pytest.approx(2 * 0.03)
+            assert "Model Studio" in str(flat) and "price table" in str(flat), str(flat)
+            pro = await client.estimate([
+                {"prompt": "pro 1:1 1K", "model": "qwen-image-3.0-pro", "size": "1:1"},  # about 1 MP: the 1K tier
+                {"prompt": "pro 1472 square", "model": "qwen-image-3.0-pro", "size": "1472x1472"},  # 2.17 MP
+                {"prompt": "pro 1536 square", "model": "qwen-image-3.0-pro", "size": "1536x1536"},  # 2.36 MP
+                {"prompt": "pro, the model picks", "model": "qwen-image-3.0-pro", "size": "auto"},  # dearer tier
+            ])
+            assert [p.per_image for p in pro.prices] == pytest.approx([0.04, 0.04, 0.075, 0.075])
+            edit = await client.estimate({"prompt": "an edit", "model": "qwen-image-3.0", "image_urls": refs, "n": 2})
+            assert edit.cost == pytest.approx(2 * 0.03 + 2 * 0.003)  # references priced per request
+            unknown = await client.estimate("a 2.0 picture")  # DashScope's default model: no published price
+            assert unknown.cost is None and "cost unknown (no price seen for qwen-image-2.0 1K" in str(unknown)
+
+            # So a cap works there: over it nothing is sent; within it the batch runs.
+            three = [{"prompt": f"poster {i}", "model": "qwen-image-3.0"} for i in range(3)]
+            with pytest.raises(ValidationError, match=r"the estimate is \$0\.09 .* over max_cost \$0\.07: nothing was sent"):
+                await client.generate_many(three, max_cost=0.07)
+            assert ds.counters()["generations_billed"] == 0
+            results = await client.generate_many(three, max_cost=0.09, progress=False)
+    assert [r.ok for r in results] == [True] * 3 and ds.counters()["generations_billed"] == 3
+
+
+async def test_an_alias_is_priced_as_the_model_it_names():
+    """fal takes "standard" and "pro" for its 2.0 apps; an estimate prices them as those models."""
+    from qimage_nb._contract import GenerationRequest
+    from qimage_nb.providers import get_provider
+
+    fal = get_provider("fal")
+    for alias, model in (("standard", "qwen-image-2.0"), ("pro", "qwen-image-2.0-pro")):
+        named = fal.estimated_price(GenerationRequest(prompt="x", model=model))
+        assert named is not None and fal.estimated_price(GenerationRequest(prompt="x", model=alias)) == named

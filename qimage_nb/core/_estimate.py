@@ -184,8 +184,7 @@ def price_of(request: GenerationRequest, *, provider: Provider, store: Store, sc
     found = prices.get((request.model, request.resolution))
     if found is not None:
         return Price(request, found[0], "journal", found[1])
-    table = {(model, resolution): price for model, resolution, price in provider.prices}
-    per_image = table.get((request.model, request.resolution))
+    per_image = provider.estimated_price(request)
     return Price(request, per_image, "price table" if per_image is not None else "unknown")
 
 
@@ -199,7 +198,6 @@ def estimate_requests(
 ) -> Estimate:
     """Each request's price (journal, else the price table; nothing for a cache hit), summed."""
     journal = _journal_prices(store, scope)
-    table = {(model, resolution): price for model, resolution, price in provider.prices}
     prices = []
     for request, hit in zip(requests, cached, strict=True):
         key = (request.model, request.resolution)
@@ -208,8 +206,8 @@ def estimate_requests(
         elif key in journal:
             per_image, seen = journal[key]
             prices.append(Price(request, per_image, "journal", seen))
-        elif key in table:
-            prices.append(Price(request, table[key], "price table"))
+        elif (per_image := provider.estimated_price(request)) is not None:
+            prices.append(Price(request, per_image, "price table"))
         else:
             prices.append(Price(request, None, "unknown"))
     return Estimate(prices=tuple(prices), host=provider.title, table_date=provider.prices_as_of)

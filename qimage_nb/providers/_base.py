@@ -133,6 +133,14 @@ class Provider:
     def __repr__(self) -> str:
         return f"<provider {self.name}>"
 
+    def estimated_price(self, request: GenerationRequest) -> float | None:
+        """USD per image of ``request`` by the published prices (``prices``), or None where they
+        say nothing. A host whose price also follows the size or the references says so here."""
+        for name, resolution, price in self.prices:
+            if name == request.model and resolution == request.resolution:
+                return price
+        return None
+
     # -- requests --
 
     def check(self, request: GenerationRequest, listed: Collection[str] = (), schema: Mapping[str, Any] | None = None) -> None:

@@ -60,6 +60,10 @@ SYNC_READ_TIMEOUT = 180.0
 _OWN_PARAMETERS = {"size": "size", "n": "n", "seed": "seed", "prompt_extend": "prompt_extend",
                    "watermark": "watermark", "negative_prompt": "negative_prompt"}
 # Unlisted models get 2.0's shape (the sync call, a W*H size): the host judges the rest.
+# 3.0-pro's price tiers: up to 2.25 MP of output is the "1K" tier, above it "2K"; an edit's
+# references are priced apiece (shared/PROVIDERS.md 5).
+_TIER_1K_PIXELS = 2_250_000
+_PER_REFERENCE = 0.003
 _UNLISTED = Rules("unlisted", side_min=1, side_max=100_000, pixels_min=1, pixels_max=10**10)
 
 _STATUSES = {
@@ -89,6 +93,15 @@ class DashScope(Provider):
     # double every third poll from 1 s up to 5 s. The async models say nothing of when a task ends.
     sdk_sleeps = (1.0, 1.0, 2.0, 2.0, 2.0, 4.0, 4.0, 4.0, 5.0)
     models_checked = CHECKED
+    # USD per image, international: 3.0 one flat price at any size; 3.0-pro by the output's area
+    # (up to 2.25 MP the "1K" tier, above it the "2K" one); an edit adds $0.003 per reference.
+    # Derived from the Chinese site's price badge (shared/PROVIDERS.md 5, medium confidence); no
+    # published price for the other models, whose estimates say "unknown".
+    prices = (
+        ("qwen-image-3.0", "1K", 0.03), ("qwen-image-3.0", "2K", 0.03),
+        ("qwen-image-3.0-pro", "1K", 0.04), ("qwen-image-3.0-pro", "2K", 0.075),
+    )
+    prices_as_of = "the Chinese site's price badge less Comfy's markup, 2026-12 (shared/PROVIDERS.md 5); estimated"
 
     def base_url_from(self, environ: Mapping[str, str]) -> tuple[str, str]:
         return choose(environ)
@@ -142,6 +155,20 @@ class DashScope(Provider):
             f"{request.model} is not in qimage_nb's DashScope models (checked {CHECKED}); sending it as "
             f"written{suggest(request.model)}"
         ]
+
+    def estimated_price(self, request: GenerationRequest) -> float | None:
+        tiers = {resolution: price for name, resolution, price in self.prices if name == request.model}
+        if not tiers:
+            return None
+        try:
+            size = self.pixels(request)
+        except ValidationError:
+            return None  # a request the host would refuse has no price; check() says why
+        if size is None:  # the model picks the size, so the tier: the dearer one, so that a cap holds
+            per_image = max(tiers.values())
+        else:
+            per_image = tiers["1K" if size[0] * size[1] <= _TIER_1K_PIXELS else "2K"]
+        return per_image + _PER_REFERENCE * len(request.image_urls) / request.n
 
     def pixels(self, request: GenerationRequest) -> tuple[int, int] | None:
         """The ``W*H`` this request asks of the host; None: no size, the model picks."""
