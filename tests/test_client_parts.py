@@ -99,3 +99,56 @@ def test_every_host_waits_by_polling_unless_it_declares_a_status_stream():
         expected = Streaming if provider.capabilities.status_stream else Polling
         assert isinstance(client._waiting, expected), provider.name
     assert [p.name for p in all_providers() if p.capabilities.status_stream] == ["fal"]
+
+
+@pytest.mark.parametrize("spins", [0, 1, 2])
+async def test_a_cancel_that_lands_as_a_stream_event_arrives_ends_the_wait(spins):
+    """asyncio.wait_for (before Python 3.12) returns the event instead: a user's Cancel was lost and
+    the task ran on, billed. ``spins``: loop turns between the event's arrival and the cancel."""
+    import asyncio
+
+    from qimage_nb.core._stream import next_within
+
+    ready = asyncio.Event()
+    closed = []
+
+    async def events():
+        try:
+            await ready.wait()
+            yield "event"
+            await asyncio.sleep(3600)
+        finally:
+            closed.append(True)
+
+    stream = events()
+    waiting = asyncio.ensure_future(next_within(stream, 5.0))
+    for _ in range(3):
+        await asyncio.sleep(0)  # the wait has begun
+    ready.set()
+    for _ in range(spins):
+        await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await stream.aclose()
+    assert closed == [True]
+
+
+async def test_a_stream_that_stays_silent_times_out_and_is_told_so():
+    import asyncio
+
+    from qimage_nb.core._stream import next_within
+
+    cancelled = []
+
+    async def silent():
+        try:
+            await asyncio.sleep(3600)
+            yield "never"
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    with pytest.raises(asyncio.TimeoutError):
+        await next_within(silent(), 0.05)
+    assert cancelled == [True]  # the pending read was cancelled, not left running
