@@ -56,7 +56,7 @@ async def next_within(items: AsyncIterator[str], seconds: float) -> str:
 
     Not ``asyncio.wait_for``: before Python 3.12 it returns the item when a cancel lands as the
     item arrives, so a user's Cancel (the panel's, an interrupt) was lost and a task they had
-    stopped ran on to its end, billed (1 run in 12 of a queued fal task, seen in a test). Here a
+    stopped ran on to its end, billed (1 run in 12 of a test that cancels a queued task). Here a
     cancel always ends the wait."""
     step = asyncio.ensure_future(items.__anext__())
     try:
