@@ -68,32 +68,25 @@ class AsyncClient:
     Parameters
     ----------
     api_key:
-        The key; defaults to the provider's key variable (``provider.key_env``, e.g. the one its
-        own SDK reads). Never shown in any repr, message or log.
+        The key; defaults to the provider's key variable (``provider.key_env``, the one its own SDK
+        reads). Never shown in any repr, message or log.
     base_url:
-        API origin; defaults to the provider's base-URL variable (``provider.base_url_env``), then
-        its production host (``provider.default_base_url``). Plain http is refused for non-loopback
-        hosts unless ``allow_insecure_http=True``.
+        API origin; defaults to ``provider.base_url_env``, then ``provider.default_base_url``.
+        Plain http is refused for non-loopback hosts unless ``allow_insecure_http=True``.
     provider:
-        A provider name (``qimage_nb.providers``) or object; defaults to ``$QIMAGE_PROVIDER``, else
-        the one provider whose key is set, else the registry's default.
-    timeout:
-        Per-request timeout in seconds (or an ``httpx.Timeout``).
-    wait_timeout:
-        Default deadline for a whole generation to finish on the server, in seconds.
-    transport:
-        An ``httpx.AsyncBaseTransport`` (tests, the in-process emulator).
-    store:
-        The journal and image files; defaults to ``Store.default()`` (``$QIMAGE_HOME``).
-    retry, poll:
-        Retry and polling policies (``RetryPolicy``, ``PollPolicy``).
+        A name (``qimage_nb.providers``) or object; defaults to ``$QIMAGE_PROVIDER``, else the one
+        provider whose key is set, else the registry's default.
+    timeout, wait_timeout:
+        Seconds per request (or an ``httpx.Timeout``); default deadline of a whole generation.
+    transport, store, retry, poll:
+        An ``httpx.AsyncBaseTransport`` (tests, the in-process emulator); the journal and image
+        files (``Store.default()``: ``$QIMAGE_HOME``); ``RetryPolicy``; ``PollPolicy``.
     download_concurrency:
         Images downloaded at once across all generations of this client.
     cache_scope:
-        Which journal entries may serve this client's cached requests: only those journaled under
-        the same scope, so one API's images are never served as another's. Defaults to
-        ``base_url``; the in-kernel emulator passes one name for all its instances, because each
-        kernel's emulator listens on a new port but its pictures on disk stay good.
+        Only journal entries of the same scope serve this client's cached requests (one API's
+        images are never another's). Defaults to ``base_url``; the in-kernel emulator passes one
+        name for all its instances (a new port per kernel, the same pictures on disk).
     """
 
     def __init__(
@@ -189,13 +182,10 @@ class AsyncClient:
     async def upload(self, image: Any, *, reuse: bool = False) -> str:
         """Upload a local image (path, bytes or PIL image) and return its public URL for ``image_urls``.
 
-        Each upload is remembered in the journal by its content (SHA-256) and this API's origin.
-        ``reuse=True``: the same bytes uploaded to this API while that upload has a day left to live
-        (the host's ``capabilities.upload_lifetime`` less a day) are not sent again:
-        that URL is returned. A re-run cell then sends the same URL, and so hits the cache, instead
-        of paying for a new task.
-
-        Uploads carry no idempotency key: one attempt, never resent behind your back."""
+        Remembered in the journal by content (SHA-256) and API origin: with ``reuse=True`` the same
+        bytes, uploaded here while that upload has a day left at the host (its
+        ``capabilities.upload_lifetime``), are not sent again, so a re-run cell sends the same URL
+        and hits the cache instead of paying. One attempt, never resent (no idempotency key)."""
         return await self._account.upload(image, reuse=reuse)
 
     def find_upload(self, image: Any) -> UploadedImage | None:
@@ -279,22 +269,16 @@ class AsyncClient:
     ) -> Generation:
         """Submit, wait and download one request; return its images.
 
-        ``prompt`` is the prompt text with the request's fields as keywords (``model``, ``size``
-        (a ratio or ``WIDTHxHEIGHT``), ``resolution``, ``n``, ``negative_prompt``, ``image_urls``,
-        and where the provider supports them ``seed``, ``prompt_extend``, ``watermark``), or a
-        ready :class:`GenerationRequest`.
+        ``prompt``: the prompt text with the request's fields as keywords (``model``, ``size`` (a
+        ratio or ``WIDTHxHEIGHT``), ``resolution``, ``n``, ``negative_prompt``, ``image_urls``, and
+        where the provider takes them ``seed``, ``prompt_extend``, ``watermark``), or a ready
+        :class:`GenerationRequest`. ``on_update`` (sync or async) gets an :class:`Update` at each
+        status change and image; ``timeout``: the task's deadline, seconds (``wait_timeout``).
 
-        Parameters
-        ----------
-        on_update:
-            Called (sync or async) with an :class:`Update` at each status change and each image.
-        timeout:
-            Deadline for the task on the server, seconds (default ``wait_timeout``).
-        cache:
-            Reuse the images of an identical completed request from the journal (no request is
-            sent, nothing is billed), or wait for an identical request that was submitted but never
-            finished here (no second task): the same "re-run without paying" as the magic's.
-            On by default; ``cache=False`` or ``new=True`` (the magic's ``--new``) pays for fresh images.
+        ``cache`` (on by default): an identical completed request's images come from the journal
+        (nothing sent, nothing billed), and an identical one submitted but never finished here is
+        waited on (no second task), the magic's "re-run without paying"; ``cache=False`` or
+        ``new=True`` (the magic's ``--new``) pays for fresh images.
         """
         request = build_request(prompt, options, self.provider.default_model, self.provider.capabilities.inline_refs)
         _check_seconds("timeout", timeout, allow_none=True)
@@ -329,22 +313,16 @@ class AsyncClient:
     ) -> list[Generation]:
         """Run many requests with at most ``concurrency`` in flight; results in input order.
 
-        Every request is validated before anything is sent. A request that fails does not stop the
-        others: its :class:`Generation` has ``error`` set (with the task id when one exists).
-        Like ``generate``, an identical request already made is served from the journal (running
-        the same cell again sends nothing); ``cache=False`` or ``new=True`` pays for fresh images.
+        Every request is validated before anything is sent. A failed request does not stop the
+        others: its :class:`Generation` has ``error`` set (and the task id, where one exists). As in
+        ``generate``, an identical request already made comes from the journal.
 
-        Parameters
-        ----------
-        max_cost:
-            Refuse the whole batch before any submit when its estimate (``estimate``) is higher or
-            unknown, and send no more once spent + in flight + the next would pass it (those not
-            sent have a ``ValidationError`` naming the cap; one warning line says how many).
-        labels:
-            One journal label per request (kept with it, and in its images' provenance).
-        progress:
-            One display for the whole batch (done/total, failed, spent, time left, thumbnails in one
-            grid), updated in place; on by default in a Jupyter kernel, ``False`` turns it off.
+        ``max_cost``: refuse the whole batch before any submit when its ``estimate`` is higher or
+        unknown, and send no more once spent + in flight + the next would pass it (those not sent
+        have a ``ValidationError`` naming the cap; one warning line says how many). ``labels``: one
+        journal label per request (kept in its images' provenance too). ``progress``: one display
+        for the batch (done/total, failed, spent, time left, one grid of thumbnails), updated in
+        place; on by default in a Jupyter kernel.
         """
         return await self._batches.generate_many(
             requests, concurrency=concurrency, on_update=on_update, timeout=timeout, cache=cache and not new,
@@ -385,10 +363,10 @@ class AsyncClient:
         """Re-attach to a task without submitting it again (a task id or a journal key).
 
         Works whether the task is still running, finished while the kernel was dead, or was already
-        downloaded (then it is served from disk with no request at all). A submit whose answer was
-        lost is replayed with its original Idempotency-Key only where the host has proved that it
-        honours keys (the server then returns the same task); elsewhere ``SubmitOutcomeUnknown``
-        says so and ``resend`` is the user's explicit choice.
+        downloaded (then served from disk, no request). A submit whose answer was lost is replayed
+        with its original Idempotency-Key only where the host has proved it honours keys (it then
+        returns the same task); elsewhere ``SubmitOutcomeUnknown`` says so, and ``resend`` is the
+        user's explicit choice.
         """
         return await self._resumer.resume(task_id, on_update=on_update, timeout=timeout)
 
