@@ -75,6 +75,20 @@ async def test_the_provider_choice_decides_models_and_which_options_are_enabled(
         (banner,) = by_class(panel, "qimage-banner")
         assert visible(banner)
         assert text_of(panel.balance) == ""  # DashScope has no balance endpoint: nothing, not an error
+        assert "Type a prompt (1 to 800 characters)" in text_of(panel.hint)  # 2.0's limit
+        panel.model.value = "qwen-image-3.0-pro"
+        await panel.wait()
+        # 3.0's prompt limit is not 2.0's: the hint and the counter say the same number.
+        assert "Type a prompt (1 to 20000 characters)" in text_of(panel.hint)
+        assert "/ 20000" in text_of(panel.prompt_count)
+        panel.prompt.value = "a lighthouse at dusk"
+        panel.free_size.value = "1536x1536"  # 2.36 MP: 3.0-pro's dearer tier
+        await panel.wait()
+        assert "About $0.075 a run (the host's price list)" in text_of(panel.hint)
+        panel.model.value = "qwen-image-2.0"  # no published price there: no price said
+        panel.free_size.value = ""
+        await panel.wait()
+        assert "About $" not in text_of(panel.hint)
         (error,) = by_class(panel, "qimage-error")
         assert not visible(error)
     finally:

@@ -100,7 +100,7 @@ class Estimate:
             newest = max(p.seen or 0 for p in journal)
             said.append(f"the journal's last price on {self.host} (seen {time.strftime('%Y-%m-%d', time.localtime(newest))})")
         if any(p.source == "price table" for p in self.prices):
-            said.append(f"{self.host}'s price table ({self.table_date})" if self.table_date else f"{self.host}'s price table")
+            said.append(f"{self.host}'s price table: {self.table_date}" if self.table_date else f"{self.host}'s price table")
         if self.cached:
             said.append(f"{self.cached} from the journal at no cost")
         return "; ".join(said)

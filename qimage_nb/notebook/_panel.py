@@ -307,7 +307,8 @@ class Panel(PanelHeader, PanelRefs, PanelPicks, PanelView):
     def _blocker(self) -> tuple[str | None, bool]:
         """(why Generate is unavailable, whether that is an error to show); (None, False) when ready."""
         if not self.prompt.value.strip():
-            return f"Type a prompt (1 to {PROMPT_MAX} characters) to generate.", False
+            limit = PROMPT_MAX if self.model.value in SHORT_PROMPT_MODELS else LONG_PROMPT_MAX
+            return f"Type a prompt (1 to {limit} characters) to generate.", False
         if self._uploading:
             return f"Waiting for {len(self._uploading)} upload(s) to finish…", False
         if self._submitting:

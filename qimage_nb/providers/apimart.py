@@ -80,7 +80,7 @@ class APIMart(Provider):
     # API.md section 2's example answer: "cost": 0.006 for a finished one-image task. No other
     # price is published for this host; the journal learns each model's from the host's answers.
     prices = (("qwen-image-2.0", "1K", 0.006),)
-    prices_as_of = "the API's documented example answer (API.md, 2026-07)"
+    prices_as_of = "the API's documented example answer, 2026-07"
 
     # -- requests --
 

@@ -101,7 +101,7 @@ class DashScope(Provider):
         ("qwen-image-3.0", "1K", 0.03), ("qwen-image-3.0", "2K", 0.03),
         ("qwen-image-3.0-pro", "1K", 0.04), ("qwen-image-3.0-pro", "2K", 0.075),
     )
-    prices_as_of = "the Chinese site's price badge less Comfy's markup, 2026-12 (shared/PROVIDERS.md 5); estimated"
+    prices_as_of = "estimated from Alibaba Cloud's Chinese price list, 2026-12"
 
     def base_url_from(self, environ: Mapping[str, str]) -> tuple[str, str]:
         return choose(environ)

@@ -92,7 +92,7 @@ class Fal(Provider):
         ("qwen-image-2.0-pro", "1K", 0.075), ("qwen-image-2.0-pro", "2K", 0.075),
         ("qwen-image-3.0", "1K", 0.04), ("qwen-image-3.0", "2K", 0.075),
     )  # fmt: skip
-    prices_as_of = "fal's pages via third parties, 2026-08 (shared/PROVIDERS.md 2, 5); estimated"
+    prices_as_of = "estimated from fal's pages as third parties quoted them, 2026-08"
 
     # -- the environment, as fal-client reads it --
 

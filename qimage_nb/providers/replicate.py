@@ -76,7 +76,7 @@ class Replicate(Provider):
     # source in reach gives one for qwen/qwen-image-2[-pro]; 3.0 from a third-party comparison
     # (PROVIDERS.md 5, muapi.ai, low confidence). Estimated.
     prices = (("qwen-image-3.0", "1K", 0.04), ("qwen-image-3.0", "2K", 0.065))
-    prices_as_of = "muapi.ai comparison via shared/PROVIDERS.md 5, 2026-12; estimated"
+    prices_as_of = "estimated from a third party's comparison (muapi.ai), 2026-12"
 
     # -- requests --
 
