@@ -79,6 +79,10 @@ def binder_env(tmp_path) -> dict[str, str]:
         JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime"),
         IPYTHONDIR=str(tmp_path / "ipython"),
         JUPYTER_PLATFORM_DIRS="1",
+        # Bytecode is written as modules are imported; compiling all of pandas and JupyterLab at
+        # install, as pip does by default, changes nothing the test checks and costs the CPU that
+        # the rest of the suite shares with it.
+        PIP_NO_COMPILE="1",
     )
     return env
 
