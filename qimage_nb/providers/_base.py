@@ -129,6 +129,8 @@ class Provider:
     # read: what an estimate uses until the journal has seen this host price that model itself.
     prices: tuple[tuple[str, str, float], ...] = ()
     prices_as_of: str = ""
+    # Short names the host takes for a model ("pro" on fal): priced as the model they name.
+    model_aliases: Mapping[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<provider {self.name}>"
@@ -136,8 +138,9 @@ class Provider:
     def estimated_price(self, request: GenerationRequest) -> float | None:
         """USD per image of ``request`` by the published prices (``prices``), or None where they
         say nothing. A host whose price also follows the size or the references says so here."""
+        model = self.model_aliases.get(request.model, request.model)
         for name, resolution, price in self.prices:
-            if name == request.model and resolution == request.resolution:
+            if name == model and resolution == request.resolution:
                 return price
         return None
 

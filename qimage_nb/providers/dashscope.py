@@ -59,11 +59,11 @@ SYNC_READ_TIMEOUT = 180.0
 # Fields qimage_nb itself writes into ``parameters``: host_params may not overwrite them.
 _OWN_PARAMETERS = {"size": "size", "n": "n", "seed": "seed", "prompt_extend": "prompt_extend",
                    "watermark": "watermark", "negative_prompt": "negative_prompt"}
-# Unlisted models get 2.0's shape (the sync call, a W*H size): the host judges the rest.
 # 3.0-pro's price tiers: up to 2.25 MP of output is the "1K" tier, above it "2K"; an edit's
 # references are priced apiece (shared/PROVIDERS.md 5).
 _TIER_1K_PIXELS = 2_250_000
 _PER_REFERENCE = 0.003
+# Unlisted models get 2.0's shape (the sync call, a W*H size): the host judges the rest.
 _UNLISTED = Rules("unlisted", side_min=1, side_max=100_000, pixels_min=1, pixels_max=10**10)
 
 _STATUSES = {

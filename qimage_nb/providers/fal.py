@@ -92,6 +92,7 @@ class Fal(Provider):
         ("qwen-image-2.0-pro", "1K", 0.075), ("qwen-image-2.0-pro", "2K", 0.075),
         ("qwen-image-3.0", "1K", 0.04), ("qwen-image-3.0", "2K", 0.075),
     )  # fmt: skip
+    model_aliases = ALIASES
     prices_as_of = "estimated from fal's pages as third parties quoted them, 2026-08"
 
     # -- the environment, as fal-client reads it --
@@ -173,14 +174,6 @@ class Fal(Provider):
                 f"pixels in all, each side at most {side_max}",
             )
         return {"width": width, "height": height}
-
-    def estimated_price(self, request: GenerationRequest) -> float | None:
-        """USD per image from the price table (``prices``), or None for a model it does not list."""
-        model = ALIASES.get(request.model, request.model)
-        for name, resolution, price in self.prices:
-            if name == model and resolution == request.resolution:
-                return price
-        return None
 
     def submit(self, request: GenerationRequest, key: str) -> Call:
         app = self.app(request)

@@ -76,6 +76,7 @@ class Replicate(Provider):
     # source in reach gives one for qwen/qwen-image-2[-pro]; 3.0 from a third-party comparison
     # (PROVIDERS.md 5, muapi.ai, low confidence). Estimated.
     prices = (("qwen-image-3.0", "1K", 0.04), ("qwen-image-3.0", "2K", 0.065))
+    model_aliases = ALIASES
     prices_as_of = "estimated from a third party's comparison (muapi.ai), 2026-12"
 
     # -- requests --
@@ -135,13 +136,6 @@ class Replicate(Provider):
                 "--resolution 1K, or qwen-image-2.0-pro with WIDTHxHEIGHT for larger pictures",
             )
         return {"aspect_ratio": request.size}
-
-    def estimated_price(self, request: GenerationRequest) -> float | None:
-        model = ALIASES.get(request.model, request.model)
-        for name, resolution, price in self.prices:
-            if name == model and resolution == request.resolution:
-                return price
-        return None
 
     def submit(self, request: GenerationRequest, key: str) -> Call:
         model = self.model_of(request)
