@@ -629,3 +629,29 @@ async def test_only_http_image_urls_are_fetched(store, url, tmp_path):
     assert f"scheme '{scheme}'" in text and "only http(s)" in text
     assert all(r.url.host == "api.example.com" for r in cdn.requests)  # nothing else was asked
     _nothing_kept(store)
+
+
+@pytest.mark.parametrize("kind", ["ConnectTimeout", "PoolTimeout"])
+async def test_a_submit_that_never_got_a_connection_is_sent_again_and_billed_once(store, kind):
+    """A connect that times out (a loaded machine, a slow network) sent nothing: the submit is
+    tried again like a refused connection, never 'outcome unknown' (once seen in a soak test's
+    first submit on a loaded 2-core machine)."""
+    import httpx
+
+    with Emulator(api_key=KEY, latency=0.05, jitter=0.0, seed=3) as emu:
+        inner = emu.transport()
+        failed = []
+
+        class FirstConnectFails(httpx.AsyncBaseTransport):
+            async def handle_async_request(self, request):
+                if request.method == "POST" and not failed:
+                    failed.append(request.url.path)
+                    raise getattr(httpx, kind)("no connection in time", request=request)
+                return await inner.handle_async_request(request)
+
+        async with AsyncClient(KEY, emu.in_process_base_url, store=store, retry=fast_retry(),
+                               poll=PollPolicy.for_latency(emu.latency), transport=FirstConnectFails()) as client:
+            generation = await client.generate("a lighthouse in fog")
+        assert failed and generation.ok and len(generation.images) == 1
+        assert emu.counters()["submits_accepted"] == 1  # sent once, after the failed connect
+        assert store.pending() == []

@@ -63,6 +63,12 @@ _HINTS: dict[type[APIError], str] = {
 }
 
 
+# Failures before a request has a connection to go out on: a refused or unreachable address, a
+# connect that timed out, no pooled connection in time. Nothing of the request was sent, so even a
+# submit may be tried again without any risk of a second task.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
 class Connection:
     """The way to one host's API (``base_url``, through ``provider``) with one key."""
 
@@ -204,7 +210,7 @@ class Connection:
     def network_failure(self, exc: httpx.TransportError) -> str:
         """One line for a network failure: which host, what happened (the faces add what to check)."""
         detail = self.redact(str(exc))[:120] or type(exc).__name__
-        if isinstance(exc, httpx.ConnectError):
+        if isinstance(exc, NOT_SENT):
             return f"network error: could not connect to {self.host} ({detail})"
         return f"network error talking to {self.host} ({type(exc).__name__}: {detail})"
 

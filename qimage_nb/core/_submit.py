@@ -25,6 +25,7 @@ from .._exceptions import (
     TransportError,
     ValidationError,
 )
+from ._http import NOT_SENT
 from ._retry import RetryPolicy, is_retryable, note_retry, retry_log_level
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class Submitter:
             sent = time.monotonic()
             try:
                 response = await http.send(call, auth=auth)
-            except httpx.ConnectError as exc:
+            except NOT_SENT as exc:  # no connection, so nothing was sent: no task can exist
                 failure = TransportError(f"{what}: {http.network_failure(exc)}")
                 failure.unreachable = True  # type: ignore[attr-defined]
             except httpx.TransportError as exc:
